@@ -1,0 +1,48 @@
+# Two commands: `make run` (the whole service, embedded) and `make test` (the whole suite).
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test test-unit lint fmt migrate seed check clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+run: $(VENV)/.runtime  ## start the whole service on :8080 (SQLite + embedded Redis)
+	$(BIN)/python -m config.embedded
+
+test: $(VENV)/.dev  ## unit + integration + e2e tiers
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev  ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy config models web workers scheduler
+
+fmt: $(VENV)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate: $(VENV)/.runtime
+	$(BIN)/python -m models migrate
+
+seed: $(VENV)/.runtime
+	$(BIN)/python -m models seed $(SEED_ARGS)
+
+check: $(VENV)/.runtime
+	$(BIN)/python -m models check
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,79 @@
+"""Set up the database, Redis and the Dramatiq broker once per process, from Settings."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import dramatiq
+import peewee as pw
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from config.settings import EMBEDDED, Settings
+from models.db import init_database
+
+if TYPE_CHECKING:
+    import fakeredis
+
+_lock = threading.Lock()
+_services: Services | None = None
+_embedded_server: fakeredis.FakeServer | None = None
+
+
+@dataclass
+class Services:
+    """The process's connections: one of each, shared by every thread."""
+
+    settings: Settings
+    database: pw.Database
+    redis: redis.Redis
+    broker: dramatiq.Broker
+
+
+def make_redis(url: str) -> redis.Redis:
+    """A Redis client for a URL; 'embedded' gives an in-process fakeredis shared by the process."""
+    global _embedded_server
+    if url == EMBEDDED:
+        import fakeredis
+
+        with _lock:
+            if _embedded_server is None:
+                _embedded_server = fakeredis.FakeServer()
+        return fakeredis.FakeRedis(server=_embedded_server, decode_responses=True)
+    return redis.Redis.from_url(
+        url, decode_responses=True, socket_timeout=5, socket_connect_timeout=3, health_check_interval=15
+    )
+
+
+def bootstrap(settings: Settings | None = None, *, force: bool = False) -> Services:
+    """Initialise (once) and return this process's services."""
+    global _services
+    with _lock:
+        if _services is not None and not force and (settings is None or settings == _services.settings):
+            return _services
+    settings = settings or Settings.from_env()
+    database = init_database(settings.database_url)
+    client = make_redis(settings.redis_url)
+    broker = RedisBroker(client=make_raw_redis(settings.redis_url))
+    dramatiq.set_broker(broker)
+    services = Services(settings, database, client, broker)
+    with _lock:
+        _services = services
+    return services
+
+
+def make_raw_redis(url: str) -> redis.Redis:
+    """A bytes-mode Redis client (Dramatiq's broker needs raw responses)."""
+    if url == EMBEDDED:
+        import fakeredis
+
+        make_redis(url)
+        return fakeredis.FakeRedis(server=_embedded_server)
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=15)
+
+
+def current() -> Services:
+    """The services bootstrap() set up; bootstraps from the environment if nobody did."""
+    return _services or bootstrap()

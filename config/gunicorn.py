@@ -1,0 +1,36 @@
+"""gunicorn settings for the web process: `gunicorn -c config/gunicorn.py "web:create_app()"`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from config.settings import Settings, SettingsError
+
+try:
+    _settings = Settings.from_env()
+except SettingsError as exc:  # one line naming the variable, then exit
+    raise SystemExit(f"configuration error: {exc}") from None
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "8"))
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+accesslog = os.environ.get("ACCESS_LOG") or None
+errorlog = "-"
+
+# prometheus-client multiprocess mode: every worker writes its samples into this directory.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="concert-metrics-")
+else:
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Drop a dead worker's live gauges from the multiprocess metrics."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

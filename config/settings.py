@@ -1,0 +1,124 @@
+"""Settings: read once from the environment into one frozen object, validated at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlparse
+
+EMBEDDED = "embedded"
+
+
+class SettingsError(ValueError):
+    """Raised when an environment variable has a bad value; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}={value} is out of range {lo}..{hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}={value} is out of range {lo}..{hi}")
+    return value
+
+
+def _database_url(env: Mapping[str, str], name: str, default: str) -> str:
+    url = env.get(name) or default
+    scheme = urlparse(url).scheme
+    if scheme not in ("sqlite", "mysql", "mysql+pymysql"):
+        raise SettingsError(f"{name}={url!r} must start with sqlite:/// or mysql://")
+    if scheme.startswith("mysql") and not urlparse(url).hostname:
+        raise SettingsError(f"{name}={url!r} names no host")
+    return url
+
+
+def _redis_url(env: Mapping[str, str], name: str, default: str) -> str:
+    url = env.get(name) or default
+    if url == EMBEDDED:
+        return url
+    if urlparse(url).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(f"{name}={url!r} must be redis://host:port/db or '{EMBEDDED}'")
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the service; build it with Settings.from_env()."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = "sqlite:///var/concert.db"
+    redis_url: str = EMBEDDED
+    kafka_bootstrap_servers: str = ""
+    admin_token: str = ""
+    active_limit: int = 100
+    admit_interval: float = 1.0
+    active_ttl: int = 600
+    waiting_ttl: int = 300
+    hold_ttl: int = 300
+    max_holds_per_user: int = 4
+    partitions: int = 16
+    outbox_interval: float = 1.0
+    cache_schedule_ttl: int = 300
+    cache_schedule_jitter: int = 30
+    cache_seats_ttl: int = 30
+    cache_seats_jitter: int = 5
+    max_charge: int = 1_000_000
+    max_balance: int = 100_000_000
+    max_body_bytes: int = 16_384
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every variable; raise SettingsError naming the first bad one."""
+        e = os.environ if env is None else env
+        host = e.get("HOST") or "127.0.0.1"
+        return cls(
+            host=host,
+            port=_int(e, "PORT", 8080, 1, 65535),
+            database_url=_database_url(e, "DATABASE_URL", "sqlite:///var/concert.db"),
+            redis_url=_redis_url(e, "REDIS_URL", EMBEDDED),
+            kafka_bootstrap_servers=(e.get("KAFKA_BOOTSTRAP_SERVERS") or "").strip(),
+            admin_token=e.get("ADMIN_TOKEN") or "",
+            active_limit=_int(e, "ACTIVE_LIMIT", 100, 1, 1_000_000),
+            admit_interval=_float(e, "ADMIT_INTERVAL", 1.0, 0.05, 60.0),
+            active_ttl=_int(e, "ACTIVE_TTL", 600, 1, 86_400),
+            waiting_ttl=_int(e, "WAITING_TTL", 300, 1, 86_400),
+            hold_ttl=_int(e, "HOLD_TTL", 300, 1, 86_400),
+            max_holds_per_user=_int(e, "MAX_HOLDS_PER_USER", 4, 1, 1000),
+            partitions=_int(e, "PARTITIONS", 16, 1, 1024),
+            outbox_interval=_float(e, "OUTBOX_INTERVAL", 1.0, 0.05, 60.0),
+            cache_schedule_ttl=_int(e, "CACHE_SCHEDULE_TTL", 300, 1, 86_400),
+            cache_seats_ttl=_int(e, "CACHE_SEATS_TTL", 30, 1, 86_400),
+            max_charge=_int(e, "MAX_CHARGE", 1_000_000, 1, 2**62),
+            max_balance=_int(e, "MAX_BALANCE", 100_000_000, 1, 2**62),
+            max_body_bytes=_int(e, "MAX_BODY_BYTES", 16_384, 256, 10_485_760),
+        )
+
+    def with_(self, **changes: Any) -> Settings:
+        """Return a copy with some fields changed (tests and the embedded runner use it)."""
+        return replace(self, **changes)
+
+    @property
+    def is_mysql(self) -> bool:
+        """True when the database is MySQL/MariaDB."""
+        return self.database_url.startswith("mysql")

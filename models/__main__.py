@@ -1,0 +1,62 @@
+"""Database CLI: python -m models {migrate,init-db,seed,demo,check}."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from config.settings import Settings, SettingsError
+from models import check, schema, seed
+from models.db import init_database
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command; return the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m models", description="Database commands (uses DATABASE_URL).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply pending schema migrations")
+    sub.add_parser("init-db", help="same as migrate: create or upgrade the schema")
+    p_seed = sub.add_parser("seed", help="bulk-load concerts x schedules x seats (seats per schedule)")
+    p_seed.add_argument("--concerts", type=int, default=1)
+    p_seed.add_argument("--schedules", type=int, default=2)
+    p_seed.add_argument("--seats", type=int, default=50, help="seats per schedule")
+    p_seed.add_argument("--price", type=int, default=50_000)
+    sub.add_parser("demo", help="create the demo concert if the database has no concert")
+    sub.add_parser("check", help="verify invariants 1-4 of SPEC §5; exit 1 on any violation")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    init_database(settings.database_url)
+
+    if args.command in ("migrate", "init-db"):
+        applied = schema.migrate()
+        print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'schema up to date'}")
+    elif args.command == "seed":
+        try:
+            result = seed.seed(concerts=args.concerts, schedules=args.schedules, seats=args.seats, price=args.price)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        rate = result.seats / result.seconds if result.seconds else 0
+        print(
+            f"seeded {result.concerts} concert(s), {result.schedules} schedule(s), {result.seats} seat(s) "
+            f"in {result.seconds:.1f} s ({rate:,.0f} seats/s)"
+        )
+    elif args.command == "demo":
+        concert_id = seed.seed_demo()
+        print(f"demo concert {concert_id} created" if concert_id else "a concert exists already; nothing seeded")
+    elif args.command == "check":
+        found = check.violations()
+        for line in found:
+            print(line)
+        print(f"{len(found)} violation(s)")
+        return 1 if found else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The invariant checker (SPEC §5, 1-4): reads a live database and lists every violation."""
+
+from __future__ import annotations
+
+from models.db import db
+
+CHECKS: list[tuple[str, str]] = [
+    (
+        "1: seat with more than one HELD/CONFIRMED reservation",
+        "SELECT seat_id, COUNT(*) FROM reservations WHERE status IN ('HELD','CONFIRMED') "
+        "GROUP BY seat_id HAVING COUNT(*) > 1",
+    ),
+    (
+        "1: live reservation whose live_seat_id is not its seat",
+        "SELECT id, seat_id FROM reservations WHERE status IN ('HELD','CONFIRMED') "
+        "AND (live_seat_id IS NULL OR live_seat_id <> seat_id)",
+    ),
+    (
+        "2: RESERVED seat without exactly one CONFIRMED reservation with one payment",
+        "SELECT s.id, COUNT(DISTINCT r.id), COUNT(p.id) FROM seats s "
+        "LEFT JOIN reservations r ON r.seat_id = s.id AND r.status = 'CONFIRMED' "
+        "LEFT JOIN payments p ON p.reservation_id = r.id "
+        "WHERE s.status = 'RESERVED' GROUP BY s.id HAVING COUNT(DISTINCT r.id) <> 1 OR COUNT(p.id) <> 1",
+    ),
+    (
+        "2: CONFIRMED reservation whose seat is not RESERVED",
+        "SELECT r.id, s.status FROM reservations r JOIN seats s ON s.id = r.seat_id "
+        "WHERE r.status = 'CONFIRMED' AND s.status <> 'RESERVED'",
+    ),
+    (
+        "2: payment whose reservation is not CONFIRMED",
+        "SELECT p.id, r.status FROM payments p JOIN reservations r ON r.id = p.reservation_id "
+        "WHERE r.status <> 'CONFIRMED'",
+    ),
+    (
+        "3: wallet balance differs from its ledger sum",
+        "SELECT w.user_id, w.balance, COALESCE(SUM(l.amount), 0) FROM point_wallets w "
+        "LEFT JOIN point_ledger l ON l.user_id = w.user_id GROUP BY w.user_id, w.balance "
+        "HAVING w.balance <> COALESCE(SUM(l.amount), 0)",
+    ),
+    ("3: negative wallet balance", "SELECT user_id, balance FROM point_wallets WHERE balance < 0"),
+    (
+        "3: ledger entries for a user without a wallet",
+        "SELECT l.user_id, COUNT(*) FROM point_ledger l LEFT JOIN point_wallets w ON w.user_id = l.user_id "
+        "WHERE w.user_id IS NULL GROUP BY l.user_id",
+    ),
+    (
+        "4: payment without exactly one PaymentCompleted outbox row",
+        "SELECT p.id, COUNT(o.id) FROM payments p LEFT JOIN outbox_events o "
+        "ON o.aggregate_type = 'payment' AND o.aggregate_id = p.id AND o.event_type = 'PaymentCompleted' "
+        "GROUP BY p.id HAVING COUNT(o.id) <> 1",
+    ),
+]
+
+
+def violations(limit: int = 20) -> list[str]:
+    """Run every check; return one line per violating row (at most `limit` per check)."""
+    found: list[str] = []
+    for name, sql in CHECKS:
+        rows = db.execute_sql(f"{sql} LIMIT {int(limit)}").fetchall()
+        found.extend(f"invariant {name}: {tuple(row)}" for row in rows)
+    return found

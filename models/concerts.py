@@ -1,0 +1,170 @@
+"""Concerts, their schedules and seats: the catalogue tables and the functions over them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import peewee as pw
+
+from models.db import BaseModel, UtcDateTimeField, db, utcnow
+from models.errors import NotFound, ValidationError
+
+AVAILABLE, HELD, RESERVED = "AVAILABLE", "HELD", "RESERVED"
+SEAT_STATUSES = (AVAILABLE, HELD, RESERVED)
+MAX_SEATS_PER_SCHEDULE = 1000
+
+
+class Concert(BaseModel):
+    """A concert (title, venue)."""
+
+    id = pw.BigAutoField()
+    title = pw.CharField(max_length=200)
+    venue = pw.CharField(max_length=200)
+    created_at = UtcDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "concerts"
+
+
+class Schedule(BaseModel):
+    """One performance (date) of a concert."""
+
+    id = pw.BigAutoField()
+    concert = pw.ForeignKeyField(Concert, backref="schedules", column_name="concert_id")
+    starts_at = UtcDateTimeField()
+    total_seats = pw.IntegerField()
+    created_at = UtcDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "concert_schedules"
+
+
+class Seat(BaseModel):
+    """A seat of a schedule; `version` is bumped by every compare-and-set status change."""
+
+    id = pw.BigAutoField()
+    schedule = pw.ForeignKeyField(Schedule, backref="seats", column_name="schedule_id")
+    number = pw.IntegerField()
+    price = pw.BigIntegerField()
+    status = pw.CharField(max_length=16, default=AVAILABLE, constraints=[pw.SQL("DEFAULT 'AVAILABLE'")])
+    version = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
+
+    class Meta:
+        table_name = "seats"
+        indexes = (
+            (("schedule_id", "number"), True),
+            (("schedule_id", "status"), False),
+        )
+
+
+@dataclass(frozen=True)
+class ConcertView:
+    """A concert as the API shows it."""
+
+    concert_id: int
+    title: str
+    venue: str
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """A schedule with its seat counts."""
+
+    schedule_id: int
+    concert_id: int
+    starts_at: dt.datetime
+    total_seats: int
+    available_seats: int
+
+
+@dataclass(frozen=True)
+class SeatView:
+    """One seat of a seat map."""
+
+    seat_id: int
+    number: int
+    price: int
+    status: str
+
+
+@dataclass(frozen=True)
+class NewSchedule:
+    """Input for create_concert: one schedule to create with its seats."""
+
+    starts_at: dt.datetime
+    seat_count: int
+    price: int
+
+
+def list_concerts() -> list[ConcertView]:
+    """All concerts, oldest first."""
+    rows = Concert.select(Concert.id, Concert.title, Concert.venue).order_by(Concert.id)
+    return [ConcertView(r.id, r.title, r.venue) for r in rows]
+
+
+def get_schedule(*, schedule_id: int) -> Schedule:
+    """One schedule, or NotFound."""
+    schedule = Schedule.get_or_none(Schedule.id == schedule_id)
+    if schedule is None:
+        raise NotFound(f"schedule {schedule_id} does not exist")
+    return schedule
+
+
+def list_schedules(*, concert_id: int) -> list[ScheduleView]:
+    """A concert's schedules with total and available seat counts, by start time."""
+    if not Concert.select().where(Concert.id == concert_id).exists():
+        raise NotFound(f"concert {concert_id} does not exist")
+    schedules = list(Schedule.select().where(Schedule.concert == concert_id).order_by(Schedule.starts_at, Schedule.id))
+    available = available_counts(schedule_ids=[s.id for s in schedules])
+    return [ScheduleView(s.id, concert_id, s.starts_at, s.total_seats, available.get(s.id, 0)) for s in schedules]
+
+
+def available_counts(*, schedule_ids: Sequence[int]) -> dict[int, int]:
+    """Count AVAILABLE seats per schedule (uses the seats(schedule_id, status) index)."""
+    if not schedule_ids:
+        return {}
+    query = (
+        Seat.select(Seat.schedule, pw.fn.COUNT(Seat.id).alias("n"))
+        .where(Seat.schedule.in_(list(schedule_ids)), Seat.status == AVAILABLE)
+        .group_by(Seat.schedule)
+        .tuples()
+    )
+    return {int(row[0]): int(row[1]) for row in query.execute()}  # type: ignore[index]
+
+
+def seat_map(*, schedule_id: int, status: str | None = None) -> list[SeatView]:
+    """The seats of a schedule by number, optionally only those with one status."""
+    if status is not None and status not in SEAT_STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(SEAT_STATUSES)}")
+    get_schedule(schedule_id=schedule_id)
+    query = Seat.select(Seat.id, Seat.number, Seat.price, Seat.status).where(Seat.schedule == schedule_id)
+    if status is not None:
+        query = query.where(Seat.status == status)
+    rows: Any = query.order_by(Seat.number).tuples()
+    return [SeatView(*row) for row in rows]
+
+
+def create_concert(*, title: str, venue: str, schedules: Sequence[NewSchedule]) -> tuple[int, list[ScheduleView]]:
+    """Create a concert with its schedules and their seats numbered 1..seat_count, in one transaction."""
+    if not title.strip() or not venue.strip():
+        raise ValidationError("title and venue must not be blank")
+    if not schedules:
+        raise ValidationError("a concert needs at least one schedule")
+    for s in schedules:
+        if not 1 <= s.seat_count <= MAX_SEATS_PER_SCHEDULE:
+            raise ValidationError(f"seatCount must be 1..{MAX_SEATS_PER_SCHEDULE}")
+        if s.price < 0:
+            raise ValidationError("price must not be negative")
+    created: list[ScheduleView] = []
+    with db.atomic():
+        concert = Concert.create(title=title.strip(), venue=venue.strip())
+        for s in schedules:
+            schedule = Schedule.create(concert=concert, starts_at=s.starts_at, total_seats=s.seat_count)
+            rows = [(schedule.id, n, s.price) for n in range(1, s.seat_count + 1)]
+            for start in range(0, len(rows), 500):
+                Seat.insert_many(rows[start : start + 500], fields=[Seat.schedule, Seat.number, Seat.price]).execute()
+            created.append(ScheduleView(schedule.id, concert.id, s.starts_at, s.seat_count, s.seat_count))
+    return concert.id, created

@@ -1,0 +1,86 @@
+"""The deferred peewee database, its initialisation from a URL, and shared field types."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import peewee as pw
+from playhouse.pool import PooledMySQLDatabase
+
+db = pw.DatabaseProxy()
+
+
+class BaseModel(pw.Model):
+    """Base of every table: bound to the deferred database."""
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class UtcDateTimeField(pw.DateTimeField):
+    """A naive-UTC datetime with microseconds (DATETIME(6) on MySQL)."""
+
+    field_type = "DATETIME(6)"
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC now, the form every timestamp column stores."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """Format a stored naive-UTC datetime as ISO 8601 with a Z."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite may hand back text for raw queries
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def make_database(url: str, *, max_connections: int = 32) -> pw.Database:
+    """Build (not connect) a peewee database for a sqlite:/// or mysql:// URL."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = url[len("sqlite:///") :] or ":memory:"
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return pw.SqliteDatabase(
+            path,
+            pragmas={"journal_mode": "wal", "busy_timeout": 10_000, "foreign_keys": 1},
+            timeout=10,
+            check_same_thread=False,
+        )
+    if parsed.scheme in ("mysql", "mysql+pymysql"):
+        opts: dict[str, Any] = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        return PooledMySQLDatabase(
+            (parsed.path or "/").lstrip("/") or "concert",
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 3306,
+            user=unquote(parsed.username or "root"),
+            password=unquote(parsed.password or ""),
+            charset="utf8mb4",
+            max_connections=int(opts.get("max_connections", max_connections)),
+            stale_timeout=300,
+            timeout=10,
+            connect_timeout=5,
+            read_timeout=30,
+            write_timeout=30,
+            autocommit=True,
+        )
+    raise ValueError(f"unsupported database URL {url!r}")
+
+
+def init_database(url: str) -> pw.Database:
+    """Point the deferred `db` at a real database and return it."""
+    database = make_database(url)
+    db.initialize(database)
+    return database
+
+
+def is_mysql() -> bool:
+    """True when the bound database is MySQL/MariaDB."""
+    return isinstance(db.obj, pw.MySQLDatabase)

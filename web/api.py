@@ -1,0 +1,81 @@
+"""The spectree instance (OpenAPI from the route schemas) and small request helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Request, Response, current_app, jsonify, request
+from pydantic import BaseModel
+from spectree import SecurityScheme, SpecTree
+from spectree.models import InType, SecureType, SecuritySchemeData
+
+from config.bootstrap import Services
+from config.settings import Settings
+from models.errors import ValidationError
+
+MAX_ID = 2**63 - 1
+
+
+def _reject_invalid(req: Request, resp: Any, error: Any, instance: Any, *_: Any) -> None:
+    """spectree hook: turn a request validation failure into our ValidationError (problem+json)."""
+    if error is None:
+        return
+    if req.mimetype == "application/json" and req.get_data() and req.get_json(silent=True) is None:
+        raise ValidationError("the request body is not valid JSON")
+    fields = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())) or "body", "message": e.get("msg", "invalid")}
+        for e in getattr(error, "errors", lambda: [])()
+    ]
+    raise ValidationError("the request does not match the schema", errors=fields)
+
+
+spec = SpecTree(
+    "flask",
+    title="Concert reservation API",
+    version="1.0.0",
+    path="api/v1/spectree",
+    mode="strict",
+    annotations=True,
+    before=_reject_invalid,
+    validation_error_status=400,
+    security_schemes=[
+        SecurityScheme(
+            name="queueToken",
+            data=SecuritySchemeData(type=SecureType.API_KEY, name="X-Queue-Token", field_in=InType.HEADER),
+        ),
+        SecurityScheme(name="adminToken", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer")),
+    ],
+)
+
+
+def parse_id(value: str, name: str) -> int:
+    """A path id: a positive 64-bit integer written in digits, else 400."""
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= MAX_ID:
+        raise ValidationError(
+            f"{name} must be a positive 64-bit integer", errors=[{"field": name, "message": "invalid id"}]
+        )
+    return int(value)
+
+
+def respond(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response from a response model."""
+    response = jsonify(model.model_dump(mode="json"))
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def settings() -> Settings:
+    """The Settings of the running app."""
+    return current_app.config["SETTINGS"]  # type: ignore[no-any-return]
+
+
+def services() -> Services:
+    """The process services (database, Redis, broker) of the running app."""
+    return current_app.extensions["services"]  # type: ignore[no-any-return]
+
+
+def json_body() -> Any:
+    """The already-validated JSON body (helper for routes that need the raw dict)."""
+    return request.get_json(silent=True)

@@ -1,0 +1,190 @@
+"""Request and response schemas (pydantic); spectree turns them into the OpenAPI document."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StrictInt, StrictStr
+
+from models.db import iso
+
+MAX_INT64 = 2**63 - 1
+
+
+def _iso(value: dt.datetime) -> str:
+    return iso(value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value) or ""
+
+
+UtcDateTime = Annotated[dt.datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
+Id = Annotated[int, Field(ge=1, le=MAX_INT64)]
+
+
+class Body(BaseModel):
+    """Base of request bodies: unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """Base of response bodies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- problem+json -------------------------------------------------------------------------
+class FieldError(Out):
+    """One invalid field of a request."""
+
+    field: str
+    message: str
+
+
+class Problem(Out):
+    """RFC 9457 problem details with a machine-readable code."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+# --- catalogue -----------------------------------------------------------------------------
+class ConcertOut(Out):
+    """A concert."""
+
+    concertId: int
+    title: str
+    venue: str
+
+
+class ConcertList(Out):
+    """All concerts."""
+
+    concerts: list[ConcertOut]
+
+
+class ScheduleOut(Out):
+    """A schedule with seat counts."""
+
+    scheduleId: int
+    startsAt: UtcDateTime
+    totalSeats: int
+    availableSeats: int
+
+
+class ScheduleList(Out):
+    """A concert's schedules."""
+
+    concertId: int
+    schedules: list[ScheduleOut]
+
+
+SeatStatus = Literal["AVAILABLE", "HELD", "RESERVED"]
+
+
+class SeatOut(Out):
+    """One seat."""
+
+    seatId: int
+    number: int
+    price: int
+    status: SeatStatus
+
+
+class SeatMap(Out):
+    """A schedule's seats."""
+
+    scheduleId: int
+    seats: list[SeatOut]
+
+
+class SeatQuery(BaseModel):
+    """Seat map filter."""
+
+    status: SeatStatus | None = None
+
+
+# --- points --------------------------------------------------------------------------------
+class ChargeIn(Body):
+    """A points charge: a positive whole number (limits in MAX_CHARGE / MAX_BALANCE)."""
+
+    amount: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
+
+
+class BalanceOut(Out):
+    """A user's balance."""
+
+    userId: int
+    balance: int
+
+
+class LedgerEntryOut(Out):
+    """One ledger entry; USE amounts are negative."""
+
+    type: Literal["CHARGE", "USE", "REFUND"]
+    amount: int
+    balanceAfter: int
+    createdAt: UtcDateTime
+    reference: str | None
+
+
+class HistoryOut(Out):
+    """A user's ledger, newest first."""
+
+    userId: int
+    entries: list[LedgerEntryOut]
+
+
+# --- admin ---------------------------------------------------------------------------------
+class NewScheduleIn(Body):
+    """One schedule of a new concert."""
+
+    startsAt: AwareDatetime
+    seatCount: Annotated[StrictInt, Field(ge=1, le=1000)]
+    price: Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
+
+
+class NewConcertIn(Body):
+    """A concert to create with its schedules."""
+
+    title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    venue: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    schedules: Annotated[list[NewScheduleIn], Field(min_length=1, max_length=100)]
+
+
+class CreatedScheduleOut(Out):
+    """A created schedule."""
+
+    scheduleId: int
+    startsAt: UtcDateTime
+    totalSeats: int
+
+
+class CreatedConcertOut(Out):
+    """A created concert."""
+
+    concertId: int
+    schedules: list[CreatedScheduleOut]
+
+
+# --- operations ----------------------------------------------------------------------------
+class HealthOut(Out):
+    """Liveness."""
+
+    status: Literal["ok"]
+
+
+class ReadyOut(Out):
+    """Readiness of each dependency: 'ok' or the error."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """Serialize a response model to JSON-ready data."""
+    return model.model_dump(mode="json")
