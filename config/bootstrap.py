@@ -43,7 +43,7 @@ def make_redis(url: str) -> redis.Redis:
                 _embedded_server = fakeredis.FakeServer()
         return fakeredis.FakeRedis(server=_embedded_server, decode_responses=True)
     return redis.Redis.from_url(
-        url, decode_responses=True, socket_timeout=5, socket_connect_timeout=3, health_check_interval=15
+        url, decode_responses=True, socket_timeout=15, socket_connect_timeout=3, health_check_interval=15
     )
 
 
@@ -56,7 +56,11 @@ def bootstrap(settings: Settings | None = None, *, force: bool = False) -> Servi
     settings = settings or Settings.from_env()
     database = init_database(settings.database_url)
     client = make_redis(settings.redis_url)
-    broker = RedisBroker(client=make_raw_redis(settings.redis_url))
+    # heartbeat_timeout + a 10% maintenance chance: a killed worker's unacked messages are put
+    # back on their queues ~10-15 s after its last heartbeat (the default is 60 s and 0.1%).
+    broker = RedisBroker(
+        client=make_raw_redis(settings.redis_url), heartbeat_timeout=10_000, maintenance_chance=100_000
+    )
     dramatiq.set_broker(broker)
     services = Services(settings, database, client, broker)
     with _lock:

@@ -24,6 +24,51 @@ BACKGROUND: list[Callable[[Settings], Callable[[], None]]] = []
 _stops: list[Callable[[], None]] = []
 
 
+def _start_scheduler(settings: Settings) -> Callable[[], None]:
+    """The scheduler (admission, expiry, outbox) as a background thread, behind the same leader lease."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from config.bootstrap import bootstrap
+    from scheduler import jobs
+    from scheduler.leader import LeaderLease
+
+    services = bootstrap(settings)
+    lease = LeaderLease(services.redis)
+    background = BackgroundScheduler(timezone="UTC")
+    jobs.install(background, services, lease)
+    background.start()
+
+    def stop() -> None:
+        background.shutdown(wait=False)
+        lease.release()
+
+    return stop
+
+
+def _start_workers(settings: Settings) -> Callable[[], None]:
+    """The partition workers as threads (same leases and consumer loop as `python -m workers run`)."""
+    import threading
+
+    from config.bootstrap import bootstrap
+    from workers.dispatch import handle
+    from workers.partitions import PartitionWorker
+
+    services = bootstrap(settings)
+    worker = PartitionWorker(services.redis, services.broker, handle, partitions=settings.partitions)
+    thread = threading.Thread(target=worker.run, name="partition-worker", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        worker.stop()
+        thread.join(timeout=15)
+
+    return stop
+
+
+BACKGROUND.append(_start_workers)
+BACKGROUND.append(_start_scheduler)
+
+
 def _prepare(settings: Settings) -> Any:
     """Migrate, seed the demo concert, build the app and start the background parts."""
     from models import schema, seed

@@ -41,6 +41,28 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} must be true or false")
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    from limits import parse_many
+
+    raw = (env.get(name) or "").strip() or default
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a rate such as '10/second' or '30/minute'") from None
+    return raw
+
+
 def _database_url(env: Mapping[str, str], name: str, default: str) -> str:
     url = env.get(name) or default
     scheme = urlparse(url).scheme
@@ -85,6 +107,14 @@ class Settings:
     max_charge: int = 1_000_000
     max_balance: int = 100_000_000
     max_body_bytes: int = 16_384
+    job_stale_after: float = 30.0
+    job_sweep_after: float = 120.0
+    rate_limit_enabled: bool = True
+    rate_issue_user: str = "30/minute"
+    rate_issue_ip: str = "200/second"
+    rate_poll_token: str = "10/second"
+    rate_poll_ip: str = "2000/second"
+    rate_jobs_user: str = "20/second"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -112,6 +142,14 @@ class Settings:
             max_charge=_int(e, "MAX_CHARGE", 1_000_000, 1, 2**62),
             max_balance=_int(e, "MAX_BALANCE", 100_000_000, 1, 2**62),
             max_body_bytes=_int(e, "MAX_BODY_BYTES", 16_384, 256, 10_485_760),
+            job_stale_after=_float(e, "JOB_STALE_AFTER", 30.0, 1.0, 3600.0),
+            job_sweep_after=_float(e, "JOB_SWEEP_AFTER", 120.0, 5.0, 86_400.0),
+            rate_limit_enabled=_bool(e, "RATE_LIMIT_ENABLED", True),
+            rate_issue_user=_rate(e, "RATE_LIMIT_ISSUE_USER", "30/minute"),
+            rate_issue_ip=_rate(e, "RATE_LIMIT_ISSUE_IP", "200/second"),
+            rate_poll_token=_rate(e, "RATE_LIMIT_POLL_TOKEN", "10/second"),
+            rate_poll_ip=_rate(e, "RATE_LIMIT_POLL_IP", "2000/second"),
+            rate_jobs_user=_rate(e, "RATE_LIMIT_JOBS_USER", "20/second"),
         )
 
     def with_(self, **changes: Any) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -168,3 +169,28 @@ def create_concert(*, title: str, venue: str, schedules: Sequence[NewSchedule]) 
                 Seat.insert_many(rows[start : start + 500], fields=[Seat.schedule, Seat.number, Seat.price]).execute()
             created.append(ScheduleView(schedule.id, concert.id, s.starts_at, s.seat_count, s.seat_count))
     return concert.id, created
+
+
+def concert_id_of_schedule(*, schedule_id: int) -> int:
+    """The concert a schedule belongs to (schedules never move), or NotFound."""
+    return _concert_of_schedule(schedule_id)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _concert_of_schedule(schedule_id: int) -> int:
+    row = Schedule.select(Schedule.concert).where(Schedule.id == schedule_id).tuples().first()
+    if row is None:
+        raise NotFound(f"schedule {schedule_id} does not exist")
+    return int(row[0])
+
+
+def concert_exists(*, concert_id: int) -> bool:
+    """True if the concert exists."""
+    return bool(Concert.select().where(Concert.id == concert_id).exists())
+
+
+def is_sold_out(*, concert_id: int) -> bool:
+    """True when no schedule of the concert has an AVAILABLE seat (uses the (schedule_id, status) index)."""
+    return not (
+        Seat.select(Seat.id).join(Schedule).where(Schedule.concert == concert_id, Seat.status == AVAILABLE).exists()
+    )

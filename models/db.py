@@ -69,7 +69,6 @@ def make_database(url: str, *, max_connections: int = 32) -> pw.Database:
             connect_timeout=5,
             read_timeout=30,
             write_timeout=30,
-            autocommit=True,
         )
     raise ValueError(f"unsupported database URL {url!r}")
 

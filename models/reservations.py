@@ -1,33 +1,40 @@
-"""Seat holds (reservations): the table; the hold/cancel/expire functions arrive with the pipeline issue."""
+"""Seat holds (reservations): hold, cancel, expire; each a compare-and-set in one transaction.
+
+Invariant 1 (a seat has at most one HELD/CONFIRMED reservation) is enforced by the database:
+`live_seat_id` equals `seat_id` while a reservation is live and NULL otherwise, under a UNIQUE
+key; the seat row changes only by `UPDATE ... WHERE status=? AND version=?`.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
 import peewee as pw
 
-from models.concerts import Seat
-from models.db import BaseModel, UtcDateTimeField, utcnow
+from models.concerts import AVAILABLE, Seat
+from models.concerts import HELD as SEAT_HELD
+from models.db import BaseModel, UtcDateTimeField, db, utcnow
+from models.errors import ConcurrentUpdate, LimitExceeded, NotFound, ReservationNotHeld, SeatNotAvailable
 
 HELD, CONFIRMED, EXPIRED, CANCELLED = "HELD", "CONFIRMED", "EXPIRED", "CANCELLED"
 LIVE_STATUSES = (HELD, CONFIRMED)
 
 
 class Reservation(BaseModel):
-    """A user's hold on a seat.
-
-    `live_seat_id` equals `seat_id` while the reservation is HELD or CONFIRMED and is NULL
-    otherwise; its UNIQUE key is what makes a second live reservation of one seat impossible
-    in the database itself (SPEC §5 invariant 1), whatever the workers do.
-    """
+    """A user's hold on a seat (see the module docstring for the keys that guard it)."""
 
     id = pw.BigAutoField()
     user_id = pw.BigIntegerField()
     seat = pw.ForeignKeyField(Seat, column_name="seat_id", backref="reservations")
+    seat_id: int  # peewee's id accessor of the `seat` foreign key
     schedule_id = pw.BigIntegerField()
     price = pw.BigIntegerField()
     status = pw.CharField(max_length=16, default=HELD)
     expires_at = UtcDateTimeField()
     version = pw.IntegerField(default=0)
     live_seat_id = pw.BigIntegerField(null=True, unique=True)
+    hold_slot = pw.SmallIntegerField(null=True)
     job_id = pw.CharField(max_length=64, null=True, unique=True)
     created_at = UtcDateTimeField(default=utcnow)
     updated_at = UtcDateTimeField(default=utcnow)
@@ -37,4 +44,187 @@ class Reservation(BaseModel):
         indexes = (
             (("status", "expires_at"), False),
             (("user_id", "schedule_id", "status"), False),
+            (("user_id", "schedule_id", "hold_slot"), True),
         )
+
+
+@dataclass(frozen=True)
+class ReservationView:
+    """A reservation as the API shows it."""
+
+    reservation_id: int
+    user_id: int
+    schedule_id: int
+    seat_id: int
+    seat_number: int
+    price: int
+    status: str
+    expires_at: dt.datetime
+    created_at: dt.datetime
+
+
+def _view(r: Reservation, seat_number: int | None = None) -> ReservationView:
+    number = seat_number if seat_number is not None else Seat.get_by_id(r.seat_id).number
+    return ReservationView(
+        r.id, r.user_id, r.schedule_id, r.seat_id, number, r.price, r.status, r.expires_at, r.created_at
+    )
+
+
+def hold_seat(
+    *, user_id: int, schedule_id: int, seat_id: int, job_id: str, hold_ttl: int, max_holds: int
+) -> ReservationView:
+    """Hold an AVAILABLE seat for `hold_ttl` seconds; idempotent by job id.
+
+    Raises NotFound (no such seat in the schedule), SeatNotAvailable, or LimitExceeded
+    (the user already holds `max_holds` seats of the schedule).
+    """
+    done = Reservation.get_or_none(Reservation.job_id == job_id)
+    if done is not None:
+        return _view(done)
+    seat = Seat.get_or_none((Seat.id == seat_id) & (Seat.schedule == schedule_id))
+    if seat is None:
+        raise NotFound(f"seat {seat_id} does not exist in schedule {schedule_id}")
+    if seat.status != AVAILABLE:
+        raise SeatNotAvailable(f"seat {seat.number} is {seat.status.lower()}")
+    taken = {
+        slot
+        for (slot,) in Reservation.select(Reservation.hold_slot)
+        .where(
+            (Reservation.user_id == user_id)
+            & (Reservation.schedule_id == schedule_id)
+            & Reservation.hold_slot.is_null(False)
+        )
+        .tuples()
+    }
+    free = [s for s in range(1, max_holds + 1) if s not in taken]
+    if not free:
+        raise LimitExceeded(f"you already hold {max_holds} seats of this schedule")
+    now = utcnow()
+    try:
+        with db.atomic():
+            changed = (
+                Seat.update(status=SEAT_HELD, version=Seat.version + 1)
+                .where((Seat.id == seat_id) & (Seat.status == AVAILABLE) & (Seat.version == seat.version))
+                .execute()
+            )
+            if changed != 1:
+                raise SeatNotAvailable(f"seat {seat.number} was just taken")
+            reservation = Reservation.create(
+                user_id=user_id,
+                seat=seat_id,
+                schedule_id=schedule_id,
+                price=seat.price,
+                status=HELD,
+                expires_at=now + dt.timedelta(seconds=hold_ttl),
+                live_seat_id=seat_id,
+                hold_slot=free[0],
+                job_id=job_id,
+                created_at=now,
+                updated_at=now,
+            )
+    except pw.IntegrityError as exc:
+        return _after_conflict(exc, job_id=job_id, seat_number=seat.number)
+    return _view(reservation, seat.number)
+
+
+def _after_conflict(exc: pw.IntegrityError, *, job_id: str, seat_number: int) -> ReservationView:
+    """Explain a unique-key conflict of hold_seat (the transaction was rolled back)."""
+    done = Reservation.get_or_none(Reservation.job_id == job_id)
+    if done is not None:  # the same job ran concurrently (redelivery): same answer
+        return _view(done)
+    text = str(exc).lower()
+    if "hold_slot" in text:
+        raise ConcurrentUpdate("another hold of yours landed at the same moment; retry", retry_after=1) from None
+    raise SeatNotAvailable(f"seat {seat_number} was just taken") from None
+
+
+def get_reservation(*, reservation_id: int, user_id: int) -> ReservationView:
+    """The user's own reservation; another user's is NotFound (existence is not revealed)."""
+    r = Reservation.get_or_none((Reservation.id == reservation_id) & (Reservation.user_id == user_id))
+    if r is None:
+        raise NotFound(f"reservation {reservation_id} does not exist")
+    return _view(r)
+
+
+def seat_of_reservation(*, reservation_id: int) -> int:
+    """The seat id of a reservation (to route its jobs to the seat's partition), or NotFound."""
+    row = Reservation.select(Reservation.seat).where(Reservation.id == reservation_id).tuples().first()
+    if row is None:
+        raise NotFound(f"reservation {reservation_id} does not exist")
+    return int(row[0])
+
+
+def cancel_reservation(*, reservation_id: int, user_id: int) -> ReservationView:
+    """Cancel the user's HELD reservation; the seat is AVAILABLE again at once. Idempotent."""
+    r = Reservation.get_or_none((Reservation.id == reservation_id) & (Reservation.user_id == user_id))
+    if r is None:
+        raise NotFound(f"reservation {reservation_id} does not exist")
+    if r.status == CANCELLED:
+        return _view(r)
+    if r.status != HELD:
+        raise ReservationNotHeld(f"reservation {reservation_id} is {r.status.lower()} and cannot be cancelled")
+    return _release(r, CANCELLED)
+
+
+def expire_hold(*, reservation_id: int, now: dt.datetime | None = None) -> bool:
+    """Expire one HELD reservation past its time and free its seat; False if nothing to do."""
+    r = Reservation.get_or_none(Reservation.id == reservation_id)
+    if r is None or r.status != HELD or r.expires_at > (now or utcnow()):
+        return False
+    try:
+        _release(r, EXPIRED)
+    except ConcurrentUpdate:
+        return False
+    return True
+
+
+def find_expired(*, limit: int = 500, now: dt.datetime | None = None) -> list[tuple[int, int]]:
+    """(reservation id, seat id) of HELD reservations past expires_at, oldest first (status, expires_at index)."""
+    rows = (
+        Reservation.select(Reservation.id, Reservation.seat)
+        .where((Reservation.status == HELD) & (Reservation.expires_at <= (now or utcnow())))
+        .order_by(Reservation.expires_at)
+        .limit(limit)
+        .tuples()
+    )
+    return [(int(rid), int(sid)) for rid, sid in rows]
+
+
+def _release(r: Reservation, status: str) -> ReservationView:
+    """HELD -> `status` and the seat HELD -> AVAILABLE, both by compare-and-set, in one transaction."""
+    with db.atomic():
+        changed = (
+            Reservation.update(
+                status=status, live_seat_id=None, hold_slot=None, version=Reservation.version + 1, updated_at=utcnow()
+            )
+            .where((Reservation.id == r.id) & (Reservation.status == HELD) & (Reservation.version == r.version))
+            .execute()
+        )
+        if changed != 1:
+            raise ConcurrentUpdate(f"reservation {r.id} changed concurrently", retry_after=1)
+        seat = Seat.get_by_id(r.seat_id)
+        freed = (
+            Seat.update(status=AVAILABLE, version=Seat.version + 1)
+            .where((Seat.id == r.seat_id) & (Seat.status == SEAT_HELD) & (Seat.version == seat.version))
+            .execute()
+        )
+        if freed != 1:
+            raise ConcurrentUpdate(f"seat {r.seat_id} changed concurrently", retry_after=1)
+    return _view(Reservation.get_by_id(r.id), seat.number)
+
+
+def reservation_json(v: ReservationView) -> dict[str, object]:
+    """The public JSON form of a reservation (the job result and the GET body share it)."""
+    from models.db import iso
+
+    return {
+        "reservationId": v.reservation_id,
+        "userId": v.user_id,
+        "scheduleId": v.schedule_id,
+        "seatId": v.seat_id,
+        "seatNumber": v.seat_number,
+        "price": v.price,
+        "status": v.status,
+        "expiresAt": iso(v.expires_at),
+        "createdAt": iso(v.created_at),
+    }

@@ -33,8 +33,9 @@ def need_service(name: str, error: BaseException) -> None:
 
 def fresh_schema() -> None:
     """Drop every table and apply the migrations again."""
-    from models import schema
+    from models import concerts, schema
 
+    concerts._concert_of_schedule.cache_clear()
     schema.drop_all()
     schema.migrate()
 
@@ -83,13 +84,20 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture(scope="session")
 def mysql_url() -> str:
     """The MariaDB/MySQL URL of the integration tier (skips or fails if unreachable)."""
-    import pymysql
     from urllib.parse import urlparse
+
+    import pymysql
 
     u = urlparse(TEST_DATABASE_URL)
     try:
-        pymysql.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root",
-                        password=u.password or "", database=u.path.lstrip("/"), connect_timeout=3).close()
+        pymysql.connect(
+            host=u.hostname,
+            port=u.port or 3306,
+            user=u.username or "root",
+            password=u.password or "",
+            database=u.path.lstrip("/"),
+            connect_timeout=3,
+        ).close()
     except Exception as exc:
         need_service(f"MySQL/MariaDB at {u.hostname}:{u.port or 3306} (TEST_DATABASE_URL)", exc)
     return TEST_DATABASE_URL

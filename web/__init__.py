@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, redirect
+from flask import Flask, redirect, request
 from werkzeug.wrappers import Response as WResponse
 
 from config.bootstrap import bootstrap
 from config.settings import Settings
 from models.db import db
+from models.errors import ValidationError
 
 API_PREFIX = "/api/v1"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: services from bootstrap, blueprints under /api/v1, problem+json errors."""
-    from web import admin, concerts, docs, errors, health, metrics, points
+    from models.waiting_room import WaitingRoom
+    from web import admin, concerts, docs, errors, health, jobs, limits, metrics, points, queue, reservations
     from web.api import spec
 
     services = bootstrap(settings)
@@ -24,11 +26,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["SETTINGS"] = services.settings
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.extensions["services"] = services
+    app.extensions["waiting_room"] = WaitingRoom(
+        services.redis,
+        active_limit=services.settings.active_limit,
+        active_ttl=services.settings.active_ttl,
+        waiting_ttl=services.settings.waiting_ttl,
+    )
+    limits.init(app, services.settings)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    for blueprint in (health.bp, concerts.bp, points.bp, admin.bp, docs.bp):
+    for blueprint in (health.bp, queue.bp, concerts.bp, reservations.bp, jobs.bp, points.bp, admin.bp, docs.bp):
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
 
     @app.get("/")
@@ -36,11 +45,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         return redirect(f"{API_PREFIX}/docs")
 
     @app.before_request
-    def _open_db() -> None:
-        db.connect(reuse_if_open=True)
+    def _json_bodies_only() -> None:
+        if request.method in ("POST", "PUT", "PATCH") and request.content_length and not request.is_json:
+            raise ValidationError("send the request body as application/json")
 
     @app.teardown_request
-    def _close_db(_: BaseException | None) -> None:
+    def _close_db(_: BaseException | None) -> None:  # connections open lazily, on first query
         if not db.is_closed():
             db.close()
 

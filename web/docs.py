@@ -14,10 +14,10 @@ ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Concert reservation API</title>
-<link rel="stylesheet" href="docs/assets/swagger-ui.css"></head>
+<link rel="stylesheet" href="/api/v1/docs/assets/swagger-ui.css"></head>
 <body><div id="ui"></div>
-<script src="docs/assets/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "openapi.json", dom_id: "#ui", deepLinking: true});</script>
+<script src="/api/v1/docs/assets/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#ui", deepLinking: true});</script>
 </body></html>"""
 
 

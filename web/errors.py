@@ -42,6 +42,14 @@ HTTP_CODES = {
 }
 
 
+CODE_STATUS = {cls.code: status for cls, status in STATUS.items()}
+
+
+def status_of_code(code: str) -> int:
+    """The HTTP status of a domain error code (a stored job problem)."""
+    return CODE_STATUS.get(code, 400)
+
+
 def status_of(error: e.DomainError) -> int:
     """The HTTP status of a domain error (its nearest mapped class)."""
     for cls in type(error).__mro__:
@@ -92,6 +100,19 @@ def domain_response(error: e.DomainError) -> Response:
     return response
 
 
+def _retry_after(error: HTTPException) -> int:
+    """Seconds until a Flask-Limiter window resets (at least 1)."""
+    import time
+
+    from web.limits import limiter
+
+    current = limiter.current_limit
+    if current is not None:
+        return max(1, int(current.reset_at - time.time()))
+    limit = getattr(error, "limit", None)
+    return max(1, int(limit.limit.get_expiry())) if limit is not None else 1
+
+
 def register(app: Flask) -> None:
     """Install the handlers on an app."""
 
@@ -104,6 +125,8 @@ def register(app: Flask) -> None:
         status = error.code or 500
         code = HTTP_CODES.get(status, "HTTP_ERROR")
         response = problem(status, code, error.name, error.description or error.name)
+        if status == 429:
+            response.headers["Retry-After"] = str(_retry_after(error))
         if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
         return response

@@ -1,8 +1,8 @@
 """The queue-token gate: the single place every seat, reservation and payment route passes through.
 
-Until the waiting room lands, the gate only documents where it plugs in: `queue_gate` wraps a
-view and will read `X-Queue-Token`, check the token is ACTIVE for the concert being touched and
-hand the user id to the view.
+It reads `X-Queue-Token`, answers 401 TOKEN_MISSING / TOKEN_INVALID or 403 TOKEN_NOT_ACTIVE,
+checks the token's concert against the concert being touched (403 FORBIDDEN), and leaves the
+token (with its user id) in `flask.g` for the route.
 """
 
 from __future__ import annotations
@@ -11,14 +11,51 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from flask import current_app, g, request
+
+from models import concerts
+from models.errors import Forbidden, TokenMissing, TokenNotActive
+from models.waiting_room import ACTIVE, QueueToken, WaitingRoom
+from web.api import parse_id
+
 F = TypeVar("F", bound=Callable[..., Any])
+HEADER = "X-Queue-Token"
+
+
+def waiting_room() -> WaitingRoom:
+    """The app's waiting room."""
+    return current_app.extensions["waiting_room"]  # type: ignore[no-any-return]
+
+
+def require_active(concert_id: int | None = None) -> QueueToken:
+    """The caller's ACTIVE token (for `concert_id` when given), or the matching 401/403 error."""
+    token = request.headers.get(HEADER, "").strip()
+    if not token:
+        raise TokenMissing(f"send the queue token in the {HEADER} header")
+    info = waiting_room().status(token=token, touch=False)
+    if info.status != ACTIVE:
+        raise TokenNotActive(f"the token is still waiting (rank {info.rank}); poll GET /api/v1/queue/token")
+    if concert_id is not None and info.concert_id != concert_id:
+        raise Forbidden("the queue token is for another concert")
+    g.queue_token = info
+    return info
+
+
+def current_user_id() -> int:
+    """The user id of the token the gate accepted for this request."""
+    return int(g.queue_token.user_id)
 
 
 def queue_gate(view: F) -> F:
-    """Guard a view behind an ACTIVE queue token (pass-through until the waiting room lands)."""
+    """Guard a route whose path has `schedule_id` behind an ACTIVE token of that schedule's concert."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        info = require_active()
+        if "schedule_id" in kwargs:
+            schedule_id = parse_id(kwargs["schedule_id"], "scheduleId")
+            if concerts.concert_id_of_schedule(schedule_id=schedule_id) != info.concert_id:
+                raise Forbidden("the queue token is for another concert")
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

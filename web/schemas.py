@@ -50,6 +50,7 @@ class Problem(Out):
     code: str
     instance: str | None = None
     errors: list[FieldError] | None = None
+    jobId: str | None = None
 
 
 # --- catalogue -----------------------------------------------------------------------------
@@ -188,3 +189,67 @@ class ReadyOut(Out):
 def dump(model: BaseModel) -> dict[str, Any]:
     """Serialize a response model to JSON-ready data."""
     return model.model_dump(mode="json")
+
+
+# --- waiting room --------------------------------------------------------------------------
+class TokenIn(Body):
+    """Join a concert's queue."""
+
+    userId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
+    concertId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
+
+
+class TokenOut(Out):
+    """A queue token's state; rank is 1-based among WAITING tokens and 0 when ACTIVE."""
+
+    token: str
+    userId: int
+    concertId: int
+    status: Literal["WAITING", "ACTIVE"]
+    rank: int
+    estimatedWaitSeconds: int
+    expiresAt: UtcDateTime
+    soldOut: bool
+
+
+# --- reservations and jobs -----------------------------------------------------------------
+class ReservationIn(Body):
+    """Hold a seat of a schedule (the user is the token's user)."""
+
+    scheduleId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
+    seatId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
+    userId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)] | None = None
+
+
+class ReservationOut(Out):
+    """A reservation."""
+
+    reservationId: int
+    userId: int
+    scheduleId: int
+    seatId: int
+    seatNumber: int
+    price: int
+    status: Literal["HELD", "CONFIRMED", "EXPIRED", "CANCELLED"]
+    expiresAt: str
+    createdAt: str
+
+
+class JobAccepted(Out):
+    """A job was queued; poll statusUrl."""
+
+    jobId: str
+    status: Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]
+    statusUrl: str
+
+
+class JobOut(Out):
+    """A job record; `error` is a problem object when FAILED."""
+
+    jobId: str
+    type: str
+    status: Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    createdAt: UtcDateTime
+    finishedAt: UtcDateTime | None

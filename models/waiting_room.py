@@ -1,0 +1,320 @@
+"""The waiting room over Redis: issue, poll and leave queue tokens; admit waiters in FIFO order.
+
+Keys (all of one concert share the hash tag `{c:<id>}`, so they live on one Cluster slot):
+
+  wr:{c:N}:waiting   ZSET  token -> arrival sequence (FIFO order of arrival at Redis)
+  wr:{c:N}:active    ZSET  token -> expiry time (ms); members past their score are expired
+  wr:{c:N}:seen      ZSET  token -> last poll time (ms) of WAITING tokens (abandoned ones are dropped)
+  wr:{c:N}:seq       STRING arrival counter (INCR)
+  wr:{c:N}:t:<token> HASH  user, concert, status, issued, admitted, expires (ms)
+  wr:{c:N}:u:<user>  STRING the user's live token for the concert
+  wr:{c:N}:admits    ZSET  "<ms>:<count>" -> ms: admissions of the last minute (wait estimate)
+  wr:{c:N}:soldout   STRING "1" while no schedule of the concert has an AVAILABLE seat
+  wr:concerts        SET   concert ids with waiters (admission finds work without KEYS)
+
+Tokens are `<concertId>.<22 url-safe chars>` (128 random bits), so a token names its concert.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from models.errors import TokenInvalid, ValidationError
+
+WAITING, ACTIVE = "WAITING", "ACTIVE"
+CONCERTS_KEY = "wr:concerts"
+RATE_WINDOW_MS = 60_000
+
+_ISSUE = """
+local waiting, active, seen, seq, ukey, soldout = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local prefix, new_token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local limit, wttl, attl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local user, concert = ARGV[7], ARGV[8]
+redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
+local existing = redis.call('GET', ukey)
+if existing then
+  local hk = prefix .. existing
+  local st = redis.call('HGET', hk, 'status')
+  if st == 'WAITING' and redis.call('ZSCORE', waiting, existing) then
+    return {existing, 0}
+  end
+  if st == 'ACTIVE' and redis.call('ZSCORE', active, existing) then
+    return {existing, 0}
+  end
+  redis.call('DEL', hk)
+  redis.call('ZREM', waiting, existing)
+  redis.call('ZREM', seen, existing)
+end
+local hk = prefix .. new_token
+if redis.call('ZCARD', waiting) == 0 and redis.call('ZCARD', active) < limit and redis.call('EXISTS', soldout) == 0 then
+  redis.call('ZADD', active, now + attl, new_token)
+  redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'ACTIVE', 'issued', now, 'admitted', now,
+             'expires', now + attl)
+  redis.call('PEXPIRE', hk, attl + 60000)
+  redis.call('SET', ukey, new_token, 'PX', attl)
+else
+  local n = redis.call('INCR', seq)
+  redis.call('ZADD', waiting, n, new_token)
+  redis.call('ZADD', seen, now, new_token)
+  redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'WAITING', 'issued', now, 'admitted', '',
+             'expires', now + wttl)
+  redis.call('PEXPIRE', hk, wttl)
+  redis.call('SET', ukey, new_token, 'PX', wttl)
+end
+return {new_token, 1}
+"""
+
+_POLL = """
+local hk, waiting, active, seen, ukey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local token, now, wttl, touch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local h = redis.call('HMGET', hk, 'user', 'concert', 'status', 'issued', 'admitted', 'expires')
+if not h[3] then return false end
+if h[3] == 'ACTIVE' then
+  local exp = redis.call('ZSCORE', active, token)
+  if not exp or tonumber(exp) <= now then return false end
+  return {h[1], h[2], 'ACTIVE', 0, h[6]}
+end
+local rank = redis.call('ZRANK', waiting, token)
+if not rank then return false end
+if touch == '1' then
+  redis.call('PEXPIRE', hk, wttl)
+  redis.call('PEXPIRE', ukey, wttl)
+  redis.call('ZADD', seen, now, token)
+  redis.call('HSET', hk, 'expires', now + wttl)
+  h[6] = tostring(now + wttl)
+end
+return {h[1], h[2], 'WAITING', rank + 1, h[6]}
+"""
+
+_LEAVE = """
+local hk, waiting, active, seen, ukey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local token = ARGV[1]
+local existed = redis.call('DEL', hk)
+redis.call('ZREM', waiting, token)
+redis.call('ZREM', active, token)
+redis.call('ZREM', seen, token)
+if redis.call('GET', ukey) == token then redis.call('DEL', ukey) end
+return existed
+"""
+
+_ADMIT = """
+local waiting, active, seen, admits, soldout = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local attl, wttl, ukprefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local stale = redis.call('ZRANGEBYSCORE', seen, '-inf', now - wttl)
+for _, t in ipairs(stale) do
+  redis.call('ZREM', waiting, t)
+  redis.call('ZREM', seen, t)
+  redis.call('DEL', prefix .. t)
+end
+redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', admits, '-inf', now - 60000)
+if redis.call('EXISTS', soldout) == 1 then
+  return {0, redis.call('ZCARD', waiting), redis.call('ZCARD', active), #stale}
+end
+local free = limit - redis.call('ZCARD', active)
+local admitted = 0
+if free > 0 then
+  local popped = redis.call('ZPOPMIN', waiting, free)
+  for i = 1, #popped, 2 do
+    local t = popped[i]
+    local hk = prefix .. t
+    local user = redis.call('HGET', hk, 'user')
+    redis.call('ZREM', seen, t)
+    if user then
+      redis.call('ZADD', active, now + attl, t)
+      redis.call('HSET', hk, 'status', 'ACTIVE', 'admitted', now, 'expires', now + attl)
+      redis.call('PEXPIRE', hk, attl + 60000)
+      redis.call('SET', ukprefix .. user, t, 'PX', attl)
+      admitted = admitted + 1
+    end
+  end
+  if admitted > 0 then redis.call('ZADD', admits, now, now .. ':' .. admitted) end
+end
+return {admitted, redis.call('ZCARD', waiting), redis.call('ZCARD', active), #stale}
+"""
+
+
+@dataclass(frozen=True)
+class QueueToken:
+    """A token's state as the API shows it."""
+
+    token: str
+    user_id: int
+    concert_id: int
+    status: str
+    rank: int
+    estimated_wait_seconds: int
+    expires_at_ms: int
+    sold_out: bool
+    created: bool = False
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What one admission pass did for one concert."""
+
+    concert_id: int
+    admitted: int
+    waiting: int
+    active: int
+    dropped: int
+
+
+def _keys(concert_id: int) -> dict[str, str]:
+    tag = f"wr:{{c:{concert_id}}}"
+    return {
+        "waiting": f"{tag}:waiting",
+        "active": f"{tag}:active",
+        "seen": f"{tag}:seen",
+        "seq": f"{tag}:seq",
+        "admits": f"{tag}:admits",
+        "soldout": f"{tag}:soldout",
+        "token_prefix": f"{tag}:t:",
+        "user_prefix": f"{tag}:u:",
+    }
+
+
+def concert_of_token(token: str) -> int:
+    """The concert id a token names, or TokenInvalid for a malformed token."""
+    head, _, rest = token.partition(".")
+    if not head.isdigit() or len(rest) < 16 or len(token) > 64:
+        raise TokenInvalid("the queue token is malformed")
+    return int(head)
+
+
+class WaitingRoom:
+    """The waiting room of every concert, over one Redis client."""
+
+    def __init__(self, client: redis.Redis, *, active_limit: int, active_ttl: int, waiting_ttl: int) -> None:
+        self.r = client
+        self.active_limit = active_limit
+        self.active_ttl_ms = active_ttl * 1000
+        self.waiting_ttl_ms = waiting_ttl * 1000
+        self._issue = client.register_script(_ISSUE)
+        self._poll = client.register_script(_POLL)
+        self._leave = client.register_script(_LEAVE)
+        self._admit = client.register_script(_ADMIT)
+
+    def issue(self, *, user_id: int, concert_id: int) -> QueueToken:
+        """Join the queue (one live token per user and concert; asking again returns the same token)."""
+        if user_id < 1 or concert_id < 1:
+            raise ValidationError("userId and concertId must be positive integers")
+        k = _keys(concert_id)
+        new_token = f"{concert_id}.{secrets.token_urlsafe(16)}"
+        keys = [k["waiting"], k["active"], k["seen"], k["seq"], f"{k['user_prefix']}{user_id}", k["soldout"]]
+        args: list[str | int] = [
+            k["token_prefix"],
+            new_token,
+            _now_ms(),
+            self.active_limit,
+            self.waiting_ttl_ms,
+            self.active_ttl_ms,
+            user_id,
+            concert_id,
+        ]
+        token, created = self._issue(keys=keys, args=args)
+        token = _text(token)
+        if int(created):
+            self.r.sadd(CONCERTS_KEY, concert_id)
+        found = self.status(token=token, touch=False)
+        return QueueToken(**{**found.__dict__, "created": bool(int(created))})
+
+    def status(self, *, token: str, touch: bool = True) -> QueueToken:
+        """A token's status, rank and estimate; polling (touch) keeps a WAITING token's place alive."""
+        concert_id = concert_of_token(token)
+        k = _keys(concert_id)
+        hk = f"{k['token_prefix']}{token}"
+        found = self._poll(
+            keys=[hk, k["waiting"], k["active"], k["seen"], f"{k['user_prefix']}{self._user_of(hk)}"],
+            args=[token, _now_ms(), self.waiting_ttl_ms, "1" if touch else "0"],
+        )
+        if not found:
+            raise TokenInvalid("the queue token is unknown or has expired")
+        user, concert, status, rank, expires = (_text(v) for v in found)
+        rank_n = int(rank)
+        return QueueToken(
+            token=token,
+            user_id=int(user),
+            concert_id=int(concert),
+            status=status,
+            rank=rank_n,
+            estimated_wait_seconds=self.estimate_wait(concert_id=concert_id, rank=rank_n),
+            expires_at_ms=int(float(expires)),
+            sold_out=bool(self.r.exists(k["soldout"])),
+        )
+
+    def leave(self, *, token: str) -> bool:
+        """Give up the place or the active slot; True if the token existed."""
+        concert_id = concert_of_token(token)
+        k = _keys(concert_id)
+        hk = f"{k['token_prefix']}{token}"
+        keys = [hk, k["waiting"], k["active"], k["seen"], f"{k['user_prefix']}{self._user_of(hk)}"]
+        return bool(int(self._leave(keys=keys, args=[token])))
+
+    def admit(self, *, concert_id: int, sold_out: bool = False) -> Admission:
+        """One admission pass: drop abandoned waiters, expire actives, move waiters into free slots (FIFO)."""
+        k = _keys(concert_id)
+        if sold_out:
+            self.r.set(k["soldout"], "1", px=max(self.active_ttl_ms, 60_000))
+        else:
+            self.r.delete(k["soldout"])
+        keys = [k["waiting"], k["active"], k["seen"], k["admits"], k["soldout"]]
+        args: list[str | int] = [
+            k["token_prefix"],
+            _now_ms(),
+            self.active_limit,
+            self.active_ttl_ms,
+            self.waiting_ttl_ms,
+            k["user_prefix"],
+        ]
+        admitted, waiting, active, dropped = (int(v) for v in self._admit(keys=keys, args=args))
+        if waiting == 0:
+            self.r.srem(CONCERTS_KEY, concert_id)
+            if self.r.zcard(k["waiting"]) > 0:  # someone joined meanwhile: keep the concert listed
+                self.r.sadd(CONCERTS_KEY, concert_id)
+        return Admission(concert_id, admitted, waiting, active, dropped)
+
+    def admit_all(self, *, is_sold_out: Callable[[int], bool]) -> list[Admission]:
+        """Admit for every concert with waiters (found without KEYS)."""
+        return [
+            self.admit(concert_id=int(cid), sold_out=is_sold_out(int(cid)))
+            for cid in sorted(self.r.smembers(CONCERTS_KEY), key=int)  # type: ignore[union-attr]
+        ]
+
+    def counts(self, *, concert_id: int) -> tuple[int, int]:
+        """(waiting, active-and-unexpired) of a concert."""
+        k = _keys(concert_id)
+        return int(self.r.zcard(k["waiting"])), int(self.r.zcount(k["active"], f"({_now_ms()}", "+inf"))
+
+    def admission_rate(self, *, concert_id: int) -> float:
+        """Tokens admitted per second over the last minute."""
+        now = _now_ms()
+        entries = self.r.zrangebyscore(_keys(concert_id)["admits"], now - RATE_WINDOW_MS, "+inf")
+        total = sum(int(_text(e).split(":")[1]) for e in entries)  # type: ignore[union-attr]
+        return total / (RATE_WINDOW_MS / 1000)
+
+    def estimate_wait(self, *, concert_id: int, rank: int) -> int:
+        """Seconds until admission: rank / measured rate (fallback: slots turn over once per ACTIVE_TTL)."""
+        if rank <= 0:
+            return 0
+        rate = self.admission_rate(concert_id=concert_id)
+        if rate <= 0:
+            rate = self.active_limit / (self.active_ttl_ms / 1000)
+        return max(1, round(rank / rate))
+
+    def _user_of(self, token_key: str) -> str:
+        return _text(self.r.hget(token_key, "user") or "0")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

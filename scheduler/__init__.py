@@ -1,0 +1,1 @@
+"""Timing only: APScheduler jobs that call one models function each, run by the lease holder."""

@@ -1,0 +1,46 @@
+"""`python -m scheduler`: run the scheduler (one leader acts; others stand by and take over)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from config.bootstrap import bootstrap
+from config.settings import Settings, SettingsError
+from scheduler import jobs
+from scheduler.leader import LeaderLease
+
+
+def main() -> int:
+    """Start the scheduler in the foreground until SIGTERM/SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    services = bootstrap(settings)
+    lease = LeaderLease(services.redis)
+    scheduler = BlockingScheduler(timezone="UTC")
+    jobs.install(scheduler, services, lease)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        scheduler.shutdown(wait=True)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    logging.getLogger("scheduler").info("scheduler %s started (leader lease %s)", lease.identity, lease.key)
+    try:
+        scheduler.start()
+    finally:
+        lease.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

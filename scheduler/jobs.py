@@ -1,0 +1,63 @@
+"""The scheduler's jobs: each decides only *when*; the body is one call into models/."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from apscheduler.schedulers.base import BaseScheduler
+
+from config.bootstrap import Services
+from models import concerts
+from models.db import db
+from models.waiting_room import WaitingRoom
+from scheduler.leader import LeaderLease
+from workers import reservations as reservation_jobs
+
+log = logging.getLogger("scheduler")
+
+
+def leader_only(lease: LeaderLease, job: Callable[[], object]) -> Callable[[], None]:
+    """Run `job` only while this process holds the lease; open/close the DB connection around it."""
+
+    def run() -> None:
+        if not lease.is_leader:
+            return
+        try:
+            with db.connection_context():
+                job()
+        except Exception:  # a failed tick is logged and retried on the next tick
+            log.exception("scheduler job %s failed", getattr(job, "__name__", job))
+
+    return run
+
+
+def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) -> None:
+    """Add every job to an APScheduler instance."""
+    s = services.settings
+    room = WaitingRoom(services.redis, active_limit=s.active_limit, active_ttl=s.active_ttl, waiting_ttl=s.waiting_ttl)
+
+    def admit() -> None:
+        room.admit_all(is_sold_out=lambda concert_id: concerts.is_sold_out(concert_id=concert_id))
+
+    scheduler.add_job(
+        lease.tick, "interval", seconds=2, id="leader-lease", max_instances=1, coalesce=True, next_run_time=_now()
+    )
+    scheduler.add_job(
+        leader_only(lease, admit), "interval", seconds=s.admit_interval, id="admit", max_instances=1, coalesce=True
+    )
+    every(scheduler, lease, reservation_jobs.enqueue_expiries, seconds=1.0, job_id="expire-holds")
+    every(scheduler, lease, reservation_jobs.sweep_jobs, seconds=10.0, job_id="sweep-jobs")
+
+
+def every(
+    scheduler: BaseScheduler, lease: LeaderLease, job: Callable[[], object], *, seconds: float, job_id: str
+) -> None:
+    """Run `job` every `seconds` on the leader (never two runs of one job at once)."""
+    scheduler.add_job(leader_only(lease, job), "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
+
+
+def _now():  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)

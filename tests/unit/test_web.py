@@ -1,0 +1,170 @@
+"""Operations and cross-cutting HTTP behaviour: problem+json everywhere, health, metrics, OpenAPI, docs."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.conftest import problem_of
+
+UNDOCUMENTED = {"/openapi.json", "/docs", "/docs/assets/<path:filename>", "/metrics"}
+
+
+class _Refs(HTMLParser):
+    """Collects every src/href of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def requests_counted(client: FlaskClient, endpoint: str) -> float:
+    text = client.get("/api/v1/metrics").get_data(as_text=True)
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("http_requests_total{") and f'endpoint="{endpoint}"' in line and 'status="200"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nope", "/nope", "/api/v1/users/1/points/nope"])
+def test_an_unknown_route_is_a_404_problem(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+
+    assert response.status_code == 404
+    assert problem_of(response)["code"] == "NOT_FOUND"
+
+
+def test_a_wrong_method_is_a_405_problem_with_allow(client: FlaskClient) -> None:
+    response = client.delete("/api/v1/users/1/points/charge")
+
+    assert response.status_code == 405
+    problem_of(response)
+    allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+    assert "POST" in allowed
+    assert "DELETE" not in allowed
+
+
+def test_malformed_json_is_a_400_problem(client: FlaskClient) -> None:
+    response = client.post("/api/v1/users/1/points/charge", data='{"amount": ', content_type="application/json")
+
+    assert response.status_code == 400
+    body = problem_of(response)
+    assert body["code"] == "VALIDATION_ERROR"
+    assert "JSON" in body["detail"]
+
+
+def test_healthz_answers_ok(client: FlaskClient) -> None:
+    response = client.get("/api/v1/healthz")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_reports_every_dependency_ok(client: FlaskClient) -> None:
+    response = client.get("/api/v1/readyz")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok", "broker": "ok"}}
+
+
+def test_metrics_count_each_request_by_route(client: FlaskClient) -> None:
+    before = requests_counted(client, "/api/v1/healthz")
+
+    client.get("/api/v1/healthz")
+    client.get("/api/v1/healthz")
+    response = client.get("/api/v1/metrics")
+
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    assert "# TYPE http_requests_total counter" in response.get_data(as_text=True)
+    assert requests_counted(client, "/api/v1/healthz") == before + 2
+
+
+def test_metrics_label_by_route_template_not_by_raw_path(client: FlaskClient) -> None:
+    client.get("/api/v1/users/123456789/points")
+
+    text = client.get("/api/v1/metrics").get_data(as_text=True)
+
+    assert 'endpoint="/api/v1/users/<user_id>/points"' in text
+    assert "123456789" not in text
+
+
+def test_openapi_is_3_1_and_documents_every_api_route(app: Flask, client: FlaskClient) -> None:
+    response = client.get("/api/v1/openapi.json")
+
+    assert response.status_code == 200
+    document = response.get_json()
+    assert document["openapi"].startswith("3.1")
+    routes: dict[str, set[str]] = {}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1/") or rule.rule.removeprefix("/api/v1") in UNDOCUMENTED:
+            continue
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+        routes.setdefault(path, set()).update(m.lower() for m in rule.methods or () if m not in ("HEAD", "OPTIONS"))
+    assert set(document["paths"]) == set(routes)
+    for path, methods in routes.items():
+        assert methods <= set(document["paths"][path]), path
+
+
+def test_docs_page_works_offline_and_its_assets_load(client: FlaskClient) -> None:
+    page = client.get("/api/v1/docs")
+
+    assert page.status_code == 200
+    assert page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert "http://" not in html and "https://" not in html
+    parser = _Refs()
+    parser.feed(html)
+    assert any(ref.endswith("swagger-ui-bundle.js") for ref in parser.refs)
+    for ref in parser.refs:
+        asset = client.get(urlsplit(urljoin("http://localhost/api/v1/docs", ref)).path)
+        assert asset.status_code == 200, ref
+
+
+def test_docs_page_with_a_trailing_slash_also_loads_its_assets(client: FlaskClient) -> None:
+    # strict_slashes is off, so /api/v1/docs/ serves the page too; relative asset paths must still resolve
+    page = client.get("/api/v1/docs/")
+    assert page.status_code == 200
+    parser = _Refs()
+    parser.feed(page.get_data(as_text=True))
+
+    for ref in parser.refs:
+        asset = client.get(urlsplit(urljoin("http://localhost/api/v1/docs/", ref)).path)
+        assert asset.status_code == 200, f"{ref} from /api/v1/docs/ resolves to a {asset.status_code}"
+
+
+def test_swagger_ui_bundle_is_served_locally_as_javascript(client: FlaskClient) -> None:
+    response = client.get("/api/v1/docs/assets/swagger-ui-bundle.js")
+
+    assert response.status_code == 200
+    assert response.mimetype in ("text/javascript", "application/javascript")
+    assert b"SwaggerUIBundle" in response.data
+
+
+def test_an_unexpected_exception_is_a_500_problem_without_a_traceback(app: Flask) -> None:
+    # Given a route that fails in a way no handler expects
+    def boom() -> str:
+        raise RuntimeError("secret-internal-detail-42")
+
+    app.add_url_rule("/api/v1/test-boom", "test_boom", boom)
+
+    # When it is called
+    response = app.test_client().get("/api/v1/test-boom")
+
+    # Then the caller sees a generic problem, never the exception or a stack trace
+    assert response.status_code == 500
+    body = problem_of(response)
+    assert body["code"] == "INTERNAL_ERROR"
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text
+    assert "secret-internal-detail-42" not in text
+    assert "RuntimeError" not in text

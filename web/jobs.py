@@ -1,0 +1,84 @@
+"""Job routes and the shared way a job becomes an HTTP answer (202, 201 with the resource, or its problem)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from spectree import Response as Resp
+
+from models.errors import NotFound
+from web.api import respond, services, spec
+from web.errors import problem, status_of_code
+from web.schemas import JobAccepted, JobOut, Problem
+from workers.jobs import SUCCEEDED, TERMINAL, Job, JobStore
+
+bp = Blueprint("jobs", __name__)
+MAX_WAIT = 10.0
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])")
+
+
+def job_store() -> JobStore:
+    """The job store of this app."""
+    return JobStore(services().redis)
+
+
+def prefer_wait() -> float:
+    """Seconds asked for by `Prefer: wait=N` (capped at 10; absent or malformed = 0)."""
+    match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    return min(float(match.group(1)), MAX_WAIT) if match else 0.0
+
+
+def _ts(ms: int | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC) if ms else None
+
+
+def job_problem(job: Job) -> dict[str, Any] | None:
+    """A failed job's stored error as a full problem object."""
+    if not job.error:
+        return None
+    code = job.error.get("code", "UNAVAILABLE")
+    return {"type": f"/problems/{code.lower().replace('_', '-')}", "status": status_of_code(code), **job.error}
+
+
+def job_answer(job: Job, *, location: Callable[[dict[str, Any]], str], success_status: int = 201) -> Response:
+    """202 while running; once terminal, the resource (201/200 + Location) or the job's problem."""
+    if job.status == SUCCEEDED:
+        response = jsonify(job.result)
+        response.status_code = success_status
+        response.headers["Location"] = location(job.result)
+        return response
+    if job.status in TERMINAL:
+        body = job_problem(job) or {}
+        extra = {"jobId": job.job_id}
+        response = problem(int(body["status"]), body["code"], body.get("title", ""), body.get("detail", ""), **extra)
+        if body["code"] in ("CONCURRENT_UPDATE", "UNAVAILABLE", "RATE_LIMITED"):
+            response.headers["Retry-After"] = "1"
+        return response
+    url = f"/api/v1/jobs/{job.job_id}"
+    accepted = JobAccepted.model_validate({"jobId": job.job_id, "status": job.status, "statusUrl": url})
+    return respond(accepted, 202, {"Location": url})
+
+
+@bp.get("/jobs/<job_id>")
+@spec.validate(resp=Resp(HTTP_200=JobOut, HTTP_404=Problem), tags=["jobs"])
+def get_job(job_id: str) -> Response:
+    """A job's status, result or problem (job ids are unguessable 128-bit values)."""
+    job = job_store().get(job_id)
+    if job is None:
+        raise NotFound(f"job {job_id[:64]} does not exist or has expired")
+    out = JobOut.model_validate(
+        {
+            "jobId": job.job_id,
+            "type": job.type,
+            "status": job.status,
+            "result": job.result,
+            "error": job_problem(job),
+            "createdAt": _ts(job.created_ms),
+            "finishedAt": _ts(job.finished_ms),
+        }
+    )
+    return respond(out)

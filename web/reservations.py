@@ -1,0 +1,100 @@
+"""Reservation routes: hold (a job on the seat's partition), read, cancel."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response
+from spectree import Response as Resp
+
+from models import concerts, reservations
+from models.errors import Forbidden
+from web.api import parse_id, respond, services, settings, spec
+from web.gate import require_active
+from web.jobs import MAX_WAIT, job_answer, job_store, prefer_wait
+from web.limits import job_key, limiter
+from web.schemas import JobAccepted, Problem, ReservationIn, ReservationOut
+from workers.broker import send
+
+bp = Blueprint("reservations", __name__)
+RESERVATION = "RESERVATION"
+
+
+def _location(result: dict[str, object]) -> str:
+    return f"/api/v1/reservations/{result['reservationId']}"
+
+
+@bp.post("/reservations")
+@limiter.limit(lambda: settings().rate_jobs_user, key_func=job_key)
+@spec.validate(
+    json=ReservationIn,
+    resp=Resp(
+        HTTP_201=ReservationOut,
+        HTTP_202=JobAccepted,
+        HTTP_400=Problem,
+        HTTP_401=Problem,
+        HTTP_403=Problem,
+        HTTP_404=Problem,
+        HTTP_409=Problem,
+        HTTP_422=Problem,
+        HTTP_429=Problem,
+    ),
+    tags=["reservations"],
+    security={"queueToken": []},
+)
+def create(json: ReservationIn) -> Response:
+    """Queue a seat hold on the seat's partition; `Prefer: wait=N` answers with the outcome."""
+    token = require_active(concerts.concert_id_of_schedule(schedule_id=json.scheduleId))
+    if json.userId is not None and json.userId != token.user_id:
+        raise Forbidden("userId does not match the queue token's user")
+    job = job_store().create(job_type=RESERVATION, user_id=token.user_id)
+    send(
+        services().broker,
+        actor_name="hold_seat",
+        route_seat=json.seatId,
+        partitions=settings().partitions,
+        job_id=job.job_id,
+        user_id=token.user_id,
+        schedule_id=json.scheduleId,
+        seat_id=json.seatId,
+        enqueued_ms=int(time.time() * 1000),
+    )
+    return job_answer(job_store().wait(job.job_id, prefer_wait()) or job, location=_location)
+
+
+@bp.get("/reservations/<reservation_id>")
+@spec.validate(
+    resp=Resp(HTTP_200=ReservationOut, HTTP_401=Problem, HTTP_404=Problem),
+    tags=["reservations"],
+    security={"queueToken": []},
+)
+def get(reservation_id: str) -> Response:
+    """The caller's reservation."""
+    token = require_active()
+    view = reservations.get_reservation(reservation_id=parse_id(reservation_id, "reservationId"), user_id=token.user_id)
+    return respond(ReservationOut.model_validate(reservations.reservation_json(view)))
+
+
+@bp.delete("/reservations/<reservation_id>")
+@spec.validate(
+    resp=Resp(HTTP_200=ReservationOut, HTTP_202=JobAccepted, HTTP_401=Problem, HTTP_404=Problem, HTTP_409=Problem),
+    tags=["reservations"],
+    security={"queueToken": []},
+)
+def cancel(reservation_id: str) -> Response:
+    """Cancel the caller's held reservation through the seat's partition; the seat is free at once."""
+    token = require_active()
+    rid = parse_id(reservation_id, "reservationId")
+    reservations.get_reservation(reservation_id=rid, user_id=token.user_id)  # 404 for anyone else's
+    job = job_store().create(job_type=RESERVATION, user_id=token.user_id)
+    send(
+        services().broker,
+        actor_name="cancel_reservation",
+        route_seat=reservations.seat_of_reservation(reservation_id=rid),
+        partitions=settings().partitions,
+        job_id=job.job_id,
+        user_id=token.user_id,
+        reservation_id=rid,
+        enqueued_ms=int(time.time() * 1000),
+    )
+    return job_answer(job_store().wait(job.job_id, MAX_WAIT) or job, location=_location, success_status=200)

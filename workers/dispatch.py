@@ -1,0 +1,65 @@
+"""Run one partition message: find its actor, retry transient failures, never lose the job."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import peewee as pw
+import redis
+from dramatiq.broker import MessageProxy
+
+from config.bootstrap import current
+from models.db import db
+from workers.broker import ACTORS, load_actors
+from workers.jobs import JobStore
+
+log = logging.getLogger("workers.dispatch")
+TRANSIENT = (pw.OperationalError, pw.InterfaceError, redis.ConnectionError, redis.TimeoutError)
+BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def handle(message: MessageProxy) -> None:
+    """Run a message's actor with its own DB connection; after the retries, fail its job (never raise)."""
+    if not ACTORS:
+        load_actors()
+    fn = ACTORS.get(message.actor_name)
+    if fn is None:
+        log.error("dropping message %s for unknown actor %r", message.message_id, message.actor_name)
+        return
+    for attempt, pause in enumerate((*BACKOFF, None)):
+        try:
+            with db.connection_context():
+                fn(*message.args, **message.kwargs)
+            return
+        except TRANSIENT as exc:
+            if pause is None:
+                log.error("giving up on %s after %s attempts: %s", message.actor_name, attempt + 1, exc)
+                break
+            log.warning("transient failure in %s (attempt %s): %s", message.actor_name, attempt + 1, exc)
+            _reset_db()
+            time.sleep(pause)
+        except Exception:
+            log.exception("actor %s failed unexpectedly", message.actor_name)
+            break
+    job_id = message.kwargs.get("job_id")
+    if job_id:
+        try:
+            JobStore(current().redis).fail(
+                job_id,
+                {
+                    "code": "UNAVAILABLE",
+                    "title": "Service unavailable",
+                    "detail": "the job could not be processed; send it again",
+                },
+            )
+        except redis.RedisError:
+            log.error("could not record the failure of job %s", job_id)
+
+
+def _reset_db() -> None:
+    try:
+        if not db.is_closed():
+            db.close()
+    except Exception:
+        pass

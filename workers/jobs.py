@@ -1,0 +1,188 @@
+"""Job records in Redis: QUEUED -> RUNNING -> SUCCEEDED | FAILED, with a blocking wait for the outcome.
+
+job:<id>       HASH  id, type, status, user, created, started, finished, result (JSON), error (JSON), attempts
+job:<id>:done  LIST  one element pushed when the job ends (BLPOP by `Prefer: wait=N` callers)
+jobs:open      ZSET  id -> created (ms) of jobs not yet terminal (the sweeper fails forgotten ones)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
+TERMINAL = (SUCCEEDED, FAILED)
+OPEN_KEY = "jobs:open"
+
+_START = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'MISSING' end
+if st == 'QUEUED' or st == 'RUNNING' then
+  redis.call('HSET', KEYS[1], 'status', 'RUNNING', 'started', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+end
+return st
+"""
+
+_FINISH = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 0 end
+if st == 'SUCCEEDED' or st == 'FAILED' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished', ARGV[2], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZREM', KEYS[3], ARGV[6])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], 120)
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job record."""
+
+    job_id: str
+    type: str
+    status: str
+    user_id: int
+    created_ms: int
+    finished_ms: int | None
+    result: Any
+    error: dict[str, Any] | None
+    attempts: int
+
+
+class JobStore:
+    """Create, run and read job records."""
+
+    def __init__(self, client: redis.Redis, *, ttl: int = 3600) -> None:
+        self.r = client
+        self.ttl = ttl
+        self._start = client.register_script(_START)
+        self._finish = client.register_script(_FINISH)
+
+    def create(self, *, job_type: str, user_id: int, job_id: str | None = None) -> Job:
+        """Record a QUEUED job (before its message is sent)."""
+        job_id = job_id or uuid.uuid4().hex
+        now = _ms()
+        pipe = self.r.pipeline()
+        pipe.hset(
+            f"job:{job_id}",
+            mapping={"id": job_id, "type": job_type, "status": QUEUED, "user": user_id, "created": now, "attempts": 0},
+        )
+        pipe.expire(f"job:{job_id}", self.ttl * 24)
+        pipe.zadd(OPEN_KEY, {job_id: now})
+        pipe.execute()
+        return Job(job_id, job_type, QUEUED, user_id, now, None, None, None, 0)
+
+    def start(self, job_id: str) -> str:
+        """Mark RUNNING unless terminal; return the status it had ('MISSING' if the record is gone)."""
+        return _text(self._start(keys=[f"job:{job_id}"], args=[_ms()]))
+
+    def succeed(self, job_id: str, result: Any) -> bool:
+        """Record SUCCEEDED with its result (no-op if already terminal)."""
+        return self._end(job_id, SUCCEEDED, "result", json.dumps(result))
+
+    def fail(self, job_id: str, error: dict[str, Any]) -> bool:
+        """Record FAILED with its problem {code, title, detail} (no-op if already terminal)."""
+        return self._end(job_id, FAILED, "error", json.dumps(error))
+
+    def _end(self, job_id: str, status: str, field: str, value: str) -> bool:
+        keys = [f"job:{job_id}", f"job:{job_id}:done", OPEN_KEY]
+        return bool(int(self._finish(keys=keys, args=[status, _ms(), field, value, self.ttl, job_id])))
+
+    def get(self, job_id: str) -> Job | None:
+        """A job record, or None if unknown/expired."""
+        if not job_id or len(job_id) > 64:
+            return None
+        h = {_text(k): _text(v) for k, v in self.r.hgetall(f"job:{job_id}").items()}  # type: ignore[union-attr]
+        if not h.get("status"):
+            return None
+        return Job(
+            job_id=h["id"],
+            type=h["type"],
+            status=h["status"],
+            user_id=int(h.get("user") or 0),
+            created_ms=int(h["created"]),
+            finished_ms=int(h["finished"]) if h.get("finished") else None,
+            result=json.loads(h["result"]) if h.get("result") else None,
+            error=json.loads(h["error"]) if h.get("error") else None,
+            attempts=int(h.get("attempts") or 0),
+        )
+
+    def wait(self, job_id: str, timeout: float) -> Job | None:
+        """Block (no polling) until the job ends or `timeout` seconds pass; return the record."""
+        job = self.get(job_id)
+        if job is None or job.status in TERMINAL or timeout <= 0:
+            return job
+        self.r.blpop([f"job:{job_id}:done"], timeout=timeout)
+        return self.get(job_id)
+
+    def sweep(self, *, older_than_s: float, limit: int = 500) -> list[str]:
+        """Fail jobs still open after `older_than_s` (their message was lost); return their ids."""
+        cutoff = _ms() - int(older_than_s * 1000)
+        stale = [_text(j) for j in self.r.zrangebyscore(OPEN_KEY, 0, cutoff, start=0, num=limit)]  # type: ignore[union-attr]
+        failed = []
+        for job_id in stale:
+            problem = {
+                "code": "UNAVAILABLE",
+                "title": "Service unavailable",
+                "detail": "the job was not processed in time; send the request again",
+            }
+            if self.fail(job_id, problem):
+                failed.append(job_id)
+            else:
+                self.r.zrem(OPEN_KEY, job_id)
+        return failed
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def problem_of(error: Exception) -> dict[str, Any]:
+    """The stored problem of a failed job: code, title, detail (web/errors.py adds type and status)."""
+    from models.errors import DomainError
+
+    if isinstance(error, DomainError):
+        return {"code": error.code, "title": error.title, "detail": error.detail}
+    return {"code": "UNAVAILABLE", "title": "Service unavailable", "detail": "the job could not be processed"}
+
+
+def run_job(store: JobStore, job_id: str, *, enqueued_ms: int, stale_after_s: float, work: Any) -> None:
+    """The adapter every job actor uses: RUNNING, stale check, call the domain, SUCCEEDED/FAILED.
+
+    Expected domain errors are results (FAILED with the problem), not retries. A job that is
+    already terminal (a redelivered message, or one the sweeper failed) is left alone.
+    Anything else propagates so the consumer can retry the message.
+    """
+    from models.errors import DomainError, Unavailable
+
+    previous = store.start(job_id)
+    if previous in TERMINAL or previous == "MISSING":
+        return
+    if previous == QUEUED and _ms() - enqueued_ms > stale_after_s * 1000:
+        store.fail(
+            job_id,
+            problem_of(
+                Unavailable(
+                    f"the request waited more than {stale_after_s:g} s in the queue and was dropped; send it again"
+                )
+            ),
+        )
+        return
+    try:
+        result = work()
+    except DomainError as exc:
+        store.fail(job_id, problem_of(exc))
+        return
+    store.succeed(job_id, result)

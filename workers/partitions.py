@@ -1,0 +1,183 @@
+"""Exclusive partition ownership and one consumer thread per owned partition.
+
+Why not `dramatiq` workers: a Dramatiq Worker consumes its queues with a shared thread pool
+and prefetch, so two threads may run two messages of one queue at once, and it has no notion
+of a queue owned by one process. We keep Dramatiq's Redis broker (message format, acks,
+redelivery of a dead process's unacked messages, dead-letter queue) and run our own loop:
+
+* membership: every process heartbeats into `workers:members` (ZSET member -> ms);
+* fair share: ceil(PARTITIONS / live members) partitions per process;
+* leases: `partition:lease:<N>` = member, SET NX PX, renewed every tick by compare-and-expire;
+  a process over its share stops the extra consumers (after the message in hand) and then
+  deletes their leases; a process under its share claims free ones;
+* consumers: one thread per owned partition, `prefetch=1`, so at most the message in hand.
+
+A killed process stops renewing: its leases lapse after LEASE_TTL and the survivors claim
+them; Dramatiq's maintenance (heartbeat_timeout, see config/bootstrap.py) puts its
+unacknowledged messages back on their queues, where the new owner picks them up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import dramatiq
+import redis
+from dramatiq.broker import MessageProxy
+
+from workers.broker import queue_of
+
+log = logging.getLogger("workers.partitions")
+
+MEMBERS_KEY = "workers:members"
+LEASE_PREFIX = "partition:lease:"
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+Handler = Callable[[MessageProxy], None]
+
+
+class PartitionConsumer(threading.Thread):
+    """Consume one partition's queue, one message at a time, until stopped."""
+
+    def __init__(self, broker: dramatiq.Broker, partition: int, handler: Handler) -> None:
+        super().__init__(name=f"partition-{partition}", daemon=True)
+        self.broker = broker
+        self.partition = partition
+        self.handler = handler
+        self.stopping = threading.Event()
+        self.processed = 0
+
+    def run(self) -> None:
+        queue = queue_of(self.partition)
+        self.broker.declare_queue(queue)
+        while not self.stopping.is_set():
+            try:
+                consumer = self.broker.consume(queue, prefetch=1, timeout=500)
+                try:
+                    while not self.stopping.is_set():
+                        message = next(consumer)
+                        if message is None:
+                            continue
+                        self.handler(message)
+                        consumer.ack(message)
+                        self.processed += 1
+                finally:
+                    consumer.close()
+            except Exception:  # Redis gone: wait and reconnect; unacked messages stay in Redis
+                log.warning("partition %s consumer lost its connection; retrying", self.partition, exc_info=True)
+                self.stopping.wait(1.0)
+
+    def stop(self) -> None:
+        """Ask the thread to finish the message in hand and exit."""
+        self.stopping.set()
+
+
+class PartitionWorker:
+    """Claim a fair share of partitions through Redis leases and run one consumer per partition."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        broker: dramatiq.Broker,
+        handler: Handler,
+        *,
+        partitions: int,
+        lease_ttl: float = 10.0,
+        tick_interval: float = 2.0,
+    ) -> None:
+        self.r = client
+        self.broker = broker
+        self.handler = handler
+        self.partitions = partitions
+        self.lease_ttl_ms = int(lease_ttl * 1000)
+        self.tick_interval = tick_interval
+        self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.consumers: dict[int, PartitionConsumer] = {}
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._stop = threading.Event()
+
+    @property
+    def owned(self) -> list[int]:
+        """Partitions this process consumes now."""
+        return sorted(self.consumers)
+
+    def tick(self) -> None:
+        """Heartbeat, renew leases, then shed or claim partitions toward the fair share."""
+        now = int(time.time() * 1000)
+        self.r.zadd(MEMBERS_KEY, {self.member: now})
+        self.r.zremrangebyscore(MEMBERS_KEY, 0, now - self.lease_ttl_ms)
+        live = max(1, int(self.r.zcard(MEMBERS_KEY)))
+        share = math.ceil(self.partitions / live)
+
+        for p in list(self.consumers):
+            if not int(self._renew(keys=[LEASE_PREFIX + str(p)], args=[self.member, self.lease_ttl_ms])):
+                log.warning("lost the lease of partition %s; stopping its consumer", p)
+                self._stop_consumer(p, release=False)
+
+        while len(self.consumers) > share:
+            self._stop_consumer(max(self.consumers), release=True)
+
+        if len(self.consumers) < share:
+            start = random.randrange(self.partitions)
+            for i in range(self.partitions):
+                p = (start + i) % self.partitions
+                if p in self.consumers:
+                    continue
+                if self.r.set(LEASE_PREFIX + str(p), self.member, nx=True, px=self.lease_ttl_ms):
+                    consumer = PartitionConsumer(self.broker, p, self.handler)
+                    self.consumers[p] = consumer
+                    consumer.start()
+                    log.info("%s claimed partition %s", self.member, p)
+                    if len(self.consumers) >= share:
+                        break
+
+    def run(self) -> None:
+        """Tick until stop() is called, then drain and release everything."""
+        log.info("partition worker %s started (%s partitions)", self.member, self.partitions)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.tick()
+                except redis.RedisError:
+                    log.warning("Redis unavailable during the ownership tick", exc_info=True)
+                self._stop.wait(self.tick_interval)
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        """Ask run() to return (from a signal handler or another thread)."""
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        """Finish the messages in hand, release every lease and leave the membership."""
+        for p in list(self.consumers):
+            self._stop_consumer(p, release=True)
+        with contextlib.suppress(redis.RedisError):
+            self.r.zrem(MEMBERS_KEY, self.member)
+        log.info("partition worker %s stopped", self.member)
+
+    def _stop_consumer(self, partition: int, *, release: bool) -> None:
+        consumer = self.consumers.pop(partition)
+        consumer.stop()
+        consumer.join(timeout=30)
+        if release:
+            with contextlib.suppress(redis.RedisError):
+                self._release(keys=[LEASE_PREFIX + str(partition)], args=[self.member])

@@ -1,0 +1,83 @@
+"""Reservation actors: adapters from partition messages to models/reservations.py."""
+
+from __future__ import annotations
+
+from config.bootstrap import current
+from models import reservations
+from workers.broker import actor
+from workers.jobs import JobStore, run_job
+
+
+def _store() -> JobStore:
+    return JobStore(current().redis)
+
+
+@actor("hold_seat")
+def hold_seat(*, job_id: str, user_id: int, schedule_id: int, seat_id: int, enqueued_ms: int) -> None:
+    """Hold a seat for a user; the job's result is the reservation."""
+    s = current().settings
+    run_job(
+        _store(),
+        job_id,
+        enqueued_ms=enqueued_ms,
+        stale_after_s=s.job_stale_after,
+        work=lambda: reservations.reservation_json(
+            reservations.hold_seat(
+                user_id=user_id,
+                schedule_id=schedule_id,
+                seat_id=seat_id,
+                job_id=job_id,
+                hold_ttl=s.hold_ttl,
+                max_holds=s.max_holds_per_user,
+            )
+        ),
+    )
+
+
+@actor("cancel_reservation")
+def cancel_reservation(*, job_id: str, user_id: int, reservation_id: int, enqueued_ms: int) -> None:
+    """Cancel a user's held reservation; the job's result is the reservation (CANCELLED)."""
+    run_job(
+        _store(),
+        job_id,
+        enqueued_ms=enqueued_ms,
+        stale_after_s=current().settings.job_stale_after,
+        work=lambda: reservations.reservation_json(
+            reservations.cancel_reservation(reservation_id=reservation_id, user_id=user_id)
+        ),
+    )
+
+
+@actor("expire_hold")
+def expire_hold(*, reservation_id: int) -> None:
+    """Expire one hold past its time (sent by the scheduler; idempotent)."""
+    reservations.expire_hold(reservation_id=reservation_id)
+
+
+def enqueue_expiries(*, limit: int = 500) -> int:
+    """Send an expire message to the seat's partition for each hold past its time; return how many.
+
+    A short Redis marker per reservation keeps a slow partition from receiving the same expiry
+    every tick; a duplicate would be harmless anyway (expire_hold is a compare-and-set).
+    """
+    from workers.broker import send
+
+    services = current()
+    sent = 0
+    for reservation_id, seat_id in reservations.find_expired(limit=limit):
+        if not services.redis.set(f"expiring:{reservation_id}", 1, nx=True, ex=30):
+            continue
+        send(
+            services.broker,
+            actor_name="expire_hold",
+            route_seat=seat_id,
+            partitions=services.settings.partitions,
+            reservation_id=reservation_id,
+        )
+        sent += 1
+    return sent
+
+
+def sweep_jobs() -> int:
+    """Fail jobs whose message never finished (a lost message must not leave a job QUEUED forever)."""
+    return len(_store().sweep(older_than_s=current().settings.job_sweep_after))
