@@ -107,6 +107,7 @@ class Settings:
     max_charge: int = 1_000_000
     max_balance: int = 100_000_000
     max_body_bytes: int = 16_384
+    outbox_max_attempts: int = 50
     job_stale_after: float = 30.0
     job_sweep_after: float = 120.0
     rate_limit_enabled: bool = True
@@ -142,6 +143,7 @@ class Settings:
             max_charge=_int(e, "MAX_CHARGE", 1_000_000, 1, 2**62),
             max_balance=_int(e, "MAX_BALANCE", 100_000_000, 1, 2**62),
             max_body_bytes=_int(e, "MAX_BODY_BYTES", 16_384, 256, 10_485_760),
+            outbox_max_attempts=_int(e, "OUTBOX_MAX_ATTEMPTS", 50, 1, 1_000_000),
             job_stale_after=_float(e, "JOB_STALE_AFTER", 30.0, 1.0, 3600.0),
             job_sweep_after=_float(e, "JOB_SWEEP_AFTER", 120.0, 5.0, 86_400.0),
             rate_limit_enabled=_bool(e, "RATE_LIMIT_ENABLED", True),

@@ -228,3 +228,18 @@ def reservation_json(v: ReservationView) -> dict[str, object]:
         "expiresAt": iso(v.expires_at),
         "createdAt": iso(v.created_at),
     }
+
+
+def route_of_reservation(*, reservation_id: int) -> tuple[int, int]:
+    """(seat id, concert id) of a reservation: where its jobs go and which token may touch it."""
+    from models.concerts import concert_id_of_schedule
+
+    row = (
+        Reservation.select(Reservation.seat, Reservation.schedule_id)
+        .where(Reservation.id == reservation_id)
+        .tuples()
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"reservation {reservation_id} does not exist")
+    return int(row[0]), concert_id_of_schedule(schedule_id=int(row[1]))

@@ -257,6 +257,14 @@ class WaitingRoom:
         keys = [hk, k["waiting"], k["active"], k["seen"], f"{k['user_prefix']}{self._user_of(hk)}"]
         return bool(int(self._leave(keys=keys, args=[token])))
 
+    def expire_user(self, *, user_id: int, concert_id: int) -> bool:
+        """End the user's live token for a concert (after payment); idempotent, True if one was live."""
+        k = _keys(concert_id)
+        token = self.r.get(f"{k['user_prefix']}{user_id}")
+        if not token:
+            return False
+        return self.leave(token=_text(token))
+
     def admit(self, *, concert_id: int, sold_out: bool = False) -> Admission:
         """One admission pass: drop abandoned waiters, expire actives, move waiters into free slots (FIFO)."""
         k = _keys(concert_id)

@@ -18,6 +18,7 @@ from scheduler.leader import LeaderLease
 def main() -> int:
     """Start the scheduler in the foreground until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()

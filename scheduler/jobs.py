@@ -12,6 +12,7 @@ from models import concerts
 from models.db import db
 from models.waiting_room import WaitingRoom
 from scheduler.leader import LeaderLease
+from workers import events
 from workers import reservations as reservation_jobs
 
 log = logging.getLogger("scheduler")
@@ -48,6 +49,7 @@ def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) ->
     )
     every(scheduler, lease, reservation_jobs.enqueue_expiries, seconds=1.0, job_id="expire-holds")
     every(scheduler, lease, reservation_jobs.sweep_jobs, seconds=10.0, job_id="sweep-jobs")
+    every(scheduler, lease, events.relay_outbox, seconds=s.outbox_interval, job_id="outbox-relay")
 
 
 def every(

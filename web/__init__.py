@@ -18,7 +18,7 @@ API_PREFIX = "/api/v1"
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: services from bootstrap, blueprints under /api/v1, problem+json errors."""
     from models.waiting_room import WaitingRoom
-    from web import admin, concerts, docs, errors, health, jobs, limits, metrics, points, queue, reservations
+    from web import admin, concerts, docs, errors, health, jobs, limits, metrics, payments, points, queue, reservations
     from web.api import spec
 
     services = bootstrap(settings)
@@ -37,7 +37,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.url_map.strict_slashes = False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    for blueprint in (health.bp, queue.bp, concerts.bp, reservations.bp, jobs.bp, points.bp, admin.bp, docs.bp):
+    for blueprint in (
+        health.bp,
+        queue.bp,
+        concerts.bp,
+        reservations.bp,
+        payments.bp,
+        jobs.bp,
+        points.bp,
+        admin.bp,
+        docs.bp,
+    ):
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
 
     @app.get("/")

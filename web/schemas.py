@@ -253,3 +253,22 @@ class JobOut(Out):
     error: dict[str, Any] | None
     createdAt: UtcDateTime
     finishedAt: UtcDateTime | None
+
+
+# --- payments ------------------------------------------------------------------------------
+class PaymentIn(Body):
+    """Pay a held reservation with points."""
+
+    reservationId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
+    userId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)] | None = None
+
+
+class PaymentOut(Out):
+    """A payment."""
+
+    paymentId: int
+    reservationId: int
+    userId: int
+    amount: int
+    balance: int
+    paidAt: str

@@ -50,4 +50,5 @@ def send(broker: dramatiq.Broker, *, actor_name: str, route_seat: int, partition
 
 def load_actors() -> None:
     """Import every actor module so ACTORS is complete."""
+    import workers.payments
     import workers.reservations  # noqa: F401
