@@ -166,16 +166,15 @@ def cancel_reservation(*, reservation_id: int, user_id: int) -> ReservationView:
     return _release(r, CANCELLED)
 
 
-def expire_hold(*, reservation_id: int, now: dt.datetime | None = None) -> bool:
-    """Expire one HELD reservation past its time and free its seat; False if nothing to do."""
+def expire_hold(*, reservation_id: int, now: dt.datetime | None = None) -> ReservationView | None:
+    """Expire one HELD reservation past its time and free its seat; None if nothing to do."""
     r = Reservation.get_or_none(Reservation.id == reservation_id)
     if r is None or r.status != HELD or r.expires_at > (now or utcnow()):
-        return False
+        return None
     try:
-        _release(r, EXPIRED)
+        return _release(r, EXPIRED)
     except ConcurrentUpdate:
-        return False
-    return True
+        return None
 
 
 def find_expired(*, limit: int = 500, now: dt.datetime | None = None) -> list[tuple[int, int]]:

@@ -30,23 +30,47 @@ WAITING, ACTIVE = "WAITING", "ACTIVE"
 CONCERTS_KEY = "wr:concerts"
 RATE_WINDOW_MS = 60_000
 
-_ISSUE = """
+# Shared tail of the issue and poll scripts: describe a token in one reply
+# {user, concert, status, rank, expires, soldout, admitted in the last minute}.
+_DESCRIBE = """
+local function describe(hk, token, waiting, active, soldout, admits, now)
+  local h = redis.call('HMGET', hk, 'user', 'concert', 'status', 'expires')
+  if not h[3] then return false end
+  local rank = 0
+  if h[3] == 'ACTIVE' then
+    local exp = redis.call('ZSCORE', active, token)
+    if not exp or tonumber(exp) <= now then return false end
+  else
+    local r = redis.call('ZRANK', waiting, token)
+    if not r then return false end
+    rank = r + 1
+  end
+  local admitted = 0
+  for _, e in ipairs(redis.call('ZRANGEBYSCORE', admits, now - 60000, '+inf')) do
+    admitted = admitted + tonumber(string.match(e, ':(%d+)$'))
+  end
+  return {h[1], h[2], h[3], rank, h[4], redis.call('EXISTS', soldout), admitted}
+end
+"""
+
+_ISSUE = (
+    _DESCRIBE
+    + """
 local waiting, active, seen, seq, ukey, soldout = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local admits, concerts = KEYS[7], KEYS[8]
 local prefix, new_token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local limit, wttl, attl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local user, concert = ARGV[7], ARGV[8]
 redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
 local existing = redis.call('GET', ukey)
 if existing then
-  local hk = prefix .. existing
-  local st = redis.call('HGET', hk, 'status')
-  if st == 'WAITING' and redis.call('ZSCORE', waiting, existing) then
-    return {existing, 0}
+  local found = describe(prefix .. existing, existing, waiting, active, soldout, admits, now)
+  if found then
+    table.insert(found, 1, 0)
+    table.insert(found, 1, existing)
+    return found
   end
-  if st == 'ACTIVE' and redis.call('ZSCORE', active, existing) then
-    return {existing, 0}
-  end
-  redis.call('DEL', hk)
+  redis.call('DEL', prefix .. existing)
   redis.call('ZREM', waiting, existing)
   redis.call('ZREM', seen, existing)
 end
@@ -65,35 +89,39 @@ else
              'expires', now + wttl)
   redis.call('PEXPIRE', hk, wttl)
   redis.call('SET', ukey, new_token, 'PX', wttl)
+  -- the concert set lives outside the hash tag: on Redis Cluster, move this SADD to the caller
+  redis.call('SADD', concerts, concert)
 end
-return {new_token, 1}
+local found = describe(hk, new_token, waiting, active, soldout, admits, now)
+table.insert(found, 1, 1)
+table.insert(found, 1, new_token)
+return found
 """
+)
 
-_POLL = """
-local hk, waiting, active, seen, ukey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local token, now, wttl, touch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local h = redis.call('HMGET', hk, 'user', 'concert', 'status', 'issued', 'admitted', 'expires')
-if not h[3] then return false end
-if h[3] == 'ACTIVE' then
-  local exp = redis.call('ZSCORE', active, token)
-  if not exp or tonumber(exp) <= now then return false end
-  return {h[1], h[2], 'ACTIVE', 0, h[6]}
-end
-local rank = redis.call('ZRANK', waiting, token)
-if not rank then return false end
-if touch == '1' then
+_POLL = (
+    _DESCRIBE
+    + """
+local hk, waiting, active, seen, soldout, admits = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local token, now, wttl, touch, uprefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local found = describe(hk, token, waiting, active, soldout, admits, now)
+if not found then return false end
+if found[3] == 'WAITING' and touch == '1' then
   redis.call('PEXPIRE', hk, wttl)
-  redis.call('PEXPIRE', ukey, wttl)
+  redis.call('PEXPIRE', uprefix .. found[1], wttl)
   redis.call('ZADD', seen, now, token)
   redis.call('HSET', hk, 'expires', now + wttl)
-  h[6] = tostring(now + wttl)
+  found[5] = tostring(now + wttl)
 end
-return {h[1], h[2], 'WAITING', rank + 1, h[6]}
+return found
 """
+)
 
 _LEAVE = """
-local hk, waiting, active, seen, ukey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local token = ARGV[1]
+local hk, waiting, active, seen = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local token, uprefix = ARGV[1], ARGV[2]
+local user = redis.call('HGET', hk, 'user')
+local ukey = uprefix .. (user or '')
 local existed = redis.call('DEL', hk)
 redis.call('ZREM', waiting, token)
 redis.call('ZREM', active, token)
@@ -202,12 +230,24 @@ class WaitingRoom:
         self._admit = client.register_script(_ADMIT)
 
     def issue(self, *, user_id: int, concert_id: int) -> QueueToken:
-        """Join the queue (one live token per user and concert; asking again returns the same token)."""
+        """Join the queue (one live token per user and concert; asking again returns the same token).
+
+        One Lua script, one round trip: it finds or creates the token and describes it.
+        """
         if user_id < 1 or concert_id < 1:
             raise ValidationError("userId and concertId must be positive integers")
         k = _keys(concert_id)
         new_token = f"{concert_id}.{secrets.token_urlsafe(16)}"
-        keys = [k["waiting"], k["active"], k["seen"], k["seq"], f"{k['user_prefix']}{user_id}", k["soldout"]]
+        keys = [
+            k["waiting"],
+            k["active"],
+            k["seen"],
+            k["seq"],
+            f"{k['user_prefix']}{user_id}",
+            k["soldout"],
+            k["admits"],
+            CONCERTS_KEY,
+        ]
         args: list[str | int] = [
             k["token_prefix"],
             new_token,
@@ -218,25 +258,23 @@ class WaitingRoom:
             user_id,
             concert_id,
         ]
-        token, created = self._issue(keys=keys, args=args)
-        token = _text(token)
-        if int(created):
-            self.r.sadd(CONCERTS_KEY, concert_id)
-        found = self.status(token=token, touch=False)
-        return QueueToken(**{**found.__dict__, "created": bool(int(created))})
+        token, created, *described = self._issue(keys=keys, args=args)
+        return self._token(_text(token), described, created=bool(int(created)))
 
     def status(self, *, token: str, touch: bool = True) -> QueueToken:
         """A token's status, rank and estimate; polling (touch) keeps a WAITING token's place alive."""
         concert_id = concert_of_token(token)
         k = _keys(concert_id)
-        hk = f"{k['token_prefix']}{token}"
         found = self._poll(
-            keys=[hk, k["waiting"], k["active"], k["seen"], f"{k['user_prefix']}{self._user_of(hk)}"],
-            args=[token, _now_ms(), self.waiting_ttl_ms, "1" if touch else "0"],
+            keys=[f"{k['token_prefix']}{token}", k["waiting"], k["active"], k["seen"], k["soldout"], k["admits"]],
+            args=[token, _now_ms(), self.waiting_ttl_ms, "1" if touch else "0", k["user_prefix"]],
         )
         if not found:
             raise TokenInvalid("the queue token is unknown or has expired")
-        user, concert, status, rank, expires = (_text(v) for v in found)
+        return self._token(token, found, created=False)
+
+    def _token(self, token: str, described: list[object], *, created: bool) -> QueueToken:
+        user, concert, status, rank, expires, sold_out, admitted = (_text(v) for v in described)
         rank_n = int(rank)
         return QueueToken(
             token=token,
@@ -244,18 +282,18 @@ class WaitingRoom:
             concert_id=int(concert),
             status=status,
             rank=rank_n,
-            estimated_wait_seconds=self.estimate_wait(concert_id=concert_id, rank=rank_n),
+            estimated_wait_seconds=self._estimate(rank_n, int(admitted)),
             expires_at_ms=int(float(expires)),
-            sold_out=bool(self.r.exists(k["soldout"])),
+            sold_out=sold_out == "1",
+            created=created,
         )
 
     def leave(self, *, token: str) -> bool:
         """Give up the place or the active slot; True if the token existed."""
         concert_id = concert_of_token(token)
         k = _keys(concert_id)
-        hk = f"{k['token_prefix']}{token}"
-        keys = [hk, k["waiting"], k["active"], k["seen"], f"{k['user_prefix']}{self._user_of(hk)}"]
-        return bool(int(self._leave(keys=keys, args=[token])))
+        keys = [f"{k['token_prefix']}{token}", k["waiting"], k["active"], k["seen"]]
+        return bool(int(self._leave(keys=keys, args=[token, k["user_prefix"]])))
 
     def expire_user(self, *, user_id: int, concert_id: int) -> bool:
         """End the user's live token for a concert (after payment); idempotent, True if one was live."""
@@ -307,17 +345,14 @@ class WaitingRoom:
         total = sum(int(_text(e).split(":")[1]) for e in entries)  # type: ignore[union-attr]
         return total / (RATE_WINDOW_MS / 1000)
 
-    def estimate_wait(self, *, concert_id: int, rank: int) -> int:
+    def _estimate(self, rank: int, admitted_last_minute: int) -> int:
         """Seconds until admission: rank / measured rate (fallback: slots turn over once per ACTIVE_TTL)."""
         if rank <= 0:
             return 0
-        rate = self.admission_rate(concert_id=concert_id)
+        rate = admitted_last_minute / (RATE_WINDOW_MS / 1000)
         if rate <= 0:
             rate = self.active_limit / (self.active_ttl_ms / 1000)
         return max(1, round(rank / rate))
-
-    def _user_of(self, token_key: str) -> str:
-        return _text(self.r.hget(token_key, "user") or "0")
 
 
 def _now_ms() -> int:

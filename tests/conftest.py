@@ -148,3 +148,13 @@ def problem_of(response: Any) -> dict[str, Any]:
         assert key in body, body
     assert body["status"] == response.status_code
     return body  # type: ignore[no-any-return]
+
+
+def drop_catalogue_cache() -> None:
+    """Forget cached schedules/seat maps (after a test changes seats directly in the database,
+    which bypasses the write-through every real seat transition does)."""
+    from config import bootstrap
+
+    r = bootstrap.current().redis
+    for key in r.scan_iter("cache:*"):
+        r.delete(key)

@@ -17,6 +17,7 @@ API_PREFIX = "/api/v1"
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: services from bootstrap, blueprints under /api/v1, problem+json errors."""
+    from models.cache import CatalogueCache
     from models.waiting_room import WaitingRoom
     from web import admin, concerts, docs, errors, health, jobs, limits, metrics, payments, points, queue, reservations
     from web.api import spec
@@ -33,6 +34,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         waiting_ttl=services.settings.waiting_ttl,
     )
     limits.init(app, services.settings)
+    s = services.settings
+    app.extensions["catalogue_cache"] = cache = CatalogueCache(
+        services.redis,
+        schedule_ttl=s.cache_schedule_ttl,
+        schedule_jitter=s.cache_schedule_jitter,
+        seats_ttl=s.cache_seats_ttl,
+        seats_jitter=s.cache_seats_jitter,
+    )
+    _warm(cache)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -68,3 +78,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.install(app)
     spec.app = app  # spectree reads the routes from here; its own UI routes are not used
     return app
+
+
+def _warm(cache: object) -> None:
+    """Load the schedules of concerts starting within 7 days before serving (skipped if Redis/DB are down)."""
+    from models.cache import CatalogueCache, concerts_starting_within
+
+    assert isinstance(cache, CatalogueCache)
+    log = logging.getLogger("web")
+    try:
+        with db.connection_context():
+            loaded = cache.warm(concert_ids=concerts_starting_within(days=7))
+        log.info("cache warm-up: %s concert(s) loaded", loaded)
+    except Exception as exc:  # no schema yet, or a dependency down: serve anyway, reads fall back
+        log.warning("cache warm-up skipped: %s", exc)

@@ -12,6 +12,7 @@ from spectree.models import InType, SecureType, SecuritySchemeData
 from config.bootstrap import Services
 from config.settings import Settings
 from models.errors import ValidationError
+from web.schemas import Problem
 
 MAX_ID = 2**63 - 1
 
@@ -38,6 +39,7 @@ spec = SpecTree(
     annotations=True,
     before=_reject_invalid,
     validation_error_status=400,
+    validation_error_model=Problem,
     security_schemes=[
         SecurityScheme(
             name="queueToken",

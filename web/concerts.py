@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 from spectree import Response as Resp
 
 from models import concerts
+from models.cache import CatalogueCache
 from web.api import parse_id, respond, spec
 from web.gate import queue_gate
 from web.schemas import ConcertList, ConcertOut, Problem, ScheduleList, ScheduleOut, SeatMap, SeatOut, SeatQuery
 
 bp = Blueprint("concerts", __name__)
+
+
+def catalogue() -> CatalogueCache:
+    """The app's catalogue cache."""
+    return current_app.extensions["catalogue_cache"]  # type: ignore[no-any-return]
 
 
 @bp.get("/concerts")
@@ -28,7 +34,7 @@ def list_concerts() -> Response:
 def list_schedules(concert_id: str) -> Response:
     """A concert's schedules with total and available seats."""
     cid = parse_id(concert_id, "concertId")
-    rows = concerts.list_schedules(concert_id=cid)
+    rows = catalogue().schedules(concert_id=cid)
     items = [
         ScheduleOut(
             scheduleId=s.schedule_id, startsAt=s.starts_at, totalSeats=s.total_seats, availableSeats=s.available_seats
@@ -49,6 +55,6 @@ def list_schedules(concert_id: str) -> Response:
 def seat_map(schedule_id: str, query: SeatQuery) -> Response:
     """The seats of a schedule, optionally filtered by status."""
     sid = parse_id(schedule_id, "scheduleId")
-    rows = concerts.seat_map(schedule_id=sid, status=query.status)
+    rows = catalogue().seat_map(schedule_id=sid, status=query.status)
     seats = [SeatOut(seatId=s.seat_id, number=s.number, price=s.price, status=s.status) for s in rows]  # type: ignore[arg-type]
     return respond(SeatMap(scheduleId=sid, seats=seats))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
@@ -19,12 +19,21 @@ def init(app: Flask, settings: Settings) -> None:
     app.config["RATELIMIT_SWALLOW_ERRORS"] = True  # Redis down must not turn into 500s here
     limiter.init_app(app)
 
+    @app.after_request
+    def _retry_after_only_when_refused(response: Response) -> Response:
+        # Flask-Limiter's headers include Retry-After on every response; it means "refused, come back"
+        if response.status_code not in (429, 503) and response.headers.get("X-RateLimit-Limit"):
+            response.headers.pop("Retry-After", None)
+        return response
+
 
 def user_key() -> str:
-    """Rate-limit key of the user named in a JSON body."""
+    """Rate-limit key of the user named in a JSON body (the caller's IP when the body names no valid user)."""
     body = request.get_json(silent=True)
     user = body.get("userId") if isinstance(body, dict) else None
-    return f"user:{user}"
+    if isinstance(user, int) and not isinstance(user, bool) and 1 <= user <= 2**63 - 1:
+        return f"user:{user}"
+    return f"ip:{get_remote_address()}"
 
 
 def token_key() -> str:

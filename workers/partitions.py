@@ -127,13 +127,18 @@ class PartitionWorker:
         live = max(1, int(self.r.zcard(MEMBERS_KEY)))
         share = math.ceil(self.partitions / live)
 
-        for p in list(self.consumers):
-            if not int(self._renew(keys=[LEASE_PREFIX + str(p)], args=[self.member, self.lease_ttl_ms])):
-                log.warning("lost the lease of partition %s; stopping its consumer", p)
-                self._stop_consumer(p, release=False)
+        lost = [p for p in self.consumers if not self._renew_lease(p)]
+        for p in lost:
+            log.warning("lost the lease of partition %s; stopping its consumer", p)
+        self._stop_consumers(lost, release=False)
 
-        while len(self.consumers) > share:
-            self._stop_consumer(max(self.consumers), release=True)
+        # Shed above the share: stop all extras at once (each finishes its message in hand), then
+        # renew the kept leases again so a slow drain can never let them lapse.
+        extra = sorted(self.consumers)[share:] if len(self.consumers) > share else []
+        self._stop_consumers(extra, release=True)
+        if extra:
+            for p in [p for p in self.consumers if not self._renew_lease(p)]:
+                self._stop_consumers([p], release=False)
 
         if len(self.consumers) < share:
             start = random.randrange(self.partitions)
@@ -168,16 +173,22 @@ class PartitionWorker:
 
     def shutdown(self) -> None:
         """Finish the messages in hand, release every lease and leave the membership."""
-        for p in list(self.consumers):
-            self._stop_consumer(p, release=True)
+        self._stop_consumers(list(self.consumers), release=True)
         with contextlib.suppress(redis.RedisError):
             self.r.zrem(MEMBERS_KEY, self.member)
         log.info("partition worker %s stopped", self.member)
 
-    def _stop_consumer(self, partition: int, *, release: bool) -> None:
-        consumer = self.consumers.pop(partition)
-        consumer.stop()
-        consumer.join(timeout=30)
+    def _renew_lease(self, partition: int) -> bool:
+        return bool(int(self._renew(keys=[LEASE_PREFIX + str(partition)], args=[self.member, self.lease_ttl_ms])))
+
+    def _stop_consumers(self, partitions: list[int], *, release: bool) -> None:
+        """Stop these consumers together (signal all, then join), then release their leases."""
+        consumers = [self.consumers.pop(p) for p in partitions]
+        for consumer in consumers:
+            consumer.stop()
+        for consumer in consumers:
+            consumer.join(timeout=30)
         if release:
-            with contextlib.suppress(redis.RedisError):
-                self._release(keys=[LEASE_PREFIX + str(partition)], args=[self.member])
+            for consumer in consumers:
+                with contextlib.suppress(redis.RedisError):
+                    self._release(keys=[LEASE_PREFIX + str(consumer.partition)], args=[self.member])

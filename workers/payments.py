@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from config.bootstrap import current
-from models import payments
+from models import payments, reservations
 from workers.broker import actor
 from workers.jobs import JobStore, run_job
+from workers.reservations import write_through
 
 
 @actor("pay")
 def pay(*, job_id: str, user_id: int, reservation_id: int, idempotency_key: str | None, enqueued_ms: int) -> None:
-    """Pay a held reservation; the job's result is the payment."""
+    """Pay a held reservation; the job's result is the payment. The seat turns RESERVED in the cache."""
+
+    def work() -> dict[str, object]:
+        payment = payments.pay(
+            reservation_id=reservation_id, user_id=user_id, job_id=job_id, idempotency_key=idempotency_key
+        )
+        write_through(reservations.get_reservation(reservation_id=reservation_id, user_id=user_id))
+        return payments.payment_json(payment)
+
     run_job(
         JobStore(current().redis),
         job_id,
         enqueued_ms=enqueued_ms,
         stale_after_s=current().settings.job_stale_after,
-        work=lambda: payments.payment_json(
-            payments.pay(reservation_id=reservation_id, user_id=user_id, job_id=job_id, idempotency_key=idempotency_key)
-        ),
+        work=work,
     )

@@ -1,9 +1,16 @@
-"""Reservation actors: adapters from partition messages to models/reservations.py."""
+"""Reservation actors: adapters from partition messages to models/reservations.py.
+
+Each actor commits through the domain function, then writes the seat's new state through to
+the catalogue cache (after the commit: the cache never shows a state the database rolled back).
+"""
 
 from __future__ import annotations
 
 from config.bootstrap import current
 from models import reservations
+from models.cache import CatalogueCache
+from models.concerts import Seat
+from models.reservations import ReservationView
 from workers.broker import actor
 from workers.jobs import JobStore, run_job
 
@@ -12,46 +19,69 @@ def _store() -> JobStore:
     return JobStore(current().redis)
 
 
+def catalogue_cache() -> CatalogueCache:
+    """The cache this process writes seat transitions through to."""
+    s = current().settings
+    return CatalogueCache(
+        current().redis,
+        schedule_ttl=s.cache_schedule_ttl,
+        schedule_jitter=s.cache_schedule_jitter,
+        seats_ttl=s.cache_seats_ttl,
+        seats_jitter=s.cache_seats_jitter,
+    )
+
+
+def write_through(view: ReservationView) -> None:
+    """Tell the cache the reservation's seat's state as committed now.
+
+    The status is read back from the database rather than assumed, so a redelivered (idempotent)
+    message can never write an old state over a newer one; seat transitions are serialized by
+    the partition, so nothing changes the seat between the commit and this read.
+    """
+    seat = Seat.get_by_id(view.seat_id)
+    catalogue_cache().seat_changed(
+        schedule_id=view.schedule_id, seat_id=seat.id, number=seat.number, price=seat.price, status=seat.status
+    )
+
+
 @actor("hold_seat")
 def hold_seat(*, job_id: str, user_id: int, schedule_id: int, seat_id: int, enqueued_ms: int) -> None:
     """Hold a seat for a user; the job's result is the reservation."""
     s = current().settings
-    run_job(
-        _store(),
-        job_id,
-        enqueued_ms=enqueued_ms,
-        stale_after_s=s.job_stale_after,
-        work=lambda: reservations.reservation_json(
-            reservations.hold_seat(
-                user_id=user_id,
-                schedule_id=schedule_id,
-                seat_id=seat_id,
-                job_id=job_id,
-                hold_ttl=s.hold_ttl,
-                max_holds=s.max_holds_per_user,
-            )
-        ),
-    )
+
+    def work() -> dict[str, object]:
+        view = reservations.hold_seat(
+            user_id=user_id,
+            schedule_id=schedule_id,
+            seat_id=seat_id,
+            job_id=job_id,
+            hold_ttl=s.hold_ttl,
+            max_holds=s.max_holds_per_user,
+        )
+        write_through(view)
+        return reservations.reservation_json(view)
+
+    run_job(_store(), job_id, enqueued_ms=enqueued_ms, stale_after_s=s.job_stale_after, work=work)
 
 
 @actor("cancel_reservation")
 def cancel_reservation(*, job_id: str, user_id: int, reservation_id: int, enqueued_ms: int) -> None:
     """Cancel a user's held reservation; the job's result is the reservation (CANCELLED)."""
-    run_job(
-        _store(),
-        job_id,
-        enqueued_ms=enqueued_ms,
-        stale_after_s=current().settings.job_stale_after,
-        work=lambda: reservations.reservation_json(
-            reservations.cancel_reservation(reservation_id=reservation_id, user_id=user_id)
-        ),
-    )
+
+    def work() -> dict[str, object]:
+        view = reservations.cancel_reservation(reservation_id=reservation_id, user_id=user_id)
+        write_through(view)
+        return reservations.reservation_json(view)
+
+    run_job(_store(), job_id, enqueued_ms=enqueued_ms, stale_after_s=current().settings.job_stale_after, work=work)
 
 
 @actor("expire_hold")
 def expire_hold(*, reservation_id: int) -> None:
     """Expire one hold past its time (sent by the scheduler; idempotent)."""
-    reservations.expire_hold(reservation_id=reservation_id)
+    view = reservations.expire_hold(reservation_id=reservation_id)
+    if view is not None:
+        write_through(view)
 
 
 def enqueue_expiries(*, limit: int = 500) -> int:

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from config.settings import Settings
 from models import seed
 from models.concerts import HELD, RESERVED, Concert, Schedule, Seat
-from tests.conftest import make_app, problem_of
+from tests.conftest import drop_catalogue_cache, make_app, problem_of
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 NEW_CONCERT: dict[str, Any] = {
@@ -92,6 +92,7 @@ def test_held_and_reserved_seats_are_not_available(client: FlaskClient, demo: in
     first, second = (s["scheduleId"] for s in client.get(f"/api/v1/concerts/{demo}/schedules").get_json()["schedules"])
     Seat.update(status=HELD).where((Seat.schedule == first) & Seat.number.in_([1, 2, 3])).execute()
     Seat.update(status=RESERVED).where((Seat.schedule == first) & Seat.number.in_([10, 20])).execute()
+    drop_catalogue_cache()  # direct DB writes bypass the cache write-through
 
     # When the schedules are listed
     schedules = client.get(f"/api/v1/concerts/{demo}/schedules").get_json()["schedules"]
@@ -105,6 +106,7 @@ def test_seat_map_is_ordered_by_number_and_filters_by_status(client: FlaskClient
     schedule_id = client.get(f"/api/v1/concerts/{demo}/schedules").get_json()["schedules"][0]["scheduleId"]
     Seat.update(status=HELD).where((Seat.schedule == schedule_id) & Seat.number.in_([4, 2])).execute()
     Seat.update(status=RESERVED).where((Seat.schedule == schedule_id) & (Seat.number == 7)).execute()
+    drop_catalogue_cache()  # direct DB writes bypass the cache write-through
 
     every = seats_of(client, schedule_id)
     assert [s["number"] for s in every] == list(range(1, 51))

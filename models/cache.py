@@ -1,0 +1,246 @@
+"""Read-through cache of schedule lists (with available counts) and seat maps, in Redis.
+
+  cache:sched:<concertId>  STRING JSON [[scheduleId, startsAt ISO, totalSeats], ...]  TTL CACHE_SCHEDULE_TTL ± jitter
+  cache:avail:<scheduleId> STRING available-seat count                                TTL CACHE_SCHEDULE_TTL ± jitter
+  cache:seats:<scheduleId> HASH   seatId -> "STATUS|number|price"                     TTL CACHE_SEATS_TTL ± jitter
+  cache:ver:<scheduleId>   STRING bumped by every seat transition of the schedule (rebuilds compare it)
+  cache:lock:<key>         STRING single-flight rebuild lock (PX 2 s)
+
+Write-through: after a seat transition commits, `seat_changed` updates the seat's field and
+the count in place (one Lua script, no delete-then-refill). A rebuild reads the schedule's
+version before querying the database and writes only if no transition happened meanwhile,
+so a slow rebuild can never overwrite a newer state with an older one. When a seat map is
+not cached the count cannot tell whether a transition was already counted (redelivered
+messages repeat write-throughs), so it is dropped and recounted from the index on the next
+read. Redis errors fall back to the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+from prometheus_client import Counter
+
+from models import concerts
+from models.concerts import ScheduleView, SeatView
+
+log = logging.getLogger("models.cache")
+T = TypeVar("T")
+
+CACHE_EVENTS = Counter("cache_events_total", "Catalogue cache hits, misses, rebuilds and fallbacks", ["cache", "event"])
+
+_SEAT_CHANGED = """
+local ver, seats, avail = KEYS[1], KEYS[2], KEYS[3]
+local field, value, status = ARGV[1], ARGV[2], ARGV[3]
+redis.call('INCR', ver)
+redis.call('PEXPIRE', ver, 86400000)
+if redis.call('EXISTS', seats) == 1 then
+  local old = redis.call('HGET', seats, field)
+  redis.call('HSET', seats, field, value)
+  if not old then redis.call('DEL', avail) return 2 end
+  local was = string.match(old, '^[^|]*')
+  if was == status then return 0 end
+  local delta = 0
+  if status == 'AVAILABLE' then delta = 1 elseif was == 'AVAILABLE' then delta = -1 end
+  if delta ~= 0 and redis.call('EXISTS', avail) == 1 then redis.call('INCRBY', avail, delta) end
+  return 1
+end
+redis.call('DEL', avail)
+return 2
+"""
+
+_FILL_HASH = """
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+_FILL_VALUE = """
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+
+class CatalogueCache:
+    """Schedules with available counts and seat maps, cached with jitter and single-flight rebuilds."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        schedule_ttl: int = 300,
+        schedule_jitter: int = 30,
+        seats_ttl: int = 30,
+        seats_jitter: int = 5,
+        wait_s: float = 2.0,
+    ) -> None:
+        self.r = client
+        self.schedule_ttl, self.schedule_jitter = schedule_ttl, schedule_jitter
+        self.seats_ttl, self.seats_jitter = seats_ttl, seats_jitter
+        self.wait_s = wait_s
+        self.rebuilds = 0
+        self._seat_changed = client.register_script(_SEAT_CHANGED)
+        self._fill_hash = client.register_script(_FILL_HASH)
+        self._fill_value = client.register_script(_FILL_VALUE)
+
+    # --- reads ----------------------------------------------------------------------------
+    def schedules(self, *, concert_id: int) -> list[ScheduleView]:
+        """A concert's schedules with available counts (cache, else database)."""
+        try:
+            cached = self._cached_schedules(concert_id)
+            if cached is not None:
+                CACHE_EVENTS.labels("schedules", "hit").inc()
+                return cached
+            CACHE_EVENTS.labels("schedules", "miss").inc()
+            return self._single_flight(
+                f"cache:sched:{concert_id}",
+                lambda: self._cached_schedules(concert_id),
+                lambda: self._rebuild_schedules(concert_id),
+            )
+        except redis.RedisError as exc:
+            CACHE_EVENTS.labels("schedules", "fallback").inc()
+            log.warning("cache unavailable, reading schedules from the database: %s", exc)
+            return concerts.list_schedules(concert_id=concert_id)
+
+    def seat_map(self, *, schedule_id: int, status: str | None = None) -> list[SeatView]:
+        """A schedule's seats by number, optionally one status (cache, else database)."""
+        try:
+            seats = self._cached_seats(schedule_id)
+            if seats is None:
+                CACHE_EVENTS.labels("seats", "miss").inc()
+                seats = self._single_flight(
+                    f"cache:seats:{schedule_id}",
+                    lambda: self._cached_seats(schedule_id),
+                    lambda: self._rebuild_seats(schedule_id),
+                )
+            else:
+                CACHE_EVENTS.labels("seats", "hit").inc()
+        except redis.RedisError as exc:
+            CACHE_EVENTS.labels("seats", "fallback").inc()
+            log.warning("cache unavailable, reading the seat map from the database: %s", exc)
+            return concerts.seat_map(schedule_id=schedule_id, status=status)
+        return [s for s in seats if status is None or s.status == status]
+
+    # --- write-through --------------------------------------------------------------------
+    def seat_changed(self, *, schedule_id: int, seat_id: int, number: int, price: int, status: str) -> None:
+        """After a seat transition committed: update the cached seat and available count in place."""
+        keys = [f"cache:ver:{schedule_id}", f"cache:seats:{schedule_id}", f"cache:avail:{schedule_id}"]
+        try:
+            self._seat_changed(keys=keys, args=[seat_id, f"{status}|{number}|{price}", status])
+        except redis.RedisError as exc:  # the TTL bounds how long a missed write-through can show
+            log.warning("cache write-through failed for seat %s: %s", seat_id, exc)
+
+    def warm(self, *, concert_ids: list[int]) -> int:
+        """Load the schedule lists (and counts) of these concerts; return how many were loaded."""
+        for concert_id in concert_ids:
+            self._rebuild_schedules(concert_id)
+        return len(concert_ids)
+
+    # --- internals ------------------------------------------------------------------------
+    def _cached_schedules(self, concert_id: int) -> list[ScheduleView] | None:
+        raw = self.r.get(f"cache:sched:{concert_id}")
+        if raw is None:
+            return None
+        items = json.loads(raw)  # type: ignore[arg-type]
+        counts = self.r.mget([f"cache:avail:{sid}" for sid, _, _ in items]) if items else []
+        if any(c is None for c in counts):
+            return None
+        return [
+            ScheduleView(sid, concert_id, dt.datetime.fromisoformat(starts), total, int(n))  # type: ignore[arg-type]
+            for (sid, starts, total), n in zip(items, counts, strict=True)
+        ]
+
+    def _rebuild_schedules(self, concert_id: int) -> list[ScheduleView]:
+        self.rebuilds += 1
+        CACHE_EVENTS.labels("schedules", "rebuild").inc()
+        ids = [
+            s.id for s in concerts.Schedule.select(concerts.Schedule.id).where(concerts.Schedule.concert == concert_id)
+        ]
+        versions = {sid: self.r.get(f"cache:ver:{sid}") or "0" for sid in ids}
+        views = concerts.list_schedules(concert_id=concert_id)
+        ttl = self._ttl(self.schedule_ttl, self.schedule_jitter)
+        self.r.set(
+            f"cache:sched:{concert_id}",
+            json.dumps([[v.schedule_id, v.starts_at.isoformat(), v.total_seats] for v in views]),
+            px=ttl,
+        )
+        for v in views:
+            self._fill_value(
+                keys=[f"cache:ver:{v.schedule_id}", f"cache:avail:{v.schedule_id}"],
+                args=[versions.get(v.schedule_id, "0"), v.available_seats, ttl],
+            )
+        return views
+
+    def _cached_seats(self, schedule_id: int) -> list[SeatView] | None:
+        raw = self.r.hgetall(f"cache:seats:{schedule_id}")
+        if not raw:
+            return None
+        seats = []
+        for seat_id, value in raw.items():  # type: ignore[union-attr]
+            status, number, price = _text(value).split("|")
+            seats.append(SeatView(int(seat_id), int(number), int(price), status))
+        seats.sort(key=lambda s: s.number)
+        return seats
+
+    def _rebuild_seats(self, schedule_id: int) -> list[SeatView]:
+        self.rebuilds += 1
+        CACHE_EVENTS.labels("seats", "rebuild").inc()
+        version = _text(self.r.get(f"cache:ver:{schedule_id}") or "0")
+        seats = concerts.seat_map(schedule_id=schedule_id)
+        args: list[str | int] = [version, self._ttl(self.seats_ttl, self.seats_jitter)]
+        for s in seats:
+            args += [s.seat_id, f"{s.status}|{s.number}|{s.price}"]
+        if seats:
+            self._fill_hash(keys=[f"cache:ver:{schedule_id}", f"cache:seats:{schedule_id}"], args=args)
+        return seats
+
+    def _single_flight(self, key: str, read: Callable[[], T | None], rebuild: Callable[[], T]) -> T:
+        """One caller per key rebuilds; the others wait briefly for its value, then read the database."""
+        lock = f"cache:lock:{key}"
+        if self.r.set(lock, 1, nx=True, px=2000):
+            try:
+                return rebuild()
+            finally:
+                self.r.delete(lock)
+        deadline = time.monotonic() + self.wait_s
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+            value = read()
+            if value is not None:
+                CACHE_EVENTS.labels(key.split(":")[1], "waited").inc()
+                return value
+            if not self.r.exists(lock):  # the rebuilder failed or wrote nothing: take over
+                return self._single_flight(key, read, rebuild)
+        return rebuild()
+
+    @staticmethod
+    def _ttl(base: int, jitter: int) -> int:
+        return int((base + random.uniform(-jitter, jitter)) * 1000)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def concerts_starting_within(*, days: int = 7) -> list[int]:
+    """Ids of concerts with a schedule starting in the next `days` days (warm-up set)."""
+    from models.db import utcnow
+
+    now = utcnow()
+    rows = (
+        concerts.Schedule.select(concerts.Schedule.concert)
+        .distinct()
+        .where(concerts.Schedule.starts_at.between(now, now + dt.timedelta(days=days)))
+        .tuples()
+    )
+    return sorted(int(r[0]) for r in rows)

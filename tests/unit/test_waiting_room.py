@@ -1,0 +1,331 @@
+"""Waiting room over HTTP on fakeredis: issue, poll, leave, admission, the token gate, sold out, rate limits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from config import bootstrap
+from config.settings import Settings
+from models import concerts
+from models.concerts import Schedule, Seat
+from models.db import db
+from models.seed import seed_demo
+from models.waiting_room import Admission, WaitingRoom
+from tests.conftest import make_app, problem_of
+
+ISSUE = "/api/v1/queue/tokens"
+TOKEN = "/api/v1/queue/token"
+HEADER = "X-Queue-Token"
+NEVER_SOLD_OUT: Callable[[int], bool] = lambda concert_id: False  # noqa: E731
+
+
+@dataclass
+class Room:
+    """A unit-tier app with the demo concert, and the calls a user of the waiting room makes."""
+
+    app: Flask
+    client: FlaskClient
+    concert_id: int
+
+    @property
+    def waiting_room(self) -> WaitingRoom:
+        return self.app.extensions["waiting_room"]  # type: ignore[no-any-return]
+
+    def issue(self, user: Any, concert: Any = None) -> Any:
+        return self.client.post(ISSUE, json={"userId": user, "concertId": concert or self.concert_id})
+
+    def token(self, user: int, concert: int | None = None) -> str:
+        response = self.issue(user, concert)
+        assert response.status_code in (200, 201), response.get_json()
+        return str(response.get_json()["token"])
+
+    def poll(self, token: str) -> Any:
+        return self.client.get(TOKEN, headers={HEADER: token})
+
+    def leave(self, token: str) -> Any:
+        return self.client.delete(TOKEN, headers={HEADER: token})
+
+    def seats(self, token: str | None, schedule_id: int | None = None) -> Any:
+        headers = {HEADER: token} if token is not None else {}
+        return self.client.get(f"/api/v1/schedules/{schedule_id or self.schedule_id}/seats", headers=headers)
+
+    @property
+    def schedule_id(self) -> int:
+        return concerts.list_schedules(concert_id=self.concert_id)[0].schedule_id
+
+    def admit(self, is_sold_out: Callable[[int], bool] = NEVER_SOLD_OUT) -> list[Admission]:
+        return self.waiting_room.admit_all(is_sold_out=is_sold_out)
+
+    def state(self, token: str) -> tuple[str, int]:
+        body = self.poll(token).get_json()
+        return body["status"], body["rank"]
+
+
+def seeded(app: Flask) -> Room:
+    concert_id = seed_demo()
+    assert concert_id is not None
+    return Room(app, app.test_client(), concert_id)
+
+
+@pytest.fixture
+def room(app: Flask) -> Room:
+    """Default settings (ACTIVE_LIMIT 100) with the demo concert."""
+    return seeded(app)
+
+
+@pytest.fixture
+def room_with(unit_settings: Settings) -> Iterator[Callable[..., Room]]:
+    """Build a room with changed settings, e.g. room_with(active_limit=2)."""
+
+    def build(**changes: Any) -> Room:
+        app = make_app(unit_settings.with_(**changes))
+        bootstrap.current().redis.flushall()
+        return seeded(app)
+
+    yield build
+    db.close()
+
+
+def parse_iso_z(value: str) -> dt.datetime:
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", value), value
+    return dt.datetime.fromisoformat(value[:-1]).replace(tzinfo=dt.UTC)
+
+
+def set_seats(concert_id: int, status: str) -> None:
+    schedules = Schedule.select(Schedule.id).where(Schedule.concert == concert_id)
+    Seat.update(status=status).where(Seat.schedule.in_(schedules)).execute()
+
+
+# --- issue -----------------------------------------------------------------------------------
+def test_issue_is_201_and_asking_again_is_200_with_the_same_token_and_place(room_with: Callable[..., Room]) -> None:
+    room = room_with(active_limit=1)
+    room.token(1)
+    first = room.issue(2)
+
+    again = room.issue(2)
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.get_json() == first.get_json()
+    assert first.get_json()["status"] == "WAITING" and first.get_json()["rank"] == 1
+    assert room.issue(3).get_json()["rank"] == 2  # asking again did not take a second place
+
+
+BAD = [{}, {"userId": 11}, {"concertId": 1}, {"userId": 12, "concertId": 1, "extra": 1}, {"userId": 0, "concertId": 1}]
+BAD += [{"userId": -13, "concertId": 1}, {"userId": "14", "concertId": 1}, {"userId": 15, "concertId": "1"}]
+BAD += [{"userId": 16.0, "concertId": 1}, {"userId": True, "concertId": 1}, {"userId": 2**63, "concertId": 1}]
+BAD += [{"userId": 18, "concertId": 0}]
+OTHER_SCHEDULE = {"startsAt": "2030-01-01T19:00:00Z", "seatCount": 3, "price": 1000}
+OTHER_CONCERT = {"title": "Other", "venue": "Hall", "schedules": [OTHER_SCHEDULE]}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [*((b, 400, "VALIDATION_ERROR") for b in BAD), ({"userId": 17, "concertId": 999}, 404, "NOT_FOUND")],
+)
+def test_bad_issue_requests_are_refused_and_write_nothing(
+    room: Room, body: dict[str, Any], status: int, code: str
+) -> None:
+    response = room.client.post(ISSUE, json=body)
+
+    assert (response.status_code, problem_of(response)["code"]) == (status, code)
+    assert bootstrap.current().redis.keys("wr:*") == []
+
+
+def test_the_first_active_limit_users_are_active_at_once_and_later_ones_wait_in_order(
+    room_with: Callable[..., Room],
+) -> None:
+    room = room_with(active_limit=3)
+
+    bodies = [room.issue(user).get_json() for user in range(1, 9)]
+
+    assert [b["status"] for b in bodies] == ["ACTIVE"] * 3 + ["WAITING"] * 5
+    assert [b["rank"] for b in bodies] == [0, 0, 0, 1, 2, 3, 4, 5]
+    assert [room.state(b["token"]) for b in bodies[3:]] == [("WAITING", r) for r in range(1, 6)]
+
+
+# --- poll --------------------------------------------------------------------------------------
+def test_polling_shows_status_rank_estimate_and_expiry(room_with: Callable[..., Room]) -> None:
+    room = room_with(active_limit=1, active_ttl=600, waiting_ttl=300)
+    now = dt.datetime.now(dt.UTC)
+    active, first, second = (room.token(u) for u in (1, 2, 3))
+
+    a, w1, w2 = (room.poll(t).get_json() for t in (active, first, second))
+
+    assert set(a) == {"token", "userId", "concertId", "status", "rank", "estimatedWaitSeconds", "expiresAt", "soldOut"}
+    assert (a["token"], a["userId"], a["concertId"]) == (active, 1, room.concert_id)
+    assert (a["status"], a["rank"], a["estimatedWaitSeconds"], a["soldOut"]) == ("ACTIVE", 0, 0, False)
+    assert abs((parse_iso_z(a["expiresAt"]) - now).total_seconds() - 600) < 5
+    assert (w1["status"], w1["rank"], w2["rank"]) == ("WAITING", 1, 2)
+    assert 1 <= w1["estimatedWaitSeconds"] < w2["estimatedWaitSeconds"]
+    assert abs((parse_iso_z(w1["expiresAt"]) - now).total_seconds() - 300) < 5
+    time.sleep(0.05)
+    assert parse_iso_z(room.poll(first).get_json()["expiresAt"]) > parse_iso_z(w1["expiresAt"])  # polling extends
+
+
+# --- leave and admission ---------------------------------------------------------------------
+def test_leaving_is_204_then_the_token_is_invalid_and_the_line_moves_up(room_with: Callable[..., Room]) -> None:
+    room = room_with(active_limit=1)
+    room.token(1)
+    leaver, behind = room.token(2), room.token(3)
+
+    assert room.leave(leaver).status_code == 204
+
+    assert problem_of(room.poll(leaver))["code"] == "TOKEN_INVALID"
+    assert room.poll(leaver).status_code == 401
+    assert problem_of(room.leave(leaver))["code"] == "TOKEN_INVALID"
+    assert room.state(behind) == ("WAITING", 1)
+
+
+def test_a_freed_slot_is_filled_by_the_earliest_waiter_at_the_next_admission_pass(
+    room_with: Callable[..., Room],
+) -> None:
+    room = room_with(active_limit=2)
+    first_active, _ = room.token(1), room.token(2)
+    waiters = [room.token(u) for u in (3, 4, 5)]
+    assert room.seats(waiters[0]).status_code == 403
+
+    room.leave(first_active)
+    assert room.state(waiters[0]) == ("WAITING", 1)  # nobody moves before the admission pass
+    passes = room.admit()
+
+    assert [(p.concert_id, p.admitted, p.active, p.waiting) for p in passes] == [(room.concert_id, 1, 2, 2)]
+    assert [room.state(t) for t in waiters] == [("ACTIVE", 0), ("WAITING", 1), ("WAITING", 2)]
+    assert room.seats(waiters[0]).status_code == 200
+
+
+def test_a_waiting_token_not_polled_for_waiting_ttl_loses_its_place(room_with: Callable[..., Room]) -> None:
+    # Given one active user, an abandoned waiter (2) and a waiter (3) who keeps polling
+    room = room_with(active_limit=1, waiting_ttl=1)
+    active, abandoned, polling = room.token(1), room.token(2), room.token(3)
+    for _ in range(3):
+        time.sleep(0.45)
+        assert room.state(polling)[0] == "WAITING"
+
+    # When the admission pass runs after WAITING_TTL
+    passes = room.admit()
+
+    # Then the abandoned place is gone and the polling waiter is first in line, then admitted
+    assert [(p.dropped, p.admitted) for p in passes] == [(1, 0)]
+    assert problem_of(room.poll(abandoned))["code"] == "TOKEN_INVALID"
+    assert room.state(polling) == ("WAITING", 1)
+    room.leave(active)
+    room.admit()
+    assert room.state(polling) == ("ACTIVE", 0)
+    rejoined = room.issue(2)
+    assert rejoined.status_code == 201
+    assert rejoined.get_json()["token"] != abandoned
+    assert (rejoined.get_json()["status"], rejoined.get_json()["rank"]) == ("WAITING", 1)
+
+
+def test_an_active_token_expires_after_active_ttl_and_frees_its_slot(room_with: Callable[..., Room]) -> None:
+    room = room_with(active_limit=1, active_ttl=1)
+    active, waiter = room.token(1), room.token(2)
+    assert room.seats(active).status_code == 200
+
+    time.sleep(1.1)
+
+    assert problem_of(room.seats(active))["code"] == "TOKEN_INVALID"
+    assert problem_of(room.poll(active))["code"] == "TOKEN_INVALID"
+    assert [p.admitted for p in room.admit()] == [1]
+    assert room.state(waiter) == ("ACTIVE", 0)
+
+
+# --- the gate --------------------------------------------------------------------------------
+def test_the_seat_map_gate_answers_each_token_problem(room_with: Callable[..., Room]) -> None:
+    room = room_with(active_limit=1)
+    active, waiting = room.token(1), room.token(2)
+    admin = {"Authorization": "Bearer test-admin-token"}
+    created = room.client.post("/api/v1/admin/concerts", headers=admin, json=OTHER_CONCERT)
+    assert created.status_code == 201
+    other_schedule = created.get_json()["schedules"][0]["scheduleId"]
+    forged = f"{created.get_json()['concertId']}.{active.split('.', 1)[1]}"
+
+    cases = {
+        None: (401, "TOKEN_MISSING"),
+        "": (401, "TOKEN_MISSING"),
+        "garbage": (401, "TOKEN_INVALID"),
+        f"{room.concert_id}.{'A' * 22}": (401, "TOKEN_INVALID"),
+        forged: (401, "TOKEN_INVALID"),
+        waiting: (403, "TOKEN_NOT_ACTIVE"),
+    }
+    for token, (status, code) in cases.items():
+        response = room.seats(token)
+        assert (response.status_code, problem_of(response)["code"]) == (status, code), token
+
+    other = room.seats(active, schedule_id=other_schedule)
+    assert (other.status_code, problem_of(other)["code"]) == (403, "FORBIDDEN")
+    unknown = room.seats(active, schedule_id=other_schedule + 1000)
+    assert (unknown.status_code, problem_of(unknown)["code"]) == (404, "NOT_FOUND")
+    allowed = room.seats(active)
+    assert allowed.status_code == 200 and len(allowed.get_json()["seats"]) == 50
+
+
+# --- sold out ----------------------------------------------------------------------------------
+def test_a_sold_out_concert_says_so_and_admits_nobody_until_seats_return(room_with: Callable[..., Room]) -> None:
+    # Given a full room (1 slot) with one waiter, then every seat of the concert is sold
+    room = room_with(active_limit=1)
+    active, waiter = room.token(1), room.token(2)
+    set_seats(room.concert_id, concerts.RESERVED)
+    room.leave(active)  # a slot is free now
+
+    def sold_out(cid: int) -> bool:
+        return concerts.is_sold_out(concert_id=cid)
+
+    # When admission runs, nobody is admitted and polling says sold out
+    assert [p.admitted for p in room.admit(sold_out)] == [0]
+    polled = room.poll(waiter).get_json()
+    assert (polled["status"], polled["rank"], polled["soldOut"]) == ("WAITING", 1, True)
+    newcomer = room.issue(3).get_json()
+    assert (newcomer["status"], newcomer["soldOut"]) == ("WAITING", True)
+
+    # Then seats come back: the next pass admits the first waiter and soldOut is false again
+    set_seats(room.concert_id, concerts.AVAILABLE)
+    assert [p.admitted for p in room.admit(sold_out)] == [1]
+    polled = room.poll(waiter).get_json()
+    assert (polled["status"], polled["soldOut"]) == ("ACTIVE", False)
+    assert room.state(newcomer["token"]) == ("WAITING", 1)
+
+
+# --- abuse -------------------------------------------------------------------------------------
+def test_the_fourth_issue_by_one_user_within_a_minute_is_rate_limited(room_with: Callable[..., Room]) -> None:
+    room = room_with(rate_issue_user="3/minute")
+    assert [room.issue(7).status_code for _ in range(3)] == [201, 200, 200]
+
+    limited = room.issue(7)
+
+    assert (limited.status_code, problem_of(limited)["code"]) == (429, "RATE_LIMITED")
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert room.issue(8).status_code == 201  # the limit is per user
+
+
+def test_polling_too_fast_is_rate_limited_per_token(room_with: Callable[..., Room]) -> None:
+    room = room_with(rate_poll_token="2/second")
+    token, other = room.token(1), room.token(2)
+    assert [room.poll(token).status_code for _ in range(2)] == [200, 200]
+
+    limited = room.poll(token)
+
+    assert (limited.status_code, problem_of(limited)["code"]) == (429, "RATE_LIMITED")
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert room.poll(other).status_code == 200
+
+
+# --- tokens ----------------------------------------------------------------------------------
+def test_tokens_carry_128_random_bits_and_are_bound_to_one_user_and_concert(room: Room) -> None:
+    issued = [room.waiting_room.issue(user_id=u, concert_id=room.concert_id).token for u in range(1, 1001)]
+
+    pattern = re.compile(rf"{room.concert_id}\.([A-Za-z0-9_-]{{22}})")
+    randoms = [m.group(1) for t in issued if (m := pattern.fullmatch(t))]
+    assert len(randoms) == 1000
+    assert len(set(issued)) == len(set(randoms)) == 1000
+    polled = room.poll(issued[41]).get_json()
+    assert (polled["userId"], polled["concertId"]) == (42, room.concert_id)
