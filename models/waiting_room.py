@@ -30,86 +30,85 @@ WAITING, ACTIVE = "WAITING", "ACTIVE"
 CONCERTS_KEY = "wr:concerts"
 RATE_WINDOW_MS = 60_000
 
-# Shared tail of the issue and poll scripts: describe a token in one reply
-# {user, concert, status, rank, expires, soldout, admitted in the last minute}.
+# Shared by the issue and poll scripts: describe a token in one reply
+# {user, concert, status, rank, expires, soldout, admitted in the last minute}. Key names are
+# derived from the concert's tag inside the scripts (all on the tag's one Cluster slot).
 _DESCRIBE = """
-local function describe(hk, token, waiting, active, soldout, admits, now)
-  local h = redis.call('HMGET', hk, 'user', 'concert', 'status', 'expires')
+local function describe(tag, token, now)
+  local h = redis.call('HMGET', tag .. ':t:' .. token, 'user', 'concert', 'status', 'expires')
   if not h[3] then return false end
   local rank = 0
   if h[3] == 'ACTIVE' then
-    local exp = redis.call('ZSCORE', active, token)
+    local exp = redis.call('ZSCORE', tag .. ':active', token)
     if not exp or tonumber(exp) <= now then return false end
   else
-    local r = redis.call('ZRANK', waiting, token)
+    local r = redis.call('ZRANK', tag .. ':waiting', token)
     if not r then return false end
     rank = r + 1
   end
-  local admitted = 0
-  for _, e in ipairs(redis.call('ZRANGEBYSCORE', admits, now - 60000, '+inf')) do
-    admitted = admitted + tonumber(string.match(e, ':(%d+)$'))
-  end
-  return {h[1], h[2], h[3], rank, h[4], redis.call('EXISTS', soldout), admitted}
+  return {h[1], h[2], h[3], rank, h[4], redis.call('EXISTS', tag .. ':soldout'),
+          redis.call('GET', tag .. ':rate') or '0'}
 end
 """
 
 _ISSUE = (
     _DESCRIBE
     + """
-local waiting, active, seen, seq, ukey, soldout = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local admits, concerts = KEYS[7], KEYS[8]
-local prefix, new_token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local concerts = KEYS[2]
+local tag, new_token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local limit, wttl, attl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local user, concert = ARGV[7], ARGV[8]
-redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
+local waiting, active, ukey = tag .. ':waiting', tag .. ':active', tag .. ':u:' .. user
 local existing = redis.call('GET', ukey)
 if existing then
-  local found = describe(prefix .. existing, existing, waiting, active, soldout, admits, now)
+  local found = describe(tag, existing, now)
   if found then
     table.insert(found, 1, 0)
     table.insert(found, 1, existing)
     return found
   end
-  redis.call('DEL', prefix .. existing)
+  redis.call('DEL', tag .. ':t:' .. existing)
   redis.call('ZREM', waiting, existing)
-  redis.call('ZREM', seen, existing)
+  redis.call('ZREM', tag .. ':seen', existing)
 end
-local hk = prefix .. new_token
-if redis.call('ZCARD', waiting) == 0 and redis.call('ZCARD', active) < limit and redis.call('EXISTS', soldout) == 0 then
+local hk = tag .. ':t:' .. new_token
+local soldout = redis.call('EXISTS', tag .. ':soldout')
+local rate = redis.call('GET', tag .. ':rate') or '0'
+local nwaiting = redis.call('ZCARD', waiting)
+if nwaiting == 0 and soldout == 0 then
+  redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
+end
+if nwaiting == 0 and soldout == 0 and redis.call('ZCARD', active) < limit then
   redis.call('ZADD', active, now + attl, new_token)
   redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'ACTIVE', 'issued', now, 'admitted', now,
              'expires', now + attl)
   redis.call('PEXPIRE', hk, attl + 60000)
   redis.call('SET', ukey, new_token, 'PX', attl)
-else
-  local n = redis.call('INCR', seq)
-  redis.call('ZADD', waiting, n, new_token)
-  redis.call('ZADD', seen, now, new_token)
-  redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'WAITING', 'issued', now, 'admitted', '',
-             'expires', now + wttl)
-  redis.call('PEXPIRE', hk, wttl)
-  redis.call('SET', ukey, new_token, 'PX', wttl)
-  -- the concert set lives outside the hash tag: on Redis Cluster, move this SADD to the caller
-  redis.call('SADD', concerts, concert)
+  return {new_token, 1, user, concert, 'ACTIVE', 0, now + attl, soldout, rate}
 end
-local found = describe(hk, new_token, waiting, active, soldout, admits, now)
-table.insert(found, 1, 1)
-table.insert(found, 1, new_token)
-return found
+redis.call('ZADD', waiting, redis.call('INCR', tag .. ':seq'), new_token)
+redis.call('ZADD', tag .. ':seen', now, new_token)
+redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'WAITING', 'expires', now + wttl)
+redis.call('PEXPIRE', hk, wttl)
+redis.call('SET', ukey, new_token, 'PX', wttl)
+-- the concert set lives outside the hash tag: on Redis Cluster, move this SADD to the caller
+redis.call('SADD', concerts, concert)
+-- the newest arrival has the highest sequence: its rank is the queue's length
+return {new_token, 1, user, concert, 'WAITING', nwaiting + 1, now + wttl, soldout, rate}
 """
 )
 
 _POLL = (
     _DESCRIBE
     + """
-local hk, waiting, active, seen, soldout, admits = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local token, now, wttl, touch, uprefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local found = describe(hk, token, waiting, active, soldout, admits, now)
+local tag, token, now, wttl, touch = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local found = describe(tag, token, now)
 if not found then return false end
 if found[3] == 'WAITING' and touch == '1' then
+  local hk = tag .. ':t:' .. token
   redis.call('PEXPIRE', hk, wttl)
-  redis.call('PEXPIRE', uprefix .. found[1], wttl)
-  redis.call('ZADD', seen, now, token)
+  redis.call('PEXPIRE', tag .. ':u:' .. found[1], wttl)
+  redis.call('ZADD', tag .. ':seen', now, token)
   redis.call('HSET', hk, 'expires', now + wttl)
   found[5] = tostring(now + wttl)
 end
@@ -164,6 +163,9 @@ if free > 0 then
   end
   if admitted > 0 then redis.call('ZADD', admits, now, now .. ':' .. admitted) end
 end
+local total = 0
+for _, e in ipairs(redis.call('ZRANGE', admits, 0, -1)) do total = total + tonumber(string.match(e, ':(%d+)$')) end
+redis.call('SET', string.sub(admits, 1, -8) .. ':rate', total, 'PX', 120000)
 return {admitted, redis.call('ZCARD', waiting), redis.call('ZCARD', active), #stale}
 """
 
@@ -194,8 +196,12 @@ class Admission:
     dropped: int
 
 
+def _tag(concert_id: int) -> str:
+    return f"wr:{{c:{concert_id}}}"
+
+
 def _keys(concert_id: int) -> dict[str, str]:
-    tag = f"wr:{{c:{concert_id}}}"
+    tag = _tag(concert_id)
     return {
         "waiting": f"{tag}:waiting",
         "active": f"{tag}:active",
@@ -236,20 +242,10 @@ class WaitingRoom:
         """
         if user_id < 1 or concert_id < 1:
             raise ValidationError("userId and concertId must be positive integers")
-        k = _keys(concert_id)
+        tag = _tag(concert_id)
         new_token = f"{concert_id}.{secrets.token_urlsafe(16)}"
-        keys = [
-            k["waiting"],
-            k["active"],
-            k["seen"],
-            k["seq"],
-            f"{k['user_prefix']}{user_id}",
-            k["soldout"],
-            k["admits"],
-            CONCERTS_KEY,
-        ]
         args: list[str | int] = [
-            k["token_prefix"],
+            tag,
             new_token,
             _now_ms(),
             self.active_limit,
@@ -258,16 +254,14 @@ class WaitingRoom:
             user_id,
             concert_id,
         ]
-        token, created, *described = self._issue(keys=keys, args=args)
+        token, created, *described = self._issue(keys=[f"{tag}:waiting", CONCERTS_KEY], args=args)
         return self._token(_text(token), described, created=bool(int(created)))
 
     def status(self, *, token: str, touch: bool = True) -> QueueToken:
         """A token's status, rank and estimate; polling (touch) keeps a WAITING token's place alive."""
-        concert_id = concert_of_token(token)
-        k = _keys(concert_id)
+        tag = _tag(concert_of_token(token))
         found = self._poll(
-            keys=[f"{k['token_prefix']}{token}", k["waiting"], k["active"], k["seen"], k["soldout"], k["admits"]],
-            args=[token, _now_ms(), self.waiting_ttl_ms, "1" if touch else "0", k["user_prefix"]],
+            keys=[f"{tag}:waiting"], args=[tag, token, _now_ms(), self.waiting_ttl_ms, "1" if touch else "0"]
         )
         if not found:
             raise TokenInvalid("the queue token is unknown or has expired")

@@ -1,0 +1,57 @@
+"""Shared helpers of the benchmark scripts: machine facts, percentiles, result files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """CPU count, memory and the date of this run."""
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def summary_ms(seconds: list[float]) -> dict[str, float]:
+    """p50/p99/mean in milliseconds."""
+    ms = [s * 1000 for s in seconds]
+    return {
+        "p50_ms": round(pct(ms, 0.5), 3),
+        "p99_ms": round(pct(ms, 0.99), 3),
+        "mean_ms": round(statistics.fmean(ms), 3) if ms else float("nan"),
+        "n": len(ms),
+    }
+
+
+def write(name: str, data: dict[str, Any]) -> Path:
+    """Write bench/results/<name>.json and return its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
+    return path

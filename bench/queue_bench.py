@@ -1,0 +1,204 @@
+"""Waiting-room benchmark: rank lookup at 1,000,000 waiting tokens (Redis through the domain
+function vs MySQL COUNT(*) on a 1M-row table), and token-issue throughput through the domain
+function as a ratio of a raw redis-py ZADD loop with the same threads and connections.
+
+    .venv/bin/python -m bench.queue_bench [--tokens 1000000] [--issues 20000] [--threads 8]
+
+Env: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_queue, created if missing),
+BENCH_REDIS_URL (default redis://127.0.0.1:6379/8, flushed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+import pymysql
+import redis
+
+from bench.common import summary_ms, write
+from models.waiting_room import WaitingRoom, _keys
+
+CONCERT = 1
+
+
+def _mysql(url: str) -> pymysql.Connection:  # type: ignore[type-arg]
+    u = urlparse(url)
+    db = u.path.lstrip("/")
+    admin = pymysql.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root", password=u.password or "")
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4")
+    admin.close()
+    return pymysql.connect(
+        host=u.hostname,
+        port=u.port or 3306,
+        user=u.username or "root",
+        password=u.password or "",
+        database=db,
+        autocommit=True,
+    )
+
+
+def load_mysql(conn: pymysql.Connection, n: int) -> None:  # type: ignore[type-arg]
+    """The seed's design: a queue_tokens table, rank = COUNT(*) of WAITING rows with a smaller id."""
+    with conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS queue_tokens")
+        cur.execute(
+            "CREATE TABLE queue_tokens (id BIGINT AUTO_INCREMENT PRIMARY KEY, concert_id BIGINT NOT NULL, "
+            "user_id BIGINT NOT NULL, token CHAR(36) NOT NULL, status VARCHAR(16) NOT NULL DEFAULT 'WAITING', "
+            "created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), "
+            "KEY idx_queue_tokens_status_id (status, id)) ENGINE=InnoDB"
+        )
+        batch = 10_000
+        for start in range(0, n, batch):
+            rows = [(CONCERT, i, f"{i:036d}") for i in range(start, min(n, start + batch))]
+            cur.executemany("INSERT INTO queue_tokens (concert_id, user_id, token) VALUES (%s, %s, %s)", rows)
+        cur.execute("ANALYZE TABLE queue_tokens")
+
+
+def load_redis(room: WaitingRoom, r: redis.Redis, n: int, samples: int) -> list[str]:
+    """n waiting tokens; every n/samples-th is issued through the domain function (a real token at that rank)."""
+    k = _keys(CONCERT)
+    every = max(1, n // samples)
+    real: list[str] = []
+    pipe = r.pipeline(transaction=False)
+    for i in range(1, n + 1):
+        if i % every == 0:
+            pipe.set(k["seq"], i - 1)  # the issue script's INCR gives this token sequence i
+            pipe.execute()
+            real.append(room.issue(user_id=10_000_000 + i, concert_id=CONCERT).token)
+            continue
+        pipe.zadd(k["waiting"], {f"filler-{i}": i})
+        if i % 10_000 == 0:
+            pipe.execute()
+    pipe.set(k["seq"], n)
+    pipe.execute()
+    return real
+
+
+def rank_lookup(room: WaitingRoom, conn: pymysql.Connection, tokens: list[str], rounds: int) -> dict:  # type: ignore[type-arg]
+    """Interleave the two lookups for the same positions."""
+    redis_s: list[float] = []
+    mysql_s: list[float] = []
+    ranks: list[int] = []
+    with conn.cursor() as cur:
+        for _ in range(rounds):
+            for token in tokens:
+                t0 = time.perf_counter()
+                info = room.status(token=token, touch=False)
+                redis_s.append(time.perf_counter() - t0)
+                ranks.append(info.rank)
+                t0 = time.perf_counter()
+                cur.execute("SELECT COUNT(*) FROM queue_tokens WHERE status = 'WAITING' AND id < %s", (info.rank,))
+                cur.fetchone()
+                mysql_s.append(time.perf_counter() - t0)
+    r, m = summary_ms(redis_s), summary_ms(mysql_s)
+    return {
+        "redis_zrank_domain": r,
+        "mysql_count": m,
+        "median_rank": sorted(ranks)[len(ranks) // 2],
+        "ratio_p50": round(m["p50_ms"] / r["p50_ms"], 1),
+    }
+
+
+def _threads(n_threads: int, work: Callable[[int], None]) -> float:
+    barrier = threading.Barrier(n_threads + 1)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
+
+
+def issue_throughput(url: str, issues: int, n_threads: int) -> dict:
+    """Domain issue() vs raw ZADD, same thread and connection count, alternating, 3 rounds each."""
+    per = issues // n_threads
+    results: dict[str, list[float]] = {"domain": [], "raw_zadd": []}
+    for round_no in range(3):
+        concert = 1000 + round_no
+        clients = [redis.Redis.from_url(url, decode_responses=True) for _ in range(n_threads)]
+        rooms = [WaitingRoom(c, active_limit=1, active_ttl=600, waiting_ttl=300) for c in clients]
+
+        def domain(i: int, concert: int = concert, rooms: list[WaitingRoom] = rooms) -> None:
+            for j in range(per):
+                rooms[i].issue(user_id=1 + i * per + j, concert_id=concert)
+
+        def raw(i: int, concert: int = concert, clients: list[redis.Redis] = clients) -> None:
+            c = clients[i]
+            key = f"raw:{{c:{concert}}}:waiting"
+            for j in range(per):
+                c.zadd(key, {f"u{i}-{j}": i * per + j})
+
+        results["domain"].append(per * n_threads / _threads(n_threads, domain))
+        results["raw_zadd"].append(per * n_threads / _threads(n_threads, raw))
+        for c in clients:
+            c.close()
+    best = {k: max(v) for k, v in results.items()}
+    return {
+        "issues_per_s_domain": round(best["domain"]),
+        "zadd_per_s_raw": round(best["raw_zadd"]),
+        "ratio": round(best["domain"] / best["raw_zadd"], 2),
+        "threads": n_threads,
+        "ops_per_round": per * n_threads,
+        "rounds": {k: [round(x) for x in v] for k, v in results.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tokens", type=int, default=1_000_000)
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--issues", type=int, default=20_000)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_queue")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    r.flushdb()
+    room = WaitingRoom(r, active_limit=1, active_ttl=600, waiting_ttl=86_400)
+    room.issue(user_id=1, concert_id=CONCERT)  # takes the single active slot: everyone else waits
+
+    t0 = time.perf_counter()
+    conn = _mysql(db_url)
+    load_mysql(conn, args.tokens)
+    mysql_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tokens = load_redis(room, r, args.tokens, args.samples)
+    redis_load = time.perf_counter() - t0
+    print(f"loaded {args.tokens:,} tokens: MySQL {mysql_load:.1f} s, Redis {redis_load:.1f} s")
+
+    ranks = rank_lookup(room, conn, tokens, args.rounds)
+    throughput = issue_throughput(redis_url, args.issues, args.threads)
+    path = write("queue", {"tokens": args.tokens, "rank_lookup": ranks, "issue_throughput": throughput})
+    r.flushdb()
+    with conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS queue_tokens")
+    conn.close()
+
+    print(f"\nrank lookup at {args.tokens:,} waiting (median rank {ranks['median_rank']:,})")
+    print(f"  {'':28}{'p50 ms':>10}{'p99 ms':>10}")
+    for name in ("mysql_count", "redis_zrank_domain"):
+        print(f"  {name:28}{ranks[name]['p50_ms']:>10.3f}{ranks[name]['p99_ms']:>10.3f}")
+    print(f"  MySQL / Redis (p50): {ranks['ratio_p50']}x   (seed: ~150 ms vs ~0.1 ms)")
+    print(
+        f"\ntoken issue, {throughput['threads']} threads: domain {throughput['issues_per_s_domain']:,}/s, "
+        f"raw ZADD {throughput['zadd_per_s_raw']:,}/s, ratio {throughput['ratio']} (target >= 0.5)"
+    )
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
