@@ -71,16 +71,26 @@ def _view(r: Reservation, seat_number: int | None = None) -> ReservationView:
 
 
 def hold_seat(
-    *, user_id: int, schedule_id: int, seat_id: int, job_id: str, hold_ttl: int, max_holds: int
+    *,
+    user_id: int,
+    schedule_id: int,
+    seat_id: int,
+    job_id: str,
+    hold_ttl: int,
+    max_holds: int,
+    redelivered: bool = True,
 ) -> ReservationView:
     """Hold an AVAILABLE seat for `hold_ttl` seconds; idempotent by job id.
 
     Raises NotFound (no such seat in the schedule), SeatNotAvailable, or LimitExceeded
-    (the user already holds `max_holds` seats of the schedule).
+    (the user already holds `max_holds` seats of the schedule). With `redelivered=False` (the
+    job's first attempt) the lookup of an earlier attempt's reservation is skipped; the UNIQUE
+    job_id still catches a duplicate.
     """
-    done = Reservation.get_or_none(Reservation.job_id == job_id)
-    if done is not None:
-        return _view(done)
+    if redelivered:
+        done = Reservation.get_or_none(Reservation.job_id == job_id)
+        if done is not None:
+            return _view(done)
     seat = Seat.get_or_none((Seat.id == seat_id) & (Seat.schedule == schedule_id))
     if seat is None:
         raise NotFound(f"seat {seat_id} does not exist in schedule {schedule_id}")

@@ -107,7 +107,7 @@ class KafkaPublisher:
             except Exception as exc:  # metadata/buffer errors: this row and all after it wait
                 futures.append(exc)
         try:
-            self.producer.flush(timeout=10)
+            self.producer.flush(timeout=5)
         except Exception:
             log.warning("producer flush failed", exc_info=True)
         outcomes: list[Exception | None] = []
@@ -162,10 +162,28 @@ def publisher(services: Services) -> KafkaPublisher | InProcessBus:
 
 
 def is_transient(error: Exception) -> bool:
-    """Broker unreachable or slow (retry forever), as opposed to a record the broker refuses."""
-    from kafka.errors import NoBrokersAvailable
+    """Broker unreachable, slow or restarted (retry forever), as opposed to a record the broker refuses."""
+    from kafka import errors
 
-    return bool(getattr(error, "retriable", False)) or isinstance(error, NoBrokersAvailable)
+    transient = (
+        errors.KafkaConnectionError,
+        errors.KafkaTimeoutError,
+        errors.UnknownProducerIdError,
+        errors.OutOfOrderSequenceNumberError,
+    )
+    return bool(getattr(error, "retriable", False)) or isinstance(error, transient) or "ProducerId" in str(error)
+
+
+def _drop_publisher(pub: KafkaPublisher | InProcessBus) -> None:
+    global _publisher
+    with _publisher_lock:
+        if _publisher is pub:
+            _publisher = None
+    if isinstance(pub, KafkaPublisher):
+        try:
+            pub.producer.close(timeout=0)
+        except Exception:
+            log.debug("closing the failed producer raised", exc_info=True)
 
 
 def relay_outbox() -> int:
@@ -179,6 +197,8 @@ def relay_outbox() -> int:
     result = outbox.relay_once(
         publish=pub, batch=200, max_attempts=services.settings.outbox_max_attempts, transient=is_transient
     )
+    if result.failed_attempts:
+        _drop_publisher(pub)  # an idempotent producer does not recover from a long outage: start afresh
     if result.claimed:
         pipe = services.redis.pipeline()
         pipe.hincrby("stats:outbox", "published_total", result.published)

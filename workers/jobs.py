@@ -163,6 +163,8 @@ def run_job(store: JobStore, job_id: str, *, enqueued_ms: int, stale_after_s: fl
 
     Expected domain errors are results (FAILED with the problem), not retries. A job that is
     already terminal (a redelivered message, or one the sweeper failed) is left alone.
+    `work(redelivered)` learns whether an earlier attempt of this job may have run (the record
+    was already RUNNING): only then must the domain look for that attempt's effect first.
     Anything else propagates so the consumer can retry the message.
     """
     from models.errors import DomainError, Unavailable
@@ -181,7 +183,7 @@ def run_job(store: JobStore, job_id: str, *, enqueued_ms: int, stale_after_s: fl
         )
         return
     try:
-        result = work()
+        result = work(previous == RUNNING)
     except DomainError as exc:
         store.fail(job_id, problem_of(exc))
         return

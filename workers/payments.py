@@ -13,7 +13,7 @@ from workers.reservations import write_through
 def pay(*, job_id: str, user_id: int, reservation_id: int, idempotency_key: str | None, enqueued_ms: int) -> None:
     """Pay a held reservation; the job's result is the payment. The seat turns RESERVED in the cache."""
 
-    def work() -> dict[str, object]:
+    def work(redelivered: bool) -> dict[str, object]:
         payment = payments.pay(
             reservation_id=reservation_id, user_id=user_id, job_id=job_id, idempotency_key=idempotency_key
         )

@@ -49,7 +49,7 @@ def hold_seat(*, job_id: str, user_id: int, schedule_id: int, seat_id: int, enqu
     """Hold a seat for a user; the job's result is the reservation."""
     s = current().settings
 
-    def work() -> dict[str, object]:
+    def work(redelivered: bool) -> dict[str, object]:
         view = reservations.hold_seat(
             user_id=user_id,
             schedule_id=schedule_id,
@@ -57,6 +57,7 @@ def hold_seat(*, job_id: str, user_id: int, schedule_id: int, seat_id: int, enqu
             job_id=job_id,
             hold_ttl=s.hold_ttl,
             max_holds=s.max_holds_per_user,
+            redelivered=redelivered,
         )
         write_through(view)
         return reservations.reservation_json(view)
@@ -68,7 +69,7 @@ def hold_seat(*, job_id: str, user_id: int, schedule_id: int, seat_id: int, enqu
 def cancel_reservation(*, job_id: str, user_id: int, reservation_id: int, enqueued_ms: int) -> None:
     """Cancel a user's held reservation; the job's result is the reservation (CANCELLED)."""
 
-    def work() -> dict[str, object]:
+    def work(redelivered: bool) -> dict[str, object]:
         view = reservations.cancel_reservation(reservation_id=reservation_id, user_id=user_id)
         write_through(view)
         return reservations.reservation_json(view)
