@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import peewee as pw
 from playhouse.pool import PooledMySQLDatabase
+from pymysql.constants.SERVER_STATUS import SERVER_STATUS_IN_TRANS
 
 db = pw.DatabaseProxy()
 
@@ -66,6 +67,13 @@ class PooledMySQL(PooledMySQLDatabase):
             return False
         return bool(super()._is_closed(conn))
 
+    def _can_reuse(self, conn: Any) -> bool:
+        # peewee rolls back on every check-in when the driver can't report a transaction (one
+        # round trip each time); PyMySQL can, through the server status flags.
+        if getattr(conn, "server_status", 1) & SERVER_STATUS_IN_TRANS:
+            return bool(super()._can_reuse(conn))
+        return True
+
     def _close(self, conn: Any, close_conn: bool = False) -> None:
         if close_conn:
             self._returned.pop(id(conn), None)
@@ -89,6 +97,10 @@ def make_database(url: str, *, max_connections: int = 32) -> pw.Database:
         )
     if parsed.scheme in ("mysql", "mysql+pymysql"):
         opts: dict[str, Any] = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        # TLS: ?ssl=disabled|preferred. PyMySQL 1.2 tries TLS by default; on loopback it only costs
+        # a handshake per connection and encryption per query, so it is off there unless asked for.
+        loopback = (parsed.hostname or "127.0.0.1") in ("127.0.0.1", "localhost", "::1")
+        ssl_disabled = opts.get("ssl", "disabled" if loopback else "preferred") == "disabled"
         return PooledMySQL(
             (parsed.path or "/").lstrip("/") or "concert",
             host=parsed.hostname or "127.0.0.1",
@@ -96,6 +108,7 @@ def make_database(url: str, *, max_connections: int = 32) -> pw.Database:
             user=unquote(parsed.username or "root"),
             password=unquote(parsed.password or ""),
             charset="utf8mb4",
+            ssl_disabled=ssl_disabled,
             max_connections=int(opts.get("max_connections", max_connections)),
             stale_timeout=300,
             timeout=10,
