@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-unit lint fmt migrate seed check clean
+.PHONY: run test test-unit lint fmt migrate seed check bench bench-report clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,15 @@ seed: $(VENV)/.runtime
 
 check: $(VENV)/.runtime
 	$(BIN)/python -m models check
+
+bench: $(VENV)/.dev  ## every benchmark against MariaDB + Redis, then docs/BENCHMARKS.md
+	$(BIN)/python -m bench.queue_bench
+	$(BIN)/python -m bench.pipeline_bench
+	$(BIN)/python -m bench.cache_bench
+	$(BIN)/python -m bench.report
+
+bench-report: $(VENV)/.dev
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -42,9 +42,18 @@ def make_redis(url: str) -> redis.Redis:
             if _embedded_server is None:
                 _embedded_server = fakeredis.FakeServer()
         return fakeredis.FakeRedis(server=_embedded_server, decode_responses=True)
-    return redis.Redis.from_url(
-        url, decode_responses=True, socket_timeout=15, socket_connect_timeout=3, health_check_interval=15
+    # A blocking pool: past max_connections a caller waits for a free connection (up to 5 s)
+    # instead of failing with "Too many connections" (redis-py's default pool of 100 does).
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=256,
+        timeout=5,
+        decode_responses=True,
+        socket_timeout=15,
+        socket_connect_timeout=3,
+        health_check_interval=15,
     )
+    return redis.Redis(connection_pool=pool)
 
 
 def bootstrap(settings: Settings | None = None, *, force: bool = False) -> Services:

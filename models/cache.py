@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -64,6 +65,11 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 _FILL_VALUE = """
 if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
@@ -88,10 +94,11 @@ class CatalogueCache:
         self.schedule_ttl, self.schedule_jitter = schedule_ttl, schedule_jitter
         self.seats_ttl, self.seats_jitter = seats_ttl, seats_jitter
         self.wait_s = wait_s
-        self.rebuilds = 0
+        self.rebuilds = 0  # approximate under threads; cache_events_total is the exact count
         self._seat_changed = client.register_script(_SEAT_CHANGED)
         self._fill_hash = client.register_script(_FILL_HASH)
         self._fill_value = client.register_script(_FILL_VALUE)
+        self._unlock = client.register_script(_UNLOCK)
 
     # --- reads ----------------------------------------------------------------------------
     def schedules(self, *, concert_id: int) -> list[ScheduleView]:
@@ -166,7 +173,8 @@ class CatalogueCache:
         ids = [
             s.id for s in concerts.Schedule.select(concerts.Schedule.id).where(concerts.Schedule.concert == concert_id)
         ]
-        versions = {sid: self.r.get(f"cache:ver:{sid}") or "0" for sid in ids}
+        raw_versions = self.r.mget([f"cache:ver:{sid}" for sid in ids]) if ids else []
+        versions = {sid: _text(v or "0") for sid, v in zip(ids, raw_versions, strict=True)}
         views = concerts.list_schedules(concert_id=concert_id)
         ttl = self._ttl(self.schedule_ttl, self.schedule_jitter)
         self.r.set(
@@ -174,11 +182,14 @@ class CatalogueCache:
             json.dumps([[v.schedule_id, v.starts_at.isoformat(), v.total_seats] for v in views]),
             px=ttl,
         )
+        pipe = self.r.pipeline(transaction=False)
         for v in views:
             self._fill_value(
                 keys=[f"cache:ver:{v.schedule_id}", f"cache:avail:{v.schedule_id}"],
                 args=[versions.get(v.schedule_id, "0"), v.available_seats, ttl],
+                client=pipe,
             )
+        pipe.execute()
         return views
 
     def _cached_seats(self, schedule_id: int) -> list[SeatView] | None:
@@ -205,23 +216,30 @@ class CatalogueCache:
         return seats
 
     def _single_flight(self, key: str, read: Callable[[], T | None], rebuild: Callable[[], T]) -> T:
-        """One caller per key rebuilds; the others wait briefly for its value, then read the database."""
+        """One caller per key rebuilds; the others wait briefly for its value, then read the database.
+
+        The lock holder reads once more before rebuilding (the previous holder may have just
+        filled the key), and releases only its own lock (token compare), so a lock that expired
+        during a slow rebuild is never deleted from under the next holder.
+        """
         lock = f"cache:lock:{key}"
-        if self.r.set(lock, 1, nx=True, px=2000):
-            try:
-                return rebuild()
-            finally:
-                self.r.delete(lock)
+        token = secrets.token_hex(8)
         deadline = time.monotonic() + self.wait_s
-        while time.monotonic() < deadline:
+        while True:
+            if self.r.set(lock, token, nx=True, px=2000):
+                try:
+                    value = read()
+                    return value if value is not None else rebuild()
+                finally:
+                    self._unlock(keys=[lock], args=[token])
+            if time.monotonic() >= deadline:
+                CACHE_EVENTS.labels(key.split(":")[1], "gave_up_waiting").inc()
+                return rebuild()
             time.sleep(0.01)
             value = read()
             if value is not None:
                 CACHE_EVENTS.labels(key.split(":")[1], "waited").inc()
                 return value
-            if not self.r.exists(lock):  # the rebuilder failed or wrote nothing: take over
-                return self._single_flight(key, read, rebuild)
-        return rebuild()
 
     @staticmethod
     def _ttl(base: int, jitter: int) -> int:

@@ -100,7 +100,8 @@ def create(json: PaymentIn) -> Response:
         idempotency_key=key,
         enqueued_ms=int(time.time() * 1000),
     )
-    return job_answer(job_store().wait(job.job_id, prefer_wait()) or job, location=_location)
+    wait = prefer_wait()
+    return job_answer((job_store().wait(job.job_id, wait) if wait else None) or job, location=_location)
 
 
 @bp.get("/payments/<payment_id>")

@@ -59,7 +59,8 @@ def create(json: ReservationIn) -> Response:
         seat_id=json.seatId,
         enqueued_ms=int(time.time() * 1000),
     )
-    return job_answer(job_store().wait(job.job_id, prefer_wait()) or job, location=_location)
+    wait = prefer_wait()
+    return job_answer((job_store().wait(job.job_id, wait) if wait else None) or job, location=_location)
 
 
 @bp.get("/reservations/<reservation_id>")

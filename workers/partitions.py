@@ -182,12 +182,21 @@ class PartitionWorker:
         return bool(int(self._renew(keys=[LEASE_PREFIX + str(partition)], args=[self.member, self.lease_ttl_ms])))
 
     def _stop_consumers(self, partitions: list[int], *, release: bool) -> None:
-        """Stop these consumers together (signal all, then join), then release their leases."""
+        """Stop these consumers together (signal all, then wait), then release their leases.
+
+        While a consumer finishes the message in hand (a handler may retry for ~16 s), its lease
+        and every kept lease go on being renewed, and a lease is released only once its thread
+        has ended: a partition is never handed over while its old consumer still runs.
+        """
         consumers = [self.consumers.pop(p) for p in partitions]
         for consumer in consumers:
             consumer.stop()
-        for consumer in consumers:
-            consumer.join(timeout=30)
+        while any(c.is_alive() for c in consumers):
+            for p in [c.partition for c in consumers if c.is_alive()] + list(self.consumers):
+                with contextlib.suppress(redis.RedisError):
+                    self._renew_lease(p)
+            for consumer in consumers:
+                consumer.join(timeout=min(1.0, self.tick_interval))
         if release:
             for consumer in consumers:
                 with contextlib.suppress(redis.RedisError):

@@ -1,0 +1,273 @@
+"""Reservation pipeline throughput beside the raw database limit, measured in the same run.
+
+    .venv/bin/python -m bench.pipeline_bench --requests 2000 --seats 100 --concurrency 32 --workers 2
+
+1. Pipeline: a fresh schema with one schedule of `--seats` seats; `--workers` `python -m workers run`
+   processes; `--requests` holds (distinct users, request i on seat i % seats) enqueued from
+   `--concurrency` threads exactly as POST /reservations does. Throughput = jobs finished per
+   second over the run (first job created -> last job finished); latency = created -> finished
+   of each job record.
+2. Raw limit: the same requests on fresh data as a plain loop of the hold transaction
+   (SELECT ... FOR UPDATE the seat, UPDATE it, INSERT the reservation, COMMIT) on
+   `--concurrency` pymysql connections.
+
+Environment: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_pipeline, created if
+missing), BENCH_REDIS_URL (default redis://127.0.0.1:6379/12, emptied before and after).
+Writes bench/results/pipeline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pymysql
+
+from config.bootstrap import Services, bootstrap
+from config.settings import Settings
+from models import check, schema, seed
+from models.concerts import Seat
+from models.db import db
+from tests.integration.procs import Cluster, wait_for_leases
+from workers.broker import send
+from workers.jobs import OPEN_KEY, SUCCEEDED, TERMINAL, JobStore
+
+RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
+
+
+def connect(url: str, database: str | None) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+    u = urlparse(url)
+    return pymysql.connect(
+        host=u.hostname or "127.0.0.1",
+        port=u.port or 3306,
+        user=unquote(u.username or "root"),
+        password=unquote(u.password or ""),
+        database=database,
+        autocommit=True,
+    )
+
+
+def create_database(url: str) -> None:
+    name = urlparse(url).path.lstrip("/")
+    with connect(url, None) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+
+
+def fresh_data(seats: int) -> list[tuple[int, int]]:
+    """Drop, migrate and seed one schedule of `seats` seats; (seat id, schedule id) by number."""
+    schema.drop_all()
+    schema.migrate()
+    seed.seed(concerts=1, schedules=1, seats=seats, title="Bench")
+    return [(s.id, s.schedule_id) for s in Seat.select().order_by(Seat.number)]
+
+
+def run_threads(concurrency: int, work: Any) -> float:
+    """Run work(k) on `concurrency` threads released together; return the wall time."""
+    barrier = threading.Barrier(concurrency + 1)
+    errors: list[BaseException] = []
+
+    def body(k: int) -> None:
+        barrier.wait()
+        try:
+            work(k)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(k,)) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started
+
+
+def pipeline_run(services: Services, seats: list[tuple[int, int]], requests: int, concurrency: int) -> dict[str, Any]:
+    """Enqueue the contended run and wait for every job; throughput and latency from the job records."""
+    store, ids = JobStore(services.redis), [""] * requests
+
+    def enqueue(k: int) -> None:
+        for i in range(k, requests, concurrency):
+            seat_id, schedule_id = seats[i % len(seats)]
+            job = store.create(job_type="RESERVATION", user_id=i + 1)
+            send(
+                services.broker,
+                actor_name="hold_seat",
+                route_seat=seat_id,
+                partitions=services.settings.partitions,
+                job_id=job.job_id,
+                user_id=i + 1,
+                schedule_id=schedule_id,
+                seat_id=seat_id,
+                enqueued_ms=int(time.time() * 1000),
+            )
+            ids[i] = job.job_id
+
+    enqueue_s = run_threads(concurrency, enqueue)
+    deadline = time.monotonic() + 300
+    while services.redis.zcard(OPEN_KEY):  # cheap: the measuring process must not eat the workers' CPU
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{services.redis.zcard(OPEN_KEY)} jobs did not finish in 300 s")
+        time.sleep(0.05)
+    pipe = services.redis.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(f"job:{job_id}", "status", "created", "finished")
+    rows = pipe.execute()
+    assert all(r[0] in TERMINAL for r in rows)
+    created = [int(r[1]) for r in rows]
+    finished = [int(r[2]) for r in rows]
+    latencies = sorted(f - c for c, f in zip(created, finished, strict=True))
+    span = (max(finished) - min(created)) / 1000
+    return {
+        "jobs": requests,
+        "succeeded": sum(r[0] == SUCCEEDED for r in rows),
+        "enqueue_seconds": round(enqueue_s, 3),
+        "seconds": round(span, 3),
+        "jobs_per_second": round(requests / span, 1),
+        "latency_ms_p50": statistics.median(latencies),
+        "latency_ms_p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "latency_ms_max": latencies[-1],
+    }
+
+
+def raw_run(url: str, seats: list[tuple[int, int]], requests: int, concurrency: int) -> dict[str, Any]:
+    """The hold transaction in a plain loop on `concurrency` connections (no queue, no job records)."""
+    name = urlparse(url).path.lstrip("/")
+    held = [0] * concurrency
+
+    def loop(k: int) -> None:
+        with connect(url, name) as conn, conn.cursor() as cur:
+            for i in range(k, requests, concurrency):
+                seat_id, schedule_id = seats[i % len(seats)]
+                conn.begin()
+                cur.execute("SELECT status, version, price FROM seats WHERE id = %s FOR UPDATE", (seat_id,))
+                status, version, price = cur.fetchone()
+                if status != "AVAILABLE":
+                    conn.rollback()
+                    continue
+                cur.execute(
+                    "UPDATE seats SET status = 'HELD', version = version + 1 WHERE id = %s AND version = %s",
+                    (seat_id, version),
+                )
+                cur.execute(
+                    "INSERT INTO reservations (user_id, seat_id, schedule_id, price, status, expires_at, "
+                    "live_seat_id, hold_slot, job_id) VALUES (%s, %s, %s, %s, 'HELD', "
+                    "NOW(6) + INTERVAL 300 SECOND, %s, 1, %s)",
+                    (i + 1, seat_id, schedule_id, price, seat_id, uuid.uuid4().hex),
+                )
+                conn.commit()
+                held[k] += 1
+
+    seconds = run_threads(concurrency, loop)
+    return {
+        "transactions": requests,
+        "succeeded": sum(held),
+        "seconds": round(seconds, 3),
+        "transactions_per_second": round(requests / seconds, 1),
+    }
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--seats", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=16)
+    args = parser.parse_args()
+    db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_pipeline")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+
+    create_database(db_url)
+    services = bootstrap(Settings().with_(database_url=db_url, redis_url=redis_url, partitions=args.partitions))
+    services.redis.flushdb()
+    seats = fresh_data(args.seats)
+    cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions)})
+    try:
+        for _ in range(args.workers):
+            cluster.start_worker()
+        wait_for_leases(services.redis, cluster, partitions=args.partitions)
+        pids = [p.pid for p in cluster.workers()]
+        cpu_before = cpu_seconds(pids)
+        pipeline = pipeline_run(services, seats, args.requests, args.concurrency)
+        pipeline["worker_cpu_seconds"] = round(cpu_seconds(pids) - cpu_before, 2)
+    finally:
+        cluster.stop()
+        services.redis.flushdb()
+    violations = check.violations()
+    seats = fresh_data(args.seats)
+    db.close()
+    raw = raw_run(db_url, seats, args.requests, args.concurrency)
+    ratio = pipeline["jobs_per_second"] / raw["transactions_per_second"]
+
+    print(
+        f"\n{args.requests} hold requests over {args.seats} seats, concurrency {args.concurrency}, "
+        f"{args.workers} worker process(es) x {args.partitions} partitions"
+    )
+    print(f"{'':28}{'per second':>12}{'p50 ms':>9}{'p99 ms':>9}{'holds':>7}{'seconds':>9}")
+    print(
+        f"{'pipeline (jobs finished)':28}{pipeline['jobs_per_second']:>12,.1f}{pipeline['latency_ms_p50']:>9,.0f}"
+        f"{pipeline['latency_ms_p99']:>9,.0f}{pipeline['succeeded']:>7}{pipeline['seconds']:>9.2f}"
+    )
+    print(
+        f"{'raw DB (transactions)':28}{raw['transactions_per_second']:>12,.1f}{'-':>9}{'-':>9}"
+        f"{raw['succeeded']:>7}{raw['seconds']:>9.2f}"
+    )
+    print(f"pipeline / raw = {ratio:.0%}   invariant violations after the pipeline run: {len(violations)}")
+    print(
+        f"enqueue of {args.requests} requests took {pipeline['enqueue_seconds']:.2f} s; the workers used "
+        f"{pipeline['worker_cpu_seconds']:.2f} CPU s ({os.cpu_count()} CPUs, shared with the database and Redis)"
+    )
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(),
+        "parameters": vars(args),
+        "pipeline": pipeline,
+        "raw_database": raw,
+        "ratio_pipeline_to_raw": round(ratio, 3),
+        "invariant_violations": violations,
+    }
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

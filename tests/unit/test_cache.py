@@ -1,0 +1,302 @@
+"""The catalogue cache on the unit tier (fakeredis + SQLite): hits, TTLs, write-through of every
+seat transition through the real actors, redelivery, stale rebuilds, Redis down, warm-up, metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from config.bootstrap import current, make_redis
+from models import concerts, points
+from models.cache import CatalogueCache
+from models.concerts import AVAILABLE, HELD, RESERVED, NewSchedule, Seat, create_concert
+from models.db import utcnow
+from models.reservations import Reservation
+from web import create_app
+from workers import payments as payment_actors
+from workers import reservations as reservation_actors
+from workers.jobs import SUCCEEDED, JobStore
+
+API = "/api/v1"
+CLOSED_REDIS = "redis://127.0.0.1:1/0"  # nothing listens there: every command raises ConnectionError
+
+
+@dataclass(frozen=True)
+class Demo:
+    concert_id: int
+    schedule_id: int
+    other_schedule_id: int
+    seat_id: int
+
+
+@pytest.fixture
+def demo(app: Flask) -> Demo:
+    """A concert with two schedules of 50 seats; the seat under test is number 10 of the first."""
+    day = utcnow() + dt.timedelta(days=2)
+    concert_id, views = create_concert(
+        title="Cache Night", venue="Hall", schedules=[NewSchedule(day, 50, 50_000), NewSchedule(day, 50, 50_000)]
+    )
+    first, second = views[0].schedule_id, views[1].schedule_id
+    seat = Seat.get((Seat.schedule == first) & (Seat.number == 10))
+    return Demo(concert_id, first, second, seat.id)
+
+
+@pytest.fixture
+def cache(app: Flask) -> CatalogueCache:
+    return app.extensions["catalogue_cache"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def db_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts the catalogue's database reads (the cache's collaborators) by function name."""
+    calls: Counter[str] = Counter()
+    for name in ("list_schedules", "seat_map"):
+        real = getattr(concerts, name)
+
+        def counted(*args: object, _real: Callable[..., object] = real, _name: str = name, **kwargs: object) -> object:
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(concerts, name, counted)
+    return calls
+
+
+def seen(cache: CatalogueCache, demo: Demo) -> tuple[str, int, int]:
+    """(status of the seat, available seats of its schedule, of the other schedule) as the cache shows them."""
+    status = next(s.status for s in cache.seat_map(schedule_id=demo.schedule_id) if s.seat_id == demo.seat_id)
+    available = {s.schedule_id: s.available_seats for s in cache.schedules(concert_id=demo.concert_id)}
+    return status, available[demo.schedule_id], available[demo.other_schedule_id]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_job(job_type: str = "RESERVATION", user_id: int = 1) -> str:
+    return JobStore(current().redis).create(job_type=job_type, user_id=user_id).job_id
+
+
+def succeeded(job_id: str) -> dict[str, object]:
+    job = JobStore(current().redis).get(job_id)
+    assert job is not None and job.status == SUCCEEDED, job
+    return job.result  # type: ignore[no-any-return]
+
+
+def hold(demo: Demo, job_id: str | None = None) -> int:
+    job_id = job_id or new_job()
+    reservation_actors.hold_seat(
+        job_id=job_id, user_id=1, schedule_id=demo.schedule_id, seat_id=demo.seat_id, enqueued_ms=now_ms()
+    )
+    return int(succeeded(job_id)["reservationId"])  # type: ignore[call-overload]
+
+
+def cancel(demo: Demo, reservation_id: int) -> None:
+    job_id = new_job()
+    reservation_actors.cancel_reservation(job_id=job_id, user_id=1, reservation_id=reservation_id, enqueued_ms=now_ms())
+    succeeded(job_id)
+
+
+def expire(demo: Demo, reservation_id: int) -> None:
+    Reservation.update(expires_at=utcnow() - dt.timedelta(seconds=1)).where(Reservation.id == reservation_id).execute()
+    reservation_actors.expire_hold(reservation_id=reservation_id)
+
+
+def pay(demo: Demo, reservation_id: int) -> None:
+    points.charge(user_id=1, amount=50_000, max_charge=1_000_000, max_balance=100_000_000)
+    job_id = new_job("PAYMENT")
+    payment_actors.pay(
+        job_id=job_id, user_id=1, reservation_id=reservation_id, idempotency_key=None, enqueued_ms=now_ms()
+    )
+    succeeded(job_id)
+
+
+# name -> (what happens before the cache is primed, the transition, the seat's new status, change in availableSeats)
+TRANSITIONS = {
+    "hold": (lambda d: 0, lambda d, r: hold(d), HELD, -1),
+    "cancel": (hold, cancel, AVAILABLE, +1),
+    "expiry": (hold, expire, AVAILABLE, +1),
+    "payment": (hold, pay, RESERVED, 0),
+}
+
+
+def test_a_second_read_is_served_from_redis_without_a_database_query(demo, cache, db_reads):
+    first = (cache.schedules(concert_id=demo.concert_id), cache.seat_map(schedule_id=demo.schedule_id))
+    second = (cache.schedules(concert_id=demo.concert_id), cache.seat_map(schedule_id=demo.schedule_id))
+
+    assert db_reads == {"list_schedules": 1, "seat_map": 1}
+    assert second == first
+    assert [s.available_seats for s in second[0]] == [50, 50]
+    assert [(s.number, s.status) for s in second[1]] == [(n, AVAILABLE) for n in range(1, 51)]
+    assert cache.seat_map(schedule_id=demo.schedule_id, status=HELD) == []
+    assert db_reads == {"list_schedules": 1, "seat_map": 1}
+
+
+def test_ttls_are_the_configured_base_plus_or_minus_the_jitter_and_differ_between_fills(demo, cache):
+    r = current().redis
+    ttls: dict[str, list[int]] = {"sched": [], "avail": [], "seats": []}
+    for _ in range(20):
+        r.delete(f"cache:sched:{demo.concert_id}", f"cache:avail:{demo.schedule_id}", f"cache:seats:{demo.schedule_id}")
+        cache.schedules(concert_id=demo.concert_id)
+        cache.seat_map(schedule_id=demo.schedule_id)
+        ttls["sched"].append(r.pttl(f"cache:sched:{demo.concert_id}"))
+        ttls["avail"].append(r.pttl(f"cache:avail:{demo.schedule_id}"))
+        ttls["seats"].append(r.pttl(f"cache:seats:{demo.schedule_id}"))
+
+    for name in ("sched", "avail"):  # CACHE_SCHEDULE_TTL 300 s ± 30 s
+        assert all(269_000 <= t <= 330_000 for t in ttls[name]), ttls[name]
+        assert max(ttls[name]) - min(ttls[name]) > 10_000, ttls[name]
+    assert all(24_000 <= t <= 35_000 for t in ttls["seats"]), ttls["seats"]  # CACHE_SEATS_TTL 30 s ± 5 s
+    assert max(ttls["seats"]) - min(ttls["seats"]) > 2_000, ttls["seats"]
+
+
+@pytest.mark.parametrize("name", list(TRANSITIONS))
+def test_each_seat_transition_updates_the_cached_seat_and_count_in_place(name, demo, cache, db_reads):
+    before, transition, status, delta = TRANSITIONS[name]
+    # Given the seat in its starting state and both cache entries primed
+    reservation_id = before(demo)
+    _, available, other = seen(cache, demo)
+    reads, rebuilds = dict(db_reads), cache.rebuilds
+
+    # When the transition's actor commits it
+    transition(demo, reservation_id)
+
+    # Then the next cached reads show it, with no rebuild from the database
+    assert seen(cache, demo) == (status, available + delta, other)
+    assert (dict(db_reads), cache.rebuilds) == (reads, rebuilds)
+    assert Seat.get_by_id(demo.seat_id).status == status
+    assert concerts.available_counts(schedule_ids=[demo.schedule_id])[demo.schedule_id] == available + delta
+
+
+def test_a_redelivered_hold_is_counted_once(demo, cache, db_reads, monkeypatch):
+    _, available, _ = seen(cache, demo)
+    reads = dict(db_reads)
+    real_succeed, lost = JobStore.succeed, []
+
+    def lose_first_outcome(self: JobStore, job_id: str, result: object) -> bool:
+        if not lost:  # the worker dies after the commit and the write-through, before recording the outcome
+            lost.append(job_id)
+            raise redis.ConnectionError("connection lost")
+        return real_succeed(self, job_id, result)
+
+    monkeypatch.setattr(JobStore, "succeed", lose_first_outcome)
+    job_id = new_job()
+    with pytest.raises(redis.ConnectionError):
+        hold(demo, job_id)
+
+    reservation_id = hold(demo, job_id)  # the broker redelivers the same message
+    hold(demo, job_id)  # and once more, after the outcome was recorded
+
+    assert seen(cache, demo)[:2] == (HELD, available - 1)
+    assert dict(db_reads) == reads
+    assert [r.id for r in Reservation.select()] == [reservation_id]
+
+
+def test_a_seat_map_rebuild_that_read_before_a_hold_does_not_store_the_old_map(demo, cache, monkeypatch):
+    real, interleaved = concerts.seat_map, []
+
+    def read_then_hold(**kwargs: object) -> object:
+        rows = real(**kwargs)
+        if not interleaved:  # a hold commits between the rebuild's query and its write
+            interleaved.append(hold(demo))
+        return rows
+
+    monkeypatch.setattr(concerts, "seat_map", read_then_hold)
+    stale = cache.seat_map(schedule_id=demo.schedule_id)
+
+    assert next(s.status for s in stale if s.seat_id == demo.seat_id) == AVAILABLE  # what it read
+    assert seen(cache, demo)[:2] == (HELD, 49)
+
+
+def test_a_schedule_rebuild_that_counted_before_a_hold_does_not_store_the_old_count(demo, cache, monkeypatch):
+    cache.seat_map(schedule_id=demo.schedule_id)  # the seat map is cached: the hold is written through in place
+    real, interleaved = concerts.list_schedules, []
+
+    def count_then_hold(**kwargs: object) -> object:
+        rows = real(**kwargs)
+        if not interleaved:
+            interleaved.append(hold(demo))
+        return rows
+
+    monkeypatch.setattr(concerts, "list_schedules", count_then_hold)
+    stale = cache.schedules(concert_id=demo.concert_id)
+
+    assert [s.available_seats for s in stale] == [50, 50]  # what it counted
+    assert seen(cache, demo) == (HELD, 49, 50)
+
+
+def test_reads_fall_back_to_the_database_when_redis_is_down(app, client, demo, cache):
+    hold(demo)
+    dead = CatalogueCache(make_redis(CLOSED_REDIS))  # configured as the app configures its client
+
+    assert seen(dead, demo) == (HELD, 49, 50)
+    assert [s.number for s in dead.seat_map(schedule_id=demo.schedule_id, status=HELD)] == [10]
+    dead.seat_changed(schedule_id=demo.schedule_id, seat_id=demo.seat_id, number=10, price=50_000, status=HELD)
+
+    app.extensions["catalogue_cache"] = dead
+    response = client.get(f"{API}/concerts/{demo.concert_id}/schedules")
+    assert response.status_code == 200
+    assert [s["availableSeats"] for s in response.get_json()["schedules"]] == [49, 50]
+    seats = client.get(f"{API}/schedules/{demo.schedule_id}/seats?status=HELD", headers=token(client, demo))
+    assert seats.status_code == 200
+    assert [s["seatId"] for s in seats.get_json()["seats"]] == [demo.seat_id]
+
+
+def test_warm_up_loads_concerts_starting_within_seven_days_and_not_later_ones(app, unit_settings, db_reads):
+    now = utcnow()
+    near, _ = create_concert(title="Soon", venue="Hall", schedules=[NewSchedule(now + dt.timedelta(days=6), 5, 100)])
+    far, _ = create_concert(title="Later", venue="Hall", schedules=[NewSchedule(now + dt.timedelta(days=8), 5, 100)])
+    r = current().redis
+
+    warmed = create_app(unit_settings).test_client()  # a web process starting
+
+    assert r.exists(f"cache:sched:{near}") == 1
+    assert r.exists(f"cache:sched:{far}") == 0
+    reads = db_reads["list_schedules"]
+    assert warmed.get(f"{API}/concerts/{near}/schedules").get_json()["schedules"][0]["availableSeats"] == 5
+    assert db_reads["list_schedules"] == reads  # served from the warm cache
+    assert warmed.get(f"{API}/concerts/{far}/schedules").status_code == 200
+    assert db_reads["list_schedules"] == reads + 1
+
+
+def token(client: FlaskClient, demo: Demo) -> dict[str, str]:
+    response = client.post(f"{API}/queue/tokens", json={"userId": 1, "concertId": demo.concert_id})
+    assert response.get_json()["status"] == "ACTIVE", response.get_json()
+    return {"X-Queue-Token": response.get_json()["token"]}
+
+
+def cache_events(client: FlaskClient) -> Counter[tuple[str, str]]:
+    text = client.get(f"{API}/metrics").get_data(as_text=True)
+    pattern = r'^cache_events_total\{cache="(\w+)",event="(\w+)"\} (\S+)$'
+    return Counter({(m[1], m[2]): float(m[3]) for m in re.finditer(pattern, text, re.MULTILINE)})
+
+
+def test_metrics_count_cache_misses_rebuilds_hits_and_fallbacks(app, client, demo):
+    headers = token(client, demo)
+    before = cache_events(client)
+
+    for _ in range(2):
+        assert client.get(f"{API}/concerts/{demo.concert_id}/schedules").status_code == 200
+        assert client.get(f"{API}/schedules/{demo.schedule_id}/seats", headers=headers).status_code == 200
+    app.extensions["catalogue_cache"] = CatalogueCache(make_redis(CLOSED_REDIS))
+    assert client.get(f"{API}/concerts/{demo.concert_id}/schedules").status_code == 200
+
+    after = cache_events(client)
+    after.subtract(before)
+    assert {k: v for k, v in after.items() if v} == {
+        ("schedules", "miss"): 1,
+        ("schedules", "rebuild"): 1,
+        ("schedules", "hit"): 1,
+        ("schedules", "fallback"): 1,
+        ("seats", "miss"): 1,
+        ("seats", "rebuild"): 1,
+        ("seats", "hit"): 1,
+    }
