@@ -91,7 +91,7 @@ def hold_seat(
         done = Reservation.get_or_none(Reservation.job_id == job_id)
         if done is not None:
             return _view(done)
-    seat = Seat.get_or_none((Seat.id == seat_id) & (Seat.schedule == schedule_id))
+    seat = _seat_row(seat_id, schedule_id)
     if seat is None:
         raise NotFound(f"seat {seat_id} does not exist in schedule {schedule_id}")
     if seat.status != AVAILABLE:
@@ -135,6 +135,30 @@ def hold_seat(
     except pw.IntegrityError as exc:
         return _after_conflict(exc, job_id=job_id, seat_number=seat.number)
     return _view(reservation, seat.number)
+
+
+@dataclass(frozen=True)
+class _SeatRow:
+    number: int
+    price: int
+    status: str
+    version: int
+
+
+def _seat_row(seat_id: int, schedule_id: int) -> _SeatRow | None:
+    """The seat's state by primary key, as one prepared statement.
+
+    This read runs for every hold request, and under contention most requests stop here
+    (SEAT_NOT_AVAILABLE); building the query with the ORM each time cost more CPU than the
+    round trip (profiled in bench/pipeline_bench.py), so the SQL text is fixed.
+    """
+    p = db.param
+    cursor = db.execute_sql(
+        f"SELECT number, price, status, version FROM seats WHERE id = {p} AND schedule_id = {p}",
+        (seat_id, schedule_id),
+    )
+    row = cursor.fetchone()
+    return _SeatRow(int(row[0]), int(row[1]), str(row[2]), int(row[3])) if row else None
 
 
 def _after_conflict(exc: pw.IntegrityError, *, job_id: str, seat_number: int) -> ReservationView:
