@@ -24,7 +24,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from prometheus_client import Counter
@@ -75,6 +75,9 @@ if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 return 1
 """
+
+
+_SCHEDULE_IDS: dict[int, list[int]] = {}
 
 
 class CatalogueCache:
@@ -155,11 +158,23 @@ class CatalogueCache:
 
     # --- internals ------------------------------------------------------------------------
     def _cached_schedules(self, concert_id: int) -> list[ScheduleView] | None:
-        raw = self.r.get(f"cache:sched:{concert_id}")
+        # A concert's schedules never change after it is created, so their ids are remembered per
+        # process and a hit is one round trip (GET + MGET in one pipeline).
+        ids = _SCHEDULE_IDS.get(concert_id)
+        if ids is None:
+            raw = self.r.get(f"cache:sched:{concert_id}")
+            counts: list[Any] = []
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.get(f"cache:sched:{concert_id}")
+            pipe.mget([f"cache:avail:{sid}" for sid in ids])
+            raw, counts = pipe.execute()
         if raw is None:
             return None
         items = json.loads(raw)  # type: ignore[arg-type]
-        counts = self.r.mget([f"cache:avail:{sid}" for sid, _, _ in items]) if items else []
+        if ids is None or [sid for sid, _, _ in items] != ids:
+            _SCHEDULE_IDS[concert_id] = [sid for sid, _, _ in items]
+            counts = self.r.mget([f"cache:avail:{sid}" for sid, _, _ in items]) if items else []
         if any(c is None for c in counts):
             return None
         return [
