@@ -123,6 +123,40 @@ def cache_section(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+def contention_section(d: dict[str, Any]) -> list[str]:
+    prm, names = (
+        d["parameters"],
+        {
+            "a_pipeline": "(a) partitioned pipeline",
+            "b_redis_lock": "(b) Redis lock per seat (the seed's choice)",
+            "c_for_update": "(c) SELECT … FOR UPDATE",
+            "d_optimistic": "(d) optimistic version check + retry",
+        },
+    )
+    lines = [
+        "## Contention strategies, same workload, same run",
+        "",
+        f"Script: `python -m bench.contention_bench` · machine: {_machine(d)}.",
+        "",
+        f"Parameters: `{json.dumps(prm)}`. Closed loop: each client waits for its outcome before its next attempt.",
+        "",
+        "| strategy | holds/s | p50 ms | p99 ms | held | oversold | InnoDB lock waits | deadlocks |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in names.items():
+        st = d["strategies"].get(key)
+        if not st:
+            continue
+        locks = st.get("db_locks", {})
+        lines.append(
+            f"| {label} | {st['holds_per_second']} | {st['latency']['p50_ms']} | {st['latency']['p99_ms']} "
+            f"| {st['outcomes']['held']} | {st['check']['oversell']} | {locks.get('Innodb_row_lock_waits', 'n/a')} "
+            f"| {locks.get('Innodb_deadlocks', 'n/a')} |"
+        )
+    lines += ["", f"(a) ÷ (b): `{json.dumps(d['a_over_b'])}` (issue 7 target: ≥ 1.5× throughput with a lower p99).", ""]
+    return lines
+
+
 def render() -> str:
     """The whole document."""
     lines = [
@@ -133,7 +167,13 @@ def render() -> str:
         "measured side by side in one run, not absolute times across runs.",
         "",
     ]
-    for name, section in (("queue", queue_section), ("pipeline", pipeline_section), ("cache", cache_section)):
+    sections = (
+        ("queue", queue_section),
+        ("pipeline", pipeline_section),
+        ("contention", contention_section),
+        ("cache", cache_section),
+    )
+    for name, section in sections:
         data = _load(name)
         lines += (
             section(data) if data else [f"## {name}", "", f"No results yet: run `python -m bench.{name}_bench`.", ""]

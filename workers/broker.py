@@ -38,14 +38,25 @@ def queue_of(partition: int) -> str:
     return f"seats.p{partition}"
 
 
+def wake_key(partition: int) -> str:
+    """The list an idle consumer of the partition blocks on (BLPOP) until a message is sent."""
+    return f"wake:seats.p{partition}"
+
+
 def send(broker: dramatiq.Broker, *, actor_name: str, route_seat: int, partitions: int, **kwargs: Any) -> Message:  # type: ignore[type-arg]
     """Enqueue a message for `actor_name` on the seat's partition (after the job record is written)."""
     if actor_name not in ACTORS:
         load_actors()
-    queue = queue_of(partition_of(route_seat, partitions))
+    partition = partition_of(route_seat, partitions)
+    queue = queue_of(partition)
     broker.declare_queue(queue)
     message: Message[Any] = Message(queue_name=queue, actor_name=actor_name, args=(), kwargs=kwargs, options={})
-    return broker.enqueue(message)
+    sent = broker.enqueue(message)
+    pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+    pipe.lpush(wake_key(partition), 1)
+    pipe.ltrim(wake_key(partition), 0, 0)
+    pipe.execute()
+    return sent
 
 
 def load_actors() -> None:

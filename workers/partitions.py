@@ -34,7 +34,7 @@ import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
 
-from workers.broker import queue_of
+from workers.broker import queue_of, wake_key
 
 log = logging.getLogger("workers.partitions")
 
@@ -51,6 +51,7 @@ return 0
 """
 
 Handler = Callable[[MessageProxy], None]
+IDLE_WAIT_S = 0.5  # an idle consumer blocks this long on its wake-up list (also bounds stop latency)
 
 
 class PartitionConsumer(threading.Thread):
@@ -67,13 +68,18 @@ class PartitionConsumer(threading.Thread):
     def run(self) -> None:
         queue = queue_of(self.partition)
         self.broker.declare_queue(queue)
+        client = self.broker.client  # type: ignore[attr-defined]
         while not self.stopping.is_set():
             try:
-                consumer = self.broker.consume(queue, prefetch=1, timeout=500)
+                # Dramatiq's Redis consumer polls, sleeping up to `timeout` ms between empty fetches;
+                # at 500 ms a request arriving at an idle partition waited up to half a second. Keep
+                # its sleep at 5 ms and block on the partition's wake-up list instead (pushed by send).
+                consumer = self.broker.consume(queue, prefetch=1, timeout=5)
                 try:
                     while not self.stopping.is_set():
                         message = next(consumer)
                         if message is None:
+                            client.blpop([wake_key(self.partition)], timeout=IDLE_WAIT_S)
                             continue
                         self.handler(message)
                         consumer.ack(message)

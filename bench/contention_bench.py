@@ -1,0 +1,414 @@
+"""Seat-hold contention: four strategies on the same skewed workload, measured in the same run.
+
+    .venv/bin/python -m bench.contention_bench [--attempts 2000 --seats 100 --clients 32]
+
+Workload: `--attempts` hold attempts (distinct users) over `--seats` seats of one schedule; half of
+them (`--hot-share`) land on `--hot-seats` hot seats, the rest on the others, every seat at least
+once, shuffled with a fixed seed. `--clients` threads run it closed-loop (each waits for the
+outcome of its attempt before the next). Fresh schema and seed before each strategy.
+
+  (a) pipeline  the partitioned pipeline: `--workers` `python -m workers run` processes; a client
+                enqueues as POST /reservations does (JobStore.create + send) and waits (JobStore.wait)
+  (b) redis     a Redis lock per seat (SET NX PX, spin, compare-and-delete) around models.reservations.hold_seat
+  (c) for_update  SELECT ... FOR UPDATE the seat, UPDATE it, INSERT the reservation, COMMIT (raw pymysql)
+  (d) optimistic  models.reservations.hold_seat directly (its compare-and-set), retried on ConcurrentUpdate
+
+Reported per strategy: holds/s (attempts completed per second), client-side p50/p99 per attempt,
+successes (must equal the seat count), oversell (live reservations beyond one per seat, must be 0),
+models.check.violations(), and the deltas of InnoDB row lock waits / lock time / deadlocks
+(server-wide counters: anything else running on this MariaDB adds to them).
+
+Environment: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_contention, created if
+missing), BENCH_REDIS_URL (default redis://127.0.0.1:6379/6, emptied before each strategy and at
+the end). Writes bench/results/contention.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+import redis
+
+from bench.common import summary_ms, write
+from bench.pipeline_bench import connect, create_database, fresh_data
+from config.bootstrap import Services, bootstrap
+from config.settings import Settings
+from models import check
+from models import reservations as domain
+from models.db import db
+from models.errors import ConcurrentUpdate, SeatNotAvailable
+from tests.integration.procs import Cluster, wait_for_leases
+from workers.broker import send
+from workers.jobs import SUCCEEDED, TERMINAL, JobStore
+
+HELD, TAKEN, ERROR = "held", "taken", "error"
+LOCK_TTL_MS = 3000
+OPTIMISTIC_TRIES = 3
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+Attempt = tuple[int, int, int]  # (user id, seat id, schedule id)
+HoldFn = Callable[[int, int, int, Any], str]  # (user, seat, schedule, per-thread state) -> outcome
+
+
+def workload(seats: list[tuple[int, int]], attempts: int, hot_seats: int, hot_share: float, seed: int) -> list[Attempt]:
+    """Skewed attempts: `hot_share` of them on the first `hot_seats` seats, every seat at least once."""
+    rng = random.Random(seed)
+    hot, cold = seats[:hot_seats], seats[hot_seats:]
+    n_hot = max(len(hot), round(attempts * hot_share))
+    n_cold = max(len(cold), attempts - n_hot)
+    picks = hot + cold + [rng.choice(hot) for _ in range(n_hot - len(hot))]
+    picks += [rng.choice(cold) for _ in range(n_cold - len(cold))] if cold else []
+    rng.shuffle(picks)
+    return [(i + 1, seat_id, schedule_id) for i, (seat_id, schedule_id) in enumerate(picks)]
+
+
+def lock_status(url: str) -> dict[str, int | None]:
+    """InnoDB row lock waits, row lock time (ms) and deadlocks (None if the server has no counter)."""
+    names = ("Innodb_row_lock_waits", "Innodb_row_lock_time", "Innodb_deadlocks")
+    with connect(url, None) as conn, conn.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS WHERE Variable_name IN (%s, %s, %s)", names)
+        found = {str(k): int(v) for k, v in cur.fetchall()}
+    return {n: found.get(n) for n in names}
+
+
+def closed_loop(plan: list[Attempt], clients: int, hold: HoldFn, setup: Callable[[], Any], teardown: Any) -> dict:
+    """Run `plan` on `clients` threads, each attempt after the previous one's outcome.
+
+    Each thread opens its connections (`setup`) before the common start, so connection set-up
+    is outside the measured time for every strategy alike.
+    """
+    latencies: list[float] = []
+    outcomes: Counter[str] = Counter()
+    errors: list[BaseException] = []
+    guard = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+
+    def client(k: int) -> None:
+        state = setup()
+        mine: list[float] = []
+        seen: Counter[str] = Counter()
+        barrier.wait()
+        try:
+            for user_id, seat_id, schedule_id in plan[k::clients]:
+                started = time.perf_counter()
+                seen[hold(user_id, seat_id, schedule_id, state)] += 1
+                mine.append(time.perf_counter() - started)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            teardown(state)
+            with guard:
+                latencies.extend(mine)
+                outcomes.update(seen)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return {
+        "attempts": len(latencies),
+        "seconds": round(seconds, 3),
+        "holds_per_second": round(len(latencies) / seconds, 1),
+        "latency": summary_ms(latencies),
+        "outcomes": dict(outcomes),
+    }
+
+
+def _open_db(services: Services) -> Callable[[], None]:
+    """A per-thread setup: a pooled database connection and a Redis connection, opened now."""
+
+    def setup() -> None:
+        db.connect(reuse_if_open=True)
+        services.redis.ping()
+
+    return setup
+
+
+def _close_db(_: Any) -> None:
+    db.close()
+
+
+def _domain_hold(user_id: int, seat_id: int, schedule_id: int, settings: Settings) -> str:
+    """models.reservations.hold_seat once, with a fresh job id (first attempt: redelivered=False)."""
+    try:
+        domain.hold_seat(
+            user_id=user_id,
+            schedule_id=schedule_id,
+            seat_id=seat_id,
+            job_id=uuid.uuid4().hex,
+            hold_ttl=settings.hold_ttl,
+            max_holds=settings.max_holds_per_user,
+            redelivered=False,
+        )
+        return HELD
+    except SeatNotAvailable:
+        return TAKEN
+
+
+def run_pipeline(services: Services, plan: list[Attempt], clients: int) -> dict:
+    """(a) Enqueue like POST /reservations and wait for each job's outcome."""
+    store = JobStore(services.redis)
+
+    def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
+        job = store.create(job_type="RESERVATION", user_id=user_id)
+        send(
+            services.broker,
+            actor_name="hold_seat",
+            route_seat=seat_id,
+            partitions=services.settings.partitions,
+            job_id=job.job_id,
+            user_id=user_id,
+            schedule_id=schedule_id,
+            seat_id=seat_id,
+            enqueued_ms=int(time.time() * 1000),
+        )
+        done = store.wait(job.job_id, 60)
+        if done is None or done.status not in TERMINAL:
+            return ERROR
+        if done.status == SUCCEEDED:
+            return HELD
+        return TAKEN if (done.error or {}).get("code") == SeatNotAvailable.code else ERROR
+
+    return closed_loop(plan, clients, hold, services.redis.ping, lambda _: None)
+
+
+def warm_up_workers(services: Services) -> None:
+    """One job per partition on a seat that does not exist (fails NOT_FOUND, writes nothing).
+
+    So every consumer has opened its connections before the measured run, as the other
+    strategies' clients have.
+    """
+    store = JobStore(services.redis)
+    ids = []
+    for p in range(services.settings.partitions):
+        job = store.create(job_type="RESERVATION", user_id=10**9 + p)
+        send(
+            services.broker,
+            actor_name="hold_seat",
+            route_seat=p,
+            partitions=services.settings.partitions,
+            job_id=job.job_id,
+            user_id=10**9 + p,
+            schedule_id=0,
+            seat_id=0,
+            enqueued_ms=int(time.time() * 1000),
+        )
+        ids.append(job.job_id)
+    for job_id in ids:
+        done = store.wait(job_id, 30)
+        if done is None or done.status not in TERMINAL:
+            raise SystemExit(f"warm-up job {job_id} did not finish")
+
+
+def run_redis_lock(services: Services, plan: list[Attempt], clients: int) -> dict:
+    """(b) A Redis lock per seat (SET NX PX, spin) around the domain's hold transaction."""
+    client: redis.Redis = services.redis
+    unlock = client.register_script(_UNLOCK)
+    spins = Counter[str]()
+
+    def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
+        key, token = f"lock:seat:{seat_id}", uuid.uuid4().hex
+        waited = 0
+        while not client.set(key, token, nx=True, px=LOCK_TTL_MS):
+            waited += 1
+            time.sleep(0.001)
+        try:
+            return _domain_hold(user_id, seat_id, schedule_id, services.settings)
+        finally:
+            unlock(keys=[key], args=[token])
+            if waited:
+                spins["spins"] += waited
+                spins["contended_acquires"] += 1
+
+    result = closed_loop(plan, clients, hold, _open_db(services), _close_db)
+    result["lock_spins"] = dict(spins)
+    return result
+
+
+def run_for_update(url: str, plan: list[Attempt], clients: int) -> dict:
+    """(c) SELECT ... FOR UPDATE the seat, then UPDATE + INSERT in the same transaction."""
+    name = urlparse(url).path.lstrip("/")
+
+    def hold(user_id: int, seat_id: int, schedule_id: int, conn: Any) -> str:
+        with conn.cursor() as cur:
+            conn.begin()
+            cur.execute("SELECT status, version, price FROM seats WHERE id = %s FOR UPDATE", (seat_id,))
+            status, version, price = cur.fetchone()
+            if status != "AVAILABLE":
+                conn.rollback()
+                return TAKEN
+            cur.execute(
+                "UPDATE seats SET status = 'HELD', version = version + 1 WHERE id = %s AND version = %s",
+                (seat_id, version),
+            )
+            cur.execute(
+                "INSERT INTO reservations (user_id, seat_id, schedule_id, price, status, expires_at, version, "
+                "live_seat_id, hold_slot, job_id, created_at, updated_at) VALUES (%s, %s, %s, %s, 'HELD', "
+                "UTC_TIMESTAMP(6) + INTERVAL 300 SECOND, 0, %s, 1, %s, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
+                (user_id, seat_id, schedule_id, price, seat_id, uuid.uuid4().hex),
+            )
+            conn.commit()
+            return HELD
+
+    return closed_loop(plan, clients, hold, lambda: connect(url, name), lambda conn: conn.close())
+
+
+def run_optimistic(services: Services, plan: list[Attempt], clients: int) -> dict:
+    """(d) The domain's compare-and-set directly, retried up to OPTIMISTIC_TRIES times on ConcurrentUpdate."""
+    retries = Counter[str]()
+
+    def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
+        for attempt in range(OPTIMISTIC_TRIES):
+            try:
+                return _domain_hold(user_id, seat_id, schedule_id, services.settings)
+            except ConcurrentUpdate:
+                retries["retries"] += 1
+                if attempt == OPTIMISTIC_TRIES - 1:
+                    return ERROR
+        return ERROR
+
+    result = closed_loop(plan, clients, hold, _open_db(services), _close_db)
+    result["concurrent_update_retries"] = retries["retries"]
+    return result
+
+
+def verify(seat_count: int) -> dict[str, Any]:
+    """Live reservations, oversell (live beyond one per seat) and the invariant checker, after a run."""
+    live = db.execute_sql("SELECT COUNT(*) FROM reservations WHERE status IN ('HELD','CONFIRMED')").fetchone()[0]
+    oversell = db.execute_sql(
+        "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM reservations "
+        "WHERE status IN ('HELD','CONFIRMED') GROUP BY seat_id) AS per_seat"
+    ).fetchone()[0]
+    held_seats = db.execute_sql("SELECT COUNT(*) FROM seats WHERE status = 'HELD'").fetchone()[0]
+    violations = check.violations()
+    db.close()
+    return {
+        "live_reservations": int(live),
+        "held_seats": int(held_seats),
+        "oversell": int(oversell),
+        "violations": violations,
+        "ok": int(live) == seat_count and int(held_seats) == seat_count and int(oversell) == 0 and not violations,
+    }
+
+
+def _delta(before: dict[str, int | None], after: dict[str, int | None]) -> dict[str, int | None]:
+    return {k: (None if before[k] is None or after[k] is None else after[k] - before[k]) for k in before}  # type: ignore[operator]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--attempts", type=int, default=2000)
+    parser.add_argument("--seats", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--hot-seats", type=int, default=10)
+    parser.add_argument("--hot-share", type=float, default=0.5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_contention")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
+
+    create_database(db_url)
+    settings = Settings().with_(database_url=db_url, redis_url=redis_url, partitions=args.partitions)
+    services = bootstrap(settings)
+    results: dict[str, dict[str, Any]] = {}
+
+    def measure(name: str, run: Callable[[list[Attempt]], dict], before_run: Callable[[], None] = lambda: None) -> None:
+        services.redis.flushdb()
+        seats = fresh_data(args.seats)
+        db.close()
+        plan = workload(seats, args.attempts, args.hot_seats, args.hot_share, args.seed)
+        before_run()
+        locks_before = lock_status(db_url)
+        result = run(plan)
+        result["db_locks"] = _delta(locks_before, lock_status(db_url))
+        result["check"] = verify(args.seats)
+        results[name] = result
+        print(f"  {name}: {result['holds_per_second']:,.1f} holds/s, outcomes {result['outcomes']}", flush=True)
+
+    cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions)})
+
+    def start_workers() -> None:
+        for _ in range(args.workers):
+            cluster.start_worker()
+        wait_for_leases(services.redis, cluster, partitions=args.partitions)
+        warm_up_workers(services)
+
+    try:
+        measure("a_pipeline", lambda plan: run_pipeline(services, plan, args.clients), start_workers)
+    finally:
+        cluster.stop()
+    try:
+        measure("b_redis_lock", lambda plan: run_redis_lock(services, plan, args.clients))
+        measure("c_for_update", lambda plan: run_for_update(db_url, plan, args.clients))
+        measure("d_optimistic", lambda plan: run_optimistic(services, plan, args.clients))
+    finally:
+        services.redis.flushdb()
+
+    a, b = results["a_pipeline"], results["b_redis_lock"]
+    throughput_ratio = a["holds_per_second"] / b["holds_per_second"]
+    p99_ratio = a["latency"]["p99_ms"] / b["latency"]["p99_ms"]
+    target_met = throughput_ratio >= 1.5 and p99_ratio < 1.0
+
+    print(
+        f"\n{args.attempts} hold attempts over {args.seats} seats ({args.hot_share:.0%} on {args.hot_seats} hot "
+        f"seats), {args.clients} closed-loop clients; pipeline: {args.workers} workers x {args.partitions} partitions"
+    )
+    header = f"{'strategy':16}{'holds/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'held':>6}{'taken':>7}{'errors':>7}"
+    header += f"{'oversell':>9}{'viol.':>6}{'lock waits':>11}{'lock ms':>9}{'deadlocks':>10}"
+    print(header)
+    for name, r in results.items():
+        o, locks = r["outcomes"], r["db_locks"]
+        deadlocks = "n/a" if locks["Innodb_deadlocks"] is None else locks["Innodb_deadlocks"]
+        print(
+            f"{name:16}{r['holds_per_second']:>9,.1f}{r['latency']['p50_ms']:>9.1f}{r['latency']['p99_ms']:>9.1f}"
+            f"{o.get(HELD, 0):>6}{o.get(TAKEN, 0):>7}{o.get(ERROR, 0):>7}{r['check']['oversell']:>9}"
+            f"{len(r['check']['violations']):>6}{locks['Innodb_row_lock_waits']:>11}"
+            f"{locks['Innodb_row_lock_time']:>9}{deadlocks!s:>10}"
+        )
+    print(
+        f"(a)/(b): throughput x{throughput_ratio:.2f}, p99 x{p99_ratio:.2f}; target (>= 1.5x throughput and a lower "
+        f"p99): {'met' if target_met else 'NOT met'}"
+    )
+    bad = [n for n, r in results.items() if not r["check"]["ok"] or r["outcomes"].get(HELD, 0) != args.seats]
+    print("correctness: " + (f"FAILED for {', '.join(bad)}" if bad else f"every strategy held exactly {args.seats}"))
+
+    path = write(
+        "contention",
+        {
+            "parameters": vars(args),
+            "strategies": results,
+            "a_over_b": {
+                "throughput": round(throughput_ratio, 3),
+                "p99": round(p99_ratio, 3),
+                "target": ">= 1.5x throughput and lower p99",
+                "target_met": target_met,
+            },
+            "correct": not bad,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
