@@ -47,8 +47,7 @@ def _claim(user_id: int, key: str, body: PaymentIn, job: Job) -> Job:
     if r.set(rkey, jsonlib.dumps({"jobId": job.job_id, "body": digest}), nx=True, ex=IDEMPOTENCY_TTL):
         return job
     first = jsonlib.loads(r.get(rkey) or "{}")  # type: ignore[arg-type]
-    r.delete(f"job:{job.job_id}")
-    r.zrem("jobs:open", job.job_id)
+    job_store().discard(job.job_id)
     if first.get("body") != digest:
         raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request body")
     earlier = job_store().get(first.get("jobId", ""))

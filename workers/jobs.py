@@ -80,6 +80,13 @@ class JobStore:
         pipe.execute()
         return Job(job_id, job_type, QUEUED, user_id, now, None, None, None, 0)
 
+    def discard(self, job_id: str) -> None:
+        """Forget a QUEUED job whose message was never sent (e.g. it lost an Idempotency-Key race)."""
+        pipe = self.r.pipeline()
+        pipe.delete(f"job:{job_id}")
+        pipe.zrem(OPEN_KEY, job_id)
+        pipe.execute()
+
     def start(self, job_id: str) -> str:
         """Mark RUNNING unless terminal; return the status it had ('MISSING' if the record is gone)."""
         return _text(self._start(keys=[f"job:{job_id}"], args=[_ms()]))
