@@ -217,7 +217,7 @@ def _keys(concert_id: int) -> dict[str, str]:
 def concert_of_token(token: str) -> int:
     """The concert id a token names, or TokenInvalid for a malformed token."""
     head, _, rest = token.partition(".")
-    if not head.isdigit() or len(rest) < 16 or len(token) > 64:
+    if not (head.isascii() and head.isdigit()) or len(head) > 19 or len(rest) < 16 or len(token) > 64:
         raise TokenInvalid("the queue token is malformed")
     return int(head)
 

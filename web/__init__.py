@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, redirect, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.wrappers import Response as WResponse
 
 from config.bootstrap import bootstrap
@@ -13,6 +15,17 @@ from models.db import db
 from models.errors import ValidationError
 
 API_PREFIX = "/api/v1"
+
+
+class SafeJSONProvider(DefaultJSONProvider):
+    """Flask's JSON provider, except that a body nested deeply enough to exhaust the parser's
+    recursion is rejected like any malformed body (a ValueError), not a 500."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON body is nested too deeply") from None
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -43,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         seats_jitter=s.cache_seats_jitter,
     )
     _warm(cache)
+    app.json = SafeJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = False
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import swagger_ui_bundle
 from flask import Blueprint, Response, jsonify, send_from_directory
@@ -21,10 +23,24 @@ PAGE = """<!doctype html>
 </body></html>"""
 
 
+def _problem_media_types(document: dict[str, Any]) -> dict[str, Any]:
+    """Declare error responses as application/problem+json (what web/errors.py sends); spectree
+    only knows application/json."""
+    doc = copy.deepcopy(document)
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            for response in (operation.get("responses") or {}).values() if isinstance(operation, dict) else ():
+                content = response.get("content") or {}
+                schema = content.get("application/json", {}).get("schema", {})
+                if str(schema.get("$ref", "")).rsplit("/", 1)[-1].startswith("Problem"):
+                    content["application/problem+json"] = content.pop("application/json")
+    return doc
+
+
 @bp.get("/openapi.json")
 def openapi() -> Response:
     """OpenAPI 3.1 of every route."""
-    return jsonify(spec.spec)
+    return jsonify(_problem_media_types(spec.spec))
 
 
 @bp.get("/docs")

@@ -5,7 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    StrictStr,
+)
 
 from models.db import iso
 
@@ -141,10 +151,25 @@ class HistoryOut(Out):
 
 
 # --- admin ---------------------------------------------------------------------------------
+def _aware_utc_text(value: Any) -> Any:
+    """startsAt must be ISO 8601 text (pydantic would read numbers as Unix times) that fits in UTC."""
+    if not isinstance(value, str):
+        raise ValueError("startsAt must be an ISO 8601 date-time string with an offset")
+    return value
+
+
+def _representable_in_utc(value: dt.datetime) -> dt.datetime:
+    try:
+        value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("startsAt is out of range") from None
+    return value
+
+
 class NewScheduleIn(Body):
     """One schedule of a new concert."""
 
-    startsAt: AwareDatetime
+    startsAt: Annotated[AwareDatetime, BeforeValidator(_aware_utc_text), AfterValidator(_representable_in_utc)]
     seatCount: Annotated[StrictInt, Field(ge=1, le=1000)]
     price: Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
 
