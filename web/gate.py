@@ -27,8 +27,11 @@ def waiting_room() -> WaitingRoom:
     return current_app.extensions["waiting_room"]  # type: ignore[no-any-return]
 
 
-def require_active(concert_id: int | None = None) -> QueueToken:
-    """The caller's ACTIVE token (for `concert_id` when given), or the matching 401/403 error."""
+def require_active(concert_id: int | None = None, *, claimed_user_id: int | None = None) -> QueueToken:
+    """The caller's ACTIVE token (for `concert_id` when given), or the matching 401/403 error.
+
+    `claimed_user_id` is a userId the request body names: it must be the token's user.
+    """
     token = request.headers.get(HEADER, "").strip()
     if not token:
         raise TokenMissing(f"send the queue token in the {HEADER} header")
@@ -37,6 +40,8 @@ def require_active(concert_id: int | None = None) -> QueueToken:
         raise TokenNotActive(f"the token is still waiting (rank {info.rank}); poll GET /api/v1/queue/token")
     if concert_id is not None and info.concert_id != concert_id:
         raise Forbidden("the queue token is for another concert")
+    if claimed_user_id is not None and claimed_user_id != info.user_id:
+        raise Forbidden("userId does not match the queue token's user")
     g.queue_token = info
     return info
 

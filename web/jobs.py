@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,9 +12,10 @@ from flask import Blueprint, Response, jsonify, request
 from spectree import Response as Resp
 
 from models.errors import NotFound
-from web.api import respond, services, spec
+from web.api import respond, services, settings, spec
 from web.errors import problem, status_of_code
 from web.schemas import JobAccepted, JobOut, Problem
+from workers.broker import send
 from workers.jobs import SUCCEEDED, TERMINAL, Job, JobStore
 
 bp = Blueprint("jobs", __name__)
@@ -30,6 +32,28 @@ def prefer_wait() -> float:
     """Seconds asked for by `Prefer: wait=N` (capped at 10; absent or malformed = 0)."""
     match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
     return min(float(match.group(1)), MAX_WAIT) if match else 0.0
+
+
+def enqueue(job: Job, *, actor_name: str, route_seat: int, **kwargs: Any) -> None:
+    """Send a recorded job's message to the seat's partition (the job record is written first)."""
+    send(
+        services().broker,
+        actor_name=actor_name,
+        route_seat=route_seat,
+        partitions=settings().partitions,
+        job_id=job.job_id,
+        enqueued_ms=int(time.time() * 1000),
+        **kwargs,
+    )
+
+
+def answer(
+    job: Job, *, location: Callable[[dict[str, Any]], str], wait: float | None = None, success_status: int = 201
+) -> Response:
+    """Answer a job request: wait as asked (`Prefer: wait=N` unless `wait` is given), then job_answer."""
+    seconds = prefer_wait() if wait is None else wait
+    latest = job_store().wait(job.job_id, seconds) if seconds else None
+    return job_answer(latest or job, location=location, success_status=success_status)
 
 
 def _ts(ms: int | None) -> dt.datetime | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json as jsonlib
-import time
 import uuid
 
 from flask import Blueprint, Response, request
@@ -14,10 +13,9 @@ from models import payments, reservations
 from models.errors import Forbidden, IdempotencyKeyReused, ValidationError
 from web.api import parse_id, respond, services, settings, spec
 from web.gate import require_active
-from web.jobs import job_answer, job_store, prefer_wait
+from web.jobs import answer, enqueue, job_store
 from web.limits import job_key, limiter
 from web.schemas import JobAccepted, PaymentIn, PaymentOut, Problem
-from workers.broker import send
 from workers.jobs import Job
 
 bp = Blueprint("payments", __name__)
@@ -76,31 +74,25 @@ def _claim(user_id: int, key: str, body: PaymentIn, job: Job) -> Job:
 )
 def create(json: PaymentIn) -> Response:
     """Queue a payment on the seat's partition; the same Idempotency-Key returns the first job."""
-    token = require_active()
+    token = require_active(claimed_user_id=json.userId)
     seat_id, concert_id = reservations.route_of_reservation(reservation_id=json.reservationId)
     if concert_id != token.concert_id:
         raise Forbidden("the queue token is for another concert")
-    if json.userId is not None and json.userId != token.user_id:
-        raise Forbidden("userId does not match the queue token's user")
     key = _idempotency_key()
     job = job_store().create(job_type=PAYMENT, user_id=token.user_id, job_id=uuid.uuid4().hex)
     if key is not None:
         claimed = _claim(token.user_id, key, json, job)
         if claimed.job_id != job.job_id:
-            return job_answer(job_store().wait(claimed.job_id, prefer_wait()) or claimed, location=_location)
-    send(
-        services().broker,
+            return answer(claimed, location=_location)
+    enqueue(
+        job,
         actor_name="pay",
         route_seat=seat_id,
-        partitions=settings().partitions,
-        job_id=job.job_id,
         user_id=token.user_id,
         reservation_id=json.reservationId,
         idempotency_key=key,
-        enqueued_ms=int(time.time() * 1000),
     )
-    wait = prefer_wait()
-    return job_answer((job_store().wait(job.job_id, wait) if wait else None) or job, location=_location)
+    return answer(job, location=_location)
 
 
 @bp.get("/payments/<payment_id>")

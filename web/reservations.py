@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, Response
 from spectree import Response as Resp
 
 from models import concerts, reservations
-from models.errors import Forbidden
-from web.api import parse_id, respond, services, settings, spec
+from web.api import parse_id, respond, settings, spec
 from web.gate import require_active
-from web.jobs import MAX_WAIT, job_answer, job_store, prefer_wait
+from web.jobs import MAX_WAIT, answer, enqueue, job_store
 from web.limits import job_key, limiter
 from web.schemas import JobAccepted, Problem, ReservationIn, ReservationOut
-from workers.broker import send
 
 bp = Blueprint("reservations", __name__)
 RESERVATION = "RESERVATION"
@@ -44,23 +40,17 @@ def _location(result: dict[str, object]) -> str:
 )
 def create(json: ReservationIn) -> Response:
     """Queue a seat hold on the seat's partition; `Prefer: wait=N` answers with the outcome."""
-    token = require_active(concerts.concert_id_of_schedule(schedule_id=json.scheduleId))
-    if json.userId is not None and json.userId != token.user_id:
-        raise Forbidden("userId does not match the queue token's user")
+    token = require_active(concerts.concert_id_of_schedule(schedule_id=json.scheduleId), claimed_user_id=json.userId)
     job = job_store().create(job_type=RESERVATION, user_id=token.user_id)
-    send(
-        services().broker,
+    enqueue(
+        job,
         actor_name="hold_seat",
         route_seat=json.seatId,
-        partitions=settings().partitions,
-        job_id=job.job_id,
         user_id=token.user_id,
         schedule_id=json.scheduleId,
         seat_id=json.seatId,
-        enqueued_ms=int(time.time() * 1000),
     )
-    wait = prefer_wait()
-    return job_answer((job_store().wait(job.job_id, wait) if wait else None) or job, location=_location)
+    return answer(job, location=_location)
 
 
 @bp.get("/reservations/<reservation_id>")
@@ -88,14 +78,11 @@ def cancel(reservation_id: str) -> Response:
     rid = parse_id(reservation_id, "reservationId")
     reservations.get_reservation(reservation_id=rid, user_id=token.user_id)  # 404 for anyone else's
     job = job_store().create(job_type=RESERVATION, user_id=token.user_id)
-    send(
-        services().broker,
+    enqueue(
+        job,
         actor_name="cancel_reservation",
         route_seat=reservations.seat_of_reservation(reservation_id=rid),
-        partitions=settings().partitions,
-        job_id=job.job_id,
         user_id=token.user_id,
         reservation_id=rid,
-        enqueued_ms=int(time.time() * 1000),
     )
-    return job_answer(job_store().wait(job.job_id, MAX_WAIT) or job, location=_location, success_status=200)
+    return answer(job, location=_location, wait=MAX_WAIT, success_status=200)
