@@ -32,13 +32,11 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-import pymysql
 import redis
 from flask import Flask, Response, g
 
-from bench.common import machine, pct, write
+from bench.common import create_database, machine, pct, write
 from config.bootstrap import current
 from config.settings import Settings
 from models import schema, seed
@@ -51,16 +49,6 @@ from web import create_app
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WARMUP = 20
-
-
-def create_database(url: str) -> None:
-    u = urlparse(url)
-    conn = pymysql.connect(
-        host=u.hostname, port=u.port or 3306, user=unquote(u.username or "root"), password=unquote(u.password or "")
-    )
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{u.path.lstrip('/')}` CHARACTER SET utf8mb4")
-    conn.close()
 
 
 def ensure_data(seats: int, schedules: int) -> tuple[int, int, dict[str, Any]]:
@@ -275,7 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "machine": {
             **machine(),
-            "mem_total_kb": mem_total_kb(),
             "loadavg_at_start": load_at_start,
             "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         },
@@ -286,13 +273,6 @@ def main(argv: list[str] | None = None) -> int:
     path = write("cache", data)
     print_table(lat, http)
     print(f"wrote {path.relative_to(ROOT)}")
-    return 0
-
-
-def mem_total_kb() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1])
     return 0
 
 

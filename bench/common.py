@@ -9,6 +9,9 @@ import platform
 import statistics
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pymysql
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -25,9 +28,30 @@ def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "os": platform.platform(),
         "python": platform.python_version(),
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
     }
+
+
+def connect(url: str, database: str | None) -> pymysql.connections.Connection:  # type: ignore[type-arg]
+    """An autocommit PyMySQL connection to the server of a mysql:// URL (optionally one database)."""
+    u = urlparse(url)
+    return pymysql.connect(
+        host=u.hostname or "127.0.0.1",
+        port=u.port or 3306,
+        user=unquote(u.username or "root"),
+        password=unquote(u.password or ""),
+        database=database,
+        autocommit=True,
+    )
+
+
+def create_database(url: str) -> None:
+    """Create the database a mysql:// URL names, if missing (benchmarks use their own)."""
+    name = urlparse(url).path.lstrip("/")
+    with connect(url, None) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
 
 
 def pct(values: list[float], q: float) -> float:

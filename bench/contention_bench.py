@@ -38,8 +38,8 @@ from urllib.parse import urlparse
 
 import redis
 
-from bench.common import summary_ms, write
-from bench.pipeline_bench import connect, create_database, fresh_data
+from bench.common import connect, create_database, summary_ms, write
+from bench.pipeline_bench import fresh_data
 from config.bootstrap import Services, bootstrap
 from config.settings import Settings
 from models import check

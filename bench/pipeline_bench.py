@@ -22,17 +22,15 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
-import pymysql
-
+from bench.common import connect, create_database, machine
 from config.bootstrap import Services, bootstrap
 from config.settings import Settings
 from models import check, schema, seed
@@ -43,24 +41,6 @@ from workers.broker import send
 from workers.jobs import OPEN_KEY, SUCCEEDED, TERMINAL, JobStore
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
-
-
-def connect(url: str, database: str | None) -> pymysql.connections.Connection:  # type: ignore[type-arg]
-    u = urlparse(url)
-    return pymysql.connect(
-        host=u.hostname or "127.0.0.1",
-        port=u.port or 3306,
-        user=unquote(u.username or "root"),
-        password=unquote(u.password or ""),
-        database=database,
-        autocommit=True,
-    )
-
-
-def create_database(url: str) -> None:
-    name = urlparse(url).path.lstrip("/")
-    with connect(url, None) as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
 
 
 def fresh_data(seats: int) -> list[tuple[int, int]]:
@@ -188,19 +168,6 @@ def cpu_seconds(pids: list[int]) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / ticks
-
-
-def machine() -> dict[str, Any]:
-    mem_kb = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kb = int(line.split()[1])
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gib": round(mem_kb / 1024 / 1024, 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-    }
 
 
 def main() -> None:

@@ -20,27 +20,15 @@ from urllib.parse import urlparse
 import pymysql
 import redis
 
-from bench.common import summary_ms, write
+from bench.common import connect, create_database, summary_ms, write
 from models.waiting_room import WaitingRoom, _keys
 
 CONCERT = 1
 
 
 def _mysql(url: str) -> pymysql.Connection:  # type: ignore[type-arg]
-    u = urlparse(url)
-    db = u.path.lstrip("/")
-    admin = pymysql.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root", password=u.password or "")
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4")
-    admin.close()
-    return pymysql.connect(
-        host=u.hostname,
-        port=u.port or 3306,
-        user=u.username or "root",
-        password=u.password or "",
-        database=db,
-        autocommit=True,
-    )
+    create_database(url)
+    return connect(url, urlparse(url).path.lstrip("/"))
 
 
 def load_mysql(conn: pymysql.Connection, n: int) -> None:  # type: ignore[type-arg]
