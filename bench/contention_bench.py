@@ -165,23 +165,24 @@ def _domain_hold(user_id: int, seat_id: int, schedule_id: int, settings: Setting
 
 
 def run_pipeline(services: Services, plan: list[Attempt], clients: int) -> dict:
-    """(a) Enqueue like POST /reservations and wait for each job's outcome."""
+    """(a) Enqueue like POST /reservations (record + message in one round trip) and wait for the outcome."""
     store = JobStore(services.redis)
 
     def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
-        job = store.create(job_type="RESERVATION", user_id=user_id)
+        job_id = uuid.uuid4().hex
         send(
             services.broker,
             actor_name="hold_seat",
             route_seat=seat_id,
             partitions=services.settings.partitions,
-            job_id=job.job_id,
+            before=lambda pipe: store.create(job_type="RESERVATION", user_id=user_id, job_id=job_id, pipe=pipe),
+            job_id=job_id,
             user_id=user_id,
             schedule_id=schedule_id,
             seat_id=seat_id,
             enqueued_ms=int(time.time() * 1000),
         )
-        done = store.wait(job.job_id, 60)
+        done = store.wait(job_id, 60, fresh=True)
         if done is None or done.status not in TERMINAL:
             return ERROR
         if done.status == SUCCEEDED:

@@ -50,11 +50,10 @@ def _start_workers(settings: Settings) -> Callable[[], None]:
     import threading
 
     from config.bootstrap import bootstrap
-    from workers.dispatch import handle
-    from workers.partitions import PartitionWorker
+    from workers.batch import partition_worker
 
     services = bootstrap(settings)
-    worker = PartitionWorker(services.redis, services.broker, handle, partitions=settings.partitions)
+    worker = partition_worker(services)
     thread = threading.Thread(target=worker.run, name="partition-worker", daemon=True)
     thread.start()
 

@@ -110,6 +110,7 @@ class Settings:
     outbox_max_attempts: int = 50
     job_stale_after: float = 30.0
     job_sweep_after: float = 120.0
+    worker_batch: int = 32
     rate_limit_enabled: bool = True
     rate_issue_user: str = "30/minute"
     rate_issue_ip: str = "200/second"
@@ -146,6 +147,7 @@ class Settings:
             outbox_max_attempts=_int(e, "OUTBOX_MAX_ATTEMPTS", 50, 1, 1_000_000),
             job_stale_after=_float(e, "JOB_STALE_AFTER", 30.0, 1.0, 3600.0),
             job_sweep_after=_float(e, "JOB_SWEEP_AFTER", 120.0, 5.0, 86_400.0),
+            worker_batch=_int(e, "WORKER_BATCH", 32, 1, 1000),
             rate_limit_enabled=_bool(e, "RATE_LIMIT_ENABLED", True),
             rate_issue_user=_rate(e, "RATE_LIMIT_ISSUE_USER", "30/minute"),
             rate_issue_ip=_rate(e, "RATE_LIMIT_ISSUE_IP", "200/second"),

@@ -14,11 +14,10 @@ from config.settings import Settings, SettingsError
 
 
 def _run(settings: Settings) -> int:
-    from workers.dispatch import handle
-    from workers.partitions import PartitionWorker
+    from workers.batch import partition_worker
 
     services = bootstrap(settings)
-    worker = PartitionWorker(services.redis, services.broker, handle, partitions=settings.partitions)
+    worker = partition_worker(services)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         logging.getLogger("workers").info("signal %s: finishing the messages in hand", signum)

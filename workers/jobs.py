@@ -66,18 +66,24 @@ class JobStore:
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
 
-    def create(self, *, job_type: str, user_id: int, job_id: str | None = None) -> Job:
-        """Record a QUEUED job (before its message is sent)."""
+    def create(self, *, job_type: str, user_id: int, job_id: str | None = None, pipe: Any = None) -> Job:
+        """Record a QUEUED job (before its message is sent).
+
+        With `pipe`, the commands are only added to that pipeline (workers.broker.send's `before`
+        hook), so the record and the message travel in one round trip.
+        """
         job_id = job_id or uuid.uuid4().hex
         now = _ms()
-        pipe = self.r.pipeline()
+        execute = pipe is None
+        pipe = self.r.pipeline() if pipe is None else pipe
         pipe.hset(
             f"job:{job_id}",
             mapping={"id": job_id, "type": job_type, "status": QUEUED, "user": user_id, "created": now, "attempts": 0},
         )
         pipe.expire(f"job:{job_id}", self.ttl * 24)
         pipe.zadd(OPEN_KEY, {job_id: now})
-        pipe.execute()
+        if execute:
+            pipe.execute()
         return Job(job_id, job_type, QUEUED, user_id, now, None, None, None, 0)
 
     def discard(self, job_id: str) -> None:
@@ -122,8 +128,15 @@ class JobStore:
             attempts=int(h.get("attempts") or 0),
         )
 
-    def wait(self, job_id: str, timeout: float) -> Job | None:
-        """Block (no polling) until the job ends or `timeout` seconds pass; return the record."""
+    def wait(self, job_id: str, timeout: float, *, fresh: bool = False) -> Job | None:
+        """Block (no polling) until the job ends or `timeout` seconds pass; return the record.
+
+        `fresh=True` is for the creator of a job nobody else knows yet: its done-list element can
+        only be there for this caller, so the first read is skipped (one round trip less).
+        """
+        if fresh and timeout > 0:
+            self.r.blpop([f"job:{job_id}:done"], timeout=timeout)
+            return self.get(job_id)
         job = self.get(job_id)
         if job is None or job.status in TERMINAL or timeout <= 0:
             return job

@@ -10,7 +10,8 @@ redelivery of a dead process's unacked messages, dead-letter queue) and run our 
 * leases: `partition:lease:<N>` = member, SET NX PX, renewed every tick by compare-and-expire;
   a process over its share stops the extra consumers (after the message in hand) and then
   deletes their leases; a process under its share claims free ones;
-* consumers: one thread per owned partition, `prefetch=1`, so at most the message in hand.
+* consumers: one thread per owned partition; it fetches up to `batch_size` waiting messages at
+  once and runs them in order as one batch (workers/batch.py), acknowledged after the batch.
 
 A killed process stops renewing: its leases lapse after LEASE_TTL and the survivors claim
 them; Dramatiq's maintenance (heartbeat_timeout, see config/bootstrap.py) puts its
@@ -28,13 +29,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
 
-from workers.broker import queue_of, wake_key
+from workers.broker import ack_all, queue_of, wake_key
 
 log = logging.getLogger("workers.partitions")
 
@@ -51,17 +52,28 @@ return 0
 """
 
 Handler = Callable[[MessageProxy], None]
+BatchHandler = Callable[[Sequence[MessageProxy]], None]
 IDLE_WAIT_S = 0.5  # an idle consumer blocks this long on its wake-up list (also bounds stop latency)
 
 
 class PartitionConsumer(threading.Thread):
-    """Consume one partition's queue, one message at a time, until stopped."""
+    """Consume one partition's queue in order, a batch of waiting messages at a time, until stopped."""
 
-    def __init__(self, broker: dramatiq.Broker, partition: int, handler: Handler) -> None:
+    def __init__(
+        self,
+        broker: dramatiq.Broker,
+        partition: int,
+        handler: Handler,
+        batch: BatchHandler | None = None,
+        *,
+        batch_size: int = 1,
+    ) -> None:
         super().__init__(name=f"partition-{partition}", daemon=True)
         self.broker = broker
         self.partition = partition
         self.handler = handler
+        self.batch = batch
+        self.batch_size = max(1, batch_size) if batch is not None else 1
         self.stopping = threading.Event()
         self.processed = 0
 
@@ -74,16 +86,27 @@ class PartitionConsumer(threading.Thread):
                 # Dramatiq's Redis consumer polls, sleeping up to `timeout` ms between empty fetches;
                 # at 500 ms a request arriving at an idle partition waited up to half a second. Keep
                 # its sleep at 5 ms and block on the partition's wake-up list instead (pushed by send).
-                consumer = self.broker.consume(queue, prefetch=1, timeout=5)
+                consumer = self.broker.consume(queue, prefetch=self.batch_size, timeout=5)
                 try:
                     while not self.stopping.is_set():
                         message = next(consumer)
                         if message is None:
                             client.blpop([wake_key(self.partition)], timeout=IDLE_WAIT_S)
                             continue
-                        self.handler(message)
-                        consumer.ack(message)
-                        self.processed += 1
+                        # What the fetch brought beside it is already ours (moved to our ack set):
+                        # take it as one batch, acknowledged only once all of it ran.
+                        batch = [message]
+                        while len(batch) < self.batch_size and consumer.message_cache:  # type: ignore[attr-defined]
+                            extra = next(consumer)
+                            if extra is None:
+                                break
+                            batch.append(extra)
+                        if self.batch is not None and len(batch) > 1:
+                            self.batch(batch)
+                        else:
+                            self.handler(message)
+                        ack_all(consumer, batch)
+                        self.processed += len(batch)
                 finally:
                     consumer.close()
             except Exception:  # Redis gone: wait and reconnect; unacked messages stay in Redis
@@ -105,12 +128,16 @@ class PartitionWorker:
         handler: Handler,
         *,
         partitions: int,
+        batch: BatchHandler | None = None,
+        batch_size: int = 1,
         lease_ttl: float = 10.0,
         tick_interval: float = 2.0,
     ) -> None:
         self.r = client
         self.broker = broker
         self.handler = handler
+        self.batch = batch
+        self.batch_size = batch_size
         self.partitions = partitions
         self.lease_ttl_ms = int(lease_ttl * 1000)
         self.tick_interval = tick_interval
@@ -153,7 +180,7 @@ class PartitionWorker:
                 if p in self.consumers:
                     continue
                 if self.r.set(LEASE_PREFIX + str(p), self.member, nx=True, px=self.lease_ttl_ms):
-                    consumer = PartitionConsumer(self.broker, p, self.handler)
+                    consumer = PartitionConsumer(self.broker, p, self.handler, self.batch, batch_size=self.batch_size)
                     self.consumers[p] = consumer
                     consumer.start()
                     log.info("%s claimed partition %s", self.member, p)

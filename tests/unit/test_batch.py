@@ -1,0 +1,209 @@
+"""Batched partition processing (workers/batch.py) on the unit tier: same answers as one by one, fewer trips.
+
+Messages are built as the web layer sends them (a QUEUED job record, then the message); the
+batch runs them with the real serial handler for whatever it does not answer in bulk.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
+from flask import Flask
+
+from config.bootstrap import current
+from models import reservations as domain
+from models.concerts import Schedule, Seat
+from models.db import db
+from models.reservations import Reservation
+from models.seed import seed_demo
+from workers.batch import SeatBatch, partition_worker
+from workers.broker import send
+from workers.dispatch import handle
+from workers.jobs import FAILED, SUCCEEDED, JobStore
+
+
+@pytest.fixture
+def seats(app: Flask) -> list[Seat]:
+    concert_id = seed_demo()
+    schedule = Schedule.select().where(Schedule.concert == concert_id).order_by(Schedule.id).first()
+    return list(Seat.select().where(Seat.schedule == schedule.id).order_by(Seat.number))
+
+
+class Counting:
+    """The serial handler, counting the messages it was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, message: MessageProxy) -> None:
+        self.calls.append(message.kwargs.get("job_id", message.actor_name))
+        handle(message)
+
+
+def hold_message(store: JobStore, user_id: int, seat: Seat, job_id: str | None = None) -> MessageProxy:
+    job = store.get(job_id) if job_id else None
+    job = job or store.create(job_type="RESERVATION", user_id=user_id, job_id=job_id)
+    kwargs = {
+        "job_id": job.job_id,
+        "user_id": user_id,
+        "schedule_id": seat.schedule_id,
+        "seat_id": seat.id,
+        "enqueued_ms": int(time.time() * 1000),
+    }
+    return MessageProxy(Message(queue_name="seats.p0", actor_name="hold_seat", args=(), kwargs=kwargs, options={}))
+
+
+def cancel_message(store: JobStore, user_id: int, reservation_id: int) -> MessageProxy:
+    job = store.create(job_type="RESERVATION", user_id=user_id)
+    kwargs = {
+        "job_id": job.job_id,
+        "user_id": user_id,
+        "reservation_id": reservation_id,
+        "enqueued_ms": int(time.time() * 1000),
+    }
+    return MessageProxy(
+        Message(queue_name="seats.p0", actor_name="cancel_reservation", args=(), kwargs=kwargs, options={})
+    )
+
+
+def outcome(store: JobStore, message: MessageProxy) -> tuple[str, Any]:
+    job = store.get(message.kwargs["job_id"])
+    assert job is not None
+    return job.status, (job.error or {}).get("code") if job.status == FAILED else job.result["userId"]
+
+
+def held_by(seat: Seat) -> list[int]:
+    with db.connection_context():
+        return [
+            r.user_id for r in Reservation.select().where((Reservation.seat == seat.id) & Reservation.live_seat_id.is_null(False))
+        ]
+
+
+def direct_hold(user_id: int, seat: Seat, job_id: str) -> domain.ReservationView:
+    with db.connection_context():
+        return domain.hold_seat(
+            user_id=user_id, schedule_id=seat.schedule_id, seat_id=seat.id, job_id=job_id, hold_ttl=300, max_holds=4
+        )
+
+
+def test_holds_on_taken_seats_are_answered_in_bulk_and_the_first_hold_of_a_free_seat_wins(seats):
+    store = JobStore(current().redis)
+    s1, s2 = seats[0], seats[1]
+    direct_hold(1, s1, "earlier-job")
+    messages = [hold_message(store, u, s) for u, s in [(2, s1), (3, s1), (4, s2), (5, s2), (6, s2)]]
+    serial = Counting()
+    batch = SeatBatch(current().redis, serial, stale_after_s=30)
+
+    batch(messages)
+
+    assert [outcome(store, m) for m in messages] == [
+        (FAILED, "SEAT_NOT_AVAILABLE"),
+        (FAILED, "SEAT_NOT_AVAILABLE"),
+        (SUCCEEDED, 4),
+        (FAILED, "SEAT_NOT_AVAILABLE"),
+        (FAILED, "SEAT_NOT_AVAILABLE"),
+    ]
+    assert serial.calls == [messages[2].kwargs["job_id"]]  # only the hold of the free seat ran serially
+    assert batch.rejected == 4
+    assert held_by(s1) == [1] and held_by(s2) == [4]
+    failed = store.get(messages[0].kwargs["job_id"])
+    assert failed is not None and failed.error == {
+        "code": "SEAT_NOT_AVAILABLE",
+        "title": "Seat not available",
+        "detail": f"seat {s1.number} is held",
+    }
+    assert store.wait(messages[1].kwargs["job_id"], 1).status == FAILED  # waiters are woken
+
+
+def test_a_cancel_in_the_batch_frees_the_seat_for_the_holds_queued_after_it(seats):
+    store = JobStore(current().redis)
+    s1 = seats[0]
+    reservation = direct_hold(1, s1, "earlier-job")
+    messages = [
+        hold_message(store, 2, s1),
+        cancel_message(store, 1, reservation.reservation_id),
+        hold_message(store, 3, s1),
+        hold_message(store, 4, s1),
+    ]
+    batch = SeatBatch(current().redis, Counting(), stale_after_s=30)
+
+    batch(messages)
+
+    statuses = [store.get(m.kwargs["job_id"]).status for m in messages]  # type: ignore[union-attr]
+    assert statuses == [FAILED, SUCCEEDED, SUCCEEDED, FAILED]
+    assert held_by(s1) == [3]
+
+
+def test_a_redelivered_hold_is_left_to_the_serial_path_and_finds_its_own_reservation(seats):
+    store = JobStore(current().redis)
+    s1 = seats[0]
+    first = hold_message(store, 7, s1)
+    job_id = first.kwargs["job_id"]
+    store.start(job_id)  # the first attempt ran (RUNNING) and committed, then its process died
+    direct_hold(7, s1, job_id)
+    messages = [hold_message(store, 7, s1, job_id=job_id), hold_message(store, 8, s1)]
+    serial = Counting()
+
+    SeatBatch(current().redis, serial, stale_after_s=30)(messages)
+
+    assert outcome(store, messages[0]) == (SUCCEEDED, 7)
+    assert outcome(store, messages[1]) == (FAILED, "SEAT_NOT_AVAILABLE")
+    assert serial.calls == [job_id]
+    assert held_by(s1) == [7]
+
+
+def test_a_stale_hold_on_a_taken_seat_fails_as_unavailable_like_the_serial_path(seats):
+    store = JobStore(current().redis)
+    s1 = seats[0]
+    direct_hold(1, s1, "earlier-job")
+    messages = [hold_message(store, 2, s1), hold_message(store, 3, s1)]
+    messages[0].kwargs["enqueued_ms"] -= 60_000
+
+    SeatBatch(current().redis, Counting(), stale_after_s=30)(messages)
+
+    assert outcome(store, messages[0]) == (FAILED, "UNAVAILABLE")
+    assert outcome(store, messages[1]) == (FAILED, "SEAT_NOT_AVAILABLE")
+
+
+def test_a_backlog_on_one_partition_is_consumed_in_batches_with_exactly_one_winner_per_seat(seats):
+    """Real consumer threads: 60 holds over 3 seats of one partition, queued before the worker starts."""
+    services = current()
+    store = JobStore(services.redis)
+    partitions = services.settings.partitions
+    same_partition = [s for s in seats if s.id % partitions == seats[0].id % partitions][:3]
+    assert len(same_partition) == 3
+    jobs = []
+    for i in range(60):
+        seat = same_partition[i % 3]
+        job = store.create(job_type="RESERVATION", user_id=100 + i)
+        send(
+            services.broker,
+            actor_name="hold_seat",
+            route_seat=seat.id,
+            partitions=partitions,
+            job_id=job.job_id,
+            user_id=100 + i,
+            schedule_id=seat.schedule_id,
+            seat_id=seat.id,
+            enqueued_ms=int(time.time() * 1000),
+        )
+        jobs.append(job.job_id)
+
+    worker = partition_worker(services)
+    worker.tick_interval = 0.2
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        finished = [store.wait(j, 10) for j in jobs]
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+    statuses = [j.status for j in finished if j is not None]
+    assert len(statuses) == 60 and statuses.count(SUCCEEDED) == 3 and statuses.count(FAILED) == 57
+    assert worker.batch is not None and worker.batch.rejected > 0  # the backlog was answered in bulk
+    assert all(len(held_by(s)) == 1 for s in same_partition)
