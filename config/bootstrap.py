@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import peewee as pw
@@ -20,6 +20,43 @@ if TYPE_CHECKING:
 _lock = threading.Lock()
 _services: Services | None = None
 _embedded_server: fakeredis.FakeServer | None = None
+
+
+# How long a Redis call may wait on a server that accepted the connection but does not answer
+# (a frozen or partitioned server); a refused connection fails at once. Blocking commands
+# (BLPOP for `Prefer: wait=N`, the idle partition consumer) wait their own timeout plus this.
+REDIS_CONNECT_TIMEOUT = 2.0
+REDIS_READ_TIMEOUT = 5.0
+_BLOCKING_TIMEOUT_LAST = frozenset({"BLPOP", "BRPOP", "BRPOPLPUSH", "BZPOPMIN", "BZPOPMAX", "BLMOVE"})
+_READ_TIMEOUT_OPTION = "_bounded_read_timeout"
+
+
+class BoundedRedis(redis.Redis):
+    """redis.Redis whose replies are awaited at most REDIS_READ_TIMEOUT, except blocking commands.
+
+    One socket timeout cannot serve both: long enough for a 10 s BLPOP, it also lets every GET
+    hang 10 s on a frozen server. A blocking command's reply is read with its own timeout plus
+    the margin (0 = forever stays forever); everything else uses the socket timeout.
+    """
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if args and str(args[0]).upper() in _BLOCKING_TIMEOUT_LAST:
+            try:
+                wait = float(args[-1])
+            except (TypeError, ValueError):
+                wait = 0.0
+            options[_READ_TIMEOUT_OPTION] = wait + REDIS_READ_TIMEOUT if wait > 0 else None
+        return super().execute_command(*args, **options)
+
+    def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
+        if _READ_TIMEOUT_OPTION not in options:
+            return super().parse_response(connection, command_name, **options)
+        timeout = options.pop(_READ_TIMEOUT_OPTION)
+        options.pop("keys", None)
+        response = connection.read_response(timeout=timeout)
+        if command_name in self.response_callbacks:
+            return self.response_callbacks[command_name](response, **options)
+        return response
 
 
 @dataclass
@@ -43,17 +80,18 @@ def make_redis(url: str) -> redis.Redis:
                 _embedded_server = fakeredis.FakeServer()
         return fakeredis.FakeRedis(server=_embedded_server, decode_responses=True)
     # A blocking pool: past max_connections a caller waits for a free connection (up to 5 s)
-    # instead of failing with "Too many connections" (redis-py's default pool of 100 does).
+    # instead of failing with "Too many connections" (redis-py's default pool of 100 does); a
+    # caller still waiting then gets a ConnectionError, which the web answers as 503.
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=256,
         timeout=5,
         decode_responses=True,
-        socket_timeout=15,
-        socket_connect_timeout=3,
+        socket_timeout=REDIS_READ_TIMEOUT,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
         health_check_interval=15,
     )
-    return redis.Redis(connection_pool=pool)
+    return BoundedRedis(connection_pool=pool)
 
 
 def bootstrap(settings: Settings | None = None, *, force: bool = False) -> Services:
@@ -84,7 +122,12 @@ def make_raw_redis(url: str) -> redis.Redis:
 
         make_redis(url)
         return fakeredis.FakeRedis(server=_embedded_server)
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=3, health_check_interval=15)
+    return BoundedRedis.from_url(
+        url,
+        socket_timeout=REDIS_READ_TIMEOUT,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        health_check_interval=15,
+    )
 
 
 def current() -> Services:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import select
 import time
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -56,32 +57,75 @@ class ImmediateSqlite(pw.SqliteDatabase):
 
 
 class PooledMySQL(PooledMySQLDatabase):
-    """peewee's MySQL pool, without a network ping on every checkout.
+    """peewee's MySQL pool, with cheap and bounded checks of a pooled connection.
 
     peewee pings a pooled connection (under the pool lock) each time it is checked out; with a
     connection opened per message and per request that is one extra round trip each, serialized
-    across threads. A connection returned less than PING_AFTER seconds ago is handed out without
-    the ping; an older one is pinged, and one PyMySQL saw fail is discarded. So a restarted
-    server still never leaves a dead connection in use for long.
+    across threads. Instead, on checkout:
+
+    * a connection whose socket is readable while idle is dead: the server killed it, restarted,
+      or the network path closed it (an idle MySQL connection has nothing to read but the EOF or
+      the error packet of its end). Found with a zero-timeout poll, no round trip, and replaced
+      by a fresh one, so a `KILL`ed connection never reaches a query;
+    * a connection returned less than PING_AFTER seconds ago is handed out without a ping;
+    * an older one is pinged with PING_TIMEOUT. A ping that times out means the server does not
+      answer at all: the checkout fails at once (503 on the web) instead of pinging every pooled
+      connection in turn under the pool lock.
+
+    New connections do their handshake within CONNECT_TIMEOUT; queries then read with the
+    database's read timeout.
     """
 
     PING_AFTER = 2.0
+    PING_TIMEOUT = 2.0
+    HANDSHAKE_TIMEOUT = 3.0
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, query_timeout: float = 10.0, **kwargs: Any) -> None:
+        kwargs.setdefault("read_timeout", self.HANDSHAKE_TIMEOUT)
+        kwargs.setdefault("write_timeout", self.HANDSHAKE_TIMEOUT)
         super().__init__(*args, **kwargs)
+        self.query_timeout = query_timeout
         self._returned: dict[int, float] = {}
+
+    def _connect(self) -> Any:
+        conn = super()._connect()
+        # The handshake ran with the short timeouts; queries get the longer one.
+        conn._read_timeout = conn._write_timeout = self.query_timeout
+        return conn
 
     def _is_closed(self, conn: Any) -> bool:
         if not getattr(conn, "open", True):
             return True
+        if _peer_closed(conn):
+            self._discard(conn)
+            return True
         returned = self._returned.get(id(conn))
         if returned is not None and time.monotonic() - returned < self.PING_AFTER:
             return False
-        return bool(super()._is_closed(conn))
+        started = time.monotonic()
+        conn._read_timeout = conn._write_timeout = self.PING_TIMEOUT
+        try:
+            conn.ping(False)
+        except Exception as exc:
+            self._discard(conn)
+            if time.monotonic() - started >= self.PING_TIMEOUT * 0.9:
+                raise pw.OperationalError(
+                    f"the database did not answer a ping within {self.PING_TIMEOUT:g} s: {exc}"
+                ) from exc
+            return True
+        finally:
+            conn._read_timeout = conn._write_timeout = self.query_timeout
+        return False
+
+    def _discard(self, conn: Any) -> None:
+        self._returned.pop(id(conn), None)
+        self._close_raw(conn)
 
     def _can_reuse(self, conn: Any) -> bool:
         # peewee rolls back on every check-in when the driver can't report a transaction (one
         # round trip each time); PyMySQL can, through the server status flags.
+        if not getattr(conn, "open", True):
+            return False
         if getattr(conn, "server_status", 1) & SERVER_STATUS_IN_TRANS:
             return bool(super()._can_reuse(conn))
         return True
@@ -92,6 +136,19 @@ class PooledMySQL(PooledMySQLDatabase):
         else:
             self._returned[id(conn)] = time.monotonic()
         super()._close(conn, close_conn)
+
+
+def _peer_closed(conn: Any) -> bool:
+    """True when an idle connection's socket has something to read (EOF or an error packet)."""
+    sock = getattr(conn, "_sock", None)
+    if sock is None:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
 def make_database(url: str, *, max_connections: int = 32) -> pw.Database:
@@ -124,9 +181,10 @@ def make_database(url: str, *, max_connections: int = 32) -> pw.Database:
             max_connections=int(opts.get("max_connections", max_connections)),
             stale_timeout=300,
             timeout=10,
-            connect_timeout=5,
-            read_timeout=30,
-            write_timeout=30,
+            connect_timeout=float(opts.get("connect_timeout", 3)),
+            # A query that gets no answer for this long fails (the server froze or the network
+            # dropped); ?read_timeout=N raises it for long maintenance queries.
+            query_timeout=float(opts.get("read_timeout", 10)),
         )
     raise ValueError(f"unsupported database URL {url!r}")
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dramatiq.errors
 import peewee as pw
+import pymysql
 import redis
+import redis.exceptions
 from flask import Blueprint, Response
+from playhouse.pool import MaxConnectionsExceeded
 from spectree import Response as Resp
 
 from models.db import db
@@ -16,12 +20,45 @@ from web.schemas import HealthOut, ReadyOut
 bp = Blueprint("health", __name__)
 
 
+# Errors that mean "the database cannot be reached or answered no more": peewee wraps PyMySQL's
+# (lost connection 2013, gone away 2006, refused 2003, read timeout...) in its own classes; the
+# raw ones are listed for code paths peewee does not wrap (closing, pool checks). A full pool
+# that stayed full for the pool's wait timeout is the same to a caller: try again shortly.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    pw.OperationalError,
+    pw.InterfaceError,
+    pymysql.err.OperationalError,
+    pymysql.err.InterfaceError,
+    MaxConnectionsExceeded,
+)
+# redis-py: ConnectionError covers refused/reset connections, BusyLoadingError (a restarted
+# server still loading its AOF), MaxConnectionsError and the blocking pool's "No connection
+# available" after its wait; TimeoutError a server that stopped answering; ReadOnlyError a
+# replica answering during a failover. Dramatiq wraps the broker's connection errors in its own.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    dramatiq.errors.BrokerConnectionError,
+)
+
+
 def unavailable_error(error: BaseException) -> Unavailable | None:
-    """Map a lost database/Redis connection to a 503 UNAVAILABLE problem (else None)."""
-    if isinstance(error, (pw.OperationalError, pw.InterfaceError)):
-        return Unavailable("the database is unavailable; retry shortly")
-    if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
-        return Unavailable("Redis is unavailable; retry shortly")
+    """Map a lost database/Redis connection to a 503 UNAVAILABLE problem (else None).
+
+    The error itself or the error it was raised from (`raise ... from`, a few levels deep)
+    counts, so a connection error wrapped by a library on its way up is still recognised; an
+    unrelated bug raised while handling one is not (it stays a logged 500).
+    """
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, DATABASE_ERRORS):
+            return Unavailable("the database is unavailable; retry shortly")
+        if isinstance(seen, REDIS_ERRORS):
+            return Unavailable("Redis is unavailable; retry shortly")
+        seen = seen.__cause__
     return None
 
 
