@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-unit lint fmt migrate seed check bench bench-report clean
+.PHONY: run test test-unit lint fmt migrate seed check bench bench-quick bench-report chaos clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,11 +44,26 @@ seed: $(VENV)/.runtime
 check: $(VENV)/.runtime
 	$(BIN)/python -m models check
 
-bench: $(VENV)/.dev  ## every benchmark against MariaDB + Redis, then docs/BENCHMARKS.md
+bench: $(VENV)/.dev  ## every benchmark against MariaDB + Redis (+ the Kafka-protocol broker), then docs/BENCHMARKS.md (< 30 min)
 	$(BIN)/python -m bench.queue_bench
+	$(BIN)/python -m bench.index_bench
 	$(BIN)/python -m bench.pipeline_bench
+	$(BIN)/python -m bench.contention_bench
 	$(BIN)/python -m bench.cache_bench
+	$(BIN)/python -m bench.flash_sale
 	$(BIN)/python -m bench.report
+
+bench-quick: $(VENV)/.dev  ## the same benchmarks at a smaller scale (< 5 min), then docs/BENCHMARKS.md
+	$(BIN)/python -m bench.queue_bench --tokens 200000 --samples 50 --issues 5000
+	$(BIN)/python -m bench.index_bench --quick
+	$(BIN)/python -m bench.pipeline_bench --requests 1000
+	$(BIN)/python -m bench.contention_bench --attempts 1000
+	$(BIN)/python -m bench.cache_bench --seats 100000 -n 100 --duration 5s
+	$(BIN)/python -m bench.flash_sale --quick
+	$(BIN)/python -m bench.report
+
+chaos: $(VENV)/.dev  ## a flash sale through the real processes under injected faults; prints the fault table
+	$(BIN)/python -m bench.chaos
 
 bench-report: $(VENV)/.dev
 	$(BIN)/python -m bench.report
