@@ -255,10 +255,21 @@ def consume(
     last_lag = 0.0
     try:
         while not stop.is_set():
-            batches = consumer.poll(timeout_ms=500, max_records=100)
-            for tp, records in batches.items():
+            batches = list(consumer.poll(timeout_ms=500, max_records=100).items())
+            held = False
+            for i, (tp, records) in enumerate(batches):
                 for rec in records:
                     ok, error, attempts = with_retries(handler, rec.value, retries=retries, interval=interval)
+                    if not ok and not _reachable(redis):
+                        # Redis (where the handler works) is down: the event is fine, so it is neither
+                        # dead-lettered nor committed. Rewind to it (and to every record of this poll not
+                        # handled yet) and come back once Redis answers.
+                        log.warning("Redis unreachable: holding %s[%s]@%s until it returns", *_where(rec))
+                        consumer.seek(tp, rec.offset)
+                        for later_tp, later in batches[i + 1 :]:
+                            consumer.seek(later_tp, later[0].offset)
+                        held = True
+                        break
                     if not ok:
                         dlt.send(
                             DLT_TOPIC,
@@ -272,15 +283,41 @@ def consume(
                                 ("original-offset", str(rec.offset).encode()),
                             ],
                         ).get(timeout=10)
-                        redis.hincrby("stats:consumer", "dead_lettered_total", 1)
-                    redis.hincrby("stats:consumer", "consumed_total", 1)
+                        _stat(redis, "dead_lettered_total")
+                    _stat(redis, "consumed_total")
                     consumer.commit({TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(rec.offset + 1, "", -1)})
+                if held:
+                    break
+            if held:
+                stop.wait(interval)
+                continue
             if time.monotonic() - last_lag > 5:
                 last_lag = time.monotonic()
-                redis.hset("stats:consumer", "lag", _lag(consumer))
+                with contextlib.suppress(Exception):  # metrics only: never worth stopping the consumer
+                    redis.hset("stats:consumer", "lag", _lag(consumer))
     finally:
         consumer.close()
         dlt.close(timeout=5)
+
+
+def _reachable(client: Any) -> bool:
+    """True when Redis answers a PING."""
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def _stat(client: Any, name: str) -> None:
+    """Count in `stats:consumer`; a Redis error here is logged, never fatal to the consumer."""
+    try:
+        client.hincrby("stats:consumer", name, 1)
+    except Exception as exc:
+        log.warning("could not count %s: %s", name, exc)
+
+
+def _where(rec: Any) -> tuple[str, int, int]:
+    return rec.topic, rec.partition, rec.offset
 
 
 def _lag(consumer: Any) -> int:
