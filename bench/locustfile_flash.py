@@ -1,0 +1,250 @@
+"""Locust users of the flash-sale benchmark (bench/flash_sale.py starts it; see there for the run).
+
+Each `Fan` is one person at a ticket opening, start to finish, once:
+join the queue, poll until ACTIVE (every `estimatedWaitSeconds`, clamped to 1..5 s), read the seat map of a
+random schedule (the other one if it has no free seat), hold a random free seat with `Prefer: wait=5`
+(up to HOLD_ATTEMPTS tries, re-reading the map after a lost race), pay with an Idempotency-Key and
+`Prefer: wait=5`, then stop. A fan who pays just stops: the PaymentCompleted event frees the slot (that is
+what the consumer is for); a fan who finds no seat, or sees `soldOut` while waiting, leaves the queue
+(DELETE /queue/token) so the slot goes to the next waiter. A fan who is done stays idle instead of ending
+its greenlet: locust replaces users that end while it is still spawning, and every fan must come once.
+When FLASH_USERS fans are done, the run ends (before --run-time).
+
+Expected business answers (409 SEAT_NOT_AVAILABLE on a hold) are successes for locust's statistics and
+counted as outcomes; anything unexpected (5xx, 429, 401/403 on an ACTIVE token, timeouts) is a failure.
+
+Env: FLASH_CONCERT_ID, FLASH_SCHEDULES (comma-separated ids), FLASH_USERS (the fans, = locust -u),
+FLASH_USER_BASE (first user id, default 1; fans are FLASH_USER_BASE .. +FLASH_USERS-1),
+FLASH_MAX_WAIT (seconds a fan waits in the queue before giving up, default 120), FLASH_OUTCOMES (path of a
+JSON file this process writes its outcome counts to at the end), FLASH_MODE=bare (GET /bare back to back
+instead: the framework floor, same user count).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+import random
+import time
+import uuid
+from typing import Any
+
+import gevent
+import gevent.event
+from locust import FastHttpUser, constant, events, task
+from locust.runners import Runner, WorkerRunner
+
+API = "/api/v1"
+CONCERT_ID = int(os.environ.get("FLASH_CONCERT_ID", "1"))
+SCHEDULES = [int(s) for s in os.environ.get("FLASH_SCHEDULES", "1").split(",") if s]
+USER_BASE = int(os.environ.get("FLASH_USER_BASE", "1"))
+USERS = int(os.environ.get("FLASH_USERS", "1"))
+MAX_WAIT = float(os.environ.get("FLASH_MAX_WAIT", "120"))
+OUTCOMES_FILE = os.environ.get("FLASH_OUTCOMES", "")
+BARE = os.environ.get("FLASH_MODE", "") == "bare"
+HOLD_ATTEMPTS = 3
+JOB_POLL = 0.5
+
+outcomes: collections.Counter[str] = collections.Counter()
+_user_ids = itertools.count(USER_BASE)
+_done = gevent.event.Event()
+_in_journey = [0]  # fans between joining and stopping, right now
+
+
+class Failed(Exception):
+    """An unexpected answer: the request is already marked failed; the fan gives up."""
+
+
+def _problem_code(resp: Any) -> str:
+    try:
+        return str(resp.json().get("code", ""))
+    except Exception:
+        return ""
+
+
+class Fan(FastHttpUser):
+    """One fan's whole journey (a single task run, then idle until the run ends)."""
+
+    wait_time = constant(0)
+    network_timeout = 30.0
+    connection_timeout = 30.0
+
+    def on_start(self) -> None:
+        self.user_id = next(_user_ids)
+        self.token = ""
+
+    # --- one request with an expected set of statuses ------------------------------------------
+    def _call(self, method: str, path: str, name: str, ok: tuple[int, ...], **kw: Any) -> tuple[int, Any]:
+        with self.client.request(method, path, name=name, catch_response=True, **kw) as resp:
+            status = resp.status_code
+            if status in ok:
+                resp.success()
+                try:
+                    body = resp.json() if resp.content else None
+                except Exception:
+                    body = None
+                return status, body
+            resp.failure(f"{status} {_problem_code(resp)}".strip())
+        outcomes[f"failed:{name}:{status}"] += 1
+        raise Failed(name)
+
+    def _headers(self, **extra: str) -> dict[str, str]:
+        return {"X-Queue-Token": self.token, **extra}
+
+    def _wait_job(self, job_id: str) -> tuple[str, Any]:
+        """Poll a job (after a `Prefer: wait` that came back 202) until it is terminal."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            gevent.sleep(JOB_POLL)
+            _, job = self._call("GET", f"{API}/jobs/{job_id}", "/jobs/[id]", (200,))
+            if job["status"] in ("SUCCEEDED", "FAILED"):
+                return job["status"], job["result"] if job["status"] == "SUCCEEDED" else job["error"]
+        outcomes["job_never_finished"] += 1
+        raise Failed("job")
+
+    # --- the journey -----------------------------------------------------------------------------
+    @task
+    def journey(self) -> None:
+        if BARE:
+            self.client.get("/bare", name="/bare")
+            return
+        if self.user_id >= USER_BASE + USERS:  # never expected: locust spawned more than FLASH_USERS
+            outcomes["surplus_user"] += 1
+        else:
+            _in_journey[0] += 1
+            outcomes["max_fans_in_journey"] = max(outcomes["max_fans_in_journey"], _in_journey[0])
+            try:
+                self._journey()
+            except Failed:
+                outcomes["gave_up_after_failure"] += 1
+            finally:
+                _in_journey[0] -= 1
+            outcomes["done"] += 1
+            if outcomes["done"] >= USERS:
+                _done.set()
+        gevent.sleep(86_400)  # idle, not ended: an ended user is respawned while spawning goes on
+
+    def _journey(self) -> None:
+        _, tok = self._call(
+            "POST",
+            f"{API}/queue/tokens",
+            "/queue/tokens",
+            (200, 201),
+            json={"userId": self.user_id, "concertId": CONCERT_ID},
+        )
+        self.token = tok["token"]
+        outcomes["joined"] += 1
+        outcomes["active_on_join" if tok["status"] == "ACTIVE" else "waiting_on_join"] += 1
+        started = time.monotonic()
+        while tok["status"] != "ACTIVE":
+            if tok.get("soldOut"):
+                outcomes["sold_out_while_waiting"] += 1
+                self._leave()
+                return
+            if time.monotonic() - started > MAX_WAIT:
+                outcomes["gave_up_waiting"] += 1
+                self._leave()
+                return
+            gevent.sleep(min(5.0, max(1.0, float(tok.get("estimatedWaitSeconds") or 1))))
+            status, body = self._call("GET", f"{API}/queue/token", "/queue/token", (200, 401), headers=self._headers())
+            if status == 401:  # dropped (not expected while polling every <= 5 s)
+                outcomes["token_lost_while_waiting"] += 1
+                return
+            tok = body
+        outcomes["admitted"] += 1
+        outcomes["admitted_after_s_total_ms"] += int((time.monotonic() - started) * 1000)
+        held = self._hold()
+        if held is None:
+            self._leave()
+            return
+        self._pay(held)
+
+    def _free_seats(self) -> tuple[int, list[int]]:
+        """(schedule id, free seat ids): a random schedule first, the other one if it is full."""
+        order = random.sample(SCHEDULES, len(SCHEDULES))
+        for schedule_id in order:
+            _, seat_map = self._call(
+                "GET",
+                f"{API}/schedules/{schedule_id}/seats?status=AVAILABLE",
+                "/schedules/[id]/seats",
+                (200,),
+                headers=self._headers(),
+            )
+            free = [s["seatId"] for s in seat_map["seats"] if s["status"] == "AVAILABLE"]
+            if free:
+                return schedule_id, free
+        return 0, []
+
+    def _hold(self) -> dict[str, Any] | None:
+        for _ in range(HOLD_ATTEMPTS):
+            schedule_id, free = self._free_seats()
+            if not free:
+                outcomes["no_free_seat_seen"] += 1
+                return None
+            status, body = self._call(
+                "POST",
+                f"{API}/reservations",
+                "/reservations",
+                (201, 202, 409),
+                json={"scheduleId": schedule_id, "seatId": random.choice(free)},
+                headers=self._headers(Prefer="wait=5"),
+            )
+            if status == 202:
+                outcomes["hold_answered_202"] += 1
+                state, result = self._wait_job(body["jobId"])
+                if state == "SUCCEEDED":
+                    status, body = 201, result
+                else:
+                    status, body = int(result.get("status", 409)), result
+            if status == 201:
+                outcomes["held"] += 1
+                return body  # type: ignore[no-any-return]
+            code = body.get("code", "") if isinstance(body, dict) else ""
+            outcomes[f"hold_lost:{code}"] += 1
+            if code != "SEAT_NOT_AVAILABLE":
+                return None
+        outcomes["lost_every_attempt"] += 1
+        return None
+
+    def _pay(self, reservation: dict[str, Any]) -> None:
+        status, body = self._call(
+            "POST",
+            f"{API}/payments",
+            "/payments",
+            (201, 202),
+            json={"reservationId": reservation["reservationId"]},
+            headers=self._headers(Prefer="wait=5", **{"Idempotency-Key": uuid.uuid4().hex}),
+        )
+        if status == 202:
+            outcomes["pay_answered_202"] += 1
+            state, body = self._wait_job(body["jobId"])
+            if state != "SUCCEEDED":
+                outcomes[f"pay_failed:{body.get('code', '')}"] += 1
+                return
+        outcomes["paid"] += 1
+
+    def _leave(self) -> None:
+        self._call("DELETE", f"{API}/queue/token", "/queue/token [DELETE]", (204, 401), headers=self._headers())
+        outcomes["left"] += 1
+
+
+# --- the run ends when every fan is done; outcomes are written at the end ---------------------------
+@events.test_start.add_listener
+def _quit_when_every_fan_is_done(environment: Any, **_: Any) -> None:
+    if BARE or isinstance(environment.runner, WorkerRunner):
+        return
+
+    def watch(runner: Runner) -> None:
+        _done.wait()
+        runner.quit()
+
+    gevent.spawn(watch, environment.runner)
+
+
+@events.quitting.add_listener
+def _write_outcomes(environment: Any, **_: Any) -> None:
+    if OUTCOMES_FILE and not BARE:
+        with open(f"{OUTCOMES_FILE}.{os.getpid()}", "w") as fh:
+            json.dump(dict(outcomes), fh)
