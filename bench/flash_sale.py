@@ -99,31 +99,47 @@ class Honcho:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return {k: int(v) for k, v in re.findall(r"\| (\S+) started \(pid=(\d+)\)", text)}
 
-    def exit_codes(self) -> dict[str, int]:
-        """Process name -> exit code, from honcho's 'web.1 stopped (rc=N)' lines."""
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return {k: int(v) for k, v in re.findall(r"\| (\S+) stopped \(rc=(-?\d+)\)", text)}
-
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
-    def stop(self) -> int | None:
+    def stop(self, grace: float = 25) -> dict[str, bool]:
+        """SIGTERM everything; return process name -> True if its group ended within `grace` s (no SIGKILL).
+
+        honcho runs each Procfile line under `/bin/sh -c` (dash does not exec), so honcho sees the shell die
+        at once while the Python process in the same group is still draining: wait for the groups themselves.
+        """
         children = self.children()
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # honcho SIGTERMs every child, SIGKILLs them 5 s later
+            self.proc.send_signal(signal.SIGTERM)  # honcho SIGTERMs every child's group
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
-        for pid in children.values():  # a child honcho could not reap (honcho itself killed)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        return self.proc.returncode
+        deadline = time.monotonic() + grace
+        clean: dict[str, bool] = {}
+        for name, pgid in children.items():
+            while _group_alive(pgid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            clean[name] = not _group_alive(pgid)
+            if not clean[name]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+        return clean
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def gunicorn(app_spec: str, env: dict[str, str], port: int, probe: str, log: Path) -> subprocess.Popen[bytes]:
@@ -312,7 +328,7 @@ class SellOutWatch(threading.Thread):
         self.first_hold: float | None = None
         self.all_taken: float | None = None
         self.sold_out: float | None = None
-        self.timeline: list[tuple[float, int, int]] = []  # (seconds since start, reservations, RESERVED)
+        self.timeline: list[tuple[float, int, int]] = []  # (seconds since the sale opened, seats taken, RESERVED)
         self.started = time.time()
 
     def run(self) -> None:
@@ -332,8 +348,8 @@ class SellOutWatch(threading.Thread):
                     self.all_taken = now
                 if reserved >= SEATS_TOTAL and self.sold_out is None:
                     self.sold_out = now
-                if not self.timeline or self.timeline[-1][1:] != (reservations, reserved):
-                    self.timeline.append((round(now - self.started, 2), reservations, reserved))
+                if not self.timeline or self.timeline[-1][1:] != (taken, reserved):
+                    self.timeline.append((round(now - self.started, 2), taken, reserved))
                 self.done.wait(self.interval)
 
 
@@ -630,8 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         facts = settle(db_url, r, timeout=30 if args.quick else 60)
         server_5xx = metrics_5xx(WEB_PORT)
         ok, violations = invariant_check(env)
-        honcho.stop()
-        procfile_exit = honcho.exit_codes()
+        procfile_clean_stop = honcho.stop()
         honcho_tail = honcho.tail()
         honcho = None
 
@@ -685,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seats_by_status": facts["seats_by_status"],
                     "reservations_by_status": facts["reservations_by_status"],
                     "server_5xx": server_5xx,
-                    "procfile_exit_codes": procfile_exit,
+                    "procfile_clean_stop": procfile_clean_stop,
                 },
                 "floors": {
                     "bare_flask": {
