@@ -214,6 +214,18 @@ def _keys(concert_id: int) -> dict[str, str]:
     }
 
 
+TOKEN_BYTES = 16  # 128 random bits
+
+
+def new_token_for(concert_id: int) -> str:
+    """A fresh queue token: `<concertId>.<22 url-safe chars>`, 128 random bits from `secrets` (the OS CSPRNG).
+
+    The concert id in clear only routes the token to its concert's keys; it grants nothing: the
+    token is valid only while its hash exists in Redis, and that hash names its user and concert.
+    """
+    return f"{concert_id}.{secrets.token_urlsafe(TOKEN_BYTES)}"
+
+
 def concert_of_token(token: str) -> int:
     """The concert id a token names, or TokenInvalid for a malformed token."""
     head, _, rest = token.partition(".")
@@ -243,7 +255,7 @@ class WaitingRoom:
         if user_id < 1 or concert_id < 1:
             raise ValidationError("userId and concertId must be positive integers")
         tag = _tag(concert_id)
-        new_token = f"{concert_id}.{secrets.token_urlsafe(16)}"
+        new_token = new_token_for(concert_id)
         args: list[str | int] = [
             tag,
             new_token,

@@ -1,40 +1,71 @@
-"""Admin routes (Authorization: Bearer $ADMIN_TOKEN): create a concert with schedules and seats."""
+"""Admin routes (Authorization: Bearer $ADMIN_TOKEN): create a concert with schedules and seats.
+
+No or a wrong bearer token is 401 (TOKEN_MISSING / TOKEN_INVALID) with `WWW-Authenticate: Bearer`
+(RFC 6750); with ADMIN_TOKEN unset the admin routes are closed to everyone (403 FORBIDDEN).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, request
 from spectree import Response as Resp
 
 from models import concerts
-from models.errors import Forbidden
+from models.errors import Forbidden, TokenInvalid, TokenMissing
 from web.api import respond, settings, spec
 from web.schemas import CreatedConcertOut, CreatedScheduleOut, NewConcertIn, Problem
 
 bp = Blueprint("admin", __name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def require_admin() -> None:
     """Constant-time check of the bearer token; admin is off when ADMIN_TOKEN is unset."""
     expected = settings().admin_token
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header.startswith("Bearer ") else ""
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Forbidden("a valid admin bearer token is required")
+    if not expected:
+        raise Forbidden("the admin routes are disabled (ADMIN_TOKEN is not set)")
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise TokenMissing("send the admin token as Authorization: Bearer <token>")
+    # bytes, because compare_digest refuses non-ASCII str; its time does not depend on where they differ
+    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise TokenInvalid("the admin token is not valid")
+
+
+def admin_only(view: F) -> F:
+    """Check the admin token before anything else (an unauthenticated caller learns nothing from validation)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        require_admin()
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@bp.after_request
+def _challenge(response: Response) -> Response:
+    """RFC 6750: a 401 names the scheme the client must use."""
+    if response.status_code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="admin"'
+    return response
 
 
 @bp.post("/admin/concerts")
+@admin_only
 @spec.validate(
     json=NewConcertIn,
-    resp=Resp(HTTP_201=CreatedConcertOut, HTTP_400=Problem, HTTP_403=Problem),
+    resp=Resp(HTTP_201=CreatedConcertOut, HTTP_400=Problem, HTTP_401=Problem, HTTP_403=Problem),
     tags=["admin"],
     security={"adminToken": []},
 )
 def create_concert(json: NewConcertIn) -> Response:
     """Create a concert with its schedules; seats are numbered 1..seatCount."""
-    require_admin()
     concert_id, created = concerts.create_concert(
         title=json.title,
         venue=json.venue,

@@ -9,7 +9,7 @@ from typing import Any
 import swagger_ui_bundle
 from flask import Blueprint, Response, jsonify, send_from_directory
 
-from web.api import spec
+from web.api import MAX_ID, settings, spec
 
 bp = Blueprint("docs", __name__)
 ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
@@ -37,10 +37,96 @@ def _problem_media_types(document: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+API = "/api/v1"
+# Path ids are parsed by web.api.parse_id: a positive 64-bit integer written in digits.
+ID_PARAMETERS = {"concert_id", "schedule_id", "reservation_id", "payment_id", "user_id"}
+ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "`wait=N` (N <= 10): wait up to N s for the job and answer with its outcome (201 or its "
+    "problem), or 202 if it is still running. Anything else is ignored.",
+}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[!-~]([ -~]{0,126}[!-~])?$"},
+    "description": "The same key from the same user returns the first request's job for 24 h "
+    "(422 IDEMPOTENCY_KEY_REUSED with another body).",
+}
+HEADERS = {("post", "/reservations"): [PREFER], ("post", "/payments"): [PREFER, IDEMPOTENCY_KEY]}
+# (from, status) -> (link name, to, {path parameter: runtime expression}): lets a stateful fuzzer chain calls
+LINKS = [
+    (("post", "/admin/concerts"), "201", "GetSchedules", ("get", "/concerts/{concert_id}/schedules"),
+     {"concert_id": "$response.body#/concertId"}),
+    (("post", "/reservations"), "201", "GetReservation", ("get", "/reservations/{reservation_id}"),
+     {"reservation_id": "$response.body#/reservationId"}),
+    (("post", "/reservations"), "201", "CancelReservation", ("delete", "/reservations/{reservation_id}"),
+     {"reservation_id": "$response.body#/reservationId"}),
+    (("post", "/reservations"), "202", "GetJob", ("get", "/jobs/{job_id}"), {"job_id": "$response.body#/jobId"}),
+    (("post", "/payments"), "201", "GetPayment", ("get", "/payments/{payment_id}"),
+     {"payment_id": "$response.body#/paymentId"}),
+    (("post", "/payments"), "202", "GetJob", ("get", "/jobs/{job_id}"), {"job_id": "$response.body#/jobId"}),
+    (("post", "/users/{user_id}/points/charge"), "200", "GetBalance", ("get", "/users/{user_id}/points"),
+     {"user_id": "$response.body#/userId"}),
+    (("post", "/users/{user_id}/points/charge"), "200", "GetHistory", ("get", "/users/{user_id}/points/history"),
+     {"user_id": "$response.body#/userId"}),
+]  # fmt: skip
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": {"$ref": ""}}}}
+
+
+def conform(document: dict[str, Any], *, max_charge: int) -> dict[str, Any]:
+    """What spectree cannot say about our routes, said: integer path ids, the Prefer and
+    Idempotency-Key headers, 413/503 answers, the optional token of GET /jobs, the configured
+    MAX_CHARGE, and links from created resources to their reads."""
+    doc = _problem_media_types(document)
+    paths = doc.get("paths", {})
+    schemas = doc.get("components", {}).get("schemas", {})
+    problem_ref = next(name for name in schemas if name.split(".")[0] == "Problem")
+    for name, schema in schemas.items():
+        if name.split(".")[0] == "ChargeIn":
+            schema["properties"]["amount"]["maximum"] = max_charge
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] in ID_PARAMETERS:
+                    parameter["schema"] = dict(ID_SCHEMA)
+            operation.setdefault("parameters", []).extend(
+                copy.deepcopy(HEADERS.get((method, path.removeprefix(API)), []))
+            )
+            responses = operation.setdefault("responses", {})
+            extra = {"503": "UNAVAILABLE: the database or Redis is down (with Retry-After)"}
+            if "requestBody" in operation:
+                extra["413"] = "PAYLOAD_TOO_LARGE: the body is over MAX_BODY_BYTES"
+            if path == f"{API}/healthz" or path.startswith(f"{API}/docs") or path == f"{API}/openapi.json":
+                extra.pop("503")
+            for status, description in extra.items():
+                if status not in responses:
+                    responses[status] = _problem(description)
+                    responses[status]["content"]["application/problem+json"]["schema"]["$ref"] = (
+                        f"#/components/schemas/{problem_ref}"
+                    )
+            if path == f"{API}/jobs/{{job_id}}":
+                operation["security"] = [{}, {"queueToken": []}]
+    for (method, path), status, name, (to_method, to_path), parameters in LINKS:
+        target = paths.get(API + to_path, {}).get(to_method)
+        response = paths.get(API + path, {}).get(method, {}).get("responses", {}).get(status)
+        if target is not None and response is not None:
+            link = {"operationId": target["operationId"], "parameters": parameters}
+            response.setdefault("links", {})[name] = link
+    return doc
+
+
 @bp.get("/openapi.json")
 def openapi() -> Response:
     """OpenAPI 3.1 of every route."""
-    return jsonify(_problem_media_types(spec.spec))
+    return jsonify(conform(spec.spec, max_charge=settings().max_charge))
 
 
 @bp.get("/docs")

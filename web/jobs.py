@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,9 +12,10 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from spectree import Response as Resp
 
-from models.errors import NotFound
+from models.errors import NotFound, TokenInvalid
 from web.api import respond, services, settings, spec
 from web.errors import problem, status_of_code
+from web.gate import HEADER, waiting_room
 from web.schemas import JobAccepted, JobOut, Problem
 from workers.broker import send
 from workers.jobs import SUCCEEDED, TERMINAL, Job, JobStore
@@ -26,6 +28,24 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])")
 def job_store() -> JobStore:
     """The job store of this app."""
     return JobStore(services().redis)
+
+
+def new_job_id() -> str:
+    """A job id: 128 random bits from `secrets` (32 hex digits); it is the capability to read the job."""
+    return secrets.token_hex(16)
+
+
+def _readable(job: Job) -> bool:
+    """A job id is a bearer capability (only its creator was told it); a caller who also shows a live
+    queue token of another user is refused, exactly as if the job did not exist."""
+    header = request.headers.get(HEADER, "").strip()
+    if not header:
+        return True
+    try:
+        caller = waiting_room().status(token=header, touch=False)
+    except TokenInvalid:  # an expired token names nobody (a payer's token ends right after the payment)
+        return True
+    return caller.user_id == job.user_id
 
 
 def prefer_wait() -> float:
@@ -92,7 +112,7 @@ def job_answer(job: Job, *, location: Callable[[dict[str, Any]], str], success_s
 def get_job(job_id: str) -> Response:
     """A job's status, result or problem (job ids are unguessable 128-bit values)."""
     job = job_store().get(job_id)
-    if job is None:
+    if job is None or not _readable(job):
         raise NotFound(f"job {job_id[:64]} does not exist or has expired")
     out = JobOut.model_validate(
         {

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json as jsonlib
-import uuid
+import re
 
 from flask import Blueprint, Response, request
 from spectree import Response as Resp
 
-from models import payments, reservations
+from models import concerts, payments, reservations
 from models.errors import Forbidden, IdempotencyKeyReused, ValidationError
 from web.api import parse_id, respond, services, settings, spec
 from web.gate import require_active
-from web.jobs import answer, enqueue, job_store
+from web.jobs import answer, enqueue, job_store, new_job_id
 from web.limits import job_key, limiter
 from web.schemas import JobAccepted, PaymentIn, PaymentOut, Problem
 from workers.jobs import Job
@@ -27,13 +27,19 @@ def _location(result: dict[str, object]) -> str:
     return f"/api/v1/payments/{result['paymentId']}"
 
 
+# what /openapi.json declares for the header: 1-128 printable ASCII characters, no space at either end
+IDEMPOTENCY_KEY = re.compile(r"[!-~](?:[ -~]{0,126}[!-~])?")
+
+
 def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    key = key.strip()
-    if not 1 <= len(key) <= 128 or not key.isprintable():
-        raise ValidationError("Idempotency-Key must be 1-128 printable characters")
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ValidationError(
+            "Idempotency-Key must be 1-128 printable ASCII characters",
+            errors=[{"field": "Idempotency-Key", "message": "invalid key"}],
+        )
     return key
 
 
@@ -55,7 +61,7 @@ def _claim(user_id: int, key: str, body: PaymentIn, job: Job) -> Job:
 
 
 @bp.post("/payments")
-@limiter.limit(lambda: settings().rate_jobs_user, key_func=job_key)
+@limiter.shared_limit(lambda: settings().rate_jobs_user, scope="jobs", key_func=job_key)
 @spec.validate(
     json=PaymentIn,
     resp=Resp(
@@ -75,11 +81,13 @@ def _claim(user_id: int, key: str, body: PaymentIn, job: Job) -> Job:
 def create(json: PaymentIn) -> Response:
     """Queue a payment on the seat's partition; the same Idempotency-Key returns the first job."""
     token = require_active(claimed_user_id=json.userId)
-    seat_id, concert_id = reservations.route_of_reservation(reservation_id=json.reservationId)
-    if concert_id != token.concert_id:
+    # another user's reservation is 404, exactly like one that does not exist (existence is not revealed)
+    held = reservations.get_reservation(reservation_id=json.reservationId, user_id=token.user_id)
+    if concerts.concert_id_of_schedule(schedule_id=held.schedule_id) != token.concert_id:
         raise Forbidden("the queue token is for another concert")
+    seat_id = held.seat_id
     key = _idempotency_key()
-    job = job_store().create(job_type=PAYMENT, user_id=token.user_id, job_id=uuid.uuid4().hex)
+    job = job_store().create(job_type=PAYMENT, user_id=token.user_id, job_id=new_job_id())
     if key is not None:
         claimed = _claim(token.user_id, key, json, job)
         if claimed.job_id != job.job_id:
@@ -97,7 +105,9 @@ def create(json: PaymentIn) -> Response:
 
 @bp.get("/payments/<payment_id>")
 @spec.validate(
-    resp=Resp(HTTP_200=PaymentOut, HTTP_401=Problem, HTTP_404=Problem), tags=["payments"], security={"queueToken": []}
+    resp=Resp(HTTP_200=PaymentOut, HTTP_400=Problem, HTTP_401=Problem, HTTP_403=Problem, HTTP_404=Problem),
+    tags=["payments"],
+    security={"queueToken": []},
 )
 def get(payment_id: str) -> Response:
     """The caller's payment."""

@@ -6,9 +6,11 @@ from flask import Blueprint, Response
 from spectree import Response as Resp
 
 from models import concerts, reservations
+from models.errors import Forbidden
+from models.waiting_room import QueueToken
 from web.api import parse_id, respond, settings, spec
 from web.gate import require_active
-from web.jobs import MAX_WAIT, answer, enqueue, job_store
+from web.jobs import MAX_WAIT, answer, enqueue, job_store, new_job_id
 from web.limits import job_key, limiter
 from web.schemas import JobAccepted, Problem, ReservationIn, ReservationOut
 
@@ -20,8 +22,16 @@ def _location(result: dict[str, object]) -> str:
     return f"/api/v1/reservations/{result['reservationId']}"
 
 
+def _own(reservation_id: str, token: QueueToken) -> reservations.ReservationView:
+    """The token user's reservation: anyone else's is 404 like a missing one; another concert's token is 403."""
+    view = reservations.get_reservation(reservation_id=parse_id(reservation_id, "reservationId"), user_id=token.user_id)
+    if concerts.concert_id_of_schedule(schedule_id=view.schedule_id) != token.concert_id:
+        raise Forbidden("the queue token is for another concert")
+    return view
+
+
 @bp.post("/reservations")
-@limiter.limit(lambda: settings().rate_jobs_user, key_func=job_key)
+@limiter.shared_limit(lambda: settings().rate_jobs_user, scope="jobs", key_func=job_key)
 @spec.validate(
     json=ReservationIn,
     resp=Resp(
@@ -41,7 +51,7 @@ def _location(result: dict[str, object]) -> str:
 def create(json: ReservationIn) -> Response:
     """Queue a seat hold on the seat's partition; `Prefer: wait=N` answers with the outcome."""
     token = require_active(concerts.concert_id_of_schedule(schedule_id=json.scheduleId), claimed_user_id=json.userId)
-    job = job_store().create(job_type=RESERVATION, user_id=token.user_id)
+    job = job_store().create(job_type=RESERVATION, user_id=token.user_id, job_id=new_job_id())
     enqueue(
         job,
         actor_name="hold_seat",
@@ -55,34 +65,41 @@ def create(json: ReservationIn) -> Response:
 
 @bp.get("/reservations/<reservation_id>")
 @spec.validate(
-    resp=Resp(HTTP_200=ReservationOut, HTTP_401=Problem, HTTP_404=Problem),
+    resp=Resp(HTTP_200=ReservationOut, HTTP_400=Problem, HTTP_401=Problem, HTTP_403=Problem, HTTP_404=Problem),
     tags=["reservations"],
     security={"queueToken": []},
 )
 def get(reservation_id: str) -> Response:
     """The caller's reservation."""
     token = require_active()
-    view = reservations.get_reservation(reservation_id=parse_id(reservation_id, "reservationId"), user_id=token.user_id)
+    view = _own(reservation_id, token)
     return respond(ReservationOut.model_validate(reservations.reservation_json(view)))
 
 
 @bp.delete("/reservations/<reservation_id>")
 @spec.validate(
-    resp=Resp(HTTP_200=ReservationOut, HTTP_202=JobAccepted, HTTP_401=Problem, HTTP_404=Problem, HTTP_409=Problem),
+    resp=Resp(
+        HTTP_200=ReservationOut,
+        HTTP_202=JobAccepted,
+        HTTP_400=Problem,
+        HTTP_401=Problem,
+        HTTP_403=Problem,
+        HTTP_404=Problem,
+        HTTP_409=Problem,
+    ),
     tags=["reservations"],
     security={"queueToken": []},
 )
 def cancel(reservation_id: str) -> Response:
     """Cancel the caller's held reservation through the seat's partition; the seat is free at once."""
     token = require_active()
-    rid = parse_id(reservation_id, "reservationId")
-    reservations.get_reservation(reservation_id=rid, user_id=token.user_id)  # 404 for anyone else's
-    job = job_store().create(job_type=RESERVATION, user_id=token.user_id)
+    view = _own(reservation_id, token)
+    job = job_store().create(job_type=RESERVATION, user_id=token.user_id, job_id=new_job_id())
     enqueue(
         job,
         actor_name="cancel_reservation",
-        route_seat=reservations.seat_of_reservation(reservation_id=rid),
+        route_seat=view.seat_id,
         user_id=token.user_id,
-        reservation_id=rid,
+        reservation_id=view.reservation_id,
     )
     return answer(job, location=_location, wait=MAX_WAIT, success_status=200)

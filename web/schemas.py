@@ -30,6 +30,21 @@ UtcDateTime = Annotated[dt.datetime, PlainSerializer(_iso, return_type=str, when
 Id = Annotated[int, Field(ge=1, le=MAX_INT64)]
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's `integer` admits 1.0: a float with no fractional part is that integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Integer fields of request bodies: JSON integers and whole floats (1.0); no strings, no booleans.
+# The bounds come before the validator so that they stay `minimum`/`maximum` in the JSON Schema.
+RequestId = Annotated[StrictInt, Field(ge=1, le=MAX_INT64), BeforeValidator(_whole_number)]
+Amount = Annotated[StrictInt, Field(ge=1, le=MAX_INT64), BeforeValidator(_whole_number)]
+SeatCount = Annotated[StrictInt, Field(ge=1, le=1000), BeforeValidator(_whole_number)]
+Price = Annotated[StrictInt, Field(ge=0, le=1_000_000_000), BeforeValidator(_whole_number)]
+
+
 class Body(BaseModel):
     """Base of request bodies: unknown fields are rejected."""
 
@@ -123,7 +138,7 @@ class SeatQuery(BaseModel):
 class ChargeIn(Body):
     """A points charge: a positive whole number (limits in MAX_CHARGE / MAX_BALANCE)."""
 
-    amount: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
+    amount: Amount
 
 
 class BalanceOut(Out):
@@ -166,19 +181,23 @@ def _representable_in_utc(value: dt.datetime) -> dt.datetime:
     return value
 
 
+# At least one character that Python's str.strip() keeps (\s plus the separators \x1c-\x1f).
+NOT_BLANK = r"[^\s\x1c-\x1f]"
+
+
 class NewScheduleIn(Body):
     """One schedule of a new concert."""
 
     startsAt: Annotated[AwareDatetime, BeforeValidator(_aware_utc_text), AfterValidator(_representable_in_utc)]
-    seatCount: Annotated[StrictInt, Field(ge=1, le=1000)]
-    price: Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
+    seatCount: SeatCount
+    price: Price
 
 
 class NewConcertIn(Body):
     """A concert to create with its schedules."""
 
-    title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
-    venue: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    title: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
+    venue: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
     schedules: Annotated[list[NewScheduleIn], Field(min_length=1, max_length=100)]
 
 
@@ -220,8 +239,8 @@ def dump(model: BaseModel) -> dict[str, Any]:
 class TokenIn(Body):
     """Join a concert's queue."""
 
-    userId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
-    concertId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
+    userId: RequestId
+    concertId: RequestId
 
 
 class TokenOut(Out):
@@ -241,9 +260,9 @@ class TokenOut(Out):
 class ReservationIn(Body):
     """Hold a seat of a schedule (the user is the token's user)."""
 
-    scheduleId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
-    seatId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
-    userId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)] | None = None
+    scheduleId: RequestId
+    seatId: RequestId
+    userId: RequestId | None = None
 
 
 class ReservationOut(Out):
@@ -284,8 +303,8 @@ class JobOut(Out):
 class PaymentIn(Body):
     """Pay a held reservation with points."""
 
-    reservationId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)]
-    userId: Annotated[StrictInt, Field(ge=1, le=MAX_INT64)] | None = None
+    reservationId: RequestId
+    userId: RequestId | None = None
 
 
 class PaymentOut(Out):
