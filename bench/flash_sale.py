@@ -1,7 +1,7 @@
 """Flash sale over HTTP: N fans (locust) against the Procfile's processes, beside the framework and physical floors.
 
-    .venv/bin/python -m bench.flash_sale            # 5,000 fans (about 5 minutes)
-    .venv/bin/python -m bench.flash_sale --quick    # 1,000 fans (about 1 minute)
+    .venv/bin/python -m bench.flash_sale            # 5,000 fans arriving at 500/s (1.5-2 minutes)
+    .venv/bin/python -m bench.flash_sale --quick    # 1,000 fans arriving at 200/s (under a minute)
 
 1. Physical floor (quiet machine, before anything starts): raw Redis INCR round trips and raw MariaDB
    single-row INSERT + COMMIT, each from FLOOR_THREADS threads with one connection each.
@@ -25,7 +25,9 @@ fan comes from 127.0.0.1. ACTIVE_LIMIT, ADMIT_INTERVAL and OUTBOX_INTERVAL keep 
 
 Env: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_flash, dropped and recreated; left in
 place afterwards for inspection), BENCH_REDIS_URL (default redis://127.0.0.1:6379/7, flushed before and
-after). Writes bench/results/flash_sale.json and bench/results/locust/flash_{sale,bare}_stats.csv.
+after). Writes bench/results/flash_sale.json and bench/results/locust/flash_{sale,bare}_{stats,failures}.csv.
+Every process it starts (Tansu, honcho and the Procfile's process groups, locust, gunicorn) is stopped on
+exit, on an exception, on Ctrl-C and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -355,17 +358,21 @@ class SellOutWatch(threading.Thread):
 
 def run_locust(
     host: str, users: int, rate: float, run_time: str, csv_prefix: Path, env: dict[str, str], log: Path
-) -> tuple[int, float]:
+) -> tuple[int, float, float]:
+    """One headless locust run: (exit code, wall seconds, locust's CPU seconds)."""
     cmd = [str(BIN / "locust"), "-f", "bench/locustfile_flash.py", "--headless", "-u", str(users), "-r", str(rate)]
     cmd += ["-t", run_time, "--csv", str(csv_prefix), "--host", host, "--only-summary"]
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             proc.wait()
         finally:
             stop_group(proc, grace=20)
-    return proc.returncode, time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # locust is the only child reaped meanwhile
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return proc.returncode, time.perf_counter() - started, cpu
 
 
 def read_stats(prefix: Path) -> dict[str, dict[str, Any]]:
@@ -509,18 +516,22 @@ def service_problems(facts: dict[str, Any], server_5xx: int) -> list[str]:
     return found
 
 
-def metrics_5xx(port: int) -> int:
-    """5xx answers the web process counted (http_requests_total), whatever the client saw."""
+def server_metrics(port: int) -> tuple[int, dict[str, float]]:
+    """From the web process's /metrics: 5xx answers counted (-1 if unreadable), seat-map cache events."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/metrics", timeout=10) as resp:
-            text = resp.read().decode()
+            lines = resp.read().decode().splitlines()
     except Exception:
-        return -1
+        return -1, {}
     total = 0.0
-    for line in text.splitlines():
+    cache: dict[str, float] = {}
+    prefix = 'cache_events_total{cache="seats",event="'
+    for line in lines:
         if line.startswith("http_requests_total{") and re.search(r'status="5\d\d"', line):
             total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+        elif line.startswith(prefix):
+            cache[line[len(prefix) :].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return int(total), cache
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -560,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         ADMIN_TOKEN=ADMIN_TOKEN,
         WEB_CONCURRENCY="2",
         ACTIVE_LIMIT="100",
+        PARTITIONS="16",
         ADMIT_INTERVAL="1",
         OUTBOX_INTERVAL="1",
         RATE_LIMIT_ISSUE_IP="100000/second",
@@ -630,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             "FLASH_USERS": str(users),
             "FLASH_OUTCOMES": str(tmp / "outcomes.json"),
         }
-        rc, sale_seconds = run_locust(
+        rc, sale_seconds, locust_cpu = run_locust(
             f"http://127.0.0.1:{WEB_PORT}", users, rate, run_time, tmp / "sale", locust_env, tmp / "locust-sale.log"
         )
         watch.done.set()
@@ -644,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 4. after the sale
         facts = settle(db_url, r, timeout=30 if args.quick else 60)
-        server_5xx = metrics_5xx(WEB_PORT)
+        server_5xx, seat_cache = server_metrics(WEB_PORT)
         ok, violations = invariant_check(env)
         procfile_clean_stop = honcho.stop()
         honcho_tail = honcho.tail()
@@ -653,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         # 5. framework floor
         bare = gunicorn("bench.bare_app:app", env, BARE_PORT, "/bare", tmp / "bare.log")
         bare_env = {**env, "FLASH_MODE": "bare"}
-        run_locust(
+        _, bare_seconds, bare_cpu = run_locust(
             f"http://127.0.0.1:{BARE_PORT}", users, rate, bare_run_time, tmp / "bare", bare_env, tmp / "locust-bare.log"
         )
         stop_group(bare)
@@ -673,6 +685,10 @@ def main(argv: list[str] | None = None) -> int:
                 "sale_seconds": round(sale_seconds, 1),
                 "peak_rps": peak_rps(tmp / "sale"),
                 "locust_cpu_saturated": locust_cpu_warning(tmp / "locust-sale.log"),
+                "locust_cpu_share": round(locust_cpu / sale_seconds, 2),
+                "mean_estimate_on_join_s": round(outcomes.get("estimate_on_join_s_total", 0) / waiting, 1)
+                if (waiting := outcomes.get("waiting_on_join", 0))
+                else None,
                 "mean_admission_wait_s": round(outcomes.get("admitted_after_s_total_ms", 0) / 1000 / admitted, 2)
                 if (admitted := outcomes.get("admitted", 0))
                 else None,
@@ -680,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
                 "first_hold_after_start_s": round(first - sale_started, 2) if first else None,
                 "sell_out_seconds": round(last - first, 2) if first and last else None,
                 "all_seats_taken_seconds": round(watch.all_taken - first, 2) if first and watch.all_taken else None,
+                "seat_map_cache_events": seat_cache,
                 "seats_sold": seats_sold,
                 "seats_total": SEATS_TOTAL,
                 "sale_timeline": watch.timeline[:400],
@@ -704,7 +721,11 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "floors": {
                     "bare_flask": {
-                        k: bare_row[k] for k in ("requests", "failures", "rps", "p50_ms", "p95_ms", "p99_ms")
+                        **{k: bare_row[k] for k in ("requests", "failures", "rps", "p50_ms", "p95_ms", "p99_ms")},
+                        "peak_rps": peak_rps(tmp / "bare"),
+                        "run_seconds": round(bare_seconds, 1),
+                        "locust_cpu_saturated": locust_cpu_warning(tmp / "locust-bare.log"),
+                        "locust_cpu_share": round(bare_cpu / bare_seconds, 2),
                     },
                     "raw_redis_ops_per_s": round(redis_rate),
                     "raw_db_commits_per_s": round(db_rate),
@@ -807,6 +828,12 @@ def print_table(result: dict[str, Any]) -> None:
         f"check ok={c['ok']} violations={len(c['violations'])} oversold={c['oversold']} "
         f"double_payments={c['double_payments']} payments={c['payments']} unpublished={c['outbox_unpublished']} "
         f"consumed={c['events_consumed']} open_jobs={c['open_jobs']} server 5xx={c['server_5xx']}"
+    )
+    print(
+        f"sale {result['sale_seconds']} s, peak {result['peak_rps']} RPS, locust CPU {result['locust_cpu_share']:.0%} "
+        f"(bare run {b['locust_cpu_share']:.0%}); {result['outcomes'].get('max_fans_in_journey')} fans in their "
+        f"journey at once; mean wait for admission {result['mean_admission_wait_s']} s vs mean estimate on join "
+        f"{result['mean_estimate_on_join_s']} s"
     )
     print("ratios: " + ", ".join(f"{k}={v}" for k, v in result["ratios"].items()))
 

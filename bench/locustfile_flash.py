@@ -137,6 +137,10 @@ class Fan(FastHttpUser):
         self.token = tok["token"]
         outcomes["joined"] += 1
         outcomes["active_on_join" if tok["status"] == "ACTIVE" else "waiting_on_join"] += 1
+        if tok["status"] != "ACTIVE":
+            estimate = int(tok.get("estimatedWaitSeconds") or 0)
+            outcomes["estimate_on_join_s_total"] += estimate
+            outcomes["estimate_on_join_s_max"] = max(outcomes["estimate_on_join_s_max"], estimate)
         started = time.monotonic()
         while tok["status"] != "ACTIVE":
             if tok.get("soldOut"):
