@@ -344,7 +344,16 @@ def test_a_frozen_redis_is_given_up_on_after_the_read_timeout_not_later() -> Non
 @pytest.fixture
 def db_app(mysql_url: str, redis_url: str, proxy: TcpProxy) -> Iterator[FlaskClient]:
     """An app whose database is reached through the proxy (Redis db 13 of the shared server)."""
-    url = grace_db_url(mysql_url, port=proxy.port)
+    yield from _app_on(grace_db_url(mysql_url, port=proxy.port), redis_url)
+
+
+@pytest.fixture
+def direct_app(mysql_url: str, redis_url: str) -> Iterator[FlaskClient]:
+    """An app connected straight to the database (Redis db 13 of the shared server)."""
+    yield from _app_on(grace_db_url(mysql_url), redis_url)
+
+
+def _app_on(url: str, redis_url: str) -> Iterator[FlaskClient]:
     redis_db13 = redis_url.rsplit("/", 1)[0] + "/13"
     app = make_app(Settings().with_(database_url=url, redis_url=redis_db13, admin_token="t" * 16))
     redis.Redis.from_url(redis_db13).flushdb()
@@ -411,9 +420,9 @@ def test_database_cut_gives_fast_503s_and_the_first_request_after_it_returns_suc
 
 
 def test_killed_database_connections_are_replaced_without_a_single_failed_request(
-    db_app: FlaskClient, mysql_url: str, proxy: TcpProxy
+    direct_app: FlaskClient, mysql_url: str
 ) -> None:
-    client = db_app
+    client = direct_app
     _seed(client)
     _warm_pool(client)
     u = urlparse(mysql_url)
