@@ -101,6 +101,18 @@ class EmbeddedServer(BaseApplication):  # type: ignore[misc]
         return _prepare(self.settings_)
 
 
+def redacted(url: str) -> str:
+    """A URL fit for a log line: any password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def main() -> None:
     """Read settings (embedded defaults), print how to use it, serve until Ctrl-C."""
     os.environ.setdefault("ADMIN_TOKEN", "dev-admin-token")
@@ -111,7 +123,8 @@ def main() -> None:
         raise SystemExit(2) from None
     base = f"http://{settings.host}:{settings.port}/api/v1"
     print(
-        f"Concert reservation service (database {settings.database_url}, redis {settings.redis_url})\n"
+        f"Concert reservation service (database {redacted(settings.database_url)}, "
+        f"redis {redacted(settings.redis_url)})\n"
         f"  API docs : {base}/docs\n"
         f"  try      : curl -s {base}/concerts\n"
         f"             curl -s -X POST {base}/users/1/points/charge -H 'Content-Type: application/json' "

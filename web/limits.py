@@ -17,6 +17,8 @@ def init(app: Flask, settings: Settings) -> None:
     app.config["RATELIMIT_STORAGE_URI"] = "memory://" if settings.redis_url == EMBEDDED else settings.redis_url
     app.config["RATELIMIT_KEY_PREFIX"] = "rl"
     app.config["RATELIMIT_SWALLOW_ERRORS"] = True  # Redis down must not turn into 500s here
+    if settings.redis_url != EMBEDDED:  # a frozen Redis must not hang the limited routes
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_timeout": 2, "socket_connect_timeout": 2}
     limiter.init_app(app)
 
     @app.after_request

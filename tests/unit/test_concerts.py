@@ -199,17 +199,23 @@ def test_admin_creates_a_concert_with_numbered_seats_and_utc_times(client: Flask
 
 
 @pytest.mark.parametrize(
-    "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "test-admin-token"}, {"Authorization": "Basic x"}],
+    ("headers", "code"),
+    [
+        ({}, "TOKEN_MISSING"),
+        ({"Authorization": "Bearer wrong"}, "TOKEN_INVALID"),
+        ({"Authorization": "test-admin-token"}, "TOKEN_MISSING"),
+        ({"Authorization": "Basic x"}, "TOKEN_MISSING"),
+    ],
     ids=["missing", "wrong", "no-scheme", "basic"],
 )
-def test_admin_without_the_right_bearer_is_403_and_creates_nothing(
-    client: FlaskClient, headers: dict[str, str]
+def test_admin_without_the_right_bearer_is_401_with_a_challenge_and_creates_nothing(
+    client: FlaskClient, headers: dict[str, str], code: str
 ) -> None:
     response = create(client, NEW_CONCERT, headers=headers)
 
-    assert response.status_code == 403
-    assert problem_of(response)["code"] == "FORBIDDEN"
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert problem_of(response)["code"] == code
     assert (Concert.select().count(), Schedule.select().count(), Seat.select().count()) == (0, 0, 0)
 
 

@@ -145,7 +145,7 @@ def test_a_first_charge_above_max_balance_creates_no_wallet(unit_settings: Setti
         db.close()
 
 
-BAD_AMOUNTS = [0, -5, 1.5, 5.0, "100", True, None, 10**30]
+BAD_AMOUNTS = [0, -5, 1.5, 5.25, "100", True, None, 10**30]
 
 
 @pytest.mark.parametrize("amount", BAD_AMOUNTS, ids=[repr(a) for a in BAD_AMOUNTS])
@@ -261,3 +261,32 @@ def test_balance_always_equals_the_ledger_sum(client: FlaskClient) -> None:
     ledger_sum = sum(e.amount for e in LedgerEntry.select().where(LedgerEntry.user_id == USER))
     assert balance_of(client) == ledger_sum == 4321
     assert [e["balanceAfter"] for e in history_of(client)] == [4321, 321, 21, 1]
+
+
+def test_concurrent_charges_on_the_embedded_sqlite_all_succeed_and_add_up(app) -> None:
+    """BEGIN IMMEDIATE through the proxy: writers queue on busy_timeout instead of failing "database is locked"."""
+    import threading
+
+    from models import points
+    from models.db import db
+
+    errors: list[BaseException] = []
+
+    def charge_many() -> None:
+        try:
+            with db.connection_context():
+                for _ in range(25):
+                    points.charge(user_id=77, amount=10, max_charge=1_000_000, max_balance=100_000_000)
+        except BaseException as exc:  # noqa: BLE001 - any failure is the test's finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=charge_many) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    with db.connection_context():
+        assert points.get_balance(user_id=77).balance == 16 * 25 * 10
+        assert len(points.history(user_id=77, limit=1000)) == 400

@@ -132,3 +132,11 @@ def test_the_cli_fails_at_start_with_one_line_naming_the_variable(tmp_path: Path
     assert "PORT" in lines[0]
     assert result.stdout == ""
     assert not db_file.exists()
+
+
+def test_the_embedded_banner_never_prints_a_database_password() -> None:
+    from config.embedded import redacted
+
+    assert redacted("mysql://app:s3cret@db.internal:3306/tickets") == "mysql://app:***@db.internal:3306/tickets"
+    assert redacted("redis://:hunter2@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert redacted("sqlite:///var/reservations.db") == "sqlite:///var/reservations.db"

@@ -121,7 +121,7 @@ def test_issue_is_201_and_asking_again_is_200_with_the_same_token_and_place(room
 
 BAD = [{}, {"userId": 11}, {"concertId": 1}, {"userId": 12, "concertId": 1, "extra": 1}, {"userId": 0, "concertId": 1}]
 BAD += [{"userId": -13, "concertId": 1}, {"userId": "14", "concertId": 1}, {"userId": 15, "concertId": "1"}]
-BAD += [{"userId": 16.0, "concertId": 1}, {"userId": True, "concertId": 1}, {"userId": 2**63, "concertId": 1}]
+BAD += [{"userId": 16.5, "concertId": 1}, {"userId": True, "concertId": 1}, {"userId": 2**63, "concertId": 1}]
 BAD += [{"userId": 18, "concertId": 0}]
 OTHER_SCHEDULE = {"startsAt": "2030-01-01T19:00:00Z", "seatCount": 3, "price": 1000}
 OTHER_CONCERT = {"title": "Other", "venue": "Hall", "schedules": [OTHER_SCHEDULE]}
