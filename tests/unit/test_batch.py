@@ -80,7 +80,8 @@ def outcome(store: JobStore, message: MessageProxy) -> tuple[str, Any]:
 def held_by(seat: Seat) -> list[int]:
     with db.connection_context():
         return [
-            r.user_id for r in Reservation.select().where((Reservation.seat == seat.id) & Reservation.live_seat_id.is_null(False))
+            r.user_id
+            for r in Reservation.select().where((Reservation.seat == seat.id) & Reservation.live_seat_id.is_null(False))
         ]
 
 
