@@ -67,12 +67,38 @@ def enqueue(job: Job, *, actor_name: str, route_seat: int, **kwargs: Any) -> Non
     )
 
 
+def create_and_enqueue(*, job_type: str, user_id: int, actor_name: str, route_seat: int, **kwargs: Any) -> Job:
+    """Record a new job and send its message in one Redis round trip (the record goes first)."""
+    store, job_id = job_store(), new_job_id()
+    created: list[Job] = []
+    send(
+        services().broker,
+        actor_name=actor_name,
+        route_seat=route_seat,
+        partitions=settings().partitions,
+        before=lambda pipe: created.append(store.create(job_type=job_type, user_id=user_id, job_id=job_id, pipe=pipe)),
+        job_id=job_id,
+        user_id=user_id,
+        enqueued_ms=int(time.time() * 1000),
+        **kwargs,
+    )
+    return created[0]
+
+
 def answer(
-    job: Job, *, location: Callable[[dict[str, Any]], str], wait: float | None = None, success_status: int = 201
+    job: Job,
+    *,
+    location: Callable[[dict[str, Any]], str],
+    wait: float | None = None,
+    success_status: int = 201,
+    fresh: bool = False,
 ) -> Response:
-    """Answer a job request: wait as asked (`Prefer: wait=N` unless `wait` is given), then job_answer."""
+    """Answer a job request: wait as asked (`Prefer: wait=N` unless `wait` is given), then job_answer.
+
+    `fresh`: this request created the job and nobody else knows its id yet (JobStore.wait).
+    """
     seconds = prefer_wait() if wait is None else wait
-    latest = job_store().wait(job.job_id, seconds) if seconds else None
+    latest = job_store().wait(job.job_id, seconds, fresh=fresh) if seconds else None
     return job_answer(latest or job, location=location, success_status=success_status)
 
 

@@ -100,7 +100,7 @@ def create(json: PaymentIn) -> Response:
         reservation_id=json.reservationId,
         idempotency_key=key,
     )
-    return answer(job, location=_location)
+    return answer(job, location=_location, fresh=True)
 
 
 @bp.get("/payments/<payment_id>")

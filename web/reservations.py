@@ -10,7 +10,7 @@ from models.errors import Forbidden
 from models.waiting_room import QueueToken
 from web.api import parse_id, respond, settings, spec
 from web.gate import require_active
-from web.jobs import MAX_WAIT, answer, enqueue, job_store, new_job_id
+from web.jobs import MAX_WAIT, answer, create_and_enqueue
 from web.limits import job_key, limiter
 from web.schemas import JobAccepted, Problem, ReservationIn, ReservationOut
 
@@ -51,16 +51,15 @@ def _own(reservation_id: str, token: QueueToken) -> reservations.ReservationView
 def create(json: ReservationIn) -> Response:
     """Queue a seat hold on the seat's partition; `Prefer: wait=N` answers with the outcome."""
     token = require_active(concerts.concert_id_of_schedule(schedule_id=json.scheduleId), claimed_user_id=json.userId)
-    job = job_store().create(job_type=RESERVATION, user_id=token.user_id, job_id=new_job_id())
-    enqueue(
-        job,
+    job = create_and_enqueue(
+        job_type=RESERVATION,
+        user_id=token.user_id,
         actor_name="hold_seat",
         route_seat=json.seatId,
-        user_id=token.user_id,
         schedule_id=json.scheduleId,
         seat_id=json.seatId,
     )
-    return answer(job, location=_location)
+    return answer(job, location=_location, fresh=True)
 
 
 @bp.get("/reservations/<reservation_id>")
@@ -94,12 +93,11 @@ def cancel(reservation_id: str) -> Response:
     """Cancel the caller's held reservation through the seat's partition; the seat is free at once."""
     token = require_active()
     view = _own(reservation_id, token)
-    job = job_store().create(job_type=RESERVATION, user_id=token.user_id, job_id=new_job_id())
-    enqueue(
-        job,
+    job = create_and_enqueue(
+        job_type=RESERVATION,
+        user_id=token.user_id,
         actor_name="cancel_reservation",
         route_seat=view.seat_id,
-        user_id=token.user_id,
         reservation_id=view.reservation_id,
     )
-    return answer(job, location=_location, wait=MAX_WAIT, success_status=200)
+    return answer(job, location=_location, wait=MAX_WAIT, success_status=200, fresh=True)
