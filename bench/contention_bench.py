@@ -8,7 +8,9 @@ once, shuffled with a fixed seed. `--clients` threads run it closed-loop (each w
 outcome of its attempt before the next). Fresh schema and seed before each strategy.
 
   (a) pipeline  the partitioned pipeline: `--workers` `python -m workers run` processes; a client
-                enqueues as POST /reservations does (JobStore.create + send) and waits (JobStore.wait)
+                enqueues as POST /reservations does (job record + message in one round trip) and waits
+                (JobStore.wait); run twice: batched (WORKER_BATCH=`--batch`) and one message at a time
+                (WORKER_BATCH=1, "a1"), to show what batching buys side by side
   (b) redis     a Redis lock per seat (SET NX PX, spin, compare-and-delete) around models.reservations.hold_seat
   (c) for_update  SELECT ... FOR UPDATE the seat, UPDATE it, INSERT the reservation, COMMIT (raw pymysql)
   (d) optimistic  models.reservations.hold_seat directly (its compare-and-set), retried on ConcurrentUpdate
@@ -324,6 +326,7 @@ def main() -> None:
     parser.add_argument("--hot-share", type=float, default=0.5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=32, help="WORKER_BATCH of strategy (a)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_contention")
@@ -347,18 +350,22 @@ def main() -> None:
         results[name] = result
         print(f"  {name}: {result['holds_per_second']:,.1f} holds/s, outcomes {result['outcomes']}", flush=True)
 
-    cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions)})
+    def pipeline(name: str, batch: int) -> None:
+        cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions), "WORKER_BATCH": str(batch)})
 
-    def start_workers() -> None:
-        for _ in range(args.workers):
-            cluster.start_worker()
-        wait_for_leases(services.redis, cluster, partitions=args.partitions)
-        warm_up_workers(services)
+        def start_workers() -> None:
+            for _ in range(args.workers):
+                cluster.start_worker()
+            wait_for_leases(services.redis, cluster, partitions=args.partitions)
+            warm_up_workers(services)
 
-    try:
-        measure("a_pipeline", lambda plan: run_pipeline(services, plan, args.clients), start_workers)
-    finally:
-        cluster.stop()
+        try:
+            measure(name, lambda plan: run_pipeline(services, plan, args.clients), start_workers)
+        finally:
+            cluster.stop()
+
+    pipeline("a_pipeline", args.batch)
+    pipeline("a1_pipeline_unbatched", 1)
     try:
         measure("b_redis_lock", lambda plan: run_redis_lock(services, plan, args.clients))
         measure("c_for_update", lambda plan: run_for_update(db_url, plan, args.clients))
@@ -366,7 +373,8 @@ def main() -> None:
     finally:
         services.redis.flushdb()
 
-    a, b = results["a_pipeline"], results["b_redis_lock"]
+    a, b, a1 = results["a_pipeline"], results["b_redis_lock"], results["a1_pipeline_unbatched"]
+    batching_gain = a["holds_per_second"] / a1["holds_per_second"]
     throughput_ratio = a["holds_per_second"] / b["holds_per_second"]
     p99_ratio = a["latency"]["p99_ms"] / b["latency"]["p99_ms"]
     target_met = throughput_ratio >= 1.5 and p99_ratio < 1.0
@@ -391,6 +399,7 @@ def main() -> None:
         f"(a)/(b): throughput x{throughput_ratio:.2f}, p99 x{p99_ratio:.2f}; target (>= 1.5x throughput and a lower "
         f"p99): {'met' if target_met else 'NOT met'}"
     )
+    print(f"batching (WORKER_BATCH={args.batch}) vs one message at a time: throughput x{batching_gain:.2f}")
     bad = [n for n, r in results.items() if not r["check"]["ok"] or r["outcomes"].get(HELD, 0) != args.seats]
     print("correctness: " + (f"FAILED for {', '.join(bad)}" if bad else f"every strategy held exactly {args.seats}"))
 
@@ -405,6 +414,7 @@ def main() -> None:
                 "target": ">= 1.5x throughput and lower p99",
                 "target_met": target_met,
             },
+            "batched_over_unbatched": {"throughput": round(batching_gain, 3)},
             "correct": not bad,
         },
     )

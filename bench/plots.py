@@ -36,7 +36,8 @@ def _stamp(ax: Any, d: dict[str, Any], script: str) -> None:
 
 
 def contention(d: dict[str, Any]) -> Path:
-    labels = {"a_pipeline": "(a) pipeline", "b_redis_lock": "(b) Redis lock", "c_for_update": "(c) FOR UPDATE"}
+    labels = {"a_pipeline": "(a) pipeline", "a1_pipeline_unbatched": "(a1) unbatched", "b_redis_lock": "(b) Redis lock"}
+    labels["c_for_update"] = "(c) FOR UPDATE"
     labels["d_optimistic"] = "(d) optimistic"
     keys = [k for k in labels if k in d["strategies"]]
     st = [d["strategies"][k] for k in keys]
