@@ -8,7 +8,8 @@ Keys (all of one concert share the hash tag `{c:<id>}`, so they live on one Clus
   wr:{c:N}:seq       STRING arrival counter (INCR)
   wr:{c:N}:t:<token> HASH  user, concert, status, issued, admitted, expires (ms)
   wr:{c:N}:u:<user>  STRING the user's live token for the concert
-  wr:{c:N}:admits    ZSET  "<ms>:<count>" -> ms: admissions of the last minute (wait estimate)
+  wr:{c:N}:admits    ZSET  "<ms>:<count>" (a pass) or "<token>:1" (admitted on join) -> ms: admissions
+                           of the last minute; wr:{c:N}:rate = "<count>:<oldest ms>" (wait estimate)
   wr:{c:N}:soldout   STRING "1" while no schedule of the concert has an AVAILABLE seat
   wr:concerts        SET   concert ids with waiters (admission finds work without KEYS)
 
@@ -84,6 +85,7 @@ if nwaiting == 0 and soldout == 0 and redis.call('ZCARD', active) < limit then
              'expires', now + attl)
   redis.call('PEXPIRE', hk, attl + 60000)
   redis.call('SET', ukey, new_token, 'PX', attl)
+  redis.call('ZADD', tag .. ':admits', now, new_token .. ':1')  -- a direct admission counts in the rate
   return {new_token, 1, user, concert, 'ACTIVE', 0, now + attl, soldout, rate}
 end
 redis.call('ZADD', waiting, redis.call('INCR', tag .. ':seq'), new_token)
@@ -163,9 +165,12 @@ if free > 0 then
   end
   if admitted > 0 then redis.call('ZADD', admits, now, now .. ':' .. admitted) end
 end
-local total = 0
-for _, e in ipairs(redis.call('ZRANGE', admits, 0, -1)) do total = total + tonumber(string.match(e, ':(%d+)$')) end
-redis.call('SET', string.sub(admits, 1, -8) .. ':rate', total, 'PX', 120000)
+local total, oldest = 0, now
+for i, e in ipairs(redis.call('ZRANGE', admits, 0, -1, 'WITHSCORES')) do
+  if i % 2 == 1 then total = total + tonumber(string.match(e, ':(%d+)$'))
+  elseif tonumber(e) < oldest then oldest = tonumber(e) end
+end
+redis.call('SET', string.sub(admits, 1, -8) .. ':rate', total .. ':' .. oldest, 'PX', 120000)
 return {admitted, redis.call('ZCARD', waiting), redis.call('ZCARD', active), #stale}
 """
 
@@ -288,7 +293,7 @@ class WaitingRoom:
             concert_id=int(concert),
             status=status,
             rank=rank_n,
-            estimated_wait_seconds=self._estimate(rank_n, int(admitted)),
+            estimated_wait_seconds=self._estimate(rank_n, admitted),
             expires_at_ms=int(float(expires)),
             sold_out=sold_out == "1",
             created=created,
@@ -348,15 +353,24 @@ class WaitingRoom:
         """Tokens admitted per second over the last minute."""
         now = _now_ms()
         entries = self.r.zrangebyscore(_keys(concert_id)["admits"], now - RATE_WINDOW_MS, "+inf")
-        total = sum(int(_text(e).split(":")[1]) for e in entries)  # type: ignore[union-attr]
+        total = sum(int(_text(e).rsplit(":", 1)[1]) for e in entries)  # type: ignore[union-attr]
         return total / (RATE_WINDOW_MS / 1000)
 
-    def _estimate(self, rank: int, admitted_last_minute: int) -> int:
-        """Seconds until admission: rank / measured rate (fallback: slots turn over once per ACTIVE_TTL)."""
+    def _estimate(self, rank: int, rate_key: str) -> int:
+        """Seconds until admission: rank ÷ the measured admission rate.
+
+        The rate is the admissions of the last minute over the time since the oldest of them
+        (at least 1 s), not over a fixed minute: at the start of a sale 200 admissions in 2 s are
+        100/s, not 3.3/s. With no admission yet: slots turn over once per ACTIVE_TTL.
+        """
         if rank <= 0:
             return 0
-        rate = admitted_last_minute / (RATE_WINDOW_MS / 1000)
-        if rate <= 0:
+        count, _, oldest = rate_key.partition(":")
+        admitted = int(count or 0)
+        if admitted > 0:
+            span_s = max(1.0, (_now_ms() - int(oldest or _now_ms())) / 1000) if oldest else RATE_WINDOW_MS / 1000
+            rate = admitted / span_s
+        else:
             rate = self.active_limit / (self.active_ttl_ms / 1000)
         return max(1, round(rank / rate))
 

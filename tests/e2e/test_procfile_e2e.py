@@ -4,7 +4,6 @@ scheduler against MariaDB and Redis (no Kafka: the scheduler's relay uses the in
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -68,7 +67,7 @@ def e2e_env(mysql_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str
 def _start(name: str, cmd: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
     out = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        shlex.split(cmd), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        ["/bin/sh", "-c", cmd], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
     )
 
 

@@ -329,3 +329,32 @@ def test_tokens_carry_128_random_bits_and_are_bound_to_one_user_and_concert(room
     assert len(set(issued)) == len(set(randoms)) == 1000
     polled = room.poll(issued[41]).get_json()
     assert (polled["userId"], polled["concertId"]) == (42, room.concert_id)
+
+
+def test_the_wait_estimate_follows_the_admission_rate_of_a_sale_that_just_opened(
+    room_with: Callable[..., Room], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 admitted on join at t=0 and 100 by the admitter at t=1 s: 200/s, not 200 per minute.
+
+    Found by bench/flash_sale.py: fans were told ~3,200 s and were admitted after ~2.6 s.
+    """
+    import models.waiting_room as wr
+
+    clock = [1_000_000_000]
+    monkeypatch.setattr(wr, "_now_ms", lambda: clock[0])
+    room = room_with(active_limit=100, active_ttl=600)
+    wroom = room.waiting_room
+    first = [wroom.issue(user_id=u, concert_id=room.concert_id) for u in range(1, 101)]
+    waiting = [wroom.issue(user_id=u, concert_id=room.concert_id) for u in range(101, 401)]
+    assert {t.status for t in first} == {"ACTIVE"} and waiting[-1].rank == 300
+    wroom.admit(concert_id=room.concert_id)  # nothing free at t=0; the rate counts the 100 joins
+
+    for t in first:
+        wroom.leave(token=t.token)
+    clock[0] += 1000
+    assert wroom.admit(concert_id=room.concert_id).admitted == 100
+
+    last = wroom.status(token=waiting[-1].token)
+    assert (last.status, last.rank) == ("WAITING", 200)
+    assert 1 <= last.estimated_wait_seconds <= 2  # 200 ahead at 200/s; it was 60 s (200 per minute)
+    assert wroom.status(token=waiting[100].token).estimated_wait_seconds == 1
