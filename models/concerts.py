@@ -184,9 +184,24 @@ def _concert_of_schedule(schedule_id: int) -> int:
     return int(row[0])
 
 
+_KNOWN_CONCERTS: set[int] = set()
+
+
 def concert_exists(*, concert_id: int) -> bool:
-    """True if the concert exists."""
-    return bool(Concert.select().where(Concert.id == concert_id).exists())
+    """True if the concert exists. Concerts are never deleted, so a yes is remembered per process:
+    every `POST /queue/tokens` asks, and at a sale's opening that was one query per fan."""
+    if concert_id in _KNOWN_CONCERTS:
+        return True
+    if Concert.select().where(Concert.id == concert_id).exists():
+        _KNOWN_CONCERTS.add(concert_id)
+        return True
+    return False
+
+
+def forget_cached() -> None:
+    """Drop the per-process memos (tests that recreate the schema)."""
+    _KNOWN_CONCERTS.clear()
+    _concert_of_schedule.cache_clear()
 
 
 def is_sold_out(*, concert_id: int) -> bool:

@@ -35,7 +35,7 @@ def fresh_schema() -> None:
     """Drop every table and apply the migrations again."""
     from models import concerts, schema
 
-    concerts._concert_of_schedule.cache_clear()
+    concerts.forget_cached()
     schema.drop_all()
     schema.migrate()
 
