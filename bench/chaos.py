@@ -40,11 +40,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
+import itertools
 import json
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -87,8 +90,8 @@ class Plan:
     cancel_rate: float = 0.1
 
 
-QUICK = Plan(duration=60, threads=24, seats=300, active_limit=40, each_fault=1, settle_timeout=75)
-FULL = Plan(duration=210, threads=40, seats=1200, active_limit=60, each_fault=2, settle_timeout=150)
+QUICK = Plan(duration=60, threads=24, seats=600, active_limit=40, each_fault=1, settle_timeout=75)
+FULL = Plan(duration=210, threads=40, seats=4000, active_limit=60, each_fault=2, settle_timeout=150)
 
 
 # --- the service under test -------------------------------------------------------------------
@@ -125,9 +128,14 @@ class RedisServer:
         return redis.Redis(port=self.port, socket_timeout=5, socket_connect_timeout=2, decode_responses=True)
 
     def shutdown(self) -> None:
-        """SHUTDOWN (the AOF is fsynced first), then wait for the process to end."""
-        with contextlib.suppress(redis.RedisError):
-            self.client().shutdown()
+        """SHUTDOWN (the AOF is fsynced first), then wait for the process to end.
+
+        Sent on a bare socket: redis-py retries a command whose connection drops, which would add
+        seconds of reconnect attempts to the measured downtime.
+        """
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"*1\r\n$8\r\nSHUTDOWN\r\n")
+            s.recv(64)
         if self.process is not None:
             try:
                 self.process.wait(timeout=15)
@@ -658,15 +666,21 @@ class FaultScript(threading.Thread):
         process = self.service.broker.process
         assert process is not None
         os.killpg(process.pid, signal.SIGSTOP)
-        time.sleep(10)
-        os.killpg(process.pid, signal.SIGCONT)
+        stopped_until = time.monotonic() + 10
+        most_pending = 0
+        try:
+            while time.monotonic() < stopped_until:
+                with contextlib.suppress(pymysql.MySQLError):
+                    most_pending = max(most_pending, _pending(self.service.db_url))
+                time.sleep(max(0.0, min(0.5, stopped_until - time.monotonic())))
+        finally:
+            os.killpg(process.pid, signal.SIGCONT)
         resumed = time.monotonic()
-        pending_at_resume = _pending(self.service.db_url)
         _wait(lambda: _pending(self.service.db_url) == 0, 60, "outbox drained after the broker came back")
         self.log.add(
             "broker_stop_10s",
             at,
-            pending_at_resume=pending_at_resume,
+            most_pending_while_stopped=most_pending,
             outbox_drained_after_resume_s=round(time.monotonic() - resumed, 1),
         )
 
@@ -837,6 +851,46 @@ def database_checks(service: Service, rec: Record) -> dict[str, Any]:
     return out
 
 
+def payment_times(service: Service, t0_wall: float) -> list[float]:
+    """When each payment committed, in seconds since the load started, in order."""
+    name = urlparse(service.db_url).path.lstrip("/")
+    with connect(service.db_url, name) as conn, conn.cursor() as cur:
+        cur.execute("SELECT created_at FROM payments ORDER BY created_at")
+        return [created.replace(tzinfo=dt.UTC).timestamp() - t0_wall for (created,) in cur.fetchall()]
+
+
+def per_bucket(times: list[float], seconds: float, bucket: int = 10) -> list[int]:
+    """Payments committed in each `bucket`-second window of the load (shows the dips around faults)."""
+    counts = [0] * (int(seconds // bucket) + 1)
+    for at in times:
+        counts[min(len(counts) - 1, max(0, int(at // bucket)))] += 1
+    return counts
+
+
+def longest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest stretch of [start, end] in which no payment committed."""
+    inside = [start, *(t for t in times if start <= t <= end), end]
+    return round(max(b - a for a, b in itertools.pairwise(inside)), 1)
+
+
+FAULT_WINDOW = 20.0  # seconds after a fault's start in which its effect on payments is measured
+
+
+def payment_gaps(times: list[float], events: list[dict[str, Any]], load_s: float) -> dict[str, Any]:
+    """Per fault: the longest time without a committed payment in the FAULT_WINDOW after it; and the
+    same figure for the stretches of the run that no fault touched (the baseline)."""
+    for e in events:
+        e["longest_payment_gap_s"] = longest_gap(times, e["at_s"], min(load_s, e["at_s"] + FAULT_WINDOW))
+    quiet, cursor = [], 3.0  # the first seconds are the queue filling up
+    for e in sorted(events, key=lambda e: e["at_s"]):
+        if e["at_s"] - cursor >= 5:
+            quiet.append(longest_gap(times, cursor, e["at_s"]))
+        cursor = max(cursor, e["at_s"] + FAULT_WINDOW)
+    if load_s - cursor >= 5:
+        quiet.append(longest_gap(times, cursor, load_s))
+    return {"baseline_longest_gap_s": max(quiet) if quiet else None}
+
+
 def models_check(service: Service) -> tuple[int, str]:
     """`python -m models check`: (violations, its output)."""
     done = subprocess.run(
@@ -866,7 +920,7 @@ def run(plan: Plan, *, seed: int, db_url: str, web_port: int, mode: str, faults_
     rec = Record()
     rng = random.Random(seed)
     try:
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         stop_at = t0 + plan.duration
         fans = load(service, plan, rec, seed, stop_at)
         faults = FaultScript(service, fault_schedule(plan, rng) if faults_on else [], t0, rng)
@@ -881,6 +935,9 @@ def run(plan: Plan, *, seed: int, db_url: str, web_port: int, mode: str, faults_
         states = job_states(service, list(rec.accepted))
         events = event_state(service)
         failed_codes = failure_codes(service, list(rec.accepted))
+        paid_at = payment_times(service, t0_wall)
+        timeline = per_bucket(paid_at, load_s)
+        gaps = payment_gaps(paid_at, faults.log.events, load_s)
         checks = database_checks(service, rec)
         violations, check_output = models_check(service)
         procs_alive = {n: len(service.alive(n)) for n in ("web", "worker", "scheduler", "consumer")}
@@ -902,6 +959,8 @@ def run(plan: Plan, *, seed: int, db_url: str, web_port: int, mode: str, faults_
         "jobs_succeeded": states["SUCCEEDED"],
         "jobs_failed": states["FAILED"],
         "jobs_failed_by_code": failed_codes,
+        "payments_per_10s": timeline,
+        **gaps,
         "jobs_404_seen_by_clients": len(rec.job_404),
         "jobs_lost": jobs_lost,
         "jobs_open_detail": {k: v for k, v in states.items() if k not in ("SUCCEEDED", "FAILED")},
