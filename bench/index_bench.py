@@ -1,38 +1,55 @@
 """Index benchmark (issue 7 item 1): the seed's three repository queries at 1,000,000 seats and
 500,000 reservations, without the secondary indexes they could use and with them, in one run.
 
-    .venv/bin/python -m bench.index_bench [--quick] [--runs N]
+    .venv/bin/python -m bench.index_bench [--quick] [--runs N] [--rounds R]
+
+--quick: 200,000 seats / 100,000 reservations, 30 runs (about 30 s with loading). The seed's
+ratios are for 1,000,000 seats: a 5x smaller table makes every full scan 5x cheaper, so quick
+runs check that the benchmark works, not the targets.
 
 The queries are the seed's Spring Data methods written as the SQL they generate:
   count_by_schedule_status     countByScheduleIdAndStatus         SELECT COUNT(*) ... schedule_id=? AND status=?
   seats_by_schedule_status_in  findByScheduleIdAndStatusIn        SELECT * ... schedule_id=? AND status IN (?, ?)
   expired_holds                findAllByStatusAndExpiresAtBefore  SELECT * ... status='HELD' AND expires_at < ?
-Each is timed client side (execute + fetch all rows, PyMySQL) on one connection, the three
-interleaved, over the same 10 schedules in turn; warm-up runs are not counted.
+plus, outside the seed's table, expired_holds_sweep: the query this project's sweeper runs
+(models.reservations.find_expired: id, seat_id, ORDER BY expires_at LIMIT 500).
+Each is timed client side (execute + fetch all rows through PyMySQL, as the seed timed its
+repository calls) on one connection, one query after the other (see `measure`), over the same 10
+schedules in turn; warm-up runs are not counted. Every 4th run is followed by ANALYZE FORMAT=JSON of the same
+query: the server's own time, without sending and decoding rows ("server" in the JSON). The
+indexed phase also times SELECT 1, the round trip every query pays ("round_trip_floor").
 
-Phases, in this order, each with EXPLAIN (tabular and FORMAT=JSON) of every query:
-  1. fk_index_only: only the seed's seats(schedule_id, status) index dropped; the seats
-     queries can still range-scan schedule_id through the foreign-key index and
-     UNIQUE(schedule_id, number) (the seed's text says its baseline had that FK index).
-  2. no_index: every secondary index whose first column the queries filter on is dropped
-     (seats: the three keys leading with schedule_id, after dropping the foreign key that
-     needs one of them; reservations: (status, expires_at)), so only PRIMARY is left. The run
-     stops if EXPLAIN shows any key in this phase.
-  3. indexed: the dropped keys and the foreign key are created again (timed), as the
-     migrations define them, then ANALYZE TABLE.
-Speed-up = no_index p50 / indexed p50; the target is the seed's ratio (150.9 -> 0.29 ms,
-194.7 -> 40.2 ms, 75.6 -> 16.3 ms). The dropped keys' DDL is kept in the table
-`bench_index_restore` until they exist again, so a run that was killed half-way is repaired by
-the next one; a finished run always leaves the schema as the migrations define it.
+The runs are split over R rounds (default 3) so that load from other work on this shared
+machine lands on every phase; each round, with EXPLAIN (tabular and FORMAT=JSON) of each query:
+  indexed        the schema the migrations define (round 1: as they built it; later rounds:
+                 re-created by the previous round);
+  fk_index_only  only the seed's seats(schedule_id, status) index dropped: the seats queries can
+                 still use the FK index on schedule_id and UNIQUE(schedule_id, number) (the seed
+                 says its baseline had "only the FK index");
+  no_index       every secondary index whose first column a query filters on is dropped (seats:
+                 the three keys leading with schedule_id, after the foreign key on schedule_id
+                 that needs one of them; reservations: (status, expires_at)), so only PRIMARY is
+                 left; the run stops if EXPLAIN shows a possible key. The other keys of
+                 reservations (UNIQUE live_seat_id, job_id, (user_id, schedule_id, hold_slot), the
+                 seat_id FK index) cannot serve these queries and stay.
+  then the keys are created again (timed; the foreign key after a check that no row breaks it,
+  with foreign_key_checks=0 to avoid a table copy), ANALYZE TABLE, and SHOW CREATE TABLE must
+  equal what it was before the round.
+Speed-up = no_index p50 / indexed p50 over all rounds; the target is the seed's ratio
+(150.9 -> 0.29 ms, 194.7 -> 40.2 ms, 75.6 -> 16.3 ms). The dropped keys' DDL is kept in the table
+`bench_index_restore` until they exist again, so a run killed half-way is repaired at the start
+of the next one; a finished run always leaves the schema as the migrations define it.
 
 Data: the project's migrations and seed code (`models.seed.seed`, 1,000-seat schedules, the
-most POST /admin/concerts allows), then reservations by INSERT ... SELECT on a spread half of
-the seats: CONFIRMED 55 %, EXPIRED 30 %, CANCELLED 10 %, HELD 5 %; a HELD hold was created in
-the 6 minutes before the data's as-of instant and lasts 5 minutes, so 1/6 of the holds are past
-expiry (the sweeper a minute behind). Seats of live reservations are HELD or RESERVED, each
-reservation is on its own seat, live_seat_id/hold_slot/job_id satisfy their UNIQUE keys.
-`expires_at < ?` is given the as-of instant (the concert's created_at), so reruns on reused data
-select the same rows. Data is reused when its size matches the arguments.
+most POST /admin/concerts allows), then reservations by INSERT ... SELECT on an evenly spread
+half of the seats: CONFIRMED 55 %, EXPIRED 30 %, CANCELLED 10 %, HELD 5 %. A HELD hold was
+created in the 6 minutes before the data's as-of instant and lasts 5 minutes, so 1/6 of the
+holds are past expiry (a sweeper running a minute behind): 0.8 % of all reservations. Seats of
+live reservations are HELD or RESERVED; each reservation is on its own seat, and live_seat_id,
+hold_slot and job_id satisfy their UNIQUE keys; each CONFIRMED one has its payment and published
+PaymentCompleted outbox row, so `python -m models check` passes on this data. `expires_at < ?`
+gets the as-of instant (the concert's created_at), so reruns on reused data select the same
+rows. Data is reused when its size matches the arguments (else dropped and loaded again).
 
 Env: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_index, created if missing).
 Writes bench/results/index.json and bench/results/index_explain.txt.
@@ -84,6 +101,8 @@ SQL = {
     # Not a seed query: what this project's sweeper runs (models.reservations.find_expired).
     "expired_holds_sweep": "SELECT id, seat_id FROM reservations WHERE status = %s AND expires_at <= %s "
     "ORDER BY expires_at LIMIT 500",
+    # The floor every query pays: one round trip through PyMySQL and the server, no table.
+    "round_trip_floor": "SELECT 1",
 }
 # The columns each table's queries filter on: a secondary index leading with one of them is usable.
 FILTERED = {"seats": ("schedule_id", "status"), "reservations": ("status", "expires_at")}
@@ -107,10 +126,11 @@ def ensure_data(conn: Conn, seats: int, reservations: int, per_schedule: int) ->
                 "SELECT COUNT(*) FROM concert_schedules",
                 "SELECT COUNT(*) FROM seats",
                 "SELECT COUNT(*) FROM reservations",
+                "SELECT COUNT(*) FROM payments",
             ):
                 cur.execute(sql)
                 counts.append(cur.fetchone()[0])
-            loaded = found is not None and counts == [schedules, seats, reservations]
+            loaded = found is not None and counts[:3] == [schedules, seats, reservations] and counts[3] > 0
         except pymysql.err.ProgrammingError:  # no schema yet
             loaded = False
     load_seconds = None
@@ -129,6 +149,7 @@ def ensure_data(conn: Conn, seats: int, reservations: int, per_schedule: int) ->
             cur.execute("ANALYZE TABLE seats, reservations")
             cur.fetchall()
         load_seconds = round(time.perf_counter() - started, 1)
+        settle(conn)
     as_of = Concert.get(Concert.title == f"{TITLE} 1").created_at
     with conn.cursor() as cur:
         cur.execute("SELECT id FROM concert_schedules ORDER BY id")
@@ -149,13 +170,27 @@ def ensure_data(conn: Conn, seats: int, reservations: int, per_schedule: int) ->
     return load_seconds, facts
 
 
+def settle(conn: Conn, limit: float = 90.0) -> None:
+    """After a load, wait (at most `limit` s) until InnoDB has purged the load's undo history."""
+    t0 = time.perf_counter()
+    with conn.cursor() as cur:
+        while time.perf_counter() - t0 < limit:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'")
+            if int(cur.fetchone()[1]) < 1000:
+                break
+            time.sleep(1)
+    print(f"waited {time.perf_counter() - t0:.1f} s for InnoDB to purge the load", flush=True)
+
+
 def add_reservations(conn: Conn, seats: int, reservations: int) -> None:
     """INSERT ... SELECT one reservation on each of `reservations` seats spread over all schedules.
 
     Seat rank r (0..seats-1) is chosen when (r * P) mod seats < reservations, P coprime with seats
     and near seats/phi: a bijection, so exactly `reservations` seats, evenly spread. Status and
-    times come from CRC32 of the seat id. The user is 1 + r mod USERS: two seats of one
-    schedule are fewer than USERS ranks apart, so (user_id, schedule_id, hold_slot=1) is unique.
+    times come from CRC32 of the seat id. Rows are inserted in created_at order, so ids grow with
+    time as AUTO_INCREMENT gives them in production (the live HELD rows are the newest). The user
+    is 1 + r mod USERS: two seats of one schedule are fewer than USERS ranks apart, so
+    (user_id, schedule_id, hold_slot=1) is unique.
     """
     if reservations > seats:
         raise SystemExit("--reservations must not exceed --seats (one reservation per seat)")
@@ -168,40 +203,75 @@ def add_reservations(conn: Conn, seats: int, reservations: int) -> None:
         cur.execute("SELECT MIN(id), MAX(id) FROM seats")
         lo, hi = cur.fetchone()
         assert hi - lo + 1 == seats, "seat ids must be contiguous (a fresh seed)"
-        chunk = 200_000
-        for start in range(lo, hi + 1, chunk):
-            cur.execute(
-                f"""
-                INSERT INTO reservations (user_id, seat_id, schedule_id, price, status, expires_at, version,
-                                          live_seat_id, job_id, created_at, updated_at, hold_slot)
-                SELECT 1 + MOD(r, {USERS}), id, schedule_id, price, status,
-                       created + INTERVAL {HOLD_SECONDS} SECOND,
-                       IF(status = 'HELD', 0, 1),
-                       IF(status IN ('HELD', 'CONFIRMED'), id, NULL),
-                       CONCAT('bench-', id), created,
-                       IF(status = 'HELD', created, created + INTERVAL 1 + MOD(id, {HOLD_SECONDS}) SECOND),
-                       IF(status = 'HELD', 1, NULL)
+        cur.execute("BEGIN")  # reservations and seat statuses together, or neither (a killed load is redone)
+        cur.execute(
+            f"""
+            INSERT INTO reservations (user_id, seat_id, schedule_id, price, status, expires_at, version,
+                                      live_seat_id, job_id, created_at, updated_at, hold_slot)
+            SELECT 1 + MOD(r, {USERS}), id, schedule_id, price, status,
+                   created + INTERVAL {HOLD_SECONDS} SECOND,
+                   IF(status = 'HELD', 0, 1),
+                   IF(status IN ('HELD', 'CONFIRMED'), id, NULL),
+                   CONCAT('bench-', id), created,
+                   CASE status WHEN 'HELD' THEN created
+                               WHEN 'EXPIRED' THEN created + INTERVAL {HOLD_SECONDS} + MOD(id, 60) SECOND
+                               ELSE created + INTERVAL 1 + MOD(id, {HOLD_SECONDS - 1}) SECOND END,
+                   IF(status = 'HELD', 1, NULL)
+            FROM (
+                SELECT id, schedule_id, price, r, {status} AS status,
+                       IF(h < {MIX[0][1]},
+                          %(as_of)s - INTERVAL FLOOR(u * {HELD_CREATED_WITHIN * 1_000_000}) MICROSECOND,
+                          %(as_of)s - INTERVAL 600 + FLOOR(u * 30 * 86400) SECOND) AS created
                 FROM (
-                    SELECT id, schedule_id, price, r, {status} AS status,
-                           IF(h < {MIX[0][1]},
-                              %(as_of)s - INTERVAL FLOOR(u * {HELD_CREATED_WITHIN * 1_000_000}) MICROSECOND,
-                              %(as_of)s - INTERVAL 600 + FLOOR(u * 30 * 86400) SECOND) AS created
-                    FROM (
-                        SELECT id, schedule_id, price, id - %(lo)s AS r,
-                               MOD(CRC32(CONCAT('status:', id)), 100) AS h,
-                               CRC32(CONCAT('time:', id)) / 4294967296 AS u
-                        FROM seats
-                        WHERE id >= %(start)s AND id < %(end)s AND MOD((id - %(lo)s) * %(p)s, %(n)s) < %(k)s
-                    ) hashed
-                ) picked
-                ORDER BY id
-                """,
-                {"as_of": as_of, "lo": lo, "start": start, "end": start + chunk, "p": p, "n": seats, "k": reservations},
-            )
+                    SELECT id, schedule_id, price, id - %(lo)s AS r,
+                           MOD(CRC32(CONCAT('status:', id)), 100) AS h,
+                           CRC32(CONCAT('time:', id)) / 4294967296 AS u
+                    FROM seats
+                    WHERE MOD((id - %(lo)s) * %(p)s, %(n)s) < %(k)s
+                ) hashed
+            ) picked
+            ORDER BY created, id
+            """,
+            {"as_of": as_of, "lo": lo, "p": p, "n": seats, "k": reservations},
+        )
         cur.execute(
             "UPDATE seats s JOIN reservations r ON r.live_seat_id = s.id "
             "SET s.status = IF(r.status = 'HELD', 'HELD', 'RESERVED'), s.version = s.version + 1"
         )
+        add_payments(cur)
+        cur.execute("COMMIT")
+
+
+def add_payments(cur: Any) -> None:
+    """A payment and its published PaymentCompleted outbox row per CONFIRMED reservation, as pay() writes them.
+
+    With them the data passes `python -m models check` (invariants 2 and 4); wallets and the
+    points ledger are left empty (no query here reads them; invariant 3 holds trivially).
+    """
+    cur.execute(
+        "INSERT INTO payments (reservation_id, user_id, amount, job_id, created_at) "
+        "SELECT id, user_id, price, CONCAT('bench-pay-', id), updated_at FROM reservations "
+        "WHERE status = 'CONFIRMED' ORDER BY updated_at, id"
+    )
+    cur.execute(f"SELECT id FROM concerts WHERE title = '{TITLE} 1'")
+    concert_id = int(cur.fetchone()[0])
+    cur.execute(
+        f"""
+        INSERT INTO outbox_events (event_id, aggregate_type, aggregate_id, event_type, topic, message_key,
+                                   payload, status, created_at, published_at)
+        SELECT event_id, 'payment', id, 'PaymentCompleted', 'payment-completed', CAST(reservation_id AS CHAR),
+               JSON_OBJECT('eventId', event_id, 'eventType', 'PaymentCompleted', 'paymentId', id,
+                           'reservationId', reservation_id, 'userId', user_id, 'concertId', {concert_id},
+                           'scheduleId', schedule_id, 'seatId', seat_id, 'amount', amount,
+                           'paidAt', CONCAT(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%s.'),
+                                            LPAD(MICROSECOND(created_at) DIV 1000, 3, '0'), 'Z')),
+               'PUBLISHED', created_at, created_at + INTERVAL 1 SECOND
+        FROM (SELECT UUID() AS event_id, p.id, p.reservation_id, p.user_id, p.amount, p.created_at,
+                     r.schedule_id, r.seat_id
+              FROM payments p JOIN reservations r ON r.id = p.reservation_id) paid
+        ORDER BY id
+        """
+    )
 
 
 # ---------------------------------------------------------------- indexes
@@ -389,6 +459,7 @@ def query_args(facts: dict[str, Any]) -> dict[str, list[tuple[Any, ...]]]:
         "seats_by_schedule_status_in": [(sid, *STATUS_IN) for sid in ids],
         "expired_holds": [("HELD", as_of)],
         "expired_holds_sweep": [("HELD", as_of)],
+        "round_trip_floor": [()],
     }
 
 
@@ -417,25 +488,29 @@ Samples = dict[str, dict[str, list[float]]]  # query -> {"seconds": [...], "rows
 
 def server_seconds(cur: Any, key: str, args: tuple[Any, ...]) -> float:
     """The server's own time for one execution (ANALYZE FORMAT=JSON: optimization + execution, no row transfer)."""
-    cur.execute("ANALYZE FORMAT=JSON " + SQL[key], args)
+    cur.execute("ANALYZE FORMAT=JSON " + SQL[key], args or None)
     doc = json.loads(cur.fetchone()[0])
-    return (doc["query_optimization"]["r_total_time_ms"] + doc["query_block"]["r_total_time_ms"]) / 1000
+    block = doc["query_block"].get("r_total_time_ms", 0.0)  # absent for SELECT 1 (no table)
+    return float(doc["query_optimization"]["r_total_time_ms"] + block) / 1000
 
 
 def measure(conn: Conn, keys: list[str], args: dict[str, list[tuple[Any, ...]]], runs: int, warmup: int) -> Samples:
-    """Warm-up then `runs` timed executions of each query (execute + fetch all), the queries interleaved.
+    """Per query, one after another: warm-up then `runs` timed executions (execute + fetch all rows).
 
-    Run i uses argument tuple i mod len: the sample schedules in turn. Rows are those returned (the
-    COUNT query: the count). Every SERVER_EVERY-th run is followed by an ANALYZE of the same query
-    for the server-side time.
+    One query at a time, as the seed timed each repository method: interleaved with the SELECT *
+    queries, whose row decoding keeps this process busy for 50+ ms, a light query measured about
+    twice its own time on this shared machine (SELECT 1: 0.15 ms instead of 0.03 ms). Run i uses
+    argument tuple i mod len: the sample schedules in turn. Rows are those returned (the COUNT
+    query: the count). Every SERVER_EVERY-th run is followed by an ANALYZE of the same query for
+    the server-side time.
     """
     out: Samples = {k: {"seconds": [], "rows": [], "server_seconds": []} for k in keys}
     with conn.cursor() as cur:
-        for i in range(warmup + runs):
-            for k in keys:
+        for k in keys:
+            for i in range(warmup + runs):
                 a = args[k][i % len(args[k])]
                 t0 = time.perf_counter()
-                cur.execute(SQL[k], a)
+                cur.execute(SQL[k], a or None)
                 fetched = cur.fetchall()
                 elapsed = time.perf_counter() - t0
                 if i >= warmup:
@@ -455,7 +530,11 @@ def phase(
     warmup: int,
     into: dict[str, Any],
 ) -> None:
-    """EXPLAIN (first round only) and time the given queries in the current schema; append to `into[name]`."""
+    """EXPLAIN and time the given queries in the current schema; append to `into[name]`.
+
+    The full EXPLAIN is kept from the first round; the key the optimizer chose, from every round
+    (statistics of re-created indexes can change the choice).
+    """
     empty: Samples = {k: {"seconds": [], "rows": [], "server_seconds": []} for k in keys}
     slot = into.setdefault(name, {"explain": {}, "samples": empty})
     explains = {k: explain(conn, k, args[k][0]) for k in keys}
@@ -468,6 +547,8 @@ def phase(
             raise SystemExit(f"no_index phase still sees keys {used}: the drop list is incomplete")
     if not slot["explain"]:
         slot["explain"] = explains
+    for k in keys:
+        slot.setdefault("keys", {}).setdefault(k, []).append(explains[k]["plan"][0]["key"])
     t0 = time.perf_counter()
     got = measure(conn, keys, args, runs, warmup)
     for k in keys:
@@ -545,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     dropped: list[dict[str, Any]] = []
     for rnd, n in enumerate(per_round, 1):
         print(f"round {rnd}/{args.rounds}", flush=True)
-        phase(conn, "indexed", all_keys, qargs, n, warm_idx, phases)  # round 1: the schema the migrations built
+        # round 1: the schema the migrations built; the floor query is timed here only (no table, no index)
+        phase(conn, "indexed", [*all_keys, "round_trip_floor"], qargs, n, warm_idx, phases)
         try:
             t0 = time.perf_counter()
             dropped = drop_seed_index(conn)
@@ -600,6 +682,10 @@ def main(argv: list[str] | None = None) -> int:
         "index_seconds": {"drop_per_round": drop_seconds, "create_per_round": create_seconds},
         "queries": queries,
         "extra_queries": extra_queries,
+        "round_trip_floor": {
+            "sql": SQL["round_trip_floor"],
+            **summary(phases["indexed"]["samples"]["round_trip_floor"]),
+        },
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     path = write("index", data)
@@ -632,6 +718,7 @@ def query_result(k: str, phases: dict[str, Any], qargs: dict[str, list[tuple[Any
         },
         "plan_no_index": phases["no_index"]["explain"][k]["plan"],
         "plan_indexed": phases["indexed"]["explain"][k]["plan"],
+        "key_by_round": {name: phases[name]["keys"][k] for name in phases if k in phases[name]["keys"]},
     }
     if k in phases["fk_index_only"]["samples"]:
         fk = summary(phases["fk_index_only"]["samples"][k])
@@ -661,6 +748,7 @@ def write_explain(data: dict[str, Any], phases: dict[str, Any], qargs: dict[str,
                 continue
             e = phases[name]["explain"][k]
             lines += [f"== {k} / {name}", f"   {SQL[k]}", f"   args {[str(a) for a in qargs[k][0]]}"]
+            lines += [f"   key chosen in rounds 1..{len(phases[name]['keys'][k])}: {phases[name]['keys'][k]}"]
             lines += [f"   {row}" for row in e["plan"]]
             lines += ["   " + line for line in json.dumps(e["json"], indent=2).splitlines()]
             lines.append("")
@@ -690,6 +778,11 @@ def print_table(data: dict[str, Any]) -> None:
         "speed-up = no-index p50 / indexed p50 (target: >= the seed's); server x = the same ratio of the server's "
         "own time (ANALYZE);\nrows = rows returned (COUNT: the count); FK-only = without the seed's "
         "(schedule_id, status) index, the FK index and UNIQUE(schedule_id, number) still there"
+    )
+    f = data["round_trip_floor"]
+    print(
+        f"round-trip floor (SELECT 1, no table): client p50 {f['p50_ms']:.3f} ms, p99 {f['p99_ms']:.3f} ms; "
+        f"server {f['server']['p50_ms']:.3f} ms"
     )
     print("dropped for no-index: " + ", ".join(f"{d['table']}.{d['name']}" for d in data["dropped_indexes"]))
 
