@@ -677,12 +677,32 @@ class FaultScript(threading.Thread):
             os.killpg(process.pid, signal.SIGCONT)
         resumed = time.monotonic()
         _wait(lambda: _pending(self.service.db_url) == 0, 60, "outbox drained after the broker came back")
+        drained = time.monotonic() - resumed
+        caught_up = self.consumer_caught_up(resumed)
         self.log.add(
             "broker_stop_10s",
             at,
             most_pending_while_stopped=most_pending,
-            outbox_drained_after_resume_s=round(time.monotonic() - resumed, 1),
+            outbox_drained_after_resume_s=round(drained, 1),
+            consumer_caught_up_after_resume_s=caught_up,
         )
+
+    def consumer_caught_up(self, since: float) -> float:
+        """Seconds from `since` until every event PUBLISHED by now has been consumed."""
+        name = urlparse(self.service.db_url).path.lstrip("/")
+        with connect(self.service.db_url, None) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT event_id FROM `{name}`.outbox_events WHERE status = 'PUBLISHED'")
+            published = [e for (e,) in cur.fetchall()]
+        r = self.service.redis.client()
+
+        def consumed() -> bool:
+            pipe = r.pipeline()
+            for e in published:
+                pipe.exists(f"events:done:{e}")
+            return all(pipe.execute())
+
+        _wait(consumed, 90, "the consumer catching up")
+        return round(time.monotonic() - since, 1)
 
     def redis_restart(self) -> None:
         """SHUTDOWN (AOF fsynced) and restart from the same directory; time it was down."""
@@ -696,6 +716,7 @@ class FaultScript(threading.Thread):
         downtime = time.monotonic() - down
         keys_after = _dbsize(self.service.redis)
         ready = _wait(lambda: _http_ok(f"{self.service.base}/readyz"), 60, "/readyz after the Redis restart")
+        caught_up = self.consumer_caught_up(time.monotonic() - ready)
         self.log.add(
             "redis_restart",
             at,
@@ -704,6 +725,7 @@ class FaultScript(threading.Thread):
             keys_before=keys_before,
             keys_after_aof_replay=keys_after,
             readyz_ok_after_s=round(ready, 1),
+            consumer_caught_up_after_restart_s=caught_up,
         )
 
     def db_connections_kill(self) -> None:
@@ -777,18 +799,25 @@ def event_state(service: Service) -> dict[str, int]:
     }
 
 
-def settle(service: Service, rec: Record, timeout: float) -> float:
-    """Wait until every recorded job is terminal and every event is published and consumed."""
+def settle(service: Service, rec: Record, timeout: float) -> dict[str, float | None]:
+    """Wait until every recorded job is terminal and every event is published and consumed; return
+    when each of the two held first (seconds after the load ended; None if it never did)."""
     started = time.monotonic()
     ids = list(rec.accepted)
+    done: dict[str, float | None] = {"jobs_terminal_s": None, "events_consumed_s": None}
     while time.monotonic() - started < timeout:
         with contextlib.suppress(Exception):
             states = job_states(service, ids)
             ev = event_state(service)
-            if states["QUEUED"] + states["RUNNING"] == 0 and ev["pending"] == 0 and ev["unconsumed"] == 0:
-                return time.monotonic() - started
-        time.sleep(1.0)
-    return time.monotonic() - started
+            now = round(time.monotonic() - started, 1)
+            if done["jobs_terminal_s"] is None and states["QUEUED"] + states["RUNNING"] == 0:
+                done["jobs_terminal_s"] = now
+            if done["events_consumed_s"] is None and ev["pending"] == 0 and ev["unconsumed"] == 0:
+                done["events_consumed_s"] = now
+            if None not in done.values():
+                break
+        time.sleep(0.5)
+    return done
 
 
 def database_checks(service: Service, rec: Record) -> dict[str, Any]:
@@ -931,7 +960,8 @@ def run(plan: Plan, *, seed: int, db_url: str, web_port: int, mode: str, faults_
         still_running = sum(1 for t in fans if t.is_alive())
         load_s = time.monotonic() - t0
         print(f"  load done after {load_s:.1f} s ({rec.requests} requests); settling", flush=True)
-        settle_s = settle(service, rec, plan.settle_timeout)
+        settled = settle(service, rec, plan.settle_timeout)
+        settle_s = max(v if v is not None else plan.settle_timeout for v in settled.values())
         states = job_states(service, list(rec.accepted))
         events = event_state(service)
         failed_codes = failure_codes(service, list(rec.accepted))
@@ -983,6 +1013,7 @@ def run(plan: Plan, *, seed: int, db_url: str, web_port: int, mode: str, faults_
         "events_unpublished": events["pending"] + events["failed"] + checks["payments_without_one_published_event"],
         "events_unconsumed": events["unconsumed"],
         "settle_s": round(settle_s, 1),
+        "settle_detail": settled,
         "load_s": round(load_s, 1),
         "client_threads_still_running": still_running,
         "processes_alive_at_end": procs_alive,
