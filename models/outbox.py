@@ -91,7 +91,14 @@ def relay_once(
     Every failure counts in retry_count/last_error; only failures that are not `transient`
     (broker unreachable, timeouts) move a row to FAILED after `max_attempts`, so an outage of
     any length leaves rows PENDING until the broker is back.
+
+    On MySQL the claim runs at READ COMMITTED: at REPEATABLE READ the locking read also takes
+    next-key locks on the `(status, id)` index, which block the insert of every new outbox row —
+    every payment — for as long as `publish` takes (a hung broker stopped all payments in the
+    chaos run). READ COMMITTED locks only the claimed rows.
     """
+    if is_mysql() and not db.in_transaction():
+        db.execute_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")  # the next transaction only
     with db.atomic():
         query = OutboxEvent.select().where(OutboxEvent.status == PENDING).order_by(OutboxEvent.id).limit(batch)
         if is_mysql():
