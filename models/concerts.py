@@ -47,7 +47,8 @@ class Seat(BaseModel):
     """A seat of a schedule; `version` is bumped by every compare-and-set status change."""
 
     id = pw.BigAutoField()
-    schedule = pw.ForeignKeyField(Schedule, backref="seats", column_name="schedule_id")
+    # index=False: UNIQUE (schedule_id, number) serves the foreign key (migration 004)
+    schedule = pw.ForeignKeyField(Schedule, backref="seats", column_name="schedule_id", index=False)
     number = pw.IntegerField()
     price = pw.BigIntegerField()
     status = pw.CharField(max_length=16, default=AVAILABLE, constraints=[pw.SQL("DEFAULT 'AVAILABLE'")])

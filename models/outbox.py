@@ -38,7 +38,7 @@ class OutboxEvent(BaseModel):
 
     class Meta:
         table_name = "outbox_events"
-        indexes = ((("status", "id"), False),)
+        indexes = ((("status", "id"), False), (("aggregate_type", "aggregate_id"), False))
 
 
 @dataclass(frozen=True)
