@@ -322,7 +322,14 @@ def targets_section(data: dict[str, dict[str, Any] | None]) -> list[str]:
         )
     if not rows:
         return []
-    return ["## Targets of this run", "", "| target | measured | met |", "|---|---|---|", *rows, ""]
+    quick = bool(idx and idx["parameters"].get("quick")) or bool(f and f["parameters"].get("mode") == "quick")
+    scale = (
+        "**Scale: `make bench-quick`** (smaller data; the index ratios in particular are not comparable "
+        "with the seed's 1M-row figures)."
+        if quick
+        else "Scale: `make bench` (the full sizes the issue names)."
+    )
+    return ["## Targets of this run", "", scale, "", "| target | measured | met |", "|---|---|---|", *rows, ""]
 
 
 def render() -> str:
