@@ -181,8 +181,12 @@ def _representable_in_utc(value: dt.datetime) -> dt.datetime:
     return value
 
 
-# At least one character that Python's str.strip() keeps (\s plus the separators \x1c-\x1f).
-NOT_BLANK = r"[^\s\x1c-\x1f]"
+# At least one character that Python's str.strip() keeps. The class lists the characters
+# themselves instead of `\s`: `\s` means different sets in ECMA regexes (what OpenAPI clients and
+# schemathesis use: no U+0085, but U+FEFF), pydantic's Rust regexes (U+0085) and Python. Every
+# str.isspace() character, plus U+FEFF (ECMA counts it as space), is "blank" for all three.
+_BLANK = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK = f"[^{_BLANK}]"
 
 
 class NewScheduleIn(Body):

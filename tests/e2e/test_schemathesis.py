@@ -91,6 +91,9 @@ def problem_details(ctx: Any, response: Any, case: Any) -> bool | None:
     max_examples=MAX_EXAMPLES,
     deadline=None,
     database=None,
+    # The same cases every run: `make test` must not turn red on a new random draw. Exploration
+    # with fresh draws is bench/fuzz.py's job; what it finds becomes a test in test_fuzz_regressions.
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 def test_every_operation_answers_as_documented(case: Any, queue_token: str) -> None:

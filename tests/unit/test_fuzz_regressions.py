@@ -165,7 +165,8 @@ def test_an_idempotency_key_is_checked_exactly_as_declared(client: FlaskClient, 
     assert bool(IDEMPOTENCY_KEY.fullmatch(key)) is accepted
 
 
-@pytest.mark.parametrize("blank", ["   ", "\t", "\x1c", "\u3000"])
+# "\x85" (NEL) was found by schemathesis in CI: ECMA's \s lacks it, pydantic's and Python's have it.
+@pytest.mark.parametrize("blank", ["   ", "\t", "\x1c", "\u3000", "\x85", "\ufeff", " \x85\u2028"])
 def test_a_blank_title_is_schema_invalid_not_a_domain_surprise(client: FlaskClient, blank: str) -> None:
     body = {
         "title": blank,
@@ -180,7 +181,9 @@ def test_a_blank_title_is_schema_invalid_not_a_domain_surprise(client: FlaskClie
     schemas = openapi(client)["components"]["schemas"]
     patterns = {s["properties"]["title"]["pattern"] for s in schemas.values() if s.get("title") == "NewConcertIn"}
     assert len(patterns) == 1
-    assert re.search(patterns.pop(), blank) is None
+    pattern = patterns.pop()
+    assert re.search(pattern, blank) is None
+    assert "\\s" not in pattern  # \s means different sets in ECMA, Rust and Python regexes
 
 
 def test_a_charge_above_max_charge_is_outside_the_declared_schema(client: FlaskClient) -> None:
