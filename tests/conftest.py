@@ -158,3 +158,22 @@ def drop_catalogue_cache() -> None:
     r = bootstrap.current().redis
     for key in r.scan_iter("cache:*"):
         r.delete(key)
+
+
+def hold_directly(seat: Any, user_id: int, *, job_id: str | None = None) -> Any:
+    """A test's given: hold a seat through the domain function (no job, no worker); the reservation view.
+
+    Runs on the caller's current connection (HOLD_TTL 300 s, 4 holds per user and schedule).
+    """
+    import uuid
+
+    from models import reservations
+
+    return reservations.hold_seat(
+        user_id=user_id,
+        schedule_id=seat.schedule_id,
+        seat_id=seat.id,
+        job_id=job_id or uuid.uuid4().hex,
+        hold_ttl=300,
+        max_holds=4,
+    )

@@ -29,7 +29,7 @@ from flask.testing import FlaskClient
 
 from config import bootstrap
 from config.settings import Settings
-from models import check, outbox, payments, points, reservations
+from models import check, outbox, payments, points
 from models.concerts import RESERVED, Schedule, Seat
 from models.db import db
 from models.errors import AlreadyPaid
@@ -37,7 +37,7 @@ from models.outbox import OutboxEvent
 from models.payments import Payment
 from models.points import LedgerEntry
 from models.seed import seed_demo
-from tests.conftest import make_app, problem_of
+from tests.conftest import hold_directly, make_app, problem_of
 from tests.kafka_broker import TansuBroker, kafka_broker_fixture
 from workers import events
 from workers.jobs import FAILED, SUCCEEDED, JobStore
@@ -257,15 +257,8 @@ def given_held(user_id: int, seat: Seat, *, points_to_charge: int = 100_000) -> 
     """A user with points holding a seat (through the domain functions); the reservation id."""
     with db.connection_context():
         points.charge(user_id=user_id, amount=points_to_charge, max_charge=1_000_000, max_balance=100_000_000)
-        view = reservations.hold_seat(
-            user_id=user_id,
-            schedule_id=seat.schedule_id,
-            seat_id=seat.id,
-            job_id=uuid.uuid4().hex,
-            hold_ttl=300,
-            max_holds=4,
-        )
-    return view.reservation_id
+        view = hold_directly(seat, user_id)
+    return int(view.reservation_id)
 
 
 def pay_over_http(client: FlaskClient, token: str, reservation_id: int, **headers: str) -> Any:

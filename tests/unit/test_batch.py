@@ -21,6 +21,7 @@ from models.concerts import Schedule, Seat
 from models.db import db
 from models.reservations import Reservation
 from models.seed import seed_demo
+from tests.conftest import hold_directly
 from workers.batch import SeatBatch, partition_worker
 from workers.broker import send
 from workers.dispatch import handle
@@ -87,9 +88,7 @@ def held_by(seat: Seat) -> list[int]:
 
 def direct_hold(user_id: int, seat: Seat, job_id: str) -> domain.ReservationView:
     with db.connection_context():
-        return domain.hold_seat(
-            user_id=user_id, schedule_id=seat.schedule_id, seat_id=seat.id, job_id=job_id, hold_ttl=300, max_holds=4
-        )
+        return hold_directly(seat, user_id, job_id=job_id)  # type: ignore[no-any-return]
 
 
 def test_holds_on_taken_seats_are_answered_in_bulk_and_the_first_hold_of_a_free_seat_wins(seats):

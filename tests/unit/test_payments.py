@@ -34,7 +34,7 @@ from models.payments import Payment
 from models.points import LedgerEntry, Wallet
 from models.reservations import CANCELLED, CONFIRMED, HELD, Reservation
 from models.seed import seed_demo
-from tests.conftest import problem_of
+from tests.conftest import hold_directly, problem_of
 from workers import events
 from workers.jobs import FAILED, SUCCEEDED, JobStore
 
@@ -85,15 +85,7 @@ def charge(user_id: int, amount: int) -> None:
 
 def hold(seat: Seat, user_id: int) -> int:
     """Hold a seat for a user; return the reservation id."""
-    view = reservations.hold_seat(
-        user_id=user_id,
-        schedule_id=seat.schedule_id,
-        seat_id=seat.id,
-        job_id=uuid.uuid4().hex,
-        hold_ttl=300,
-        max_holds=4,
-    )
-    return view.reservation_id
+    return int(hold_directly(seat, user_id).reservation_id)
 
 
 def balance(user_id: int) -> int:

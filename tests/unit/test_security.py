@@ -25,7 +25,7 @@ from models import payments, points, reservations
 from models.concerts import Schedule, Seat
 from models.seed import seed_demo
 from models.waiting_room import new_token_for
-from tests.conftest import make_app, problem_of
+from tests.conftest import hold_directly, make_app, problem_of
 
 API = "/api/v1"
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -69,15 +69,8 @@ def token_of(client: FlaskClient, user_id: int, concert_id: int) -> str:
 
 
 def hold(seat: Seat, user_id: int) -> int:
-    view = reservations.hold_seat(
-        user_id=user_id,
-        schedule_id=seat.schedule_id,
-        seat_id=seat.id,
-        job_id=uuid.uuid4().hex,
-        hold_ttl=300,
-        max_holds=4,
-    )
-    return view.reservation_id
+    """Hold a seat for a user; return the reservation id."""
+    return int(hold_directly(seat, user_id).reservation_id)
 
 
 def same_problem(a: Any, b: Any, a_id: int | str, b_id: int | str) -> None:
