@@ -78,8 +78,13 @@ def send(
     return message
 
 
-def dispatch(broker: dramatiq.Broker, command: str, queue: str, *args: Any, client: Any) -> Any:  # type: ignore[type-arg]
+def dispatch(
+    broker: dramatiq.Broker, command: str, queue: str, *args: Any, client: Any, maintenance: bool = False
+) -> Any:  # type: ignore[type-arg]
     """Run Dramatiq's Redis dispatch script on `client` (a pipeline), as RedisBroker._dispatch does.
+
+    `maintenance=True` forces the script's maintenance pass on `queue` (put the unacknowledged
+    messages of dead consumers back on it) instead of leaving it to the broker's dice roll.
 
     Pinned to dramatiq 2.2.x's argument layout (tests/unit/test_batch.py and the pipeline tests
     exercise it against the broker's own consumer).
@@ -92,7 +97,7 @@ def dispatch(broker: dramatiq.Broker, command: str, queue: str, *args: Any, clie
         b.broker_id,
         b.heartbeat_timeout,
         b.dead_message_ttl,
-        b._should_do_maintenance(command),
+        1 if maintenance else b._should_do_maintenance(command),
         b._max_unpack_size(),
         *args,
     ]
@@ -118,3 +123,8 @@ def load_actors() -> None:
     """Import every actor module so ACTORS is complete."""
     import workers.payments
     import workers.reservations  # noqa: F401
+
+
+def recover_dead_consumers(broker: dramatiq.Broker, queue: str) -> None:  # type: ignore[type-arg]
+    """Put the messages a dead process had fetched from `queue` back on it, now (see partitions.py)."""
+    dispatch(broker, "qsize", queue, client=broker.client, maintenance=True)  # type: ignore[attr-defined]
