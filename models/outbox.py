@@ -12,7 +12,7 @@ from typing import Any
 
 import peewee as pw
 
-from models.db import BaseModel, UtcDateTimeField, db, is_mysql, utcnow
+from models.db import BaseModel, UtcDateTimeField, db, utcnow
 
 PENDING, PUBLISHED, FAILED = "PENDING", "PUBLISHED", "FAILED"
 PAYMENT_COMPLETED = "PaymentCompleted"
@@ -84,33 +84,26 @@ Publish = Callable[[list[OutboxEvent]], list[Exception | None]]
 def relay_once(
     *, publish: Publish, batch: int = 100, max_attempts: int = 50, transient: Callable[[Exception], bool] | None = None
 ) -> RelayResult:
-    """Claim up to `batch` PENDING rows in id order (FOR UPDATE SKIP LOCKED on MySQL), publish, record.
+    """Read up to `batch` PENDING rows in id order, publish them outside any transaction, record.
 
     `publish` sends the rows in order and returns, per row, None (acknowledged) or the error.
-    Rows stay locked while they are published, so two relays never publish the same row at once.
-    Every failure counts in retry_count/last_error; only failures that are not `transient`
-    (broker unreachable, timeouts) move a row to FAILED after `max_attempts`, so an outage of
-    any length leaves rows PENDING until the broker is back.
-
-    On MySQL the claim runs at READ COMMITTED: at REPEATABLE READ the locking read also takes
-    next-key locks on the `(status, id)` index, which block the insert of every new outbox row —
-    every payment — for as long as `publish` takes (a hung broker stopped all payments in the
-    chaos run). READ COMMITTED locks only the claimed rows.
+    No lock or transaction is held while the broker is called (CONVENTIONS habit 5): the chaos
+    run showed a locking claim held through a hung publish blocking every new outbox row, i.e.
+    every payment. One relay runs at a time (the scheduler's leader lease); if two ever overlap
+    during a takeover, a row may be published twice, which invariant 4 allows (at least once,
+    idempotent consumer). Every failure counts in retry_count/last_error; only failures that are
+    not `transient` (broker unreachable, timeouts) move a row to FAILED after `max_attempts`, so
+    an outage of any length leaves rows PENDING until the broker is back.
     """
-    if is_mysql() and not db.in_transaction():
-        db.execute_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")  # the next transaction only
+    rows = list(OutboxEvent.select().where(OutboxEvent.status == PENDING).order_by(OutboxEvent.id).limit(batch))
+    if not rows:
+        return RelayResult(0, 0, 0, [])
+    outcomes = publish(rows)
+    now = utcnow()
+    published: list[int] = []
+    latencies: list[float] = []
+    failures = 0
     with db.atomic():
-        query = OutboxEvent.select().where(OutboxEvent.status == PENDING).order_by(OutboxEvent.id).limit(batch)
-        if is_mysql():
-            query = query.for_update("FOR UPDATE SKIP LOCKED")  # type: ignore[arg-type]
-        rows = list(query)
-        if not rows:
-            return RelayResult(0, 0, 0, [])
-        outcomes = publish(rows)
-        now = utcnow()
-        published: list[int] = []
-        latencies: list[float] = []
-        failures = 0
         for row, error in zip(rows, outcomes, strict=True):
             if error is None:
                 published.append(row.id)
@@ -121,9 +114,11 @@ def relay_once(
             status = FAILED if row.retry_count + 1 >= max_attempts and not retriable else PENDING
             OutboxEvent.update(
                 retry_count=OutboxEvent.retry_count + 1, last_error=str(error)[:2000], status=status
-            ).where(OutboxEvent.id == row.id).execute()
+            ).where((OutboxEvent.id == row.id) & (OutboxEvent.status == PENDING)).execute()
         if published:
-            OutboxEvent.update(status=PUBLISHED, published_at=now).where(OutboxEvent.id.in_(published)).execute()
+            OutboxEvent.update(status=PUBLISHED, published_at=now).where(
+                OutboxEvent.id.in_(published) & (OutboxEvent.status == PENDING)
+            ).execute()
     return RelayResult(len(rows), len(published), failures, latencies)
 
 
