@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
-from models import concerts
+from models import concerts, reservations
 from models.errors import Forbidden, TokenMissing, TokenNotActive
+from models.reservations import ReservationView
 from models.waiting_room import ACTIVE, QueueToken, WaitingRoom
 from web.api import parse_id
 
@@ -38,8 +39,8 @@ def require_active(concert_id: int | None = None, *, claimed_user_id: int | None
     info = waiting_room().status(token=token, touch=False)
     if info.status != ACTIVE:
         raise TokenNotActive(f"the token is still waiting (rank {info.rank}); poll GET /api/v1/queue/token")
-    if concert_id is not None and info.concert_id != concert_id:
-        raise Forbidden("the queue token is for another concert")
+    if concert_id is not None:
+        _same_concert(info, concert_id)
     if claimed_user_id is not None and claimed_user_id != info.user_id:
         raise Forbidden("userId does not match the queue token's user")
     g.queue_token = info
@@ -59,8 +60,20 @@ def queue_gate(view: F) -> F:
         info = require_active()
         if "schedule_id" in kwargs:
             schedule_id = parse_id(kwargs["schedule_id"], "scheduleId")
-            if concerts.concert_id_of_schedule(schedule_id=schedule_id) != info.concert_id:
-                raise Forbidden("the queue token is for another concert")
+            _same_concert(info, concerts.concert_id_of_schedule(schedule_id=schedule_id))
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def own_reservation(token: QueueToken, reservation_id: int) -> ReservationView:
+    """The token user's reservation: another user's is 404 exactly like a missing one (existence
+    is not revealed); a reservation of another concert than the token's is 403."""
+    view = reservations.get_reservation(reservation_id=reservation_id, user_id=token.user_id)
+    _same_concert(token, concerts.concert_id_of_schedule(schedule_id=view.schedule_id))
+    return view
+
+
+def _same_concert(token: QueueToken, concert_id: int) -> None:
+    if token.concert_id != concert_id:
+        raise Forbidden("the queue token is for another concert")

@@ -25,6 +25,14 @@ MAX_WAIT = 10.0
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])")
 
 
+JOB_PROBLEMS = (400, 401, 403, 404, 409, 422, 429)
+
+
+def job_route_responses(problems: tuple[int, ...] = JOB_PROBLEMS, **success: Any) -> Resp:
+    """The documented responses of a route that queues a job: its success bodies, 202, and problems."""
+    return Resp(HTTP_202=JobAccepted, **success, **{f"HTTP_{code}": Problem for code in problems})
+
+
 def job_store() -> JobStore:
     """The job store of this app."""
     return JobStore(services().redis)

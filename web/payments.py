@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import json as jsonlib
 import re
 
 from flask import Blueprint, Response, request
 from spectree import Response as Resp
 
-from models import concerts, payments, reservations
-from models.errors import Forbidden, IdempotencyKeyReused, ValidationError
-from web.api import parse_id, respond, services, settings, spec
-from web.gate import require_active
-from web.jobs import answer, enqueue, job_store, new_job_id
+from models import payments
+from models.errors import ValidationError
+from web.api import parse_id, respond, settings, spec
+from web.gate import own_reservation, require_active
+from web.jobs import answer, enqueue, job_route_responses, job_store, new_job_id
 from web.limits import job_key, limiter
-from web.schemas import JobAccepted, PaymentIn, PaymentOut, Problem
-from workers.jobs import Job
+from web.schemas import PaymentIn, PaymentOut, Problem
 
 bp = Blueprint("payments", __name__)
 PAYMENT = "PAYMENT"
-IDEMPOTENCY_TTL = 86_400
 
 
 def _location(result: dict[str, object]) -> str:
@@ -43,53 +39,22 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def _claim(user_id: int, key: str, body: PaymentIn, job: Job) -> Job:
-    """Bind (user, key) to this job for 24 h; if taken, return the first job (422 if the body differs)."""
-    digest = hashlib.sha256(jsonlib.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
-    rkey = f"idem:{user_id}:{hashlib.sha256(key.encode()).hexdigest()}"
-    r = services().redis
-    if r.set(rkey, jsonlib.dumps({"jobId": job.job_id, "body": digest}), nx=True, ex=IDEMPOTENCY_TTL):
-        return job
-    first = jsonlib.loads(r.get(rkey) or "{}")  # type: ignore[arg-type]
-    job_store().discard(job.job_id)
-    if first.get("body") != digest:
-        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request body")
-    earlier = job_store().get(first.get("jobId", ""))
-    if earlier is None:
-        raise IdempotencyKeyReused("this Idempotency-Key was used for a request whose job has expired")
-    return earlier
-
-
 @bp.post("/payments")
 @limiter.shared_limit(lambda: settings().rate_jobs_user, scope="jobs", key_func=job_key)
 @spec.validate(
     json=PaymentIn,
-    resp=Resp(
-        HTTP_201=PaymentOut,
-        HTTP_202=JobAccepted,
-        HTTP_400=Problem,
-        HTTP_401=Problem,
-        HTTP_403=Problem,
-        HTTP_404=Problem,
-        HTTP_409=Problem,
-        HTTP_422=Problem,
-        HTTP_429=Problem,
-    ),
+    resp=job_route_responses(HTTP_201=PaymentOut),
     tags=["payments"],
     security={"queueToken": []},
 )
 def create(json: PaymentIn) -> Response:
     """Queue a payment on the seat's partition; the same Idempotency-Key returns the first job."""
     token = require_active(claimed_user_id=json.userId)
-    # another user's reservation is 404, exactly like one that does not exist (existence is not revealed)
-    held = reservations.get_reservation(reservation_id=json.reservationId, user_id=token.user_id)
-    if concerts.concert_id_of_schedule(schedule_id=held.schedule_id) != token.concert_id:
-        raise Forbidden("the queue token is for another concert")
-    seat_id = held.seat_id
+    seat_id = own_reservation(token, json.reservationId).seat_id
     key = _idempotency_key()
     job = job_store().create(job_type=PAYMENT, user_id=token.user_id, job_id=new_job_id())
     if key is not None:
-        claimed = _claim(token.user_id, key, json, job)
+        claimed = job_store().claim_idempotency_key(user_id=token.user_id, key=key, request=json.model_dump(), job=job)
         if claimed.job_id != job.job_id:
             return answer(claimed, location=_location)
     enqueue(

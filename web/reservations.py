@@ -6,13 +6,11 @@ from flask import Blueprint, Response
 from spectree import Response as Resp
 
 from models import concerts, reservations
-from models.errors import Forbidden
-from models.waiting_room import QueueToken
 from web.api import parse_id, respond, settings, spec
-from web.gate import require_active
-from web.jobs import MAX_WAIT, answer, create_and_enqueue
+from web.gate import own_reservation, require_active
+from web.jobs import MAX_WAIT, answer, create_and_enqueue, job_route_responses
 from web.limits import job_key, limiter
-from web.schemas import JobAccepted, Problem, ReservationIn, ReservationOut
+from web.schemas import Problem, ReservationIn, ReservationOut
 
 bp = Blueprint("reservations", __name__)
 RESERVATION = "RESERVATION"
@@ -22,29 +20,11 @@ def _location(result: dict[str, object]) -> str:
     return f"/api/v1/reservations/{result['reservationId']}"
 
 
-def _own(reservation_id: str, token: QueueToken) -> reservations.ReservationView:
-    """The token user's reservation: anyone else's is 404 like a missing one; another concert's token is 403."""
-    view = reservations.get_reservation(reservation_id=parse_id(reservation_id, "reservationId"), user_id=token.user_id)
-    if concerts.concert_id_of_schedule(schedule_id=view.schedule_id) != token.concert_id:
-        raise Forbidden("the queue token is for another concert")
-    return view
-
-
 @bp.post("/reservations")
 @limiter.shared_limit(lambda: settings().rate_jobs_user, scope="jobs", key_func=job_key)
 @spec.validate(
     json=ReservationIn,
-    resp=Resp(
-        HTTP_201=ReservationOut,
-        HTTP_202=JobAccepted,
-        HTTP_400=Problem,
-        HTTP_401=Problem,
-        HTTP_403=Problem,
-        HTTP_404=Problem,
-        HTTP_409=Problem,
-        HTTP_422=Problem,
-        HTTP_429=Problem,
-    ),
+    resp=job_route_responses(HTTP_201=ReservationOut),
     tags=["reservations"],
     security={"queueToken": []},
 )
@@ -71,28 +51,20 @@ def create(json: ReservationIn) -> Response:
 def get(reservation_id: str) -> Response:
     """The caller's reservation."""
     token = require_active()
-    view = _own(reservation_id, token)
+    view = own_reservation(token, parse_id(reservation_id, "reservationId"))
     return respond(ReservationOut.model_validate(reservations.reservation_json(view)))
 
 
 @bp.delete("/reservations/<reservation_id>")
 @spec.validate(
-    resp=Resp(
-        HTTP_200=ReservationOut,
-        HTTP_202=JobAccepted,
-        HTTP_400=Problem,
-        HTTP_401=Problem,
-        HTTP_403=Problem,
-        HTTP_404=Problem,
-        HTTP_409=Problem,
-    ),
+    resp=job_route_responses((400, 401, 403, 404, 409), HTTP_200=ReservationOut),
     tags=["reservations"],
     security={"queueToken": []},
 )
 def cancel(reservation_id: str) -> Response:
     """Cancel the caller's held reservation through the seat's partition; the seat is free at once."""
     token = require_active()
-    view = _own(reservation_id, token)
+    view = own_reservation(token, parse_id(reservation_id, "reservationId"))
     job = create_and_enqueue(
         job_type=RESERVATION,
         user_id=token.user_id,

@@ -2,11 +2,13 @@
 
 job:<id>       HASH  id, type, status, user, created, started, finished, result (JSON), error (JSON), attempts
 job:<id>:done  LIST  one element pushed when the job ends (BLPOP by `Prefer: wait=N` callers)
+idem:<user>:<sha256(key)>  STRING  {jobId, body digest} of the first request with that Idempotency-Key
 jobs:open      ZSET  id -> created (ms) of jobs not yet terminal (the sweeper fails forgotten ones)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -18,6 +20,7 @@ import redis
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
 TERMINAL = (SUCCEEDED, FAILED)
 OPEN_KEY = "jobs:open"
+IDEMPOTENCY_TTL = 86_400  # an Idempotency-Key answers with its first job for 24 h (SPEC §3)
 
 _START = """
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -108,6 +111,27 @@ class JobStore:
     def _end(self, job_id: str, status: str, field: str, value: str) -> bool:
         keys = [f"job:{job_id}", f"job:{job_id}:done", OPEN_KEY]
         return bool(int(self._finish(keys=keys, args=[status, _ms(), field, value, self.ttl, job_id])))
+
+    def claim_idempotency_key(self, *, user_id: int, key: str, request: dict[str, Any], job: Job) -> Job:
+        """Bind (user, Idempotency-Key) to `job` for IDEMPOTENCY_TTL; the job to answer with.
+
+        If the key is already bound, `job` (not yet sent) is discarded and the first job returned;
+        raises IdempotencyKeyReused when the first request differs or its job has expired.
+        """
+        from models.errors import IdempotencyKeyReused
+
+        digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+        rkey = f"idem:{user_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+        if self.r.set(rkey, json.dumps({"jobId": job.job_id, "body": digest}), nx=True, ex=IDEMPOTENCY_TTL):
+            return job
+        first = json.loads(_text(self.r.get(rkey) or "{}"))
+        self.discard(job.job_id)
+        if first.get("body") != digest:
+            raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request body")
+        earlier = self.get(first.get("jobId", ""))
+        if earlier is None:
+            raise IdempotencyKeyReused("this Idempotency-Key was used for a request whose job has expired")
+        return earlier
 
     def get(self, job_id: str) -> Job | None:
         """A job record, or None if unknown/expired."""
