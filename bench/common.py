@@ -7,6 +7,9 @@ import json
 import os
 import platform
 import statistics
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -79,3 +82,38 @@ def write(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
     return path
+
+
+def run_threads(n: int, work: Callable[[int], None], before: Callable[[int], None] | None = None) -> float:
+    """Run work(k) for k in range(n) on n threads released together; return the wall time.
+
+    `before(k)` runs on thread k ahead of the common start (connection set-up stays outside the
+    measured time); the first exception of any thread is raised after all have ended.
+    """
+    barrier = threading.Barrier(n + 1)
+    errors: list[BaseException] = []
+
+    def body(k: int) -> None:
+        try:
+            if before is not None:
+                before(k)
+        except BaseException as exc:
+            errors.append(exc)
+        barrier.wait()
+        if errors:
+            return
+        try:
+            work(k)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started

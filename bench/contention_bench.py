@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from bench.common import connect, create_database, summary_ms, write
+from bench.common import connect, create_database, run_threads, summary_ms, write
 from bench.pipeline_bench import fresh_data
 from config.bootstrap import Services, bootstrap
 from config.settings import Settings
@@ -94,38 +94,24 @@ def closed_loop(plan: list[Attempt], clients: int, hold: HoldFn, setup: Callable
     """
     latencies: list[float] = []
     outcomes: Counter[str] = Counter()
-    errors: list[BaseException] = []
     guard = threading.Lock()
-    barrier = threading.Barrier(clients + 1)
+    states: dict[int, Any] = {}
 
     def client(k: int) -> None:
-        state = setup()
         mine: list[float] = []
         seen: Counter[str] = Counter()
-        barrier.wait()
         try:
             for user_id, seat_id, schedule_id in plan[k::clients]:
                 started = time.perf_counter()
-                seen[hold(user_id, seat_id, schedule_id, state)] += 1
+                seen[hold(user_id, seat_id, schedule_id, states[k])] += 1
                 mine.append(time.perf_counter() - started)
-        except BaseException as exc:
-            errors.append(exc)
         finally:
-            teardown(state)
+            teardown(states[k])
             with guard:
                 latencies.extend(mine)
                 outcomes.update(seen)
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - started
-    if errors:
-        raise errors[0]
+    seconds = run_threads(clients, client, before=lambda k: states.__setitem__(k, setup()))
     return {
         "attempts": len(latencies),
         "seconds": round(seconds, 3),

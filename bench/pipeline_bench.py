@@ -23,14 +23,13 @@ import datetime as dt
 import json
 import os
 import statistics
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bench.common import connect, create_database, machine
+from bench.common import connect, create_database, machine, run_threads
 from config.bootstrap import Services, bootstrap
 from config.settings import Settings
 from models import check, schema, seed
@@ -49,30 +48,6 @@ def fresh_data(seats: int) -> list[tuple[int, int]]:
     schema.migrate()
     seed.seed(concerts=1, schedules=1, seats=seats, title="Bench")
     return [(s.id, s.schedule_id) for s in Seat.select().order_by(Seat.number)]
-
-
-def run_threads(concurrency: int, work: Any) -> float:
-    """Run work(k) on `concurrency` threads released together; return the wall time."""
-    barrier = threading.Barrier(concurrency + 1)
-    errors: list[BaseException] = []
-
-    def body(k: int) -> None:
-        barrier.wait()
-        try:
-            work(k)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(k,)) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return time.perf_counter() - started
 
 
 def pipeline_run(services: Services, seats: list[tuple[int, int]], requests: int, concurrency: int) -> dict[str, Any]:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 import time
-from collections.abc import Callable
 from urllib.parse import urlparse
 
 import pymysql
 import redis
 
-from bench.common import connect, create_database, summary_ms, write
+from bench.common import connect, create_database, run_threads, summary_ms, write
 from models.waiting_room import WaitingRoom, _keys
 
 CONCERT = 1
@@ -93,23 +91,6 @@ def rank_lookup(room: WaitingRoom, conn: pymysql.Connection, tokens: list[str], 
     }
 
 
-def _threads(n_threads: int, work: Callable[[int], None]) -> float:
-    barrier = threading.Barrier(n_threads + 1)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        work(i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - started
-
-
 def issue_throughput(url: str, issues: int, n_threads: int) -> dict:
     """Domain issue() vs raw ZADD, same thread and connection count, alternating, 3 rounds each."""
     per = issues // n_threads
@@ -129,8 +110,8 @@ def issue_throughput(url: str, issues: int, n_threads: int) -> dict:
             for j in range(per):
                 c.zadd(key, {f"u{i}-{j}": i * per + j})
 
-        results["domain"].append(per * n_threads / _threads(n_threads, domain))
-        results["raw_zadd"].append(per * n_threads / _threads(n_threads, raw))
+        results["domain"].append(per * n_threads / run_threads(n_threads, domain))
+        results["raw_zadd"].append(per * n_threads / run_threads(n_threads, raw))
         for c in clients:
             c.close()
     best = {k: max(v) for k, v in results.items()}
