@@ -17,6 +17,13 @@ from web.schemas import Problem
 MAX_ID = 2**63 - 1
 
 
+def _message(error: dict[str, Any]) -> str:
+    """pydantic's message, except for the one pattern (NOT_BLANK), whose regex tells a user nothing."""
+    if error.get("type") == "string_pattern_mismatch":
+        return "must contain a character other than white space"
+    return str(error.get("msg", "invalid"))
+
+
 def _reject_invalid(req: Request, resp: Any, error: Any, instance: Any, *_: Any) -> None:
     """spectree hook: turn a request validation failure into our ValidationError (problem+json)."""
     if error is None:
@@ -24,7 +31,7 @@ def _reject_invalid(req: Request, resp: Any, error: Any, instance: Any, *_: Any)
     if req.mimetype == "application/json" and req.get_data() and req.get_json(silent=True) is None:
         raise ValidationError("the request body is not valid JSON")
     fields = [
-        {"field": ".".join(str(p) for p in e.get("loc", ())) or "body", "message": e.get("msg", "invalid")}
+        {"field": ".".join(str(p) for p in e.get("loc", ())) or "body", "message": _message(e)}
         for e in getattr(error, "errors", lambda: [])()
     ]
     raise ValidationError("the request does not match the schema", errors=fields)
