@@ -113,6 +113,10 @@ def test_path_ids_are_declared_as_the_positive_64_bit_integers_the_routes_accept
     # was declared string: 0 was "valid" and answered 400
     assert client.get("/api/v1/users/0/points").status_code == 400
     assert client.get(f"/api/v1/users/{2**63 - 1}/points").status_code == 200
+    # bench/fuzz.py: 7.0 is an integer to JSON Schema, so /users/7.0/points is user 7; 7.5, ٧ and 1e3 are not
+    assert client.get("/api/v1/users/7.0/points").get_json() == {"userId": 7, "balance": 0}
+    for bad in ("7.5", "7.", "\u0667", "1e3", "-7", "07x"):
+        assert client.get(f"/api/v1/users/{bad}/points").status_code == 400, bad
 
 
 @pytest.mark.parametrize(("user_id", "status"), [(4.0, 201), (4, 201), (4.5, 400), ("4", 400), (True, 400), (0.0, 400)])
