@@ -6,6 +6,7 @@ REQUIRE_SERVICES=1 (set by .ci/run) the skip becomes a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,3 +178,30 @@ def hold_directly(seat: Any, user_id: int, *, job_id: str | None = None) -> Any:
         hold_ttl=300,
         max_holds=4,
     )
+
+
+@contextlib.contextmanager
+def worker_thread(tick_interval: float = 0.2, claim_timeout: float = 10.0) -> Iterator[Any]:
+    """The partition worker of `python -m workers run` (workers.batch.partition_worker, batches
+    included) as a thread of this process, owning every partition; always stopped and joined."""
+    import threading
+    import time
+
+    from config.bootstrap import current
+    from workers.batch import partition_worker
+
+    services = current()
+    worker = partition_worker(services)
+    worker.tick_interval = tick_interval
+    thread = threading.Thread(target=worker.run, name="test-partition-worker", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + claim_timeout
+        while len(worker.owned) < services.settings.partitions:
+            assert time.monotonic() < deadline, f"the worker claimed only {worker.owned}"
+            time.sleep(0.02)
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the partition worker did not stop"

@@ -28,9 +28,7 @@ from models.cache import CatalogueCache
 from models.concerts import AVAILABLE, HELD, RESERVED, NewSchedule, Seat, create_concert
 from models.db import db, utcnow
 from models.reservations import hold_seat
-from tests.conftest import make_app
-from workers.dispatch import handle
-from workers.partitions import PartitionWorker
+from tests.conftest import make_app, worker_thread
 from workers.reservations import enqueue_expiries
 
 pytestmark = pytest.mark.integration
@@ -84,26 +82,10 @@ def db_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 
 @pytest.fixture
-def pipeline(live_app: Flask) -> Iterator[PartitionWorker]:
-    """A PartitionWorker thread owning every partition; always stopped and joined."""
-    services = current()
-    worker = PartitionWorker(
-        services.redis, services.broker, handle, partitions=services.settings.partitions, tick_interval=0.2
-    )
-    thread = threading.Thread(target=worker.run, name="cache-test-partition-worker", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while len(worker.owned) < services.settings.partitions:
-            assert time.monotonic() < deadline, f"the worker claimed only {worker.owned}"
-            time.sleep(0.02)
+def pipeline(live_app: Flask) -> Iterator[Any]:
+    """The partition worker as a thread owning every partition; always stopped and joined."""
+    with worker_thread() as worker:
         yield worker
-    finally:
-        for consumer in list(worker.consumers.values()):
-            consumer.stop()
-        worker.stop()
-        thread.join(timeout=30)
-        assert not thread.is_alive()
 
 
 @dataclass

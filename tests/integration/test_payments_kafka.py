@@ -38,7 +38,7 @@ from models.outbox import OutboxEvent
 from models.payments import Payment
 from models.points import LedgerEntry
 from models.seed import seed_demo
-from tests.conftest import hold_directly, make_app, problem_of
+from tests.conftest import hold_directly, make_app, problem_of, worker_thread
 from tests.kafka_broker import TansuBroker, kafka_broker_fixture
 from workers import events
 from workers.jobs import FAILED, SUCCEEDED, JobStore
@@ -91,21 +91,9 @@ class Stack:
 
     def start_worker(self) -> None:
         """The partition worker (`python -m workers run`) as a thread."""
-        from workers.dispatch import handle
-        from workers.partitions import PartitionWorker
-
-        services = bootstrap.current()
-        worker = PartitionWorker(
-            services.redis, services.broker, handle, partitions=self.settings.partitions, tick_interval=0.05
-        )
-        thread = threading.Thread(target=worker.run, name="partition-worker", daemon=True)
-        thread.start()
-
-        def stop() -> None:
-            worker.stop()
-            thread.join(timeout=30)
-
-        self.stops.append(stop)
+        running = worker_thread(tick_interval=0.05)
+        running.__enter__()
+        self.stops.append(lambda: running.__exit__(None, None, None))
 
     def start_relay(self) -> None:
         """The scheduler's outbox job: relay_outbox() every 0.2 s; a pass that raises is recorded."""

@@ -6,10 +6,7 @@ PartitionWorker (its own threads) consumes the 16 partitions.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +19,9 @@ from models.concerts import NewSchedule, Schedule, Seat, create_concert
 from models.db import utcnow
 from models.reservations import Reservation
 from models.seed import seed_demo
-from tests.conftest import problem_of
+from tests.conftest import problem_of, worker_thread
 from workers import reservations as reservation_actors
-from workers.dispatch import handle
 from workers.jobs import FAILED, SUCCEEDED, JobStore
-from workers.partitions import PartitionWorker
 
 API = "/api/v1"
 HEADER = "X-Queue-Token"
@@ -46,27 +41,6 @@ def demo(app: Flask) -> Demo:
     assert concert_id is not None
     schedule = Schedule.select().where(Schedule.concert == concert_id).order_by(Schedule.id).first()
     return Demo(concert_id, schedule.id, list(Seat.select().where(Seat.schedule == schedule.id).order_by(Seat.number)))
-
-
-@contextmanager
-def partition_worker() -> Iterator[PartitionWorker]:
-    """A PartitionWorker thread owning every partition; always stopped and joined."""
-    services = current()
-    worker = PartitionWorker(
-        services.redis, services.broker, handle, partitions=services.settings.partitions, tick_interval=0.2
-    )
-    thread = threading.Thread(target=worker.run, name="test-partition-worker", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 5
-        while len(worker.owned) < services.settings.partitions:
-            assert time.monotonic() < deadline, f"the worker claimed only {worker.owned}"
-            time.sleep(0.02)
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(timeout=30)
-        assert not thread.is_alive()
 
 
 def active_token(client: FlaskClient, user_id: int, concert_id: int) -> str:
@@ -106,7 +80,7 @@ def test_a_hold_is_accepted_with_202_and_its_job_succeeds_with_the_reservation(c
     assert body == {"jobId": body["jobId"], "status": "QUEUED", "statusUrl": f"{API}/jobs/{body['jobId']}"}
     assert accepted.headers["Location"] == body["statusUrl"]
     assert client.get(body["statusUrl"]).get_json()["status"] == "QUEUED"
-    with partition_worker():
+    with worker_thread():
         job = finished_job(client, body["jobId"])
     assert (job["status"], job["type"], job["error"]) == (SUCCEEDED, "RESERVATION", None)
     assert job["finishedAt"] is not None
@@ -121,7 +95,7 @@ def test_prefer_wait_answers_with_the_reservation_and_a_second_hold_of_the_seat_
     first, second = active_token(client, 1, demo.concert_id), active_token(client, 2, demo.concert_id)
     seat = demo.seats[0]
 
-    with partition_worker():
+    with worker_thread():
         created = hold(client, first, seat, WAIT)
         refused = hold(client, second, seat, WAIT)
 
@@ -142,7 +116,7 @@ def test_prefer_wait_answers_with_the_reservation_and_a_second_hold_of_the_seat_
 def test_a_fifth_hold_in_one_schedule_is_refused_with_422(client, demo):
     token = active_token(client, 1, demo.concert_id)
 
-    with partition_worker():
+    with worker_thread():
         answers = [hold(client, token, seat, WAIT) for seat in demo.seats[:5]]
 
     assert [a.status_code for a in answers] == [201, 201, 201, 201, 422]
@@ -154,7 +128,7 @@ def test_only_the_owner_reads_or_cancels_a_reservation_and_cancel_frees_the_seat
     owner, other = active_token(client, 1, demo.concert_id), active_token(client, 2, demo.concert_id)
     seat = demo.seats[2]
 
-    with partition_worker():
+    with worker_thread():
         reservation = hold(client, owner, seat, WAIT).get_json()
         url = f"{API}/reservations/{reservation['reservationId']}"
         assert client.get(url, headers={HEADER: owner}).status_code == 200
