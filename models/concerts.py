@@ -210,3 +210,17 @@ def is_sold_out(*, concert_id: int) -> bool:
     return not (
         Seat.select(Seat.id).join(Schedule).where(Schedule.concert == concert_id, Seat.status == AVAILABLE).exists()
     )
+
+
+def seat_counts(*, concert_id: int) -> dict[str, int]:
+    """Seats of every schedule of the concert by status (every status present, 0 when none)."""
+    query = (
+        Seat.select(Seat.status, pw.fn.COUNT(Seat.id))
+        .join(Schedule)
+        .where(Schedule.concert == concert_id)
+        .group_by(Seat.status)
+        .tuples()
+    )
+    counts = dict.fromkeys(SEAT_STATUSES, 0)
+    counts.update({str(row[0]): int(row[1]) for row in query.execute()})  # type: ignore[index]
+    return counts

@@ -11,6 +11,7 @@ Keys (all of one concert share the hash tag `{c:<id>}`, so they live on one Clus
   wr:{c:N}:admits    ZSET  "<ms>:<count>" (a pass) or "<token>:1" (admitted on join) -> ms: admissions
                            of the last minute; wr:{c:N}:rate = "<count>:<oldest ms>" (wait estimate)
   wr:{c:N}:soldout   STRING "1" while no schedule of the concert has an AVAILABLE seat
+  wr:{c:N}:admitted  STRING admissions ever (pass and join), for the operator console
   wr:concerts        SET   concert ids with waiters (admission finds work without KEYS)
 
 Tokens are `<concertId>.<22 url-safe chars>` (128 random bits), so a token names its concert.
@@ -135,6 +136,7 @@ _ADMIT = """
 local waiting, active, seen, admits, soldout = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local attl, wttl, ukprefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local cap = tonumber(ARGV[7])  -- operator controls: at most this many per pass (-1: no cap)
 local stale = redis.call('ZRANGEBYSCORE', seen, '-inf', now - wttl)
 for _, t in ipairs(stale) do
   redis.call('ZREM', waiting, t)
@@ -147,6 +149,7 @@ if redis.call('EXISTS', soldout) == 1 then
   return {0, redis.call('ZCARD', waiting), redis.call('ZCARD', active), #stale}
 end
 local free = limit - redis.call('ZCARD', active)
+if cap >= 0 and free > cap then free = cap end
 local admitted = 0
 if free > 0 then
   local popped = redis.call('ZPOPMIN', waiting, free)
@@ -214,6 +217,7 @@ def _keys(concert_id: int) -> dict[str, str]:
         "seq": f"{tag}:seq",
         "admits": f"{tag}:admits",
         "soldout": f"{tag}:soldout",
+        "admitted": f"{tag}:admitted",
         "token_prefix": f"{tag}:t:",
         "user_prefix": f"{tag}:u:",
     }
@@ -252,10 +256,12 @@ class WaitingRoom:
         self._leave = client.register_script(_LEAVE)
         self._admit = client.register_script(_ADMIT)
 
-    def issue(self, *, user_id: int, concert_id: int) -> QueueToken:
+    def issue(self, *, user_id: int, concert_id: int, limit: int | None = None) -> QueueToken:
         """Join the queue (one live token per user and concert; asking again returns the same token).
 
-        One Lua script, one round trip: it finds or creates the token and describes it.
+        One Lua script, one round trip: it finds or creates the token and describes it. A joiner
+        is admitted at once only when nobody waits and fewer than `limit` (default ACTIVE_LIMIT)
+        are active; the operator controls pass 0 while admission is paused or paced.
         """
         if user_id < 1 or concert_id < 1:
             raise ValidationError("userId and concertId must be positive integers")
@@ -265,14 +271,17 @@ class WaitingRoom:
             tag,
             new_token,
             _now_ms(),
-            self.active_limit,
+            self.active_limit if limit is None else limit,
             self.waiting_ttl_ms,
             self.active_ttl_ms,
             user_id,
             concert_id,
         ]
         token, created, *described = self._issue(keys=[f"{tag}:waiting", CONCERTS_KEY], args=args)
-        return self._token(_text(token), described, created=bool(int(created)))
+        issued = self._token(_text(token), described, created=bool(int(created)))
+        if issued.created and issued.status == ACTIVE:
+            self.r.incr(_keys(concert_id)["admitted"])
+        return issued
 
     def status(self, *, token: str, touch: bool = True) -> QueueToken:
         """A token's status, rank and estimate; polling (touch) keeps a WAITING token's place alive."""
@@ -314,8 +323,13 @@ class WaitingRoom:
             return False
         return self.leave(token=_text(token))
 
-    def admit(self, *, concert_id: int, sold_out: bool = False) -> Admission:
-        """One admission pass: drop abandoned waiters, expire actives, move waiters into free slots (FIFO)."""
+    def admit(
+        self, *, concert_id: int, sold_out: bool = False, limit: int | None = None, per_pass: int | None = None
+    ) -> Admission:
+        """One admission pass: drop abandoned waiters, expire actives, move waiters into free slots (FIFO).
+
+        `limit` (default ACTIVE_LIMIT) and `per_pass` (default no cap) come from the operator controls.
+        """
         k = _keys(concert_id)
         if sold_out:
             self.r.set(k["soldout"], "1", px=max(self.active_ttl_ms, 60_000))
@@ -325,24 +339,40 @@ class WaitingRoom:
         args: list[str | int] = [
             k["token_prefix"],
             _now_ms(),
-            self.active_limit,
+            self.active_limit if limit is None else limit,
             self.active_ttl_ms,
             self.waiting_ttl_ms,
             k["user_prefix"],
+            -1 if per_pass is None else per_pass,
         ]
         admitted, waiting, active, dropped = (int(v) for v in self._admit(keys=keys, args=args))
+        if admitted:
+            self.r.incrby(k["admitted"], admitted)
         if waiting == 0:
             self.r.srem(CONCERTS_KEY, concert_id)
             if self.r.zcard(k["waiting"]) > 0:  # someone joined meanwhile: keep the concert listed
                 self.r.sadd(CONCERTS_KEY, concert_id)
         return Admission(concert_id, admitted, waiting, active, dropped)
 
-    def admit_all(self, *, is_sold_out: Callable[[int], bool]) -> list[Admission]:
-        """Admit for every concert with waiters (found without KEYS)."""
-        return [
-            self.admit(concert_id=int(cid), sold_out=is_sold_out(int(cid)))
-            for cid in sorted(self.r.smembers(CONCERTS_KEY), key=int)  # type: ignore[union-attr]
-        ]
+    def admit_all(
+        self,
+        *,
+        is_sold_out: Callable[[int], bool],
+        controls: Callable[[int], tuple[int | None, int | None]] | None = None,
+    ) -> list[Admission]:
+        """Admit for every concert with waiters (found without KEYS); `controls(concert)` gives the
+        operator's (limit, per_pass) for the pass."""
+        passes = []
+        for cid in sorted(self.r.smembers(CONCERTS_KEY), key=int):  # type: ignore[union-attr]
+            limit, per_pass = controls(int(cid)) if controls is not None else (None, None)
+            passes.append(
+                self.admit(concert_id=int(cid), sold_out=is_sold_out(int(cid)), limit=limit, per_pass=per_pass)
+            )
+        return passes
+
+    def admitted_total(self, *, concert_id: int) -> int:
+        """Admissions ever made for a concert (pass and join)."""
+        return int(self.r.get(_keys(concert_id)["admitted"]) or 0)
 
     def counts(self, *, concert_id: int) -> tuple[int, int]:
         """(waiting, active-and-unexpired) of a concert."""

@@ -10,6 +10,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from config.bootstrap import Services
 from models import concerts
 from models.db import db
+from models.queue_controls import QueueControls
 from models.waiting_room import WaitingRoom
 from scheduler.leader import LeaderLease
 from workers import events
@@ -38,8 +39,15 @@ def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) ->
     s = services.settings
     room = WaitingRoom(services.redis, active_limit=s.active_limit, active_ttl=s.active_ttl, waiting_ttl=s.waiting_ttl)
 
+    controls = QueueControls(services.redis)
+
+    def operator(concert_id: int) -> tuple[int, int | None]:
+        """The operator's limit and per-pass cap, read fresh every pass (a PATCH acts within one pass)."""
+        c = controls.get(concert_id=concert_id)
+        return c.limit(s.active_limit), c.per_pass(s.admit_interval)
+
     def admit() -> None:
-        room.admit_all(is_sold_out=lambda concert_id: concerts.is_sold_out(concert_id=concert_id))
+        room.admit_all(is_sold_out=lambda concert_id: concerts.is_sold_out(concert_id=concert_id), controls=operator)
 
     scheduler.add_job(
         lease.tick, "interval", seconds=2, id="leader-lease", max_instances=1, coalesce=True, next_run_time=_now()

@@ -31,8 +31,23 @@ class SafeJSONProvider(DefaultJSONProvider):
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: services from bootstrap, blueprints under /api/v1, problem+json errors."""
     from models.cache import CatalogueCache
+    from models.queue_controls import QueueControls
     from models.waiting_room import WaitingRoom
-    from web import admin, concerts, docs, errors, health, jobs, limits, metrics, payments, points, queue, reservations
+    from web import (
+        admin,
+        concerts,
+        docs,
+        errors,
+        health,
+        jobs,
+        limits,
+        metrics,
+        payments,
+        points,
+        queue,
+        queue_controls,
+        reservations,
+    )
     from web.api import spec
 
     services = bootstrap(settings)
@@ -46,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         active_ttl=services.settings.active_ttl,
         waiting_ttl=services.settings.waiting_ttl,
     )
+    app.extensions["queue_controls"] = QueueControls(services.redis)
     limits.init(app, services.settings)
     s = services.settings
     app.extensions["catalogue_cache"] = cache = CatalogueCache(
@@ -70,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         jobs.bp,
         points.bp,
         admin.bp,
+        queue_controls.bp,
         docs.bp,
     ):
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
@@ -90,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     errors.register(app)
     metrics.install(app)
+    queue_controls.install(app)
     spec.app = app  # spectree reads the routes from here; its own UI routes are not used
     return app
 

@@ -13,12 +13,14 @@ from models.waiting_room import QueueToken
 from web.api import respond, settings, spec
 from web.gate import HEADER, waiting_room
 from web.limits import limiter, token_key, user_key
+from web.queue_controls import queue_controls
 from web.schemas import Problem, TokenIn, TokenOut
 
 bp = Blueprint("queue", __name__)
 
 
 def _out(t: QueueToken) -> TokenOut:
+    controls = queue_controls().current(concert_id=t.concert_id)
     return TokenOut(
         token=t.token,
         userId=t.user_id,
@@ -28,6 +30,7 @@ def _out(t: QueueToken) -> TokenOut:
         estimatedWaitSeconds=t.estimated_wait_seconds,
         expiresAt=dt.datetime.fromtimestamp(t.expires_at_ms / 1000, dt.UTC),
         soldOut=t.sold_out,
+        notice=controls.notice,
     )
 
 
@@ -50,7 +53,8 @@ def issue(json: TokenIn) -> Response:
     """Join a concert's queue; asking again returns the same token and place."""
     if not concerts.concert_exists(concert_id=json.concertId):
         raise NotFound(f"concert {json.concertId} does not exist")
-    token = waiting_room().issue(user_id=json.userId, concert_id=json.concertId)
+    limit = queue_controls().current(concert_id=json.concertId).join_limit(settings().active_limit)
+    token = waiting_room().issue(user_id=json.userId, concert_id=json.concertId, limit=limit)
     return respond(_out(token), 201 if token.created else 200)
 
 

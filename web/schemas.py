@@ -258,6 +258,7 @@ class TokenOut(Out):
     estimatedWaitSeconds: int
     expiresAt: UtcDateTime
     soldOut: bool
+    notice: str | None = None
 
 
 # --- reservations and jobs -----------------------------------------------------------------

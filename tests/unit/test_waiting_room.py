@@ -160,7 +160,17 @@ def test_polling_shows_status_rank_estimate_and_expiry(room_with: Callable[..., 
 
     a, w1, w2 = (room.poll(t).get_json() for t in (active, first, second))
 
-    assert set(a) == {"token", "userId", "concertId", "status", "rank", "estimatedWaitSeconds", "expiresAt", "soldOut"}
+    assert set(a) == {
+        "token",
+        "userId",
+        "concertId",
+        "status",
+        "rank",
+        "estimatedWaitSeconds",
+        "expiresAt",
+        "soldOut",
+        "notice",
+    }
     assert (a["token"], a["userId"], a["concertId"]) == (active, 1, room.concert_id)
     assert (a["status"], a["rank"], a["estimatedWaitSeconds"], a["soldOut"]) == ("ACTIVE", 0, 0, False)
     assert abs((parse_iso_z(a["expiresAt"]) - now).total_seconds() - 600) < 5
