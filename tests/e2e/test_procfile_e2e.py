@@ -5,29 +5,22 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
-import pymysql
 import pytest
 import redis
 
-from tests.e2e.api_client import ApiClient
+from tests.support.api_client import ApiClient
+from tests.support.env import drop_database, redis_db_url, sibling_database_url
+from tests.support.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_DB_URL = "redis://127.0.0.1:6379/10"
+REDIS_DB_URL = redis_db_url(10)  # this module's own database on the test Redis server
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _procfile() -> dict[str, str]:
@@ -37,19 +30,15 @@ def _procfile() -> dict[str, str]:
 
 @pytest.fixture
 def e2e_env(mysql_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A fresh database `test_e2e` on the test server, Redis db 10, and the process environment."""
-    u = urlparse(mysql_url)
-    conn = pymysql.connect(host=u.hostname, port=u.port or 3306, user=u.username or "root", password=u.password or "")
-    with conn.cursor() as cur:
-        cur.execute("DROP DATABASE IF EXISTS test_e2e")
-        cur.execute("CREATE DATABASE test_e2e CHARACTER SET utf8mb4")
+    """A fresh database `<test database>_e2e` on the test server, Redis db 10, and the process environment."""
+    database_url = sibling_database_url(mysql_url, "e2e", fresh=True)
     redis.Redis.from_url(REDIS_DB_URL).flushdb()
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        DATABASE_URL=mysql_url.rsplit("/", 1)[0] + "/test_e2e",
+        DATABASE_URL=database_url,
         REDIS_URL=REDIS_DB_URL,
-        PORT=str(_free_port()),
+        PORT=str(free_port()),
         HOST="127.0.0.1",
         WEB_CONCURRENCY="2",
         ACTIVE_LIMIT="2",
@@ -58,9 +47,7 @@ def e2e_env(mysql_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
     )
     yield env
-    with conn.cursor() as cur:
-        cur.execute("DROP DATABASE IF EXISTS test_e2e")
-    conn.close()
+    drop_database(database_url)
     redis.Redis.from_url(REDIS_DB_URL).flushdb()
 
 

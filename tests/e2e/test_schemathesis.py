@@ -27,6 +27,7 @@ ADMIN_TOKEN = "fuzz-admin-token"
 FUZZ_USER = 424_242
 PROBLEM_KEYS = ("type", "title", "status", "detail", "code")
 MAX_EXAMPLES = 40
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     from config import bootstrap
     from models.db import db
     from models.seed import seed_demo
-    from tests.conftest import make_app
+    from tests.support.helpers import make_app
 
     settings_ = Settings().with_(
         database_url=f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}",

@@ -28,7 +28,7 @@ from models.cache import CatalogueCache
 from models.concerts import AVAILABLE, HELD, RESERVED, NewSchedule, Seat, create_concert
 from models.db import db, utcnow
 from models.reservations import hold_seat
-from tests.conftest import make_app, worker_thread
+from tests.support.helpers import make_app, worker_thread
 from workers.reservations import enqueue_expiries
 
 pytestmark = pytest.mark.integration

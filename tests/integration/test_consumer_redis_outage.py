@@ -10,20 +10,20 @@ started again), own Tansu broker.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from config import bootstrap
 from config.settings import Settings
-from tests.kafka_broker import TansuBroker, free_port, kafka_broker_fixture
+from tests.support.helpers import wait_for
+from tests.support.kafka_broker import TansuBroker, kafka_broker_fixture
+from tests.support.redis_server import RedisServer
+from tests.support.redis_server import own_redis as redis_server
 from workers import events
 
 pytestmark = pytest.mark.integration
@@ -31,57 +31,10 @@ pytestmark = pytest.mark.integration
 kafka_broker = kafka_broker_fixture()
 
 
-class OwnRedis:
-    """A redis-server this test may stop and start (no persistence: a restart starts empty)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.dir = directory
-        self.process: subprocess.Popen[bytes] | None = None
-        self.client = redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=1)
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        assert wait_for(self.ping, 10) is not None, "redis-server did not start"
-
-    def ping(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-def wait_for(condition: Callable[[], object], timeout: float, step: float = 0.05) -> float | None:
-    """Seconds until condition() was truthy, or None after `timeout`."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(step)
-    return None
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    from tests.conftest import need_service
-
-    if shutil.which("redis-server") is None:
-        need_service("redis-server binary (to stop and restart a Redis of this test's own)", FileNotFoundError())
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+def own_redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
 
 
 def publish(broker: TansuBroker, event_id: str) -> None:
@@ -96,7 +49,7 @@ def publish(broker: TansuBroker, event_id: str) -> None:
 
 
 def test_an_event_handled_while_redis_is_down_is_held_not_dead_lettered_and_the_consumer_survives(
-    own_redis: OwnRedis, kafka_broker: TansuBroker, tmp_path: Path
+    own_redis: RedisServer, kafka_broker: TansuBroker, tmp_path: Path
 ) -> None:
     # Given a consumer (3 retries, 0.2 s apart) working against our own Redis
     bootstrap.bootstrap(

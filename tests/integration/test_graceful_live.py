@@ -1,7 +1,8 @@
 """SIGTERM drains every process for real: partition workers, gunicorn and the scheduler.
 
-The processes run against MariaDB (database test_grace) and a redis-server of the test's own on
-port 6392. Figures printed with `-s` are the ones in docs/RELIABILITY.md ("Graceful behaviour").
+The processes run against MariaDB (a database `<test database>_graceful` of its own) and a
+redis-server of the test's own on a free port. Figures printed with `-s` are the ones in
+docs/RELIABILITY.md ("Graceful behaviour").
 """
 
 from __future__ import annotations
@@ -23,25 +24,27 @@ from config.bootstrap import Services, bootstrap
 from config.settings import Settings
 from models import check
 from models.db import db
-from tests.conftest import fresh_schema
-from tests.integration.procs import ROOT, Cluster, cluster, wait_for_leases
-from tests.integration.test_outage_live import RedisServer, grace_db_url, own_redis
-from tests.integration.test_pipeline_live import enqueue_holds, jobs, wait_terminal
+from tests.support.env import sibling_database_url
+from tests.support.helpers import free_port, fresh_schema
+from tests.support.pipeline import enqueue_holds, jobs, wait_terminal
+from tests.support.procs import ROOT, Cluster, cluster, wait_for_leases
+from tests.support.redis_server import RedisServer, own_redis
 from workers.jobs import SUCCEEDED, TERMINAL
 
 pytestmark = pytest.mark.integration
 
-OWN_REDIS_PORT = 6392
 EXIT_LIMIT = 20.0  # seconds a SIGTERMed process may take to exit
 
 
 @pytest.fixture
 def env(mysql_url: str) -> Iterator[tuple[Services, RedisServer]]:
-    """This process bootstrapped on test_grace + our own Redis, with a fresh schema and the demo concert."""
+    """This process bootstrapped on its own database + our own Redis, with a fresh schema and the demo concert."""
     from models.seed import seed_demo
 
-    with own_redis(OWN_REDIS_PORT) as server:
-        services = bootstrap(Settings().with_(database_url=grace_db_url(mysql_url), redis_url=server.url))
+    with own_redis() as server:
+        services = bootstrap(
+            Settings().with_(database_url=sibling_database_url(mysql_url, "graceful"), redis_url=server.url)
+        )
         fresh_schema()
         seed_demo()
         db.close()
@@ -130,12 +133,6 @@ def test_a_sigtermed_worker_exits_0_mid_stream_and_a_new_worker_finishes_every_j
         assert check.violations() == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _http(port: int, method: str, path: str, body: dict[str, Any] | None = None, **headers: str) -> tuple[int, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -152,7 +149,7 @@ def _http(port: int, method: str, path: str, body: dict[str, Any] | None = None,
 def test_gunicorn_sigterm_lets_an_in_flight_request_finish_with_its_answer(env: tuple[Services, RedisServer]) -> None:
     services, server = env
     seat = _seats()[0]
-    port = _free_port()
+    port = free_port()
     procs = Cluster(services.settings.database_url, server.url)
     web_env = {"HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1", "WEB_THREADS": "4"}
     web = procs.start("web", "gunicorn", "-c", "config/gunicorn.py", "web:create_app()", **web_env)

@@ -1,6 +1,6 @@
 """Dependencies going away for real: 503 UNAVAILABLE with Retry-After, quickly, and recovery without a restart.
 
-* Redis: the test runs its own `redis-server` on port 6391, kills it (-9) and starts it again on
+* Redis: the test runs its own `redis-server` on a free port, kills it (-9) and starts it again on
   the same port.
 * MariaDB: the shared server cannot be stopped, so the app reaches it through a TCP proxy the
   test controls (`TcpProxy`): `cut()` closes the listener and every connection (the database
@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import select
-import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,67 +30,14 @@ from flask.testing import FlaskClient
 from config.bootstrap import make_redis
 from config.settings import Settings
 from models.db import db
-from tests.conftest import make_app, need_service, problem_of
+from tests.support.env import sibling_database_url
+from tests.support.helpers import active_token, make_app, problem_of
+from tests.support.redis_server import RedisServer, own_redis
 
 pytestmark = pytest.mark.integration
 
-OWN_REDIS_PORT = 6391
-GRACE_DB = "test_grace"
+GRACE_SUFFIX = "grace"
 FAST = 3.0  # a request against a dead dependency must be answered within this (seconds)
-
-
-# --- helpers shared with test_graceful_live.py ------------------------------------------------
-class RedisServer:
-    """A `redis-server` of our own (no persistence) that can be killed and started on the same port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.dir = tempfile.mkdtemp(prefix=f"redis-{port}-")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            need_service("redis-server binary", FileNotFoundError("redis-server not on PATH"))
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            cwd=self.dir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise AssertionError(f"redis-server on {self.port} did not start") from None
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
-@contextlib.contextmanager
-def own_redis(port: int) -> Iterator[RedisServer]:
-    """A fresh redis-server on `port` for the duration of the block."""
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            pytest.fail(f"port {port} is already in use; the test needs its own redis-server there")
-    server = RedisServer(port)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 class TcpProxy:
@@ -185,18 +128,8 @@ class TcpProxy:
 
 
 def grace_db_url(mysql_url: str, *, port: int | None = None) -> str:
-    """The test_grace database on the integration server (created if missing), optionally through a proxy port."""
-    u = urlparse(mysql_url)
-    conn = pymysql.connect(
-        host=u.hostname, port=u.port or 3306, user=u.username or "root", password=u.password or "", connect_timeout=3
-    )
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS {GRACE_DB} CHARACTER SET utf8mb4")
-    conn.close()
-    auth = u.username or "root"
-    if u.password:
-        auth += f":{u.password}"
-    return f"mysql://{auth}@{u.hostname}:{port or u.port or 3306}/{GRACE_DB}"
+    """This module's own database on the integration server, optionally through a proxy port."""
+    return sibling_database_url(mysql_url, GRACE_SUFFIX, port=port)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -215,7 +148,7 @@ def assert_unavailable(response: Any, elapsed: float, what: str) -> None:
 # --- fixtures --------------------------------------------------------------------------------
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    with own_redis(OWN_REDIS_PORT) as server:
+    with own_redis() as server:
         yield server
 
 
@@ -238,13 +171,6 @@ def _seed(client: FlaskClient) -> tuple[int, int, int]:
         return seat.schedule.concert_id, seat.schedule_id, seat.id
 
 
-def _token(client: FlaskClient, user_id: int, concert_id: int) -> str:
-    issued = client.post("/api/v1/queue/tokens", json={"userId": user_id, "concertId": concert_id})
-    assert issued.status_code in (200, 201), issued.get_data(as_text=True)
-    assert issued.get_json()["status"] == "ACTIVE"
-    return str(issued.get_json()["token"])
-
-
 # --- Redis -----------------------------------------------------------------------------------
 def test_redis_killed_gives_fast_503s_and_the_app_recovers_when_it_returns(
     mysql_url: str, redis_server: RedisServer
@@ -256,7 +182,7 @@ def test_redis_killed_gives_fast_503s_and_the_app_recovers_when_it_returns(
     client = app.test_client()
     try:
         concert_id, schedule_id, seat_id = _seed(client)
-        token = _token(client, 1, concert_id)
+        token = active_token(client, 1, concert_id)
         h = {"X-Queue-Token": token}
         assert client.get(f"/api/v1/schedules/{schedule_id}/seats", headers=h).status_code == 200
 
@@ -300,7 +226,7 @@ def test_redis_killed_gives_fast_503s_and_the_app_recovers_when_it_returns(
 
         # Then the same app serves again, without a restart: a new token, the seat map, a hold
         assert client.get("/api/v1/readyz").status_code == 200
-        token = _token(client, 1, concert_id)
+        token = active_token(client, 1, concert_id)
         h = {"X-Queue-Token": token}
         assert client.get(f"/api/v1/schedules/{schedule_id}/seats", headers=h).status_code == 200
         accepted = client.post("/api/v1/reservations", json={"scheduleId": schedule_id, "seatId": seat_id}, headers=h)
@@ -433,7 +359,8 @@ def test_killed_database_connections_are_replaced_without_a_single_failed_reques
         with admin.cursor() as cur:
             # When every connection of the app is KILLed on the server (as the chaos run does)
             cur.execute(
-                "SELECT id FROM information_schema.processlist WHERE db=%s AND id<>CONNECTION_ID()", (GRACE_DB,)
+                "SELECT id FROM information_schema.processlist WHERE db=%s AND id<>CONNECTION_ID()",
+                (urlparse(grace_db_url(mysql_url)).path.lstrip("/"),),
             )
             victims = [row[0] for row in cur.fetchall()]
             assert len(victims) >= 2, victims  # the pool held several connections
@@ -502,8 +429,8 @@ def test_worker_and_scheduler_survive_a_redis_restart_and_a_database_cut_and_the
     from config.bootstrap import bootstrap
     from models import check
     from models.reservations import Reservation
-    from tests.integration.procs import cluster, wait_for_leases
-    from tests.integration.test_pipeline_live import enqueue_holds, wait_terminal
+    from tests.support.pipeline import enqueue_holds, wait_terminal
+    from tests.support.procs import cluster, wait_for_leases
     from workers.jobs import SUCCEEDED
 
     url = grace_db_url(mysql_url, port=proxy.port)
@@ -511,7 +438,7 @@ def test_worker_and_scheduler_survive_a_redis_restart_and_a_database_cut_and_the
     try:
         from models.concerts import Seat
         from models.seed import seed_demo
-        from tests.conftest import fresh_schema
+        from tests.support.helpers import fresh_schema
 
         fresh_schema()
         seed_demo()

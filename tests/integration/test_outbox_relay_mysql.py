@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from flask import Flask
 
 from models import outbox
 from models.db import db
+
+pytestmark = pytest.mark.integration
 
 
 def _add(aggregate_id: int) -> None:

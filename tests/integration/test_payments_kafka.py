@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 import pytest
 from flask import Flask
@@ -38,8 +37,9 @@ from models.outbox import OutboxEvent
 from models.payments import Payment
 from models.points import LedgerEntry
 from models.seed import seed_demo
-from tests.conftest import hold_directly, make_app, problem_of, worker_thread
-from tests.kafka_broker import TansuBroker, kafka_broker_fixture
+from tests.support.env import redis_db_url
+from tests.support.helpers import active_token, hold_directly, make_app, problem_of, wait_for, worker_thread
+from tests.support.kafka_broker import TansuBroker, kafka_broker_fixture
 from workers import events
 from workers.jobs import FAILED, SUCCEEDED, JobStore
 
@@ -54,21 +54,10 @@ log = logging.getLogger("tests.payments_kafka")
 kafka_broker = kafka_broker_fixture()
 
 
-def wait_for(condition: Callable[[], object], timeout: float, step: float = 0.02) -> float | None:
-    """Seconds until condition() was truthy, or None after `timeout`."""
-    started = time.monotonic()
-    while True:
-        if condition():
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            return None
-        time.sleep(step)
-
-
 @pytest.fixture
 def redis11(redis_url: str) -> str:
     """The integration Redis server, database 11 (this module's own)."""
-    return urlunparse(urlparse(redis_url)._replace(path=f"/{REDIS_DB}"))
+    return redis_db_url(REDIS_DB, redis_url)
 
 
 @dataclass
@@ -231,13 +220,6 @@ def read_topic(broker: TansuBroker, topic: str = events.PAYMENT_TOPIC) -> list[A
         consumer.close()
 
 
-def token_of(client: FlaskClient, user_id: int, concert_id: int) -> str:
-    response = client.post("/api/v1/queue/tokens", json={"userId": user_id, "concertId": concert_id})
-    assert response.status_code == 201, response.get_json()
-    assert response.get_json()["status"] == "ACTIVE"
-    return str(response.get_json()["token"])
-
-
 def poll_status(client: FlaskClient, token: str) -> int:
     return int(client.get("/api/v1/queue/token", headers={"X-Queue-Token": token}).status_code)
 
@@ -278,7 +260,7 @@ def test_pay_end_to_end_publishes_the_event_and_the_consumer_expires_the_token_w
     concert_id, seats = demo_seats()
     seat = seats[9]
     user = 101
-    token = token_of(client, user, concert_id)
+    token = active_token(client, user, concert_id)
     charged = client.post(f"/api/v1/users/{user}/points/charge", json={"amount": 80_000})
     assert charged.get_json() == {"userId": user, "balance": 80_000}
     held = client.post(
@@ -331,7 +313,7 @@ def test_pay_end_to_end_publishes_the_event_and_the_consumer_expires_the_token_w
         ("USE", -PRICE, 30_000),
         ("CHARGE", 80_000, 80_000),
     ]
-    viewer = token_of(client, 102, concert_id)
+    viewer = active_token(client, 102, concert_id)
     seat_map = client.get(f"/api/v1/schedules/{seat.schedule_id}/seats", headers={"X-Queue-Token": viewer})
     assert {s["seatId"]: s["status"] for s in seat_map.get_json()["seats"]}[seat.id] == "RESERVED"
     with db.connection_context():
@@ -354,7 +336,7 @@ def test_a_hundred_concurrent_payments_of_one_reservation_charge_once(make_stack
     concert_id, seats = demo_seats()
     user = 202
     rid = given_held(user, seats[0])
-    token = token_of(stack.client(), user, concert_id)
+    token = active_token(stack.client(), user, concert_id)
     keys = ["k1"] * 40 + ["k2"] * 30 + [None] * 30
     barrier = threading.Barrier(len(keys))
     answers: list[tuple[str | None, int, dict[str, Any]]] = []
@@ -461,7 +443,7 @@ def test_payments_succeed_while_the_broker_is_down_and_every_row_is_published_in
     client = stack.client()
     concert_id, seats = demo_seats()
     first_rid = given_held(400, seats[0])
-    first = pay_over_http(client, token_of(client, 400, concert_id), first_rid, Prefer="wait=5")
+    first = pay_over_http(client, active_token(client, 400, concert_id), first_rid, Prefer="wait=5")
     assert first.status_code == 201, first.get_json()
     with db.connection_context():
         assert wait_for(lambda: outbox.stats().published == 1, 10) is not None, stack.errors
@@ -473,7 +455,7 @@ def test_payments_succeed_while_the_broker_is_down_and_every_row_is_published_in
     rids = []
     for n, user in enumerate(users, start=1):
         rid = given_held(user, seats[n])
-        response = pay_over_http(client, token_of(client, user, concert_id), rid, Prefer="wait=5")
+        response = pay_over_http(client, active_token(client, user, concert_id), rid, Prefer="wait=5")
         assert response.status_code == 201, response.get_json()  # the job SUCCEEDED without the broker
         rids.append(rid)
 
@@ -538,7 +520,10 @@ def test_a_poison_event_goes_to_the_dlt_after_three_retries_later_events_flow_an
     client = stack.client()
     concert_id, _ = demo_seats()
     stuck_user, later_user = 501, 502
-    stuck_token, later_token = token_of(client, stuck_user, concert_id), token_of(client, later_user, concert_id)
+    stuck_token, later_token = (
+        active_token(client, stuck_user, concert_id),
+        active_token(client, later_user, concert_id),
+    )
     fault = threading.Event()
     fault.set()
     calls: Counter[str] = Counter()
@@ -638,7 +623,7 @@ def test_a_row_that_cannot_be_sent_is_failed_after_the_attempts_and_the_rows_aro
     concert_id, seats = demo_seats()
     for n, user in enumerate((601, 602)):
         rid = given_held(user, seats[n])
-        assert pay_over_http(client, token_of(client, user, concert_id), rid, Prefer="wait=5").status_code == 201
+        assert pay_over_http(client, active_token(client, user, concert_id), rid, Prefer="wait=5").status_code == 201
         if n == 0:
             with db.connection_context(), db.atomic():
                 outbox.add_event(

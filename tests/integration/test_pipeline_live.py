@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 import pytest
 import redis
@@ -29,10 +28,11 @@ from models.concerts import Seat
 from models.db import db
 from models.reservations import Reservation
 from models.seed import seed_demo
-from tests.conftest import fresh_schema, need_service
-from tests.integration.procs import ROOT, Cluster, lease_holders, pid_of_member, wait_for_leases
-from workers.broker import send
-from workers.jobs import SUCCEEDED, TERMINAL, JobStore
+from tests.support.env import need_service, redis_db_url
+from tests.support.helpers import fresh_schema
+from tests.support.pipeline import enqueue_holds, jobs, wait_terminal
+from tests.support.procs import ROOT, Cluster, lease_holders, pid_of_member, wait_for_leases
+from workers.jobs import SUCCEEDED, TERMINAL
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +46,8 @@ TWO_LIVE = (
 
 @pytest.fixture(scope="module")
 def live(mysql_url: str, redis_url: str) -> Iterator[Services]:
-    """This process bootstrapped on MariaDB + Redis db 13 (emptied before and after)."""
-    url = urlunparse(urlparse(redis_url)._replace(path="/13"))
+    """This process bootstrapped on MariaDB + Redis db 13 of the test server (emptied before and after)."""
+    url = redis_db_url(13, redis_url)
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3).flushdb()
     except redis.RedisError as exc:
@@ -76,58 +76,6 @@ def seats(live: Services, cluster: Cluster) -> list[Seat]:
         cluster.start_worker()
     wait_for_leases(live.redis, cluster)
     return list(Seat.select().order_by(Seat.id))
-
-
-def enqueue_holds(live: Services, requests: list[tuple[int, Seat]], threads: int = 50) -> list[str]:
-    """Enqueue (user, seat) holds from `threads` threads at once, as POST /reservations does; job ids in order."""
-    store, ids = JobStore(live.redis), [""] * len(requests)
-    start = threading.Barrier(threads)
-
-    def run(k: int) -> None:
-        start.wait()
-        for i in range(k, len(requests), threads):
-            user_id, seat = requests[i]
-            job = store.create(job_type="RESERVATION", user_id=user_id)
-            send(
-                live.broker,
-                actor_name="hold_seat",
-                route_seat=seat.id,
-                partitions=live.settings.partitions,
-                job_id=job.job_id,
-                user_id=user_id,
-                schedule_id=seat.schedule_id,
-                seat_id=seat.id,
-                enqueued_ms=int(time.time() * 1000),
-            )
-            ids[i] = job.job_id
-
-    pool = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    assert all(ids)
-    return ids
-
-
-def jobs(live: Services, ids: list[str]) -> list[dict[str, Any]]:
-    pipe = live.redis.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hmget(f"job:{job_id}", "status", "user", "result", "error", "created", "finished")
-    rows = pipe.execute()
-    keys = ("status", "user", "result", "error", "created", "finished")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
-
-
-def wait_terminal(live: Services, ids: list[str], timeout: float, cluster: Cluster) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        records = jobs(live, ids)
-        left = sum(r["status"] not in TERMINAL for r in records)
-        if not left:
-            return records
-        assert time.monotonic() < deadline, f"{left} of {len(ids)} jobs not finished\n{cluster.logs()}"
-        time.sleep(0.1)
 
 
 def outcomes(records: list[dict[str, Any]]) -> Counter[str]:

@@ -19,7 +19,7 @@ from config.settings import Settings
 from models import check
 from models.db import db
 from models.points import LedgerEntry, Wallet
-from tests.conftest import make_app, problem_of
+from tests.support.helpers import make_app, problem_of
 
 pytestmark = pytest.mark.integration
 

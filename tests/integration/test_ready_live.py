@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 
 from config.settings import Settings
 from models.db import db, init_database
-from tests.conftest import make_app, problem_of
+from tests.support.helpers import make_app, problem_of
 
 pytestmark = pytest.mark.integration
 

@@ -17,12 +17,13 @@ import redis
 from models.db import db, init_database
 from models.seed import seed_demo
 from models.waiting_room import ACTIVE, WAITING, WaitingRoom
-from tests.conftest import fresh_schema
+from tests.support.env import need_service, redis_db_url
+from tests.support.helpers import fresh_schema, wait_for
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEDULER_REDIS = "redis://127.0.0.1:6379/14"
+SCHEDULER_REDIS = redis_db_url(14)  # this module's own database on the test Redis server
 LEADER_KEY = "scheduler:leader"
 TAKEOVER_LIMIT = 15.0
 
@@ -51,16 +52,6 @@ class Scheduler:
         self._log.close()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> float | None:
-    """Seconds until condition() held, or None after timeout."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(step)
-    return None
-
-
 def leader_pid(client: redis.Redis) -> int | None:
     """The pid named by the lease identity host:pid:rand, or None when nobody holds it."""
     value = client.get(LEADER_KEY)
@@ -69,13 +60,11 @@ def leader_pid(client: redis.Redis) -> int | None:
 
 @pytest.fixture
 def scheduler_redis() -> Iterator[redis.Redis]:
-    """Redis db 14, empty before and after."""
+    """Redis db 14 of the test server, empty before and after."""
     client = redis.Redis.from_url(SCHEDULER_REDIS)
     try:
         client.ping()
     except redis.RedisError as exc:
-        from tests.conftest import need_service
-
         need_service(f"Redis at {SCHEDULER_REDIS}", exc)
     client.flushdb()
     yield client

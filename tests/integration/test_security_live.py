@@ -13,7 +13,9 @@ from config.settings import Settings
 from models import reservations
 from models.concerts import Seat
 from models.seed import seed_demo
-from tests.conftest import make_app, problem_of
+from tests.support.helpers import make_app, problem_of
+
+pytestmark = pytest.mark.integration
 
 API = "/api/v1"
 

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from models.seed import seed_demo
 from models.waiting_room import ACTIVE, WAITING, QueueToken, WaitingRoom
-from tests.conftest import problem_of
+from tests.support.helpers import problem_of
 
 pytestmark = pytest.mark.integration
 

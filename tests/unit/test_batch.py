@@ -21,7 +21,7 @@ from models.concerts import Schedule, Seat
 from models.db import db
 from models.reservations import Reservation
 from models.seed import seed_demo
-from tests.conftest import hold_directly
+from tests.support.helpers import hold_directly
 from workers.batch import SeatBatch, partition_worker
 from workers.broker import send
 from workers.dispatch import handle

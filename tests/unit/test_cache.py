@@ -21,6 +21,7 @@ from models.cache import CatalogueCache
 from models.concerts import AVAILABLE, HELD, RESERVED, NewSchedule, Seat, create_concert
 from models.db import utcnow
 from models.reservations import Reservation
+from tests.support.helpers import queue_headers
 from web import create_app
 from workers import payments as payment_actors
 from workers import reservations as reservation_actors
@@ -245,7 +246,9 @@ def test_reads_fall_back_to_the_database_when_redis_is_down(app, client, demo, c
     response = client.get(f"{API}/concerts/{demo.concert_id}/schedules")
     assert response.status_code == 200
     assert [s["availableSeats"] for s in response.get_json()["schedules"]] == [49, 50]
-    seats = client.get(f"{API}/schedules/{demo.schedule_id}/seats?status=HELD", headers=token(client, demo))
+    seats = client.get(
+        f"{API}/schedules/{demo.schedule_id}/seats?status=HELD", headers=queue_headers(client, 1, demo.concert_id)
+    )
     assert seats.status_code == 200
     assert [s["seatId"] for s in seats.get_json()["seats"]] == [demo.seat_id]
 
@@ -267,12 +270,6 @@ def test_warm_up_loads_concerts_starting_within_seven_days_and_not_later_ones(ap
     assert db_reads["list_schedules"] == reads + 1
 
 
-def token(client: FlaskClient, demo: Demo) -> dict[str, str]:
-    response = client.post(f"{API}/queue/tokens", json={"userId": 1, "concertId": demo.concert_id})
-    assert response.get_json()["status"] == "ACTIVE", response.get_json()
-    return {"X-Queue-Token": response.get_json()["token"]}
-
-
 def cache_events(client: FlaskClient) -> Counter[tuple[str, str]]:
     text = client.get(f"{API}/metrics").get_data(as_text=True)
     pattern = r'^cache_events_total\{cache="(\w+)",event="(\w+)"\} (\S+)$'
@@ -280,7 +277,7 @@ def cache_events(client: FlaskClient) -> Counter[tuple[str, str]]:
 
 
 def test_metrics_count_cache_misses_rebuilds_hits_and_fallbacks(app, client, demo):
-    headers = token(client, demo)
+    headers = queue_headers(client, 1, demo.concert_id)
     before = cache_events(client)
 
     for _ in range(2):

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from config.settings import Settings
 from models import seed
 from models.concerts import HELD, RESERVED, Concert, Schedule, Seat
-from tests.conftest import drop_catalogue_cache, make_app, problem_of
+from tests.support.helpers import drop_catalogue_cache, make_app, problem_of, queue_headers
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 NEW_CONCERT: dict[str, Any] = {
@@ -35,17 +35,9 @@ def with_schedule(**changes: Any) -> dict[str, Any]:
     return body
 
 
-def active_token(client: FlaskClient, concert_id: int, user: int = 1) -> dict[str, str]:
-    """Join (or rejoin) the short queue of a concert; the X-Queue-Token header of the user's ACTIVE token."""
-    response = client.post("/api/v1/queue/tokens", json={"userId": user, "concertId": concert_id})
-    assert response.status_code in (200, 201), response.get_data(as_text=True)
-    assert response.get_json()["status"] == "ACTIVE"
-    return {"X-Queue-Token": response.get_json()["token"]}
-
-
 def seats_response(client: FlaskClient, schedule_id: int | str, query: str = "") -> Any:
     concert_id = Schedule.get_by_id(schedule_id).concert_id if str(schedule_id).isdigit() else 1
-    return client.get(f"/api/v1/schedules/{schedule_id}/seats{query}", headers=active_token(client, concert_id))
+    return client.get(f"/api/v1/schedules/{schedule_id}/seats{query}", headers=queue_headers(client, 1, concert_id))
 
 
 def seats_of(client: FlaskClient, schedule_id: int, query: str = "") -> list[dict[str, Any]]:
@@ -147,7 +139,7 @@ def test_seat_map_without_a_queue_token_is_401(client: FlaskClient, demo: int) -
 
 
 def test_unknown_concert_or_schedule_is_404(client: FlaskClient, demo: int) -> None:
-    token = active_token(client, demo)
+    token = queue_headers(client, 1, demo)
 
     for response in (
         client.get("/api/v1/concerts/999/schedules"),
@@ -159,7 +151,7 @@ def test_unknown_concert_or_schedule_is_404(client: FlaskClient, demo: int) -> N
 
 @pytest.mark.parametrize("bad", ["abc", "0", "-1", "1.5", str(2**63)])
 def test_non_numeric_or_out_of_range_ids_are_400(client: FlaskClient, demo: int, bad: str) -> None:
-    token = active_token(client, demo)
+    token = queue_headers(client, 1, demo)
 
     for response in (
         client.get(f"/api/v1/concerts/{bad}/schedules"),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import problem_of
+from tests.support.helpers import problem_of
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 

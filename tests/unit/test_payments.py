@@ -34,7 +34,7 @@ from models.payments import Payment
 from models.points import LedgerEntry, Wallet
 from models.reservations import CANCELLED, CONFIRMED, HELD, Reservation
 from models.seed import seed_demo
-from tests.conftest import hold_directly, problem_of
+from tests.support.helpers import active_token, hold, problem_of, queue_headers
 from workers import events
 from workers.jobs import FAILED, SUCCEEDED, JobStore
 
@@ -81,11 +81,6 @@ def demo(app: Flask) -> Demo:
 
 def charge(user_id: int, amount: int) -> None:
     points.charge(user_id=user_id, amount=amount, max_charge=1_000_000, max_balance=100_000_000)
-
-
-def hold(seat: Seat, user_id: int) -> int:
-    """Hold a seat for a user; return the reservation id."""
-    return int(hold_directly(seat, user_id).reservation_id)
 
 
 def balance(user_id: int) -> int:
@@ -316,13 +311,6 @@ def worker(start_worker: Callable[[], None]) -> None:
     start_worker()
 
 
-def token_of(client: FlaskClient, user_id: int, concert_id: int) -> str:
-    response = client.post("/api/v1/queue/tokens", json={"userId": user_id, "concertId": concert_id})
-    assert response.status_code == 201, response.get_json()
-    assert response.get_json()["status"] == "ACTIVE"
-    return str(response.get_json()["token"])
-
-
 def post_payment(
     client: FlaskClient, token: str, body: dict[str, Any], *, key: str | None = None, wait: int | None = 5
 ) -> Any:
@@ -339,7 +327,7 @@ def test_post_payments_answers_201_with_the_payment_and_get_shows_it_only_to_its
 ) -> None:
     charge(PAYER, 80_000)
     rid = hold(demo.first[2], PAYER)
-    token = token_of(client, PAYER, demo.concert_id)
+    token = active_token(client, PAYER, demo.concert_id)
 
     response = post_payment(client, token, {"reservationId": rid})
 
@@ -352,9 +340,7 @@ def test_post_payments_answers_201_with_the_payment_and_get_shows_it_only_to_its
     own = client.get(response.headers["Location"], headers={"X-Queue-Token": token})
     assert own.status_code == 200
     assert own.get_json() == body
-    other = client.get(
-        response.headers["Location"], headers={"X-Queue-Token": token_of(client, OTHER, demo.concert_id)}
-    )
+    other = client.get(response.headers["Location"], headers=queue_headers(client, OTHER, demo.concert_id))
     assert other.status_code == 404
     assert problem_of(other)["code"] == "NOT_FOUND"
     assert balance(PAYER) == 30_000
@@ -365,7 +351,7 @@ def test_post_payments_answers_201_with_the_payment_and_get_shows_it_only_to_its
 def test_a_payment_job_that_fails_answers_with_its_problem(client: FlaskClient, demo: Demo, worker: None) -> None:
     charge(PAYER, 1_000)
     rid = hold(demo.first[0], PAYER)
-    token = token_of(client, PAYER, demo.concert_id)
+    token = active_token(client, PAYER, demo.concert_id)
 
     response = post_payment(client, token, {"reservationId": rid})
 
@@ -384,7 +370,7 @@ def test_the_same_idempotency_key_returns_the_first_job_and_payment(
     # Given two requests with one key, sent before any worker runs (so both see the job QUEUED)
     charge(PAYER, 100_000)
     rid = hold(demo.first[0], PAYER)
-    token = token_of(client, PAYER, demo.concert_id)
+    token = active_token(client, PAYER, demo.concert_id)
     first = post_payment(client, token, {"reservationId": rid}, key="pay-once", wait=None)
     second = post_payment(client, token, {"reservationId": rid}, key="pay-once", wait=None)
 
@@ -414,7 +400,7 @@ def test_the_same_idempotency_key_with_another_body_is_422_and_pays_nothing(
     charge(PAYER, 200_000)
     first_rid = hold(demo.first[0], PAYER)
     second_rid = hold(demo.first[1], PAYER)
-    token = token_of(client, PAYER, demo.concert_id)
+    token = active_token(client, PAYER, demo.concert_id)
     assert post_payment(client, token, {"reservationId": first_rid}, key="k").status_code == 201
 
     response = post_payment(client, token, {"reservationId": second_rid}, key="k")
@@ -432,7 +418,7 @@ def test_an_invalid_idempotency_key_is_400_and_queues_nothing(
 ) -> None:
     charge(PAYER, 100_000)
     rid = hold(demo.first[0], PAYER)
-    token = token_of(client, PAYER, demo.concert_id)
+    token = active_token(client, PAYER, demo.concert_id)
 
     response = post_payment(client, token, {"reservationId": rid}, key=key)
 
@@ -453,8 +439,8 @@ def test_the_relay_publishes_each_row_once_and_the_in_process_bus_expires_the_pa
 ) -> None:
     # Given a paid reservation whose payer and another user hold ACTIVE tokens
     charge(PAYER, 100_000)
-    token = token_of(client, PAYER, demo.concert_id)
-    bystander = token_of(client, OTHER, demo.concert_id)
+    token = active_token(client, PAYER, demo.concert_id)
+    bystander = active_token(client, OTHER, demo.concert_id)
     pay(hold(demo.first[0], PAYER))
     assert poll_token(client, token).status_code == 200
 
@@ -479,12 +465,12 @@ def event_for(user_id: int, concert_id: int, event_id: str = "ev-1") -> bytes:
 
 def test_handling_the_same_event_twice_changes_nothing_the_second_time(client: FlaskClient, demo: Demo) -> None:
     # Given an ACTIVE token and a PaymentCompleted event of its user, handled once
-    token = token_of(client, PAYER, demo.concert_id)
+    token = active_token(client, PAYER, demo.concert_id)
     assert events.handle_payment_completed(event_for(PAYER, demo.concert_id)) is True
     assert poll_token(client, token).status_code == 401
 
     # When the user joins again and the same event is delivered again
-    again = token_of(client, PAYER, demo.concert_id)
+    again = active_token(client, PAYER, demo.concert_id)
     handled = events.handle_payment_completed(event_for(PAYER, demo.concert_id))
 
     # Then the replay is a no-op: the new token stays
@@ -543,7 +529,7 @@ def test_the_in_process_bus_dead_letters_an_unreadable_event_and_still_marks_it_
 ) -> None:
     # Given an outbox row whose payload the handler cannot read, followed by a good one
     charge(PAYER, 100_000)
-    token = token_of(client, PAYER, demo.concert_id)
+    token = active_token(client, PAYER, demo.concert_id)
     with bootstrap.current().database.atomic():
         outbox.add_event(
             aggregate_type="payment",

@@ -19,7 +19,7 @@ from models.concerts import NewSchedule, Schedule, Seat, create_concert
 from models.db import utcnow
 from models.reservations import Reservation
 from models.seed import seed_demo
-from tests.conftest import problem_of, worker_thread
+from tests.support.helpers import active_token, problem_of, worker_thread
 from workers import reservations as reservation_actors
 from workers.jobs import FAILED, SUCCEEDED, JobStore
 
@@ -41,13 +41,6 @@ def demo(app: Flask) -> Demo:
     assert concert_id is not None
     schedule = Schedule.select().where(Schedule.concert == concert_id).order_by(Schedule.id).first()
     return Demo(concert_id, schedule.id, list(Seat.select().where(Seat.schedule == schedule.id).order_by(Seat.number)))
-
-
-def active_token(client: FlaskClient, user_id: int, concert_id: int) -> str:
-    response = client.post(f"{API}/queue/tokens", json={"userId": user_id, "concertId": concert_id})
-    assert response.status_code == 201, response.get_json()
-    assert response.get_json()["status"] == "ACTIVE"
-    return str(response.get_json()["token"])
 
 
 def hold(client: FlaskClient, token: str, seat: Seat, headers: dict[str, str] | None = None, **extra: Any) -> Any:

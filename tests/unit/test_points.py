@@ -14,7 +14,7 @@ from config.settings import Settings
 from models import points
 from models.errors import ConcurrentUpdate
 from models.points import LedgerEntry, Wallet
-from tests.conftest import make_app, problem_of
+from tests.support.helpers import make_app, problem_of
 
 USER = 7
 

@@ -25,7 +25,7 @@ from models import payments, points, reservations
 from models.concerts import Schedule, Seat
 from models.seed import seed_demo
 from models.waiting_room import new_token_for
-from tests.conftest import hold_directly, make_app, problem_of
+from tests.support.helpers import active_token, hold, make_app, problem_of, queue_headers
 
 API = "/api/v1"
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -59,18 +59,6 @@ def world(client: FlaskClient) -> World:
     schedule_b = created["schedules"][0]["scheduleId"]
     seat_b = Seat.select().where(Seat.schedule == schedule_b).order_by(Seat.number).first().id
     return World(schedule_a.concert_id, schedule_a.id, seats_a, created["concertId"], schedule_b, seat_b)
-
-
-def token_of(client: FlaskClient, user_id: int, concert_id: int) -> str:
-    response = client.post(f"{API}/queue/tokens", json={"userId": user_id, "concertId": concert_id})
-    assert response.status_code == 201, response.get_json()
-    assert response.get_json()["status"] == "ACTIVE"
-    return str(response.get_json()["token"])
-
-
-def hold(seat: Seat, user_id: int) -> int:
-    """Hold a seat for a user; return the reservation id."""
-    return int(hold_directly(seat, user_id).reservation_id)
 
 
 def same_problem(a: Any, b: Any, a_id: int | str, b_id: int | str) -> None:
@@ -116,14 +104,14 @@ def test_tokens_come_from_the_secrets_module(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_an_issued_token_has_the_documented_form(client: FlaskClient, world: World) -> None:
-    token = token_of(client, OWNER, world.concert_a)
+    token = active_token(client, OWNER, world.concert_a)
 
     assert re.fullmatch(rf"{world.concert_a}\.[A-Za-z0-9_-]{{22}}", token)
 
 
 # --- tokens: bound to one concert and one user ----------------------------------------------
 def test_a_token_of_concert_a_cannot_read_concert_b_seats_or_hold_them(client: FlaskClient, world: World) -> None:
-    headers = {"X-Queue-Token": token_of(client, OWNER, world.concert_a)}
+    headers = queue_headers(client, OWNER, world.concert_a)
 
     seat_map = client.get(f"{API}/schedules/{world.schedule_b}/seats", headers=headers)
     hold_b = client.post(
@@ -139,7 +127,7 @@ def test_a_token_of_concert_a_cannot_read_concert_b_seats_or_hold_them(client: F
 
 def test_a_token_of_concert_a_cannot_act_on_its_users_concert_b_reservation(client: FlaskClient, world: World) -> None:
     rid = hold(Seat.get_by_id(world.seat_b), OWNER)
-    headers = {"X-Queue-Token": token_of(client, OWNER, world.concert_a)}
+    headers = queue_headers(client, OWNER, world.concert_a)
 
     answers = [
         client.get(f"{API}/reservations/{rid}", headers=headers),
@@ -154,7 +142,7 @@ def test_a_token_of_concert_a_cannot_act_on_its_users_concert_b_reservation(clie
 @pytest.mark.parametrize("path", ["/reservations", "/payments"])
 def test_a_body_user_id_other_than_the_tokens_user_is_403(client: FlaskClient, world: World, path: str) -> None:
     rid = hold(world.seats_a[0], OWNER)
-    headers = {"X-Queue-Token": token_of(client, OWNER, world.concert_a)}
+    headers = queue_headers(client, OWNER, world.concert_a)
     body = {"scheduleId": world.schedule_a, "seatId": world.seats_a[1].id, "userId": INTRUDER}
     if path == "/payments":
         body = {"reservationId": rid, "userId": INTRUDER}
@@ -170,7 +158,7 @@ def test_a_body_user_id_other_than_the_tokens_user_is_403(client: FlaskClient, w
 def test_another_users_reservation_answers_like_a_missing_one(client: FlaskClient, world: World) -> None:
     rid = hold(world.seats_a[0], OWNER)
     missing = rid + 1000
-    intruder = {"X-Queue-Token": token_of(client, INTRUDER, world.concert_a)}
+    intruder = queue_headers(client, INTRUDER, world.concert_a)
 
     for method in ("GET", "DELETE"):
         theirs = client.open(f"{API}/reservations/{rid}", method=method, headers=intruder)
@@ -190,7 +178,7 @@ def test_another_users_payment_answers_like_a_missing_one(client: FlaskClient, w
     rid = hold(world.seats_a[0], OWNER)
     paid = payments.pay(reservation_id=rid, user_id=OWNER, job_id=uuid.uuid4().hex, idempotency_key=None)
     pid = paid.payment_id
-    intruder = {"X-Queue-Token": token_of(client, INTRUDER, world.concert_a)}
+    intruder = queue_headers(client, INTRUDER, world.concert_a)
 
     theirs = client.get(f"{API}/payments/{pid}", headers=intruder)
     nothing = client.get(f"{API}/payments/{pid + 1000}", headers=intruder)
@@ -200,14 +188,14 @@ def test_another_users_payment_answers_like_a_missing_one(client: FlaskClient, w
 
 
 def test_another_users_job_answers_like_a_missing_one(client: FlaskClient, world: World) -> None:
-    owner = {"X-Queue-Token": token_of(client, OWNER, world.concert_a)}
+    owner = queue_headers(client, OWNER, world.concert_a)
     accepted = client.post(
         f"{API}/reservations", json={"scheduleId": world.schedule_a, "seatId": world.seats_a[0].id}, headers=owner
     )
     assert accepted.status_code == 202
     job_id = accepted.get_json()["jobId"]
     missing = "0" * 32
-    intruder = {"X-Queue-Token": token_of(client, INTRUDER, world.concert_a)}
+    intruder = queue_headers(client, INTRUDER, world.concert_a)
 
     theirs = client.get(f"{API}/jobs/{job_id}", headers=intruder)
     nothing = client.get(f"{API}/jobs/{missing}", headers=intruder)

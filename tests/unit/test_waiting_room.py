@@ -20,7 +20,7 @@ from models.concerts import Schedule, Seat
 from models.db import db
 from models.seed import seed_demo
 from models.waiting_room import Admission, WaitingRoom
-from tests.conftest import make_app, problem_of
+from tests.support.helpers import make_app, problem_of
 
 ISSUE = "/api/v1/queue/tokens"
 TOKEN = "/api/v1/queue/token"

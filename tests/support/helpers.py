@@ -1,0 +1,151 @@
+"""Helpers every tier shares: a fresh app, problem bodies, tokens, holds, waiting on a condition.
+
+One copy each, so that a change to how a user reaches the API (a header, a token) is one edit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from config.settings import Settings
+
+API = "/api/v1"
+QUEUE_HEADER = "X-Queue-Token"
+
+
+def fresh_schema() -> None:
+    """Drop every table and apply the migrations again."""
+    from models import concerts, schema
+
+    concerts.forget_cached()
+    schema.drop_all()
+    schema.migrate()
+
+
+def make_app(settings: Settings) -> Flask:
+    """A Flask app bound to these settings, with a fresh schema."""
+    from web import create_app
+
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    fresh_schema()
+    return app
+
+
+def problem_of(response: Any) -> dict[str, Any]:
+    """Assert a response is problem+json and return its body."""
+    assert response.mimetype == "application/problem+json", response.get_data(as_text=True)
+    body = response.get_json()
+    for key in ("type", "title", "status", "detail", "code"):
+        assert key in body, body
+    assert body["status"] == response.status_code
+    return body  # type: ignore[no-any-return]
+
+
+def drop_catalogue_cache() -> None:
+    """Forget cached schedules/seat maps (after a test changes seats directly in the database,
+    which bypasses the write-through every real seat transition does)."""
+    from config import bootstrap
+
+    r = bootstrap.current().redis
+    for key in r.scan_iter("cache:*"):
+        r.delete(key)
+
+
+# --- a user's way in --------------------------------------------------------------------------
+def user_headers(user_id: int) -> dict[str, str]:
+    """The headers that say who the caller is (none yet: the user id travels in the body)."""
+    return {}
+
+
+def issue_token(client: FlaskClient, user_id: int, concert_id: int) -> Any:
+    """POST /queue/tokens for a user and concert; the raw response."""
+    return client.post(
+        f"{API}/queue/tokens", json={"userId": user_id, "concertId": concert_id}, headers=user_headers(user_id)
+    )
+
+
+def active_token(client: FlaskClient, user_id: int, concert_id: int) -> str:
+    """Join (or rejoin) the queue of a concert and return the user's ACTIVE queue token."""
+    response = issue_token(client, user_id, concert_id)
+    assert response.status_code in (200, 201), response.get_data(as_text=True)
+    assert response.get_json()["status"] == "ACTIVE", response.get_json()
+    return str(response.get_json()["token"])
+
+
+def queue_headers(client: FlaskClient, user_id: int, concert_id: int) -> dict[str, str]:
+    """The headers of a user with an ACTIVE token for the concert (for seat, hold and pay routes)."""
+    return {**user_headers(user_id), QUEUE_HEADER: active_token(client, user_id, concert_id)}
+
+
+# --- domain shortcuts (a test's "given") ------------------------------------------------------
+def hold_directly(seat: Any, user_id: int, *, job_id: str | None = None, ttl: int = 300, max_holds: int = 4) -> Any:
+    """Hold a seat through the domain function (no job, no worker) on the caller's connection;
+    the reservation view."""
+    from models import reservations
+
+    return reservations.hold_seat(
+        user_id=user_id,
+        schedule_id=seat.schedule_id,
+        seat_id=seat.id,
+        job_id=job_id or uuid.uuid4().hex,
+        hold_ttl=ttl,
+        max_holds=max_holds,
+    )
+
+
+def hold(seat: Any, user_id: int) -> int:
+    """Hold a seat for a user directly; the reservation id."""
+    return int(hold_directly(seat, user_id).reservation_id)
+
+
+# --- waiting ----------------------------------------------------------------------------------
+def wait_for(condition: Callable[[], object], timeout: float, step: float = 0.02) -> float | None:
+    """Seconds until condition() was truthy, or None after `timeout`."""
+    started = time.monotonic()
+    while True:
+        if condition():
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            return None
+        time.sleep(step)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def worker_thread(tick_interval: float = 0.2, claim_timeout: float = 10.0) -> Iterator[Any]:
+    """The partition worker of `python -m workers run` (workers.batch.partition_worker, batches
+    included) as a thread of this process, owning every partition; always stopped and joined."""
+    from config.bootstrap import current
+    from workers.batch import partition_worker
+
+    services = current()
+    worker = partition_worker(services)
+    worker.tick_interval = tick_interval
+    thread = threading.Thread(target=worker.run, name="test-partition-worker", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + claim_timeout
+        while len(worker.owned) < services.settings.partitions:
+            assert time.monotonic() < deadline, f"the worker claimed only {worker.owned}"
+            time.sleep(0.02)
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the partition worker did not stop"
