@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     p_seed.add_argument("--price", type=int, default=50_000)
     sub.add_parser("demo", help="create the demo concert if the database has no concert")
     sub.add_parser("check", help="verify invariants 1-4 of SPEC §5; exit 1 on any violation")
+    p_fair = sub.add_parser("fairness", help="fair-start draws")
+    fair_sub = p_fair.add_subparsers(dest="fairness_command", required=True)
+    p_verify = fair_sub.add_parser(
+        "verify", help="recompute a concert's published draw from its public record; exit 1 if it does not match"
+    )
+    p_verify.add_argument("concert_id", type=int, metavar="CONCERT_ID")
     args = parser.parse_args(argv)
 
     try:
@@ -49,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "demo":
         concert_id = seed.seed_demo()
         print(f"demo concert {concert_id} created" if concert_id else "a concert exists already; nothing seeded")
+    elif args.command == "fairness":
+        return _verify_draw(args.concert_id)
     elif args.command == "check":
         found = check.violations()
         for line in found:
@@ -60,3 +68,18 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _verify_draw(concert_id: int) -> int:
+    """Print the verdict on a concert's published draw (the same data GET /concerts/{id}/fairness shows)."""
+    from models import draws
+
+    record = draws.published(concert_id=concert_id)
+    verdict = draws.verify_published(concert_id=concert_id)
+    print(f"concert {concert_id}: {len(record.entrants)} entrant(s), commitment {record.seed_commitment}")
+    if verdict.ok:
+        print("OK: sha256(seed) equals the commitment and the entrants are in the seed's order")
+        return 0
+    for reason in verdict.reasons:
+        print(f"MISMATCH: {reason}")
+    return 1

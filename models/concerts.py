@@ -10,6 +10,7 @@ from typing import Any
 
 import peewee as pw
 
+from models import fairness
 from models.db import BaseModel, UtcDateTimeField, db, utcnow
 from models.errors import NotFound, ValidationError
 
@@ -25,6 +26,11 @@ class Concert(BaseModel):
     title = pw.CharField(max_length=200)
     venue = pw.CharField(max_length=200)
     created_at = UtcDateTimeField(default=utcnow)
+    # fair start (migration 006): NULL sale_opens_at = admission from the first join on
+    sale_opens_at = UtcDateTimeField(null=True)
+    seed_hex = pw.CharField(max_length=64, null=True)  # secret until drawn_at
+    seed_commitment = pw.CharField(max_length=64, null=True)
+    drawn_at = UtcDateTimeField(null=True)
 
     class Meta:
         table_name = "concerts"
@@ -149,8 +155,13 @@ def seat_map(*, schedule_id: int, status: str | None = None) -> list[SeatView]:
     return [SeatView(*row) for row in rows]
 
 
-def create_concert(*, title: str, venue: str, schedules: Sequence[NewSchedule]) -> tuple[int, list[ScheduleView]]:
-    """Create a concert with its schedules and their seats numbered 1..seat_count, in one transaction."""
+def create_concert(
+    *, title: str, venue: str, schedules: Sequence[NewSchedule], sale_opens_at: dt.datetime | None = None
+) -> tuple[int, list[ScheduleView]]:
+    """Create a concert with its schedules and their seats numbered 1..seat_count, in one transaction.
+
+    With `sale_opens_at` (naive UTC) the concert has a fair start: a secret seed is fixed now and
+    its SHA-256 published (models/fairness.py)."""
     if not title.strip() or not venue.strip():
         raise ValidationError("title and venue must not be blank")
     if not schedules:
@@ -162,7 +173,14 @@ def create_concert(*, title: str, venue: str, schedules: Sequence[NewSchedule]) 
             raise ValidationError("price must not be negative")
     created: list[ScheduleView] = []
     with db.atomic():
-        concert = Concert.create(title=title.strip(), venue=venue.strip())
+        seed = fairness.new_seed() if sale_opens_at is not None else None
+        concert = Concert.create(
+            title=title.strip(),
+            venue=venue.strip(),
+            sale_opens_at=sale_opens_at,
+            seed_hex=seed.hex() if seed else None,
+            seed_commitment=fairness.commitment_of(seed) if seed else None,
+        )
         for s in schedules:
             schedule = Schedule.create(concert=concert, starts_at=s.starts_at, total_seats=s.seat_count)
             rows = [(schedule.id, n, s.price) for n in range(1, s.seat_count + 1)]

@@ -139,3 +139,10 @@ class Unavailable(DomainError):
     def __init__(self, detail: str = "", retry_after: int = 2) -> None:
         super().__init__(detail, retry_after=retry_after)
         self.retry_after = retry_after
+
+
+class SaleNotOpen(DomainError):
+    """Raised when a fan joins a fair-start concert's queue before its pre-queue window opens."""
+
+    code = "SALE_NOT_OPEN"
+    title = "Sale not open yet"

@@ -12,6 +12,8 @@ Keys (all of one concert share the hash tag `{c:<id>}`, so they live on one Clus
                            of the last minute; wr:{c:N}:rate = "<count>:<oldest ms>" (wait estimate)
   wr:{c:N}:soldout   STRING "1" while no schedule of the concert has an AVAILABLE seat
   wr:{c:N}:admitted  STRING admissions ever (pass and join), for the operator console
+  wr:{c:N}:gate      STRING "1" while a fair-start concert's pre-queue is not released (models/prequeue.py):
+                           no admission, no direct admission on join
   wr:concerts        SET   concert ids with waiters (admission finds work without KEYS)
 
 Tokens are `<concertId>.<22 url-safe chars>` (128 random bits), so a token names its concert.
@@ -80,7 +82,9 @@ local nwaiting = redis.call('ZCARD', waiting)
 if nwaiting == 0 and soldout == 0 then
   redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
 end
-if nwaiting == 0 and soldout == 0 and redis.call('ZCARD', active) < limit then
+-- a fair-start concert's gate stays closed until its pre-queue is released (models/prequeue.py)
+local gated = redis.call('EXISTS', tag .. ':gate')
+if nwaiting == 0 and soldout == 0 and gated == 0 and redis.call('ZCARD', active) < limit then
   redis.call('ZADD', active, now + attl, new_token)
   redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'ACTIVE', 'issued', now, 'admitted', now,
              'expires', now + attl)
@@ -145,7 +149,7 @@ for _, t in ipairs(stale) do
 end
 redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
 redis.call('ZREMRANGEBYSCORE', admits, '-inf', now - 60000)
-if redis.call('EXISTS', soldout) == 1 then
+if redis.call('EXISTS', soldout) == 1 or redis.call('EXISTS', KEYS[6]) == 1 then
   return {0, redis.call('ZCARD', waiting), redis.call('ZCARD', active), #stale}
 end
 local free = limit - redis.call('ZCARD', active)
@@ -218,6 +222,7 @@ def _keys(concert_id: int) -> dict[str, str]:
         "admits": f"{tag}:admits",
         "soldout": f"{tag}:soldout",
         "admitted": f"{tag}:admitted",
+        "gate": f"{tag}:gate",  # models/prequeue.py owns it
         "token_prefix": f"{tag}:t:",
         "user_prefix": f"{tag}:u:",
     }
@@ -335,7 +340,7 @@ class WaitingRoom:
             self.r.set(k["soldout"], "1", px=max(self.active_ttl_ms, 60_000))
         else:
             self.r.delete(k["soldout"])
-        keys = [k["waiting"], k["active"], k["seen"], k["admits"], k["soldout"]]
+        keys = [k["waiting"], k["active"], k["seen"], k["admits"], k["soldout"], k["gate"]]
         args: list[str | int] = [
             k["token_prefix"],
             _now_ms(),

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
 from apscheduler.schedulers.base import BaseScheduler
 
 from config.bootstrap import Services
-from models import concerts
+from models import concerts, draws
 from models.db import db
 from models.queue_controls import QueueControls
+from models.prequeue import PreQueue
 from models.waiting_room import WaitingRoom
 from scheduler.leader import LeaderLease
 from workers import events
@@ -58,6 +60,8 @@ def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) ->
     every(scheduler, lease, reservation_jobs.enqueue_expiries, seconds=1.0, job_id="expire-holds")
     every(scheduler, lease, reservation_jobs.sweep_jobs, seconds=10.0, job_id="sweep-jobs")
     every(scheduler, lease, events.relay_outbox, seconds=s.outbox_interval, job_id="outbox-relay")
+    prequeue = PreQueue(services.redis, waiting_ttl=s.waiting_ttl)
+    every(scheduler, lease, functools.partial(draws.run_due_draws, prequeue=prequeue), seconds=1.0, job_id="draws")
 
 
 def every(

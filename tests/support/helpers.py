@@ -24,9 +24,10 @@ QUEUE_HEADER = "X-Queue-Token"
 
 def fresh_schema() -> None:
     """Drop every table and apply the migrations again."""
-    from models import concerts, schema
+    from models import concerts, draws, schema
 
     concerts.forget_cached()
+    draws.forget_cached()
     schema.drop_all()
     schema.migrate()
 

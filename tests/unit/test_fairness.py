@@ -1,0 +1,183 @@
+"""Fair start: the published arithmetic, the pre-queue over Redis and the draw (fakeredis + SQLite)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+import time
+
+import fakeredis
+import pytest
+
+from models import fairness
+from models.prequeue import PREQUEUED, PreQueue
+from models.waiting_room import WaitingRoom
+
+
+def test_order_is_the_documented_sha256_sort() -> None:
+    """Hidden failure: an order computed some other way (say over user ids) that no outsider can recompute."""
+    seed = bytes(range(32))
+    entrants = [fairness.entrant_of(u) for u in (7, 1001, 42, 3)]
+    by_hand = sorted(entrants, key=lambda e: hashlib.sha256(seed + e.encode("ascii")).hexdigest())
+    assert fairness.drawn_order(seed, entrants) == by_hand
+    assert fairness.entrant_of(42) == hashlib.sha256(b"42").hexdigest()
+    assert fairness.commitment_of(seed) == hashlib.sha256(seed).hexdigest()
+
+
+def test_verify_accepts_the_true_draw_and_names_what_is_wrong_otherwise() -> None:
+    seed = fairness.new_seed()
+    order = fairness.drawn_order(seed, [fairness.entrant_of(u) for u in range(1, 200)])
+    commitment = fairness.commitment_of(seed)
+    assert fairness.verify(seed_hex=seed.hex(), commitment=commitment, entrants=order).ok
+    swapped = [order[1], order[0], *order[2:]]
+    verdict = fairness.verify(seed_hex=seed.hex(), commitment=commitment, entrants=swapped)
+    assert not verdict.ok and "position 1" in verdict.reasons[0]
+    other_seed = fairness.new_seed()
+    verdict = fairness.verify(seed_hex=other_seed.hex(), commitment=commitment, entrants=order)
+    assert not verdict.ok and "commitment" in verdict.reasons[0]
+    assert not fairness.verify(seed_hex=None, commitment=commitment, entrants=[]).ok
+
+
+@pytest.fixture
+def r() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+def test_prequeue_releases_in_drawn_order_in_front_of_later_joiners(r: fakeredis.FakeRedis) -> None:
+    """Hidden failures: release in join order; later joiners admitted before the drawn; a slice boundary
+    that skips or repeats someone."""
+    # Given 50 fans pre-queued in a shuffled join order
+    seed, now = fairness.new_seed(), 1_000_000
+    pq = PreQueue(r, waiting_ttl=300)
+    room = WaitingRoom(r, active_limit=5, active_ttl=600, waiting_ttl=300)
+    users = list(range(1, 51))
+    random.Random(5).shuffle(users)
+    tokens = {u: pq.join(user_id=u, concert_id=1, seed=seed, opens_at_ms=now + 60_000, now_ms=now) for u in users}
+    assert {t.status for t in tokens.values()} == {PREQUEUED}
+    # Asking again returns the same token
+    assert pq.join(user_id=users[0], concert_id=1, seed=seed, opens_at_ms=now + 60_000, now_ms=now).token == (
+        tokens[users[0]].token
+    )
+    # When the opening releases them in slices of 7, and a late fan joins the ordinary queue
+    released = 0
+    left = 1
+    while left:
+        _, left, released = pq.release_slice(concert_id=1, now_ms=now + 60_000, size=7)
+    late = room.issue(user_id=999, concert_id=1)
+    # Then the queue is the drawn order, then the late fan
+    expected = fairness.drawn_order(seed, [fairness.entrant_of(u) for u in users])
+    by_entrant = {fairness.entrant_of(u): u for u in users}
+    ranks = {u: room.status(token=tokens[u].token).rank for u in users}
+    assert [by_entrant[e] for e in expected] == sorted(users, key=ranks.__getitem__)
+    assert sorted(ranks.values()) == list(range(1, 51))
+    assert late.status == "WAITING" and late.rank == 51
+    assert released == 50 and pq.drawn_entrants(concert_id=1, start=0, count=100) == expected
+
+
+def test_a_fan_who_leaves_the_prequeue_is_not_drawn(r: fakeredis.FakeRedis) -> None:
+    seed = fairness.new_seed()
+    pq = PreQueue(r, waiting_ttl=300)
+    a = pq.join(user_id=1, concert_id=3, seed=seed, opens_at_ms=10_000, now_ms=0)
+    pq.join(user_id=2, concert_id=3, seed=seed, opens_at_ms=10_000, now_ms=0)
+    assert pq.leave(token=a.token, concert_id=3, user_id=1)
+    assert pq.status(token=a.token, concert_id=3) is None
+    pq.release_slice(concert_id=3, now_ms=10_000)
+    assert pq.drawn_entrants(concert_id=3, start=0, count=10) == [fairness.entrant_of(2)]
+
+
+def test_leader_dying_mid_release_loses_and_repeats_nobody(r: fakeredis.FakeRedis) -> None:
+    """Hidden failure: a second leader restarting positions at 1, or releasing a token twice."""
+    seed = fairness.new_seed()
+    pq = PreQueue(r, waiting_ttl=300)
+    for u in range(1, 31):
+        pq.join(user_id=u, concert_id=2, seed=seed, opens_at_ms=10_000, now_ms=0)
+    pq.release_slice(concert_id=2, now_ms=10_000, size=10)  # the first leader dies here
+    second = PreQueue(r, waiting_ttl=300)  # the next leader
+    left = 1
+    while left:
+        _, left, position = second.release_slice(concert_id=2, now_ms=10_500, size=4)
+    assert position == 30
+    drawn = second.drawn_entrants(concert_id=2, start=0, count=100)
+    assert drawn == fairness.drawn_order(seed, [fairness.entrant_of(u) for u in range(1, 31)])
+    assert r.zcard("wr:{c:2}:waiting") == 30
+
+
+def test_phase_of_a_fair_start() -> None:
+    from models.draws import FairStart, phase
+
+    opens = dt.datetime(2027, 1, 1, 12, 0)
+    start = FairStart(1, opens, b"x" * 32)
+    assert phase(start, now=opens - dt.timedelta(seconds=3601), window_s=3600) == "early"
+    assert phase(start, now=opens - dt.timedelta(seconds=3600), window_s=3600) == "prequeue"
+    assert phase(start, now=opens, window_s=3600) == "open"
+
+
+def test_a_closed_gate_admits_nobody_until_the_release(r: fakeredis.FakeRedis) -> None:
+    """Hidden failure: a fan who joins at the opening, before the release, is admitted ahead of the drawn."""
+    seed = fairness.new_seed()
+    pq = PreQueue(r, waiting_ttl=300)
+    room = WaitingRoom(r, active_limit=5, active_ttl=600, waiting_ttl=300)
+    now = int(time.time() * 1000)
+    drawn = pq.join(user_id=1, concert_id=4, seed=seed, opens_at_ms=now, now_ms=now - 1000)
+    early_bird = room.issue(user_id=2, concert_id=4)  # joins the ordinary queue at the opening
+    assert early_bird.status == "WAITING"
+    assert room.admit(concert_id=4).admitted == 0
+    pq.release_slice(concert_id=4, now_ms=now)
+    pq.open_gate(concert_id=4)
+    assert room.admit(concert_id=4).admitted == 2
+    assert room.status(token=drawn.token).status == "ACTIVE"
+
+
+def test_the_draw_job_releases_stores_and_reveals_once(app, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Hidden failures: the seed revealed before the draw; a second run re-drawing or duplicating rows;
+    the verify command trusting the server instead of recomputing."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from config import bootstrap
+    from models import concerts, draws
+    from models.db import utcnow
+
+    # Given a fair-start concert opening in a minute, with three fans pre-queued
+    opens = utcnow() + dt.timedelta(minutes=1)
+    concert_id, _ = concerts.create_concert(
+        title="Fair", venue="Hall", schedules=[concerts.NewSchedule(opens, 5, 100)], sale_opens_at=opens
+    )
+    start = draws.fair_start_of(concert_id=concert_id)
+    assert start is not None
+    pq = PreQueue(bootstrap.current().redis, waiting_ttl=300)
+    now_ms = int(time.time() * 1000)
+    for user in (11, 22, 33):
+        pq.join(user_id=user, concert_id=concert_id, seed=start.seed, opens_at_ms=now_ms + 60_000, now_ms=now_ms)
+    # Before the opening: nothing drawn, the seed secret, the commitment public
+    assert draws.run_due_draws(prequeue=pq) == []
+    before = draws.published(concert_id=concert_id)
+    assert (
+        before.seed is None and before.entrants == [] and before.seed_commitment == fairness.commitment_of(start.seed)
+    )
+    # When the opening passes and the job runs twice (a second leader, a retried tick)
+    later = opens + dt.timedelta(seconds=1)
+    [result] = draws.run_due_draws(prequeue=pq, now=later)
+    assert result.released == 3
+    assert draws.run_due_draws(prequeue=pq, now=later) == []
+    # Then the draw is published once, in the seed's order, and verifies
+    record = draws.published(concert_id=concert_id)
+    assert record.seed == start.seed.hex()
+    assert record.entrants == fairness.drawn_order(start.seed, [fairness.entrant_of(u) for u in (11, 22, 33)])
+    assert draws.verify_published(concert_id=concert_id).ok
+    # And the standalone checker agrees from the JSON alone
+    doc = {"seed": record.seed, "seedCommitment": record.seed_commitment, "entrants": record.entrants}
+    (tmp_path / "f.json").write_text(json.dumps(doc))
+    script = Path(__file__).resolve().parents[2] / "docs" / "verify_fairness.py"
+    ok = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "f.json"), "--entrant", "22"], capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stdout
+    assert "OK: 3 entrants" in ok.stdout and "drawn at position" in ok.stdout
+    doc["entrants"] = list(reversed(record.entrants))
+    (tmp_path / "f.json").write_text(json.dumps(doc))
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "f.json")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "MISMATCH" in bad.stdout
