@@ -11,8 +11,8 @@ from apscheduler.schedulers.base import BaseScheduler
 from config.bootstrap import Services
 from models import concerts, draws
 from models.db import db
-from models.queue_controls import QueueControls
 from models.prequeue import PreQueue
+from models.queue_controls import QueueControls
 from models.waiting_room import WaitingRoom
 from scheduler.leader import LeaderLease
 from workers import events
