@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from config.settings import Settings
-from tests.support.env import TEST_DATABASE_URL, TEST_REDIS_URL, need_service
+from tests.support.env import TEST_DATABASE_URL, TEST_REDIS_CLUSTER_URL, TEST_REDIS_URL, need_service
 from tests.support.helpers import make_app
 
 
@@ -83,6 +83,33 @@ def redis_url() -> str:
     except Exception as exc:
         need_service(f"Redis at {TEST_REDIS_URL} (TEST_REDIS_URL)", exc)
     return TEST_REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    """The Redis Cluster URL of the integration tier (tests/support/redis_cluster.sh starts one on
+    127.0.0.1:7000-7005); skips or fails unless every slot is served."""
+    from config.bootstrap import make_cluster
+
+    try:
+        client = make_cluster(TEST_REDIS_CLUSTER_URL)
+        state = client.cluster_info().get("cluster_state")
+        client.close()
+        if state != "ok":
+            raise RuntimeError(f"cluster_state is {state}")
+    except Exception as exc:
+        need_service(f"the Redis Cluster at {TEST_REDIS_CLUSTER_URL} (TEST_REDIS_CLUSTER_URL)", exc)
+    return TEST_REDIS_CLUSTER_URL
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_any(request: pytest.FixtureRequest) -> str:
+    """The single Redis server, then the Redis Cluster (ids `[single]`, `[cluster]`; `-k cluster`
+    selects the cluster tier). A module runs all its Redis-facing tests against both by
+    overriding `redis_url` with it: `@pytest.fixture def redis_url(redis_any): return redis_any`."""
+    if request.param == "cluster":
+        return str(request.getfixturevalue("redis_cluster_url"))
+    return str(request.getfixturevalue("redis_url"))
 
 
 @pytest.fixture

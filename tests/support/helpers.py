@@ -42,6 +42,15 @@ def make_app(settings: Settings) -> Flask:
     return app
 
 
+def flush_redis(url: str) -> None:
+    """Empty a test Redis: the URL's db on a single server, every primary of a cluster."""
+    from config.bootstrap import make_redis
+
+    client = make_redis(url)
+    client.flushdb()
+    client.close()
+
+
 def problem_of(response: Any) -> dict[str, Any]:
     """Assert a response is problem+json and return its body."""
     assert response.mimetype == "application/problem+json", response.get_data(as_text=True)
