@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dramatiq
 import peewee as pw
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from redis.cluster import ClusterNode, RedisCluster
 
-from config.settings import EMBEDDED, Settings
+from config.settings import CLUSTER_SCHEME, EMBEDDED, Settings, cluster_nodes
 from models.db import init_database
 
 if TYPE_CHECKING:
@@ -59,6 +60,46 @@ class BoundedRedis(redis.Redis):
         return response
 
 
+class BoundedRedisCluster(RedisCluster):
+    """RedisCluster with BoundedRedis's read timeouts: blocking commands wait their own timeout.
+
+    The cluster client reads every reply through the node's client, so each node's client is
+    made a BoundedRedis (it adds methods only, no state) and blocking commands carry the option.
+    """
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if args and str(args[0]).upper() in _BLOCKING_TIMEOUT_LAST:
+            try:
+                wait = float(args[-1])
+            except (TypeError, ValueError):
+                wait = 0.0
+            kwargs[_READ_TIMEOUT_OPTION] = wait + REDIS_READ_TIMEOUT if wait > 0 else None
+        return super().execute_command(*args, **kwargs)
+
+    def get_redis_connection(self, node: ClusterNode) -> redis.Redis:
+        client = super().get_redis_connection(node)
+        if type(client) is redis.Redis:
+            client.__class__ = BoundedRedis
+        return client
+
+
+def make_cluster(url: str, *, decode_responses: bool = True) -> RedisCluster:
+    """A Redis Cluster client for `redis+cluster://[user:pass@]h:p[,h:p...]` (the slot map is
+    learnt from any reachable node and refreshed on MOVED and failovers)."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url.split(",", 1)[0])
+    return BoundedRedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes(url)],
+        username=unquote(parsed.username) if parsed.username else None,
+        password=unquote(parsed.password) if parsed.password else None,
+        decode_responses=decode_responses,
+        socket_timeout=REDIS_READ_TIMEOUT,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        max_connections=256,
+    )
+
+
 @dataclass
 class Services:
     """The process's connections: one of each, shared by every thread."""
@@ -79,6 +120,10 @@ def make_redis(url: str) -> redis.Redis:
             if _embedded_server is None:
                 _embedded_server = fakeredis.FakeServer()
         return fakeredis.FakeRedis(server=_embedded_server, decode_responses=True)
+    if url.startswith(CLUSTER_SCHEME + "://"):
+        # RedisCluster has redis.Redis's command API (every user here calls only commands,
+        # scripts and pipelines), so the rest of the code types it as one.
+        return cast(redis.Redis, make_cluster(url))
     # A blocking pool: past max_connections a caller waits for a free connection (up to 5 s)
     # instead of failing with "Too many connections" (redis-py's default pool of 100 does); a
     # caller still waiting then gets a ConnectionError, which the web answers as 503.
@@ -122,6 +167,8 @@ def make_raw_redis(url: str) -> redis.Redis:
 
         make_redis(url)
         return fakeredis.FakeRedis(server=_embedded_server)
+    if url.startswith(CLUSTER_SCHEME + "://"):
+        return cast(redis.Redis, make_cluster(url, decode_responses=False))
     return BoundedRedis.from_url(
         url,
         socket_timeout=REDIS_READ_TIMEOUT,

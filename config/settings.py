@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 EMBEDDED = "embedded"
+CLUSTER_SCHEME = "redis+cluster"  # REDIS_URL=redis+cluster://h:p[,h:p...]: a Redis Cluster
 
 
 class SettingsError(ValueError):
@@ -77,9 +78,31 @@ def _redis_url(env: Mapping[str, str], name: str, default: str) -> str:
     url = env.get(name) or default
     if url == EMBEDDED:
         return url
-    if urlparse(url).scheme not in ("redis", "rediss", "unix"):
-        raise SettingsError(f"{name}={url!r} must be redis://host:port/db or '{EMBEDDED}'")
+    scheme = urlparse(url).scheme
+    if scheme == CLUSTER_SCHEME:
+        try:
+            cluster_nodes(url)
+        except ValueError as exc:
+            raise SettingsError(f"{name}={url!r}: {exc}") from None
+        return url
+    if scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(
+            f"{name}={url!r} must be redis://host:port/db, {CLUSTER_SCHEME}://host:port[,host:port...] or '{EMBEDDED}'"
+        )
     return url
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """The (host, port) startup nodes of a `redis+cluster://[user:pass@]h:p[,h:p...]` URL."""
+    rest = url.split("://", 1)[1]
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    nodes = []
+    for item in netloc.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
 
 
 @dataclass(frozen=True)
@@ -166,3 +189,8 @@ class Settings:
     def is_mysql(self) -> bool:
         """True when the database is MySQL/MariaDB."""
         return self.database_url.startswith("mysql")
+
+    @property
+    def is_redis_cluster(self) -> bool:
+        """True when REDIS_URL names a Redis Cluster (redis+cluster://)."""
+        return self.redis_url.startswith(CLUSTER_SCHEME + "://")

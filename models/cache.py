@@ -31,6 +31,7 @@ from prometheus_client import Counter
 
 from models import concerts
 from models.concerts import ScheduleView, SeatView
+from models.redis_support import REDIS_ERRORS
 
 log = logging.getLogger("models.cache")
 T = TypeVar("T")
@@ -117,7 +118,7 @@ class CatalogueCache:
                 lambda: self._cached_schedules(concert_id),
                 lambda: self._rebuild_schedules(concert_id),
             )
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             CACHE_EVENTS.labels("schedules", "fallback").inc()
             log.warning("cache unavailable, reading schedules from the database: %s", exc)
             return concerts.list_schedules(concert_id=concert_id)
@@ -135,7 +136,7 @@ class CatalogueCache:
                 )
             else:
                 CACHE_EVENTS.labels("seats", "hit").inc()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             CACHE_EVENTS.labels("seats", "fallback").inc()
             log.warning("cache unavailable, reading the seat map from the database: %s", exc)
             return concerts.seat_map(schedule_id=schedule_id, status=status)
@@ -147,7 +148,7 @@ class CatalogueCache:
         keys = [f"cache:ver:{schedule_id}", f"cache:seats:{schedule_id}", f"cache:avail:{schedule_id}"]
         try:
             self._seat_changed(keys=keys, args=[seat_id, f"{status}|{number}|{price}", status])
-        except redis.RedisError as exc:  # the TTL bounds how long a missed write-through can show
+        except REDIS_ERRORS as exc:  # the TTL bounds how long a missed write-through can show
             log.warning("cache write-through failed for seat %s: %s", seat_id, exc)
 
     def warm(self, *, concert_ids: list[int]) -> int:

@@ -10,6 +10,8 @@ import uuid
 
 import redis
 
+from models.redis_support import ANY_REDIS_ERROR
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -47,14 +49,14 @@ class LeaderLease:
                 if self._leader and int(self._renew(keys=[self.key], args=[self.identity, self.ttl_ms])):
                     return True
                 self._leader = bool(self.r.set(self.key, self.identity, nx=True, px=self.ttl_ms))
-            except redis.RedisError:
+            except ANY_REDIS_ERROR:
                 self._leader = False  # cannot prove we lead: stand down until Redis answers
             return self._leader
 
     def release(self) -> None:
         """Give the lease up so a standby takes over at once."""
         with self._lock:
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(*ANY_REDIS_ERROR):
                 self._release(keys=[self.key], args=[self.identity])
             self._leader = False
 

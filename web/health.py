@@ -5,12 +5,11 @@ from __future__ import annotations
 import dramatiq.errors
 import peewee as pw
 import pymysql
-import redis
-import redis.exceptions
 from flask import Blueprint, Response
 from playhouse.pool import MaxConnectionsExceeded
 from spectree import Response as Resp
 
+from models import redis_support
 from models.db import db
 from models.errors import Unavailable
 from web import metrics
@@ -34,13 +33,9 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 # redis-py: ConnectionError covers refused/reset connections, BusyLoadingError (a restarted
 # server still loading its AOF), MaxConnectionsError and the blocking pool's "No connection
 # available" after its wait; TimeoutError a server that stopped answering; ReadOnlyError a
-# replica answering during a failover. Dramatiq wraps the broker's connection errors in its own.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.ReadOnlyError,
-    dramatiq.errors.BrokerConnectionError,
-)
+# replica answering during a failover; on a Redis Cluster also the cluster client's errors
+# (models.redis_support). Dramatiq wraps the broker's connection errors in its own.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (*redis_support.REDIS_ERRORS, dramatiq.errors.BrokerConnectionError)
 
 
 def unavailable_error(error: BaseException) -> Unavailable | None:
@@ -60,6 +55,15 @@ def unavailable_error(error: BaseException) -> Unavailable | None:
             return Unavailable("Redis is unavailable; retry shortly")
         seen = seen.__cause__
     return None
+
+
+def redis_ready(client: object) -> None:
+    """PING; on a Redis Cluster also CLUSTER INFO, which must say cluster_state:ok (every slot served)."""
+    client.ping()  # type: ignore[attr-defined]
+    if redis_support.is_cluster(client):
+        state = client.cluster_info().get("cluster_state")  # type: ignore[attr-defined]
+        if state != "ok":
+            raise RuntimeError(f"cluster_state is {state}")
 
 
 def _check(fn: object) -> str:
@@ -84,7 +88,7 @@ def readyz() -> Response:
     svc = services()
     checks = {
         "database": _check(lambda: db.execute_sql("SELECT 1").fetchone()),
-        "redis": _check(svc.redis.ping),
+        "redis": _check(lambda: redis_ready(svc.redis)),
         "broker": _check(lambda: svc.broker.client.ping()),  # type: ignore[attr-defined]
     }
     ok = all(v == "ok" for v in checks.values())

@@ -35,6 +35,7 @@ from dramatiq.broker import MessageProxy
 from models.concerts import Seat
 from models.db import db
 from models.errors import SeatNotAvailable, Unavailable
+from models.redis_support import ANY_REDIS_ERROR
 from workers.jobs import OPEN_KEY, problem_of
 
 log = logging.getLogger("workers.batch")
@@ -140,7 +141,7 @@ class SeatBatch:
                     client=pipe,
                 )
             results: list[Any] = pipe.execute()
-        except redis.RedisError as exc:
+        except ANY_REDIS_ERROR as exc:
             log.warning("bulk rejection failed (%s); these holds take the serial path", exc)
             results = [0] * len(batch)
         for (message, _), done in zip(batch, results, strict=True):

@@ -6,16 +6,16 @@ import logging
 import time
 
 import peewee as pw
-import redis
 from dramatiq.broker import MessageProxy
 
 from config.bootstrap import current
 from models.db import db
+from models.redis_support import ANY_REDIS_ERROR, REDIS_ERRORS
 from workers.broker import ACTORS, load_actors
 from workers.jobs import JobStore
 
 log = logging.getLogger("workers.dispatch")
-TRANSIENT = (pw.OperationalError, pw.InterfaceError, redis.ConnectionError, redis.TimeoutError)
+TRANSIENT: tuple[type[Exception], ...] = (pw.OperationalError, pw.InterfaceError, *REDIS_ERRORS)
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
@@ -53,7 +53,7 @@ def handle(message: MessageProxy) -> None:
                     "detail": "the job could not be processed; send it again",
                 },
             )
-        except redis.RedisError:
+        except ANY_REDIS_ERROR:
             log.error("could not record the failure of job %s", job_id)
 
 

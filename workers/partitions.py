@@ -35,6 +35,7 @@ import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
 
+from models.redis_support import ANY_REDIS_ERROR
 from workers.broker import ack_all, queue_of, recover_dead_consumers, wake_key
 
 log = logging.getLogger("workers.partitions")
@@ -204,7 +205,7 @@ class PartitionWorker:
             while not self._stop.is_set():
                 try:
                     self.tick()
-                except redis.RedisError:
+                except ANY_REDIS_ERROR:
                     log.warning("Redis unavailable during the ownership tick", exc_info=True)
                 self._stop.wait(self.tick_interval)
         finally:
@@ -217,7 +218,7 @@ class PartitionWorker:
     def shutdown(self) -> None:
         """Finish the messages in hand, release every lease and leave the membership."""
         self._stop_consumers(list(self.consumers), release=True)
-        with contextlib.suppress(redis.RedisError):
+        with contextlib.suppress(*ANY_REDIS_ERROR):
             self.r.zrem(MEMBERS_KEY, self.member)
         log.info("partition worker %s stopped", self.member)
 
@@ -236,11 +237,11 @@ class PartitionWorker:
             consumer.stop()
         while any(c.is_alive() for c in consumers):
             for p in [c.partition for c in consumers if c.is_alive()] + list(self.consumers):
-                with contextlib.suppress(redis.RedisError):
+                with contextlib.suppress(*ANY_REDIS_ERROR):
                     self._renew_lease(p)
             for consumer in consumers:
                 consumer.join(timeout=min(1.0, self.tick_interval))
         if release:
             for consumer in consumers:
-                with contextlib.suppress(redis.RedisError):
+                with contextlib.suppress(*ANY_REDIS_ERROR):
                     self._release(keys=[LEASE_PREFIX + str(consumer.partition)], args=[self.member])

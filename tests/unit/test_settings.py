@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import EMBEDDED, Settings, SettingsError
+from config.settings import EMBEDDED, Settings, SettingsError, cluster_nodes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,6 +77,9 @@ def test_good_values_are_parsed() -> None:
         ("DATABASE_URL", "postgres://x"),
         ("DATABASE_URL", "mysql:///nohost"),
         ("REDIS_URL", "http://x"),
+        ("REDIS_URL", "redis+cluster://"),
+        ("REDIS_URL", "redis+cluster://a:1,b"),
+        ("REDIS_URL", "redis+cluster://a:70000"),
         ("ADMIT_INTERVAL", "fast"),
         ("MAX_BODY_BYTES", "10"),
     ],
@@ -140,3 +143,11 @@ def test_the_embedded_banner_never_prints_a_database_password() -> None:
     assert redacted("mysql://app:s3cret@db.internal:3306/tickets") == "mysql://app:***@db.internal:3306/tickets"
     assert redacted("redis://:hunter2@cache:6379/0") == "redis://:***@cache:6379/0"
     assert redacted("sqlite:///var/reservations.db") == "sqlite:///var/reservations.db"
+
+
+def test_a_redis_cluster_url_names_its_startup_nodes() -> None:
+    s = Settings.from_env({"REDIS_URL": "redis+cluster://user:pw@r1:7000,r2:7001, r3:7002"})
+
+    assert s.is_redis_cluster is True
+    assert cluster_nodes(s.redis_url) == [("r1", 7000), ("r2", 7001), ("r3", 7002)]
+    assert Settings.from_env({"REDIS_URL": "redis://r1:6379/0"}).is_redis_cluster is False

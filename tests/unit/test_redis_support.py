@@ -1,0 +1,91 @@
+"""Redis Cluster errors are outages (503, cache falls back to the database), never 500s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis.exceptions as rex
+from flask.testing import FlaskClient
+
+from models.cache import CatalogueCache
+from models.seed import seed_demo
+from models.waiting_room import WaitingRoom
+from tests.conftest import problem_of
+from web import health
+
+CLUSTER_OUTAGES = [
+    rex.ClusterDownError("CLUSTERDOWN The cluster is down"),
+    rex.MasterDownError("MASTERDOWN Link with MASTER is down"),
+    rex.TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot"),
+    rex.MovedError("3999 127.0.0.1:6381"),
+    rex.SlotNotCoveredError("Slot 3999 not covered by the cluster"),
+    rex.RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node"),
+]
+
+
+@pytest.mark.parametrize("error", CLUSTER_OUTAGES, ids=lambda e: type(e).__name__)
+def test_every_cluster_error_maps_to_unavailable(error: Exception) -> None:
+    mapped = health.unavailable_error(error)
+
+    assert mapped is not None and mapped.code == "UNAVAILABLE"
+
+
+@pytest.mark.parametrize("error", CLUSTER_OUTAGES, ids=lambda e: type(e).__name__)
+def test_joining_the_queue_during_a_cluster_outage_is_503_not_500(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    def down(self: WaitingRoom, **_: Any) -> None:
+        raise error
+
+    seed_demo()
+    monkeypatch.setattr(WaitingRoom, "issue", down)
+
+    response = client.post("/api/v1/queue/tokens", json={"userId": 1, "concertId": 1})
+
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert problem_of(response)["code"] == "UNAVAILABLE"
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+class _ClusterWithoutSlots:
+    """A client whose every command fails as a cluster with an uncovered slot does."""
+
+    def register_script(self, _: str) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*_: Any, **__: Any) -> None:
+            raise rex.SlotNotCoveredError("Slot 42 not covered by the cluster")
+
+        return fail
+
+
+def test_the_catalogue_falls_back_to_the_database_when_a_slot_is_not_covered(client: FlaskClient) -> None:
+    seed_demo()
+    cache = CatalogueCache(_ClusterWithoutSlots())  # type: ignore[arg-type]
+
+    schedules = cache.schedules(concert_id=1)
+    seats = cache.seat_map(schedule_id=schedules[0].schedule_id)
+
+    assert [s.available_seats for s in schedules] == [50, 50]
+    assert len(seats) == 50
+
+
+def test_readiness_on_a_cluster_requires_cluster_state_ok(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Cluster:
+        state = "fail"
+
+        def ping(self) -> bool:
+            return True
+
+        def cluster_info(self) -> dict[str, str]:
+            return {"cluster_state": self.state}
+
+    monkeypatch.setattr(health.redis_support, "is_cluster", lambda client: isinstance(client, Cluster))
+    cluster = Cluster()
+
+    with pytest.raises(RuntimeError, match="cluster_state is fail"):
+        health.redis_ready(cluster)
+    cluster.state = "ok"
+    health.redis_ready(cluster)
