@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 
 from config.settings import Settings
 from models.db import db
-from tests.conftest import flush_redis, make_app, problem_of
+from tests.support.helpers import flush_redis, make_app, problem_of
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from models.cache import CatalogueCache
 from models.seed import seed_demo
 from models.waiting_room import WaitingRoom
-from tests.conftest import problem_of
+from tests.support.helpers import problem_of
 from web import health
 
 CLUSTER_OUTAGES = [
