@@ -51,6 +51,7 @@ from models.errors import ConcurrentUpdate, SeatNotAvailable
 from tests.support.procs import Cluster, wait_for_leases
 from workers.broker import send
 from workers.jobs import SUCCEEDED, TERMINAL, JobStore
+from workers.reservations import hold_seat
 
 HELD, TAKEN, ERROR = "held", "taken", "error"
 LOCK_TTL_MS = 3000
@@ -160,7 +161,7 @@ def run_pipeline(services: Services, plan: list[Attempt], clients: int) -> dict:
         job_id = uuid.uuid4().hex
         send(
             services.broker,
-            actor_name="hold_seat",
+            hold_seat,
             route_seat=seat_id,
             partitions=services.settings.partitions,
             before=lambda pipe: store.create(job_type="RESERVATION", user_id=user_id, job_id=job_id, pipe=pipe),
@@ -192,7 +193,7 @@ def warm_up_workers(services: Services) -> None:
         job = store.create(job_type="RESERVATION", user_id=10**9 + p)
         send(
             services.broker,
-            actor_name="hold_seat",
+            hold_seat,
             route_seat=p,
             partitions=services.settings.partitions,
             job_id=job.job_id,

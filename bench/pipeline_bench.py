@@ -38,6 +38,7 @@ from models.db import db
 from tests.support.procs import Cluster, wait_for_leases
 from workers.broker import send
 from workers.jobs import OPEN_KEY, SUCCEEDED, TERMINAL, JobStore
+from workers.reservations import hold_seat
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
 
@@ -60,7 +61,7 @@ def pipeline_run(services: Services, seats: list[tuple[int, int]], requests: int
             job = store.create(job_type="RESERVATION", user_id=i + 1)
             send(
                 services.broker,
-                actor_name="hold_seat",
+                hold_seat,
                 route_seat=seat_id,
                 partitions=services.settings.partitions,
                 job_id=job.job_id,

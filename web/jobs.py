@@ -17,7 +17,7 @@ from web.api import respond, services, settings, spec
 from web.errors import problem, status_of_code
 from web.gate import HEADER, waiting_room
 from web.schemas import JobAccepted, JobOut, Problem
-from workers.broker import send
+from workers.broker import Actor, send
 from workers.jobs import SUCCEEDED, TERMINAL, Job, JobStore
 
 bp = Blueprint("jobs", __name__)
@@ -62,11 +62,11 @@ def prefer_wait() -> float:
     return min(float(match.group(1)), MAX_WAIT) if match else 0.0
 
 
-def enqueue(job: Job, *, actor_name: str, route_seat: int, **kwargs: Any) -> None:
+def enqueue(job: Job, actor: Actor, *, route_seat: int, **kwargs: Any) -> None:
     """Send a recorded job's message to the seat's partition (the job record is written first)."""
     send(
         services().broker,
-        actor_name=actor_name,
+        actor,
         route_seat=route_seat,
         partitions=settings().partitions,
         job_id=job.job_id,
@@ -75,13 +75,13 @@ def enqueue(job: Job, *, actor_name: str, route_seat: int, **kwargs: Any) -> Non
     )
 
 
-def create_and_enqueue(*, job_type: str, user_id: int, actor_name: str, route_seat: int, **kwargs: Any) -> Job:
+def create_and_enqueue(actor: Actor, *, job_type: str, user_id: int, route_seat: int, **kwargs: Any) -> Job:
     """Record a new job and send its message in one Redis round trip (the record goes first)."""
     store, job_id = job_store(), new_job_id()
     created: list[Job] = []
     send(
         services().broker,
-        actor_name=actor_name,
+        actor,
         route_seat=route_seat,
         partitions=settings().partitions,
         before=lambda pipe: created.append(store.create(job_type=job_type, user_id=user_id, job_id=job_id, pipe=pipe)),

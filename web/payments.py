@@ -14,6 +14,7 @@ from web.gate import own_reservation, require_active
 from web.jobs import answer, enqueue, job_route_responses, job_store, new_job_id
 from web.limits import job_key, limiter
 from web.schemas import PaymentIn, PaymentOut, Problem
+from workers.payments import pay
 
 bp = Blueprint("payments", __name__)
 PAYMENT = "PAYMENT"
@@ -59,7 +60,7 @@ def create(json: PaymentIn) -> Response:
             return answer(claimed, location=_location)
     enqueue(
         job,
-        actor_name="pay",
+        pay,
         route_seat=seat_id,
         user_id=token.user_id,
         reservation_id=json.reservationId,

@@ -11,6 +11,7 @@ from web.gate import own_reservation, require_active
 from web.jobs import MAX_WAIT, answer, create_and_enqueue, job_route_responses
 from web.limits import job_key, limiter
 from web.schemas import Problem, ReservationIn, ReservationOut
+from workers.reservations import cancel_reservation, hold_seat
 
 bp = Blueprint("reservations", __name__)
 RESERVATION = "RESERVATION"
@@ -32,9 +33,9 @@ def create(json: ReservationIn) -> Response:
     """Queue a seat hold on the seat's partition; `Prefer: wait=N` answers with the outcome."""
     token = require_active(concerts.concert_id_of_schedule(schedule_id=json.scheduleId), claimed_user_id=json.userId)
     job = create_and_enqueue(
+        hold_seat,
         job_type=RESERVATION,
         user_id=token.user_id,
-        actor_name="hold_seat",
         route_seat=json.seatId,
         schedule_id=json.scheduleId,
         seat_id=json.seatId,
@@ -66,9 +67,9 @@ def cancel(reservation_id: str) -> Response:
     token = require_active()
     view = own_reservation(token, parse_id(reservation_id, "reservationId"))
     job = create_and_enqueue(
+        cancel_reservation,
         job_type=RESERVATION,
         user_id=token.user_id,
-        actor_name="cancel_reservation",
         route_seat=view.seat_id,
         reservation_id=view.reservation_id,
     )

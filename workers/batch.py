@@ -36,7 +36,9 @@ from models.concerts import Seat
 from models.db import db
 from models.errors import SeatNotAvailable, Unavailable
 from models.redis_support import ANY_REDIS_ERROR
+from workers.dispatch import actor_of, handle
 from workers.jobs import OPEN_KEY, problem_of
+from workers.reservations import hold_seat
 
 log = logging.getLogger("workers.batch")
 
@@ -68,19 +70,19 @@ class SeatBatch:
         self.rejected = 0  # holds answered in bulk (for tests and metrics)
 
     def __call__(self, messages: Sequence[MessageProxy]) -> None:
-        if len(messages) < 2 or sum(1 for m in messages if m.actor_name == "hold_seat") < 2:
+        if len(messages) < 2 or sum(1 for m in messages if _is_hold(m)) < 2:
             for message in messages:
                 self.handler(message)
             return
         known: dict[int, tuple[int, int, str]] = {}  # seat -> (schedule, number, status) as committed
-        stale_seats: set[int] = {int(m.kwargs["seat_id"]) for m in messages if m.actor_name == "hold_seat"}
+        stale_seats: set[int] = {int(m.kwargs["seat_id"]) for m in messages if _is_hold(m)}
         pending: list[tuple[MessageProxy, dict[str, Any]]] = []
         for message in messages:
-            if message.actor_name != "hold_seat":
+            if not _is_hold(message):
                 self._flush(pending)
                 self.handler(message)
                 known.clear()
-                stale_seats.update(int(m.kwargs["seat_id"]) for m in messages if m.actor_name == "hold_seat")
+                stale_seats.update(int(m.kwargs["seat_id"]) for m in messages if _is_hold(m))
                 continue
             seat_id = int(message.kwargs["seat_id"])
             if seat_id in stale_seats:
@@ -151,13 +153,16 @@ class SeatBatch:
                 self.handler(message)
 
 
+def _is_hold(message: MessageProxy) -> bool:
+    return actor_of(message) is hold_seat
+
+
 def _ms() -> int:
     return int(time.time() * 1000)
 
 
 def partition_worker(services: Any) -> Any:
     """The PartitionWorker of `python -m workers run` and `make run`: serial handler + batching."""
-    from workers.dispatch import handle
     from workers.partitions import PartitionWorker
 
     settings = services.settings

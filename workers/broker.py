@@ -1,14 +1,25 @@
-"""Partitioned queues on Dramatiq's Redis broker, and the actor registry.
+"""Partitioned queues on Dramatiq's Redis broker: actors, routing, and the one Dramatiq adapter.
 
 Every job about a seat (hold, cancel, expiry, payment) goes to the queue of the seat's
 partition, `seats.p<N>` with N = seat_id % PARTITIONS (stable across processes, unlike
 Python's salted hash()). One consumer thread owns a partition at a time (workers/partitions.py),
 so the jobs of one seat run one after another.
+
+Why our own `Actor` and not `dramatiq.actor`: a Dramatiq actor is bound at declaration to a
+broker (declaring one without a broker creates a global one at import time) and to one fixed
+queue, while a message here goes to the queue of its seat's partition, chosen per send. So an
+actor is a named function (`@actor("pay")` names its messages "pay"); `send` takes the actor object and writes a
+standard Dramatiq message, and `workers.dispatch` finds the actor by the message's name.
+
+This module is the only place that touches Dramatiq internals (the Redis broker's dispatch
+script and its arguments, the consumer's prefetched messages and ack set):
+tests/unit/test_broker.py fails if a Dramatiq upgrade changes any of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -16,18 +27,25 @@ import dramatiq
 from dramatiq import Message
 from dramatiq.common import current_millis
 
-ActorFn = Callable[..., Any]
-ACTORS: dict[str, ActorFn] = {}
+
+@dataclass(frozen=True)
+class Actor:
+    """A function that runs the messages named `name` (workers.dispatch finds it by that name)."""
+
+    name: str
+    fn: Callable[..., None]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        self.fn(*args, **kwargs)
 
 
-def actor(name: str) -> Callable[[ActorFn], ActorFn]:
-    """Register a function as the handler of messages named `name` (no broker needed at import)."""
+def actor(name: str) -> Callable[[Callable[..., None]], Actor]:
+    """Declare a function as the actor of messages named `name` (no broker needed at import)."""
 
-    def register(fn: ActorFn) -> ActorFn:
-        ACTORS[name] = fn
-        return fn
+    def declare(fn: Callable[..., None]) -> Actor:
+        return Actor(name, fn)
 
-    return register
+    return declare
 
 
 def partition_of(seat_id: int, partitions: int) -> int:
@@ -47,26 +65,24 @@ def wake_key(partition: int) -> str:
 
 def send(
     broker: dramatiq.Broker,  # type: ignore[type-arg]
+    actor: Actor,
     *,
-    actor_name: str,
     route_seat: int,
     partitions: int,
     before: Callable[[Any], None] | None = None,
     **kwargs: Any,
 ) -> Message:  # type: ignore[type-arg]
-    """Enqueue a message for `actor_name` on the seat's partition, and wake its consumer.
+    """Enqueue a message for `actor` on the seat's partition, and wake its consumer.
 
     One round trip: `before(pipe)` (e.g. JobStore.create writing the job record) and the message
     go in one pipeline, in that order, so the record always exists before its message can run.
     The message is stored exactly as RedisBroker.enqueue stores it (Dramatiq's dispatch script);
     the broker's enqueue middleware hooks are not run (this project configures none).
     """
-    if actor_name not in ACTORS:
-        load_actors()
     partition = partition_of(route_seat, partitions)
     queue = queue_of(partition)
     broker.declare_queue(queue)
-    message: Message[Any] = Message(queue_name=queue, actor_name=actor_name, args=(), kwargs=kwargs, options={})
+    message: Message[Any] = Message(queue_name=queue, actor_name=actor.name, args=(), kwargs=kwargs, options={})
     message = message.copy(options={"redis_message_id": str(uuid4())})
     pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
     if before is not None:
@@ -86,8 +102,7 @@ def dispatch(
     `maintenance=True` forces the script's maintenance pass on `queue` (put the unacknowledged
     messages of dead consumers back on it) instead of leaving it to the broker's dice roll.
 
-    Pinned to dramatiq 2.2.x's argument layout (tests/unit/test_batch.py and the pipeline tests
-    exercise it against the broker's own consumer).
+    Pinned to dramatiq 2.2.x's argument layout (tests/unit/test_broker.py fails if it changes).
     """
     b: Any = broker
     argv = [
@@ -104,6 +119,11 @@ def dispatch(
     return b.scripts["dispatch"](args=argv, keys=[b.namespace], client=client)
 
 
+def fetched_ahead(consumer: Any) -> bool:
+    """True when the consumer's last fetch brought more messages that are already ours (unacked)."""
+    return bool(consumer.message_cache)
+
+
 def ack_all(consumer: Any, messages: list[Any]) -> None:
     """Acknowledge a batch of one consumer's messages in one round trip (Consumer.ack, pipelined)."""
     if len(messages) == 1:
@@ -117,12 +137,6 @@ def ack_all(consumer: Any, messages: list[Any]) -> None:
     finally:
         for message in messages:
             consumer.queued_message_ids.discard(message.message_id)
-
-
-def load_actors() -> None:
-    """Import every actor module so ACTORS is complete."""
-    import workers.payments
-    import workers.reservations  # noqa: F401
 
 
 def recover_dead_consumers(broker: dramatiq.Broker, queue: str) -> None:  # type: ignore[type-arg]

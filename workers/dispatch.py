@@ -11,19 +11,28 @@ from dramatiq.broker import MessageProxy
 from config.bootstrap import current
 from models.db import db
 from models.redis_support import ANY_REDIS_ERROR, REDIS_ERRORS
-from workers.broker import ACTORS, load_actors
+from workers import payments, reservations
+from workers.broker import Actor
 from workers.jobs import JobStore
 
 log = logging.getLogger("workers.dispatch")
 TRANSIENT: tuple[type[Exception], ...] = (pw.OperationalError, pw.InterfaceError, *REDIS_ERRORS)
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
+# Every actor, by the name its messages carry: the one registry a message is dispatched through.
+ACTORS: dict[str, Actor] = {
+    a.name: a for a in (reservations.hold_seat, reservations.cancel_reservation, reservations.expire_hold, payments.pay)
+}
+
+
+def actor_of(message: MessageProxy) -> Actor | None:
+    """The actor that runs `message`, or None for a name no actor has."""
+    return ACTORS.get(message.actor_name)
+
 
 def handle(message: MessageProxy) -> None:
     """Run a message's actor with its own DB connection; after the retries, fail its job (never raise)."""
-    if not ACTORS:
-        load_actors()
-    fn = ACTORS.get(message.actor_name)
+    fn = actor_of(message)
     if fn is None:
         log.error("dropping message %s for unknown actor %r", message.message_id, message.actor_name)
         return

@@ -36,7 +36,7 @@ import redis
 from dramatiq.broker import MessageProxy
 
 from models.redis_support import ANY_REDIS_ERROR
-from workers.broker import ack_all, queue_of, recover_dead_consumers, wake_key
+from workers.broker import ack_all, fetched_ahead, queue_of, recover_dead_consumers, wake_key
 
 log = logging.getLogger("workers.partitions")
 
@@ -107,7 +107,7 @@ class PartitionConsumer(threading.Thread):
                         # What the fetch brought beside it is already ours (moved to our ack set):
                         # take it as one batch, acknowledged only once all of it ran.
                         batch = [message]
-                        while len(batch) < self.batch_size and consumer.message_cache:  # type: ignore[attr-defined]
+                        while len(batch) < self.batch_size and fetched_ahead(consumer):
                             extra = next(consumer)
                             if extra is None:
                                 break

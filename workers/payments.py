@@ -5,8 +5,8 @@ from __future__ import annotations
 from config.bootstrap import current
 from models import payments, reservations
 from workers.broker import actor
+from workers.cache import write_through
 from workers.jobs import JobStore, run_job
-from workers.reservations import write_through
 
 
 @actor("pay")

@@ -8,40 +8,13 @@ from __future__ import annotations
 
 from config.bootstrap import current
 from models import reservations
-from models.cache import CatalogueCache
-from models.concerts import Seat
-from models.reservations import ReservationView
-from workers.broker import actor
+from workers.broker import actor, send
+from workers.cache import write_through
 from workers.jobs import JobStore, run_job
 
 
 def _store() -> JobStore:
     return JobStore(current().redis)
-
-
-def catalogue_cache() -> CatalogueCache:
-    """The cache this process writes seat transitions through to."""
-    s = current().settings
-    return CatalogueCache(
-        current().redis,
-        schedule_ttl=s.cache_schedule_ttl,
-        schedule_jitter=s.cache_schedule_jitter,
-        seats_ttl=s.cache_seats_ttl,
-        seats_jitter=s.cache_seats_jitter,
-    )
-
-
-def write_through(view: ReservationView) -> None:
-    """Tell the cache the reservation's seat's state as committed now.
-
-    The status is read back from the database rather than assumed, so a redelivered (idempotent)
-    message can never write an old state over a newer one; seat transitions are serialized by
-    the partition, so nothing changes the seat between the commit and this read.
-    """
-    seat = Seat.get_by_id(view.seat_id)
-    catalogue_cache().seat_changed(
-        schedule_id=view.schedule_id, seat_id=seat.id, number=seat.number, price=seat.price, status=seat.status
-    )
 
 
 @actor("hold_seat")
@@ -91,8 +64,6 @@ def enqueue_expiries(*, limit: int = 500) -> int:
     A short Redis marker per reservation keeps a slow partition from receiving the same expiry
     every tick; a duplicate would be harmless anyway (expire_hold is a compare-and-set).
     """
-    from workers.broker import send
-
     services = current()
     sent = 0
     for reservation_id, seat_id in reservations.find_expired(limit=limit):
@@ -100,7 +71,7 @@ def enqueue_expiries(*, limit: int = 500) -> int:
             continue
         send(
             services.broker,
-            actor_name="expire_hold",
+            expire_hold,
             route_seat=seat_id,
             partitions=services.settings.partitions,
             reservation_id=reservation_id,

@@ -11,6 +11,7 @@ from models.concerts import Seat
 from tests.support.procs import Cluster
 from workers.broker import send
 from workers.jobs import TERMINAL, JobStore
+from workers.reservations import hold_seat
 
 
 def enqueue_holds(live: Services, requests: list[tuple[int, Seat]], threads: int = 50) -> list[str]:
@@ -25,7 +26,7 @@ def enqueue_holds(live: Services, requests: list[tuple[int, Seat]], threads: int
             job = store.create(job_type="RESERVATION", user_id=user_id)
             send(
                 live.broker,
-                actor_name="hold_seat",
+                hold_seat,
                 route_seat=seat.id,
                 partitions=live.settings.partitions,
                 job_id=job.job_id,

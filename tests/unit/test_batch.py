@@ -26,6 +26,7 @@ from workers.batch import SeatBatch, partition_worker
 from workers.broker import send
 from workers.dispatch import handle
 from workers.jobs import FAILED, SUCCEEDED, JobStore
+from workers.reservations import cancel_reservation, hold_seat
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def hold_message(store: JobStore, user_id: int, seat: Seat, job_id: str | None =
         "seat_id": seat.id,
         "enqueued_ms": int(time.time() * 1000),
     }
-    return MessageProxy(Message(queue_name="seats.p0", actor_name="hold_seat", args=(), kwargs=kwargs, options={}))
+    return MessageProxy(Message(queue_name="seats.p0", actor_name=hold_seat.name, args=(), kwargs=kwargs, options={}))
 
 
 def cancel_message(store: JobStore, user_id: int, reservation_id: int) -> MessageProxy:
@@ -68,7 +69,7 @@ def cancel_message(store: JobStore, user_id: int, reservation_id: int) -> Messag
         "enqueued_ms": int(time.time() * 1000),
     }
     return MessageProxy(
-        Message(queue_name="seats.p0", actor_name="cancel_reservation", args=(), kwargs=kwargs, options={})
+        Message(queue_name="seats.p0", actor_name=cancel_reservation.name, args=(), kwargs=kwargs, options={})
     )
 
 
@@ -183,7 +184,7 @@ def test_a_backlog_on_one_partition_is_consumed_in_batches_with_exactly_one_winn
         job = store.create(job_type="RESERVATION", user_id=100 + i)
         send(
             services.broker,
-            actor_name="hold_seat",
+            hold_seat,
             route_seat=seat.id,
             partitions=partitions,
             job_id=job.job_id,

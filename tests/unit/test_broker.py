@@ -1,0 +1,107 @@
+"""workers/broker.py, the one adapter over Dramatiq internals: it must fail loudly on an upgrade.
+
+`send`, `dispatch`, `ack_all`, `fetched_ahead` and `recover_dead_consumers` reproduce what
+Dramatiq's RedisBroker and its consumer do, with private pieces (`_should_do_maintenance`,
+`_max_unpack_size`, the dispatch script's argument layout, the consumer's `message_cache` and
+`queued_message_ids`). The pins below fail when a Dramatiq release changes any of them; the
+behaviour tests run the adapter against Dramatiq's own consumer on fakeredis (Lua included).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import time
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from dramatiq.brokers.redis import RedisBroker
+
+from workers.broker import Actor, ack_all, actor, fetched_ahead, queue_of, recover_dead_consumers, send, wake_key
+
+# dramatiq 2.2.1: the Lua dispatch script, and RedisBroker._dispatch (the argument layout copied by dispatch()).
+DISPATCH_LUA_SHA256 = "ba4d872e4fb204ebc3f73ca4719265a9946d70e847856c125314f01a8c90540c"
+DISPATCH_PY_SHA256 = "ee77793d07f17bbefbffb5da1da34b5bcce1d5d7eb78eb793a6863eb397fd3d5"
+
+
+def _sha256(text: bytes) -> str:
+    return hashlib.sha256(text).hexdigest()
+
+
+def test_the_dramatiq_internals_the_adapter_copies_are_unchanged() -> None:
+    """If this fails after a Dramatiq upgrade, re-read RedisBroker._dispatch and dispatch.lua and update
+    workers/broker.py (then the hashes here)."""
+    lua = Path(inspect.getfile(RedisBroker)).parent / "redis" / "dispatch.lua"
+    assert _sha256(lua.read_bytes()) == DISPATCH_LUA_SHA256
+    assert _sha256(inspect.getsource(RedisBroker._dispatch).encode()) == DISPATCH_PY_SHA256
+    assert list(inspect.signature(RedisBroker._should_do_maintenance).parameters) == ["self", "command"]
+    assert list(inspect.signature(RedisBroker._max_unpack_size).parameters) == ["self"]
+    assert list(inspect.signature(RedisBroker.consume).parameters) == ["self", "queue_name", "prefetch", "timeout"]
+
+
+@pytest.fixture
+def broker() -> Any:
+    server = fakeredis.FakeServer()
+    b = RedisBroker(client=fakeredis.FakeRedis(server=server), heartbeat_timeout=200)
+    b.fake_server = server  # type: ignore[attr-defined]
+    return b
+
+
+@actor("noop")
+def noop(**kwargs: Any) -> None:
+    """An actor for these tests."""
+
+
+def test_actor_declares_a_named_actor_that_still_runs_as_a_function() -> None:
+    seen: list[int] = []
+    echo = actor("echo")(lambda *, n: seen.append(n))
+    assert isinstance(echo, Actor) and echo.name == "echo"
+    echo(n=3)
+    assert seen == [3]
+
+
+def test_send_puts_a_standard_message_on_the_seat_partition_and_wakes_its_consumer(broker: Any) -> None:
+    written: list[str] = []
+    message = send(broker, noop, route_seat=13, partitions=4, before=lambda pipe: written.append("job"), job_id="j1")
+    assert written == ["job"]
+    assert message.queue_name == queue_of(1) and message.actor_name == "noop" and message.kwargs == {"job_id": "j1"}
+    assert broker.client.llen(wake_key(1)) == 1
+
+    consumer = broker.consume(queue_of(1), prefetch=1, timeout=5)
+    got = next(consumer)
+    assert got is not None and got.message_id == message.message_id and got.kwargs == {"job_id": "j1"}
+    consumer.close()
+
+
+def test_a_fetch_brings_a_batch_that_ack_all_acknowledges_in_one_go(broker: Any) -> None:
+    sent = [send(broker, noop, route_seat=0, partitions=1, job_id=f"j{i}") for i in range(3)]
+    consumer = broker.consume(queue_of(0), prefetch=3, timeout=5)
+    batch = [next(consumer)]
+    assert fetched_ahead(consumer)
+    while fetched_ahead(consumer):
+        batch.append(next(consumer))
+    assert [m.message_id for m in batch] == [m.message_id for m in sent]
+
+    ack_all(consumer, batch)
+    assert consumer.queued_message_ids == set()
+    assert broker.client.hlen(f"dramatiq:{queue_of(0)}.msgs") == 0
+    assert not fetched_ahead(consumer)
+    consumer.close()
+
+
+def test_a_dead_consumers_unacked_messages_are_put_back_by_recover_dead_consumers(broker: Any) -> None:
+    # Given a consumer that fetched a message and died without acknowledging it
+    message = send(broker, noop, route_seat=0, partitions=1, job_id="lost")
+    dead = broker.consume(queue_of(0), prefetch=1, timeout=5)
+    assert next(dead) is not None
+    # When another process runs the recovery after the dead one's heartbeat timed out (200 ms)
+    time.sleep(0.3)
+    survivor = RedisBroker(client=fakeredis.FakeRedis(server=broker.fake_server), heartbeat_timeout=200)
+    recover_dead_consumers(survivor, queue_of(0))
+    # Then the message is back on the queue for the survivor
+    again = survivor.consume(queue_of(0), prefetch=1, timeout=5)
+    got = next(again)
+    assert got is not None and got.message_id == message.message_id
+    again.close()
