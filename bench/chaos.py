@@ -30,7 +30,7 @@ consumer time out, outbox rows stay PENDING, and everything must resume when it 
 After the faults stop and the load ends, a settle period waits for the pipeline to drain; then
 the checks: `python -m models check` clean, every accepted job SUCCEEDED or FAILED, every payment
 with exactly one PUBLISHED PaymentCompleted row whose event was consumed (`events:done:<eventId>`
-in Redis, written by workers/events.py), every wallet equal to its ledger sum and to what the
+in Redis, written by workers/events/consumer.py), every wallet equal to its ledger sum and to what the
 client saw (charged - paid + refunded), no seat sold twice, no reservation charged twice, no HTTP
 500. The table goes to stdout and bench/results/chaos.json; the exit code is 1 when a
 must-be-zero figure is not zero or a fault was not injected.

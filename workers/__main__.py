@@ -43,7 +43,8 @@ def _jobs(settings: Settings, job_id: str) -> int:
 def _consume(settings: Settings) -> int:
     import threading
 
-    from workers import events
+    from workers.events.consumer import GROUP, consume
+    from workers.events.topics import PAYMENT_TOPIC
 
     if not settings.kafka_bootstrap_servers:
         print(
@@ -55,8 +56,8 @@ def _consume(settings: Settings) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    logging.getLogger("workers").info("consuming %s as group %s", events.PAYMENT_TOPIC, events.GROUP)
-    events.consume(stop, bootstrap_servers=settings.kafka_bootstrap_servers)
+    logging.getLogger("workers").info("consuming %s as group %s", PAYMENT_TOPIC, GROUP)
+    consume(stop, bootstrap_servers=settings.kafka_bootstrap_servers)
     return 0
 
 
@@ -77,31 +78,30 @@ def _outbox(settings: Settings, retry: bool) -> int:
 
 
 def _dlt(settings: Settings, action: str, offset: int | None) -> int:
-    from workers import events
+    from workers.events.dead_letters import dead_letters, inprocess_letters, replay
+    from workers.events.topics import PAYMENT_TOPIC
 
     if not settings.kafka_bootstrap_servers:
         bootstrap(settings)
-        from config.bootstrap import current
-
-        for raw in current().redis.lrange("dlt:inprocess", 0, -1):  # type: ignore[union-attr]
+        for raw in inprocess_letters():
             print(raw)
         return 0
     bootstrap(settings)
     servers = settings.kafka_bootstrap_servers
     if action == "list":
-        letters = events.dead_letters(servers)
+        letters = dead_letters(servers)
         for r in letters:
             print(json.dumps(r))
         print(f"{len(letters)} dead letter(s)")
     elif action == "show":
-        found = [r for r in events.dead_letters(servers) if r["offset"] == offset]
+        found = [r for r in dead_letters(servers) if r["offset"] == offset]
         if not found:
             print(f"no dead letter at offset {offset}", file=sys.stderr)
             return 1
         print(json.dumps(found[0], indent=2))
     else:
-        done = events.replay(servers, offset=offset)
-        print(f"replayed {len(done)} dead letter(s) to {events.PAYMENT_TOPIC}: {done}")
+        done = replay(servers, offset=offset)
+        print(f"replayed {len(done)} dead letter(s) to {PAYMENT_TOPIC}: {done}")
     return 0
 
 

@@ -24,7 +24,9 @@ from tests.support.helpers import wait_for
 from tests.support.kafka_broker import TansuBroker, kafka_broker_fixture
 from tests.support.redis_server import RedisServer
 from tests.support.redis_server import own_redis as redis_server
-from workers import events
+from workers.events.consumer import consume
+from workers.events.dead_letters import dead_letters
+from workers.events.topics import PAYMENT_TOPIC, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +45,7 @@ def publish(broker: TansuBroker, event_id: str) -> None:
     value = {"eventId": event_id, "eventType": "PaymentCompleted", "userId": 7, "concertId": 1}
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
     try:
-        producer.send(events.PAYMENT_TOPIC, key=b"7", value=json.dumps(value).encode()).get(timeout=10)
+        producer.send(PAYMENT_TOPIC, key=b"7", value=json.dumps(value).encode()).get(timeout=10)
     finally:
         producer.close(timeout=5)
 
@@ -59,13 +61,13 @@ def test_an_event_handled_while_redis_is_down_is_held_not_dead_lettered_and_the_
             kafka_bootstrap_servers=kafka_broker.bootstrap,
         )
     )
-    events.ensure_topics(kafka_broker.bootstrap)
+    ensure_topics(kafka_broker.bootstrap)
     stop = threading.Event()
     died: list[BaseException] = []
 
     def run() -> None:
         try:
-            events.consume(stop, bootstrap_servers=kafka_broker.bootstrap, retries=3, interval=0.2)
+            consume(stop, bootstrap_servers=kafka_broker.bootstrap, retries=3, interval=0.2)
         except BaseException as exc:
             died.append(exc)
 
@@ -84,13 +86,13 @@ def test_an_event_handled_while_redis_is_down_is_held_not_dead_lettered_and_the_
 
         # Then the consumer is still running and nothing went to the dead-letter topic
         assert consumer.is_alive(), f"the consumer died: {died}"
-        assert events.dead_letters(kafka_broker.bootstrap) == []
+        assert dead_letters(kafka_broker.bootstrap) == []
 
         # When Redis is back, the held event is handled once, still without a dead letter
         own_redis.start()
         assert wait_for(lambda: own_redis.client.exists(f"events:done:{second}"), 20) is not None, died
         assert consumer.is_alive(), f"the consumer died: {died}"
-        assert events.dead_letters(kafka_broker.bootstrap) == []
+        assert dead_letters(kafka_broker.bootstrap) == []
         assert int(own_redis.client.hget("stats:consumer", "dead_lettered_total") or 0) == 0
     finally:
         stop.set()

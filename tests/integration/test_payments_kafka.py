@@ -40,7 +40,11 @@ from models.seed import seed_demo
 from tests.support.env import redis_db_url
 from tests.support.helpers import active_token, hold_directly, make_app, problem_of, wait_for, worker_thread
 from tests.support.kafka_broker import TansuBroker, kafka_broker_fixture
-from workers import events
+from workers.events import publisher as event_publisher
+from workers.events.consumer import RETRIES, RETRY_INTERVAL, consume, handle_payment_completed
+from workers.events.dead_letters import dead_letters, replay
+from workers.events.publisher import KafkaPublisher, relay_outbox
+from workers.events.topics import PAYMENT_TOPIC, ensure_topics
 from workers.jobs import FAILED, SUCCEEDED, JobStore
 
 pytestmark = pytest.mark.integration
@@ -94,7 +98,7 @@ class Stack:
                     continue
                 try:
                     with db.connection_context():
-                        events.relay_outbox()
+                        relay_outbox()
                 except Exception as exc:  # the scheduler logs a failed tick and runs the next one
                     log.exception("relay pass failed")
                     self.errors.append(f"relay pass raised {type(exc).__name__}: {exc}")
@@ -105,17 +109,17 @@ class Stack:
 
     def start_consumer(
         self,
-        handler: Callable[[bytes], object] = events.handle_payment_completed,
+        handler: Callable[[bytes], object] = handle_payment_completed,
         *,
-        retries: int = events.RETRIES,
-        interval: float = events.RETRY_INTERVAL,
+        retries: int = RETRIES,
+        interval: float = RETRY_INTERVAL,
     ) -> None:
         """`python -m workers consume` as a thread; returns once it has handled a warm-up event."""
         stop = threading.Event()
 
         def run() -> None:
             try:
-                events.consume(
+                consume(
                     stop, bootstrap_servers=self.broker.bootstrap, handler=handler, retries=retries, interval=interval
                 )
             except Exception as exc:
@@ -127,7 +131,7 @@ class Stack:
         self.stops.append(lambda: (stop.set(), thread.join(timeout=30)))
         # Ready = its group join is done and it handles records: send one and wait for it.
         warmup = f"warmup-{uuid.uuid4().hex}"
-        events.ensure_topics(self.broker.bootstrap)
+        ensure_topics(self.broker.bootstrap)
         produce(self.broker, [event_value(warmup, user_id=999_999, concert_id=1)], key=b"warmup")
         waited = wait_for(lambda: self.redis.exists(f"events:done:{warmup}"), 30, step=0.05)
         assert waited is not None, f"the consumer never handled the warm-up event; {self.errors}"
@@ -152,8 +156,8 @@ def make_stack(mysql_url: str, redis11: str, kafka_broker: TansuBroker) -> Itera
             partitions=4,
             **overrides,
         )
-        previous, events._publisher = events._publisher, None
-        if isinstance(previous, events.KafkaPublisher):
+        previous, event_publisher._publisher = event_publisher._publisher, None
+        if isinstance(previous, KafkaPublisher):
             with contextlib.suppress(Exception):
                 previous.producer.close(timeout=0)
         # Finalize dropped producers now: a KafkaProducer.__del__ run by the GC in the middle of
@@ -171,8 +175,8 @@ def make_stack(mysql_url: str, redis11: str, kafka_broker: TansuBroker) -> Itera
     yield build
     for stack in stacks:
         stack.close()
-    publisher, events._publisher = events._publisher, None
-    if isinstance(publisher, events.KafkaPublisher):
+    publisher, event_publisher._publisher = event_publisher._publisher, None
+    if isinstance(publisher, KafkaPublisher):
         with contextlib.suppress(Exception):
             publisher.producer.close(timeout=0)
     with contextlib.suppress(Exception):
@@ -193,12 +197,12 @@ def produce(broker: TansuBroker, values: list[bytes], *, key: bytes) -> list[Any
 
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
     try:
-        return [producer.send(events.PAYMENT_TOPIC, key=key, value=v).get(timeout=10) for v in values]
+        return [producer.send(PAYMENT_TOPIC, key=key, value=v).get(timeout=10) for v in values]
     finally:
         producer.close(timeout=5)
 
 
-def read_topic(broker: TansuBroker, topic: str = events.PAYMENT_TOPIC) -> list[Any]:
+def read_topic(broker: TansuBroker, topic: str = PAYMENT_TOPIC) -> list[Any]:
     """Every record of a topic now, read with assign() (no group), in partition/offset order."""
     from kafka import KafkaConsumer, TopicPartition
 
@@ -481,7 +485,7 @@ def test_payments_succeed_while_the_broker_is_down_and_every_row_is_published_in
     # When the broker is back (memory storage: empty; the topics are created again, as on a real
     # cluster they would still exist)
     stack.broker.start()
-    events.ensure_topics(stack.broker.bootstrap)
+    ensure_topics(stack.broker.bootstrap)
     restarted = time.monotonic()
 
     # Then every pending row is published, and the topic holds each event in outbox id order
@@ -536,7 +540,7 @@ def test_a_poison_event_goes_to_the_dlt_after_three_retries_later_events_flow_an
         calls[event_id] += 1
         if fault.is_set() and event_id == "stuck":
             raise RuntimeError("the queue service is unavailable")
-        return events.handle_payment_completed(value)
+        return handle_payment_completed(value)
 
     stack.start_consumer(handler, retries=3, interval=1.0)
 
@@ -560,7 +564,7 @@ def test_a_poison_event_goes_to_the_dlt_after_three_retries_later_events_flow_an
     assert poll_status(client, later_token) == 401
     assert poll_status(client, stuck_token) == 200
     assert (calls["<unreadable>"], calls["stuck"], calls["later"]) == (4, 4, 1)
-    letters = events.dead_letters(stack.broker.bootstrap)
+    letters = dead_letters(stack.broker.bootstrap)
     assert len(letters) == 2
     assert letters[0]["value"] == malformed.decode()
     assert json.loads(letters[1]["value"]) == json.loads(
@@ -569,7 +573,7 @@ def test_a_poison_event_goes_to_the_dlt_after_three_retries_later_events_flow_an
     for letter, original in zip(letters, sent[:2], strict=True):
         headers = letter["headers"]
         assert headers["attempts"] == "4"
-        assert headers["original-topic"] == events.PAYMENT_TOPIC
+        assert headers["original-topic"] == PAYMENT_TOPIC
         assert headers["original-partition"] == str(original.partition)
         assert headers["original-offset"] == str(original.offset)
         assert letter["key"] == "same-partition"
@@ -578,7 +582,7 @@ def test_a_poison_event_goes_to_the_dlt_after_three_retries_later_events_flow_an
 
     # When the fault is gone and that one dead letter is replayed
     fault.clear()
-    replayed = events.replay(stack.broker.bootstrap, offset=letters[1]["offset"])
+    replayed = replay(stack.broker.bootstrap, offset=letters[1]["offset"])
 
     # Then it is delivered once more, handled once, and the payer's token is expired
     assert replayed == [letters[1]["offset"]]
@@ -588,7 +592,7 @@ def test_a_poison_event_goes_to_the_dlt_after_three_retries_later_events_flow_an
     copies = [r for r in read_topic(stack.broker) if r.value == letters[1]["value"].encode()]
     assert len(copies) == 2
     assert dict(copies[1].headers) == {"replayed-from-dlt-offset": str(letters[1]["offset"]).encode()}
-    assert len(events.dead_letters(stack.broker.bootstrap)) == 2
+    assert len(dead_letters(stack.broker.bootstrap)) == 2
 
     # And the CLI lists the dead letters
     env = {

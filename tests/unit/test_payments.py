@@ -35,7 +35,9 @@ from models.points import LedgerEntry, Wallet
 from models.reservations import CANCELLED, CONFIRMED, HELD, Reservation
 from models.seed import seed_demo
 from tests.support.helpers import active_token, hold, problem_of, queue_headers
-from workers import events
+from workers.events import publisher as event_publisher
+from workers.events.consumer import PoisonEvent, handle_payment_completed, with_retries
+from workers.events.publisher import is_transient, relay_outbox
 from workers.jobs import FAILED, SUCCEEDED, JobStore
 
 PRICE = 50_000
@@ -66,9 +68,9 @@ class Demo:
 @pytest.fixture(autouse=True)
 def no_publisher() -> Iterator[None]:
     """workers.events keeps one publisher per process: start and end every test without one."""
-    events._publisher = None
+    event_publisher._publisher = None
     yield
-    events._publisher = None
+    event_publisher._publisher = None
 
 
 @pytest.fixture
@@ -444,7 +446,7 @@ def test_the_relay_publishes_each_row_once_and_the_in_process_bus_expires_the_pa
     pay(hold(demo.first[0], PAYER))
     assert poll_token(client, token).status_code == 200
 
-    published = events.relay_outbox()
+    published = relay_outbox()
 
     assert published == 1
     row = OutboxEvent.get()
@@ -454,7 +456,7 @@ def test_the_relay_publishes_each_row_once_and_the_in_process_bus_expires_the_pa
     assert response.status_code == 401
     assert problem_of(response)["code"] == "TOKEN_INVALID"
     assert poll_token(client, bystander).status_code == 200
-    assert events.relay_outbox() == 0
+    assert relay_outbox() == 0
     assert OutboxEvent.get().published_at == row.published_at
     assert outbox.stats().pending == 0
 
@@ -466,12 +468,12 @@ def event_for(user_id: int, concert_id: int, event_id: str = "ev-1") -> bytes:
 def test_handling_the_same_event_twice_changes_nothing_the_second_time(client: FlaskClient, demo: Demo) -> None:
     # Given an ACTIVE token and a PaymentCompleted event of its user, handled once
     token = active_token(client, PAYER, demo.concert_id)
-    assert events.handle_payment_completed(event_for(PAYER, demo.concert_id)) is True
+    assert handle_payment_completed(event_for(PAYER, demo.concert_id)) is True
     assert poll_token(client, token).status_code == 401
 
     # When the user joins again and the same event is delivered again
     again = active_token(client, PAYER, demo.concert_id)
-    handled = events.handle_payment_completed(event_for(PAYER, demo.concert_id))
+    handled = handle_payment_completed(event_for(PAYER, demo.concert_id))
 
     # Then the replay is a no-op: the new token stays
     assert handled is False
@@ -490,8 +492,8 @@ def test_handling_the_same_event_twice_changes_nothing_the_second_time(client: F
     ],
 )
 def test_an_unreadable_event_is_a_poison_event(app: Flask, value: bytes) -> None:
-    with pytest.raises(events.PoisonEvent):
-        events.handle_payment_completed(value)
+    with pytest.raises(PoisonEvent):
+        handle_payment_completed(value)
 
 
 def test_with_retries_retries_three_times_then_reports_four_attempts() -> None:
@@ -502,7 +504,7 @@ def test_with_retries_retries_three_times_then_reports_four_attempts() -> None:
         calls.append(value)
         raise RuntimeError(f"boom {len(calls)}")
 
-    ok, error, attempts = events.with_retries(failing, b"v", sleep=pauses.append)
+    ok, error, attempts = with_retries(failing, b"v", sleep=pauses.append)
 
     assert (ok, attempts) == (False, 4)
     assert error == "RuntimeError: boom 4"
@@ -518,7 +520,7 @@ def test_with_retries_stops_at_the_first_success() -> None:
         if len(calls) < 3:
             raise RuntimeError("not yet")
 
-    ok, error, attempts = events.with_retries(flaky, b"v", interval=0.25, sleep=lambda s: None)
+    ok, error, attempts = with_retries(flaky, b"v", interval=0.25, sleep=lambda s: None)
 
     assert (ok, error, attempts) == (True, "", 3)
     assert len(calls) == 3
@@ -541,7 +543,7 @@ def test_the_in_process_bus_dead_letters_an_unreadable_event_and_still_marks_it_
         )
     pay(hold(demo.first[0], PAYER))
 
-    assert events.relay_outbox() == 2
+    assert relay_outbox() == 2
 
     letters = [json.loads(x) for x in bootstrap.current().redis.lrange("dlt:inprocess", 0, -1)]
     assert len(letters) == 1
@@ -608,7 +610,7 @@ def test_relay_once_keeps_rows_pending_through_any_number_of_transient_failures(
 def test_is_transient_tells_an_unreachable_broker_from_a_refused_record() -> None:
     from kafka import errors
 
-    assert events.is_transient(errors.KafkaTimeoutError("no answer")) is True
-    assert events.is_transient(errors.KafkaConnectionError("refused")) is True
-    assert events.is_transient(errors.MessageSizeTooLargeError()) is False
-    assert events.is_transient(ValueError("bad topic name")) is False
+    assert is_transient(errors.KafkaTimeoutError("no answer")) is True
+    assert is_transient(errors.KafkaConnectionError("refused")) is True
+    assert is_transient(errors.MessageSizeTooLargeError()) is False
+    assert is_transient(ValueError("bad topic name")) is False
