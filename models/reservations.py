@@ -18,7 +18,6 @@ from models.db import BaseModel, UtcDateTimeField, db, utcnow
 from models.errors import ConcurrentUpdate, LimitExceeded, NotFound, ReservationNotHeld, SeatNotAvailable
 
 HELD, CONFIRMED, EXPIRED, CANCELLED = "HELD", "CONFIRMED", "EXPIRED", "CANCELLED"
-LIVE_STATUSES = (HELD, CONFIRMED)
 
 
 class Reservation(BaseModel):
@@ -180,14 +179,6 @@ def get_reservation(*, reservation_id: int, user_id: int) -> ReservationView:
     return _view(r)
 
 
-def seat_of_reservation(*, reservation_id: int) -> int:
-    """The seat id of a reservation (to route its jobs to the seat's partition), or NotFound."""
-    row = Reservation.select(Reservation.seat).where(Reservation.id == reservation_id).tuples().first()
-    if row is None:
-        raise NotFound(f"reservation {reservation_id} does not exist")
-    return int(row[0])
-
-
 def cancel_reservation(*, reservation_id: int, user_id: int) -> ReservationView:
     """Cancel the user's HELD reservation; the seat is AVAILABLE again at once. Idempotent."""
     r = Reservation.get_or_none((Reservation.id == reservation_id) & (Reservation.user_id == user_id))
@@ -261,18 +252,3 @@ def reservation_json(v: ReservationView) -> dict[str, object]:
         "expiresAt": iso(v.expires_at),
         "createdAt": iso(v.created_at),
     }
-
-
-def route_of_reservation(*, reservation_id: int) -> tuple[int, int]:
-    """(seat id, concert id) of a reservation: where its jobs go and which token may touch it."""
-    from models.concerts import concert_id_of_schedule
-
-    row = (
-        Reservation.select(Reservation.seat, Reservation.schedule_id)
-        .where(Reservation.id == reservation_id)
-        .tuples()
-        .first()
-    )
-    if row is None:
-        raise NotFound(f"reservation {reservation_id} does not exist")
-    return int(row[0]), concert_id_of_schedule(schedule_id=int(row[1]))

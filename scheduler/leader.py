@@ -59,8 +59,3 @@ class LeaderLease:
             with contextlib.suppress(*ANY_REDIS_ERROR):
                 self._release(keys=[self.key], args=[self.identity])
             self._leader = False
-
-    def holder(self) -> str | None:
-        """Who holds the lease now (for logs and tests)."""
-        value = self.r.get(self.key)
-        return value.decode() if isinstance(value, bytes) else value

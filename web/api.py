@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Request, Response, current_app, jsonify, request
+from flask import Request, Response, current_app, jsonify
 from pydantic import BaseModel
 from spectree import SecurityScheme, SpecTree
 from spectree.models import InType, SecureType, SecuritySchemeData
@@ -92,8 +92,3 @@ def settings() -> Settings:
 def services() -> Services:
     """The process services (database, Redis, broker) of the running app."""
     return current_app.extensions["services"]  # type: ignore[no-any-return]
-
-
-def json_body() -> Any:
-    """The already-validated JSON body (helper for routes that need the raw dict)."""
-    return request.get_json(silent=True)

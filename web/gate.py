@@ -47,11 +47,6 @@ def require_active(concert_id: int | None = None, *, claimed_user_id: int | None
     return info
 
 
-def current_user_id() -> int:
-    """The user id of the token the gate accepted for this request."""
-    return int(g.queue_token.user_id)
-
-
 def queue_gate(view: F) -> F:
     """Guard a route whose path has `schedule_id` behind an ACTIVE token of that schedule's concert."""
 

@@ -27,7 +27,6 @@ def _iso(value: dt.datetime) -> str:
 
 
 UtcDateTime = Annotated[dt.datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
-Id = Annotated[int, Field(ge=1, le=MAX_INT64)]
 
 
 def _whole_number(value: Any) -> Any:
@@ -232,11 +231,6 @@ class ReadyOut(Out):
 
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
-
-
-def dump(model: BaseModel) -> dict[str, Any]:
-    """Serialize a response model to JSON-ready data."""
-    return model.model_dump(mode="json")
 
 
 # --- waiting room --------------------------------------------------------------------------
