@@ -384,6 +384,13 @@ class WaitingRoom:
         k = _keys(concert_id)
         return int(self.r.zcard(k["waiting"])), int(self.r.zcount(k["active"], f"({_now_ms()}", "+inf"))
 
+    def admission_rate(self, *, concert_id: int) -> float:
+        """Tokens admitted per second over the last minute."""
+        now = _now_ms()
+        entries = self.r.zrangebyscore(_keys(concert_id)["admits"], now - RATE_WINDOW_MS, "+inf")
+        total = sum(int(_text(e).rsplit(":", 1)[1]) for e in entries)  # type: ignore[union-attr]
+        return total / (RATE_WINDOW_MS / 1000)
+
     def _estimate(self, rank: int, rate_key: str) -> int:
         """Seconds until admission: rank ÷ the measured admission rate.
 
