@@ -26,7 +26,7 @@ from models import fairness
 from models.concerts import Concert
 from models.db import BaseModel, db, iso, utcnow
 from models.errors import NotFound, SaleNotOpen
-from models.prequeue import PreQueue
+from models.prequeue import PreQueue, PrequeuedToken
 
 log = logging.getLogger("models.draws")
 COPY_SLICE = 5_000
@@ -93,6 +93,46 @@ def refuse_early(start: FairStart, *, window_s: int) -> SaleNotOpen:
     opens = iso(start.opens_at)
     window_opens = iso(start.opens_at - dt.timedelta(seconds=window_s))
     return SaleNotOpen(f"the sale opens at {opens}; the queue opens at {window_opens}")
+
+
+RELEASE_GRACE = dt.timedelta(minutes=10)
+
+
+def join_prequeue(
+    prequeue: PreQueue, *, user_id: int, concert_id: int, window_s: int, now: dt.datetime | None = None
+) -> PrequeuedToken | None:
+    """Join through the fair start where it applies: SALE_NOT_OPEN before the window, PREQUEUED in it,
+    and, for a while after the opening, the fan's own pre-queued token until the release reaches it.
+
+    None means the ordinary queue applies (no fair start, or the concert is open). NotFound for an
+    unknown concert.
+    """
+    start = fair_start_of(concert_id=concert_id)
+    if start is None:
+        return None
+    now = now or utcnow()
+    current = phase(start, now=now, window_s=window_s)
+    if current == "early":
+        raise refuse_early(start, window_s=window_s)
+    if current == "prequeue":
+        opens_ms = int(start.opens_at.replace(tzinfo=dt.UTC).timestamp() * 1000)
+        now_ms = int(now.replace(tzinfo=dt.UTC).timestamp() * 1000)
+        return prequeue.join(
+            user_id=user_id, concert_id=concert_id, seed=start.seed, opens_at_ms=opens_ms, now_ms=now_ms
+        )
+    if now < start.opens_at + RELEASE_GRACE:
+        return prequeue.find(user_id=user_id, concert_id=concert_id)
+    return None
+
+
+def prequeued_status(
+    prequeue: PreQueue, *, token: str, concert_id: int, now: dt.datetime | None = None
+) -> PrequeuedToken | None:
+    """The token if it is PREQUEUED (asked only around a fair start's opening, so other polls pay nothing)."""
+    start = fair_start_of(concert_id=concert_id)
+    if start is None or (now or utcnow()) >= start.opens_at + RELEASE_GRACE:
+        return None
+    return prequeue.status(token=token, concert_id=concert_id)
 
 
 def run_due_draws(*, prequeue: PreQueue, now: dt.datetime | None = None) -> list[DrawResult]:

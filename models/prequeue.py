@@ -58,6 +58,15 @@ if h[3] ~= 'PREQUEUED' then return false end
 return h
 """
 
+_FIND = """
+local token = redis.call('GET', KEYS[1])
+if not token then return false end
+local h = redis.call('HMGET', ARGV[1] .. ':t:' .. token, 'user', 'concert', 'status', 'expires', 'entrant')
+if h[3] ~= 'PREQUEUED' then return false end
+table.insert(h, 1, token)
+return h
+"""
+
 _LEAVE = """
 local hk, pre, ukey = KEYS[1], KEYS[2], KEYS[3]
 local token = ARGV[1]
@@ -132,6 +141,7 @@ class PreQueue:
         self._join = client.register_script(_JOIN)
         self._status = client.register_script(_STATUS)
         self._leave = client.register_script(_LEAVE)
+        self._find = client.register_script(_FIND)
         self._release = client.register_script(_RELEASE)
 
     def join(self, *, user_id: int, concert_id: int, seed: bytes, opens_at_ms: int, now_ms: int) -> PrequeuedToken:
@@ -161,6 +171,15 @@ class PreQueue:
         if not found:
             return None
         user, concert, status, expires, entrant = (_text(v) for v in found)
+        return PrequeuedToken(token, int(user), int(concert), status, int(float(expires)), entrant)
+
+    def find(self, *, user_id: int, concert_id: int) -> PrequeuedToken | None:
+        """The user's token for the concert if it is still PREQUEUED (not yet released), else None."""
+        tag = _tag(concert_id)
+        found = self._find(keys=[f"{tag}:u:{user_id}"], args=[tag])
+        if not found:
+            return None
+        token, user, concert, status, expires, entrant = (_text(v) for v in found)
         return PrequeuedToken(token, int(user), int(concert), status, int(float(expires)), entrant)
 
     def leave(self, *, token: str, concert_id: int, user_id: int) -> bool:

@@ -31,6 +31,7 @@ class SafeJSONProvider(DefaultJSONProvider):
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: services from bootstrap, blueprints under /api/v1, problem+json errors."""
     from models.cache import CatalogueCache
+    from models.prequeue import PreQueue
     from models.queue_controls import QueueControls
     from models.waiting_room import WaitingRoom
     from web import (
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         waiting_ttl=services.settings.waiting_ttl,
     )
     app.extensions["queue_controls"] = QueueControls(services.redis)
+    app.extensions["prequeue"] = PreQueue(services.redis, waiting_ttl=services.settings.waiting_ttl)
     limits.init(app, services.settings)
     s = services.settings
     app.extensions["catalogue_cache"] = cache = CatalogueCache(

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, request
 from spectree import Response as Resp
 
-from models import concerts
+from models import concerts, draws
 from models.errors import Forbidden, TokenInvalid, TokenMissing
 from web.api import respond, settings, spec
 from web.schemas import CreatedConcertOut, CreatedScheduleOut, NewConcertIn, Problem
@@ -73,12 +73,16 @@ def create_concert(json: NewConcertIn) -> Response:
             concerts.NewSchedule(s.startsAt.astimezone(dt.UTC).replace(tzinfo=None), s.seatCount, s.price)
             for s in json.schedules
         ],
+        sale_opens_at=json.saleOpensAt.astimezone(dt.UTC).replace(tzinfo=None) if json.saleOpensAt else None,
     )
+    record = draws.published(concert_id=concert_id)
     out = CreatedConcertOut(
         concertId=concert_id,
         schedules=[
             CreatedScheduleOut(scheduleId=s.schedule_id, startsAt=s.starts_at, totalSeats=s.total_seats)
             for s in created
         ],
+        saleOpensAt=record.sale_opens_at,
+        seedCommitment=record.seed_commitment,
     )
     return respond(out, 201, {"Location": f"/api/v1/concerts/{concert_id}/schedules"})

@@ -5,11 +5,21 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app
 from spectree import Response as Resp
 
-from models import concerts
+from models import concerts, draws
 from models.cache import CatalogueCache
 from web.api import parse_id, respond, spec
 from web.gate import queue_gate
-from web.schemas import ConcertList, ConcertOut, Problem, ScheduleList, ScheduleOut, SeatMap, SeatOut, SeatQuery
+from web.schemas import (
+    ConcertList,
+    ConcertOut,
+    FairnessOut,
+    Problem,
+    ScheduleList,
+    ScheduleOut,
+    SeatMap,
+    SeatOut,
+    SeatQuery,
+)
 
 bp = Blueprint("concerts", __name__)
 
@@ -27,6 +37,23 @@ def list_concerts() -> Response:
     return respond(
         ConcertList(concerts=[ConcertOut(concertId=c.concert_id, title=c.title, venue=c.venue) for c in rows])
     )
+
+
+@bp.get("/concerts/<concert_id>/fairness")
+@spec.validate(resp=Resp(HTTP_200=FairnessOut, HTTP_400=Problem, HTTP_404=Problem), tags=["catalogue"])
+def fairness(concert_id: str) -> Response:
+    """A fair-start concert's draw: the seed's commitment, and after the draw the seed and the entrants in order."""
+    d = draws.published(concert_id=parse_id(concert_id, "concertId"))
+    out = FairnessOut(
+        concertId=d.concert_id,
+        saleOpensAt=d.sale_opens_at,
+        seedCommitment=d.seed_commitment,
+        seed=d.seed,
+        drawnAt=d.drawn_at,
+        entrants=d.entrants,
+        algorithm=d.algorithm,
+    )
+    return respond(out)
 
 
 @bp.get("/concerts/<concert_id>/schedules")

@@ -24,6 +24,7 @@ STATUS: dict[type[e.DomainError], int] = {
     e.AlreadyPaid: 409,
     e.InsufficientPoints: 409,
     e.ConcurrentUpdate: 409,
+    e.SaleNotOpen: 409,
     e.IdempotencyKeyReused: 422,
     e.LimitExceeded: 422,
     e.RateLimited: 429,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from spectree import Response as Resp
 
-from models import concerts
+from models import concerts, draws, fairness
+from models.db import utcnow
 from models.errors import NotFound, TokenMissing
-from models.waiting_room import QueueToken
+from models.prequeue import PreQueue, PrequeuedToken
+from models.waiting_room import QueueToken, concert_of_token
 from web.api import respond, settings, spec
 from web.gate import HEADER, waiting_room
 from web.limits import limiter, token_key, user_key
@@ -19,9 +22,37 @@ from web.schemas import Problem, TokenIn, TokenOut
 bp = Blueprint("queue", __name__)
 
 
+def prequeue() -> PreQueue:
+    """The app's fair-start pre-queue."""
+    return current_app.extensions["prequeue"]  # type: ignore[no-any-return]
+
+
+def _entrant(user_id: int, concert_id: int) -> str | None:
+    """The fan's own entrant hash on a fair-start concert's tokens (so they can find themselves in the draw)."""
+    return fairness.entrant_of(user_id) if draws.fair_start_of(concert_id=concert_id) else None
+
+
+def _pre_out(t: PrequeuedToken) -> TokenOut:
+    start = draws.fair_start_of(concert_id=t.concert_id)
+    opens_in = (start.opens_at - utcnow()).total_seconds() if start else 0
+    return TokenOut(
+        token=t.token,
+        userId=t.user_id,
+        concertId=t.concert_id,
+        status="PREQUEUED",
+        rank=None,
+        estimatedWaitSeconds=max(0, math.ceil(opens_in)),
+        expiresAt=dt.datetime.fromtimestamp(t.expires_at_ms / 1000, dt.UTC),
+        soldOut=False,
+        notice=queue_controls().current(concert_id=t.concert_id).notice,
+        entrant=t.entrant,
+    )
+
+
 def _out(t: QueueToken) -> TokenOut:
     controls = queue_controls().current(concert_id=t.concert_id)
     return TokenOut(
+        entrant=_entrant(t.user_id, t.concert_id),
         token=t.token,
         userId=t.user_id,
         concertId=t.concert_id,
@@ -46,13 +77,20 @@ def _header_token() -> str:
 @limiter.limit(lambda: settings().rate_issue_ip)
 @spec.validate(
     json=TokenIn,
-    resp=Resp(HTTP_200=TokenOut, HTTP_201=TokenOut, HTTP_400=Problem, HTTP_404=Problem, HTTP_429=Problem),
+    resp=Resp(
+        HTTP_200=TokenOut, HTTP_201=TokenOut, HTTP_400=Problem, HTTP_404=Problem, HTTP_409=Problem, HTTP_429=Problem
+    ),
     tags=["queue"],
 )
 def issue(json: TokenIn) -> Response:
     """Join a concert's queue; asking again returns the same token and place."""
     if not concerts.concert_exists(concert_id=json.concertId):
         raise NotFound(f"concert {json.concertId} does not exist")
+    pre = draws.join_prequeue(
+        prequeue(), user_id=json.userId, concert_id=json.concertId, window_s=settings().prequeue_window
+    )
+    if pre is not None:
+        return respond(_pre_out(pre), 201 if pre.created else 200)
     limit = queue_controls().current(concert_id=json.concertId).join_limit(settings().active_limit)
     token = waiting_room().issue(user_id=json.userId, concert_id=json.concertId, limit=limit)
     return respond(_out(token), 201 if token.created else 200)
@@ -66,7 +104,11 @@ def issue(json: TokenIn) -> Response:
 )
 def poll() -> Response:
     """A token's status, rank and wait estimate; polling keeps a waiting place alive."""
-    return respond(_out(waiting_room().status(token=_header_token())))
+    token = _header_token()
+    pre = draws.prequeued_status(prequeue(), token=token, concert_id=concert_of_token(token))
+    if pre is not None:
+        return respond(_pre_out(pre))
+    return respond(_out(waiting_room().status(token=token)))
 
 
 @bp.delete("/queue/token")

@@ -197,11 +197,14 @@ class NewScheduleIn(Body):
 
 
 class NewConcertIn(Body):
-    """A concert to create with its schedules."""
+    """A concert to create with its schedules; `saleOpensAt` gives it a fair start (a drawn pre-queue)."""
 
     title: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
     venue: Annotated[StrictStr, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
     schedules: Annotated[list[NewScheduleIn], Field(min_length=1, max_length=100)]
+    saleOpensAt: (
+        Annotated[AwareDatetime, BeforeValidator(_aware_utc_text), AfterValidator(_representable_in_utc)] | None
+    ) = None
 
 
 class CreatedScheduleOut(Out):
@@ -213,10 +216,24 @@ class CreatedScheduleOut(Out):
 
 
 class CreatedConcertOut(Out):
-    """A created concert."""
+    """A created concert; a fair-start concert shows its opening and the seed's commitment."""
 
     concertId: int
     schedules: list[CreatedScheduleOut]
+    saleOpensAt: UtcDateTime | None = None
+    seedCommitment: str | None = None
+
+
+class FairnessOut(Out):
+    """A fair-start concert's published draw: recompute `entrants`' order from `seed` (see `algorithm`)."""
+
+    concertId: int
+    saleOpensAt: UtcDateTime | None
+    seedCommitment: str | None
+    seed: str | None
+    drawnAt: UtcDateTime | None
+    entrants: list[str]
+    algorithm: str
 
 
 # --- operations ----------------------------------------------------------------------------
@@ -242,17 +259,20 @@ class TokenIn(Body):
 
 
 class TokenOut(Out):
-    """A queue token's state; rank is 1-based among WAITING tokens and 0 when ACTIVE."""
+    """A queue token's state; rank is 1-based among WAITING tokens, 0 when ACTIVE, null when PREQUEUED.
+
+    `entrant` (fair-start concerts only) is sha256 of the user id: the fan's line in the published draw."""
 
     token: str
     userId: int
     concertId: int
-    status: Literal["WAITING", "ACTIVE"]
-    rank: int
+    status: Literal["PREQUEUED", "WAITING", "ACTIVE"]
+    rank: int | None
     estimatedWaitSeconds: int
     expiresAt: UtcDateTime
     soldOut: bool
     notice: str | None = None
+    entrant: str | None = None
 
 
 # --- reservations and jobs -----------------------------------------------------------------

@@ -181,3 +181,66 @@ def test_the_draw_job_releases_stores_and_reveals_once(app, tmp_path) -> None:  
     (tmp_path / "f.json").write_text(json.dumps(doc))
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "f.json")], capture_output=True, text=True)
     assert bad.returncode == 1 and "MISMATCH" in bad.stdout
+
+
+def test_fair_start_over_http(client) -> None:  # type: ignore[no-untyped-def]
+    """The fan's and the public's view: SALE_NOT_OPEN too early, PREQUEUED with an entrant hash in the
+    window, the commitment public and the seed hidden until the draw, then WAITING in drawn order.
+    Hidden failures: a pre-queued fan rejoining and losing the place; the seed leaking before the draw."""
+    from config import bootstrap
+    from models import draws
+    from models.db import utcnow
+    from tests.support.helpers import user_headers
+
+    admin = {"Authorization": "Bearer test-admin-token"}
+    soon = (utcnow() + dt.timedelta(minutes=30)).isoformat() + "Z"
+    later = (utcnow() + dt.timedelta(hours=3)).isoformat() + "Z"
+    show = (utcnow() + dt.timedelta(days=3)).isoformat() + "Z"
+    body = {"title": "T", "venue": "V", "schedules": [{"startsAt": show, "seatCount": 3, "price": 10}]}
+    created = client.post("/api/v1/admin/concerts", json={**body, "saleOpensAt": soon}, headers=admin).get_json()
+    far = client.post("/api/v1/admin/concerts", json={**body, "saleOpensAt": later}, headers=admin).get_json()
+    cid = created["concertId"]
+    assert created["saleOpensAt"] and len(created["seedCommitment"]) == 64
+
+    def join(user: int, concert: int):  # type: ignore[no-untyped-def]
+        return client.post(
+            "/api/v1/queue/tokens", json={"userId": user, "concertId": concert}, headers=user_headers(user)
+        )
+
+    too_early = join(1, far["concertId"])
+    assert too_early.status_code == 409 and too_early.get_json()["code"] == "SALE_NOT_OPEN"
+    assert far["saleOpensAt"][:16] in too_early.get_json()["detail"]
+
+    tokens = {}
+    for user in (5, 6, 7, 8):
+        answer = join(user, cid)
+        assert answer.status_code == 201, answer.get_json()
+        doc = answer.get_json()
+        assert doc["status"] == "PREQUEUED" and doc["rank"] is None
+        assert doc["entrant"] == fairness.entrant_of(user)
+        tokens[user] = doc["token"]
+    again = join(5, cid)
+    assert again.status_code == 200 and again.get_json()["token"] == tokens[5]
+    polled = client.get("/api/v1/queue/token", headers={**user_headers(6), "X-Queue-Token": tokens[6]}).get_json()
+    assert polled["status"] == "PREQUEUED" and polled["estimatedWaitSeconds"] > 1700
+
+    public = client.get(f"/api/v1/concerts/{cid}/fairness").get_json()
+    assert public["seed"] is None and public["entrants"] == [] and public["seedCommitment"] == created["seedCommitment"]
+
+    # When the opening passes and the leader draws
+    pq = PreQueue(bootstrap.current().redis, waiting_ttl=300)
+    draws.run_due_draws(prequeue=pq, now=utcnow() + dt.timedelta(minutes=31))
+
+    public = client.get(f"/api/v1/concerts/{cid}/fairness").get_json()
+    assert (
+        public["drawnAt"]
+        and fairness.verify(
+            seed_hex=public["seed"], commitment=public["seedCommitment"], entrants=public["entrants"]
+        ).ok
+    )
+    ranks = {}
+    for user, token in tokens.items():
+        doc = client.get("/api/v1/queue/token", headers={**user_headers(user), "X-Queue-Token": token}).get_json()
+        assert doc["status"] == "WAITING" and doc["entrant"] == fairness.entrant_of(user)
+        ranks[fairness.entrant_of(user)] = doc["rank"]
+    assert sorted(ranks, key=ranks.__getitem__) == public["entrants"]
