@@ -170,7 +170,9 @@ def test_polling_shows_status_rank_estimate_and_expiry(room_with: Callable[..., 
         "expiresAt",
         "soldOut",
         "notice",
+        "entrant",
     }
+    assert a["entrant"] is None  # only fair-start concerts' tokens name the fan's entrant hash
     assert (a["token"], a["userId"], a["concertId"]) == (active, 1, room.concert_id)
     assert (a["status"], a["rank"], a["estimatedWaitSeconds"], a["soldOut"]) == ("ACTIVE", 0, 0, False)
     assert abs((parse_iso_z(a["expiresAt"]) - now).total_seconds() - 600) < 5
