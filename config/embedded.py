@@ -125,6 +125,8 @@ def main() -> None:
     print(
         f"Concert reservation service (database {redacted(settings.database_url)}, "
         f"redis {redacted(settings.redis_url)})\n"
+        f"  fan page : http://{settings.host}:{settings.port}/\n"
+        f"  console  : http://{settings.host}:{settings.port}/admin (ADMIN_TOKEN below)\n"
         f"  API docs : {base}/docs\n"
         f"  try      : curl -s {base}/concerts\n"
         f"             curl -s -X POST {base}/users/1/points/charge -H 'Content-Type: application/json' "

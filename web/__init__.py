@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, redirect, request
+from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.wrappers import Response as WResponse
 
 from config.bootstrap import bootstrap
 from config.settings import Settings
@@ -43,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         jobs,
         limits,
         metrics,
+        pages,
         payments,
         points,
         queue,
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.api import spec
 
     services = bootstrap(settings)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # web/static is served by web/pages.py
     app.config["SETTINGS"] = services.settings
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.extensions["services"] = services
@@ -93,10 +93,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
 
-    @app.get("/")
-    def index() -> WResponse:
-        return redirect(f"{API_PREFIX}/docs")
-
     @app.before_request
     def _json_bodies_only() -> None:
         if request.method in ("POST", "PUT", "PATCH") and request.content_length and not request.is_json:
@@ -107,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         if not db.is_closed():
             db.close()
 
+    app.register_blueprint(pages.bp)
     errors.register(app)
     metrics.install(app)
     queue_controls.install(app)

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
 from typing import Any
 
-import swagger_ui_bundle
-from flask import Blueprint, Response, jsonify, send_from_directory
+from flask import Blueprint, Response, abort, jsonify, render_template, send_from_directory
 
 from web.api import MAX_ID, settings, spec
+from web.pages import CSP, asset
 
-bp = Blueprint("docs", __name__)
-ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
+bp = Blueprint("docs", __name__, template_folder="templates")
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Concert reservation API</title>
-<link rel="stylesheet" href="/api/v1/docs/assets/swagger-ui.css"></head>
-<body><div id="ui"></div>
-<script src="/api/v1/docs/assets/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#ui", deepLinking: true});</script>
-</body></html>"""
+
+def _swagger_ui_static() -> Path:
+    """Swagger UI 5 (reads OpenAPI 3.1) as shipped in the swagger-ui-py wheel (Apache-2.0, its LICENSE
+    beside the files); found without importing the package's Python code."""
+    found = importlib.util.find_spec("swagger_ui")
+    assert found is not None and found.submodule_search_locations, "swagger-ui-py is not installed"
+    return Path(next(iter(found.submodule_search_locations))) / "static"
+
+
+ASSETS = _swagger_ui_static()
+SERVED = {"swagger-ui-bundle.js", "swagger-ui.css", "LICENSE"}
 
 
 def _problem_media_types(document: dict[str, Any]) -> dict[str, Any]:
@@ -131,11 +135,17 @@ def openapi() -> Response:
 
 @bp.get("/docs")
 def explorer() -> Response:
-    """Swagger UI served from the installed swagger-ui-bundle package (no internet needed)."""
-    return Response(PAGE, mimetype="text/html")
+    """Swagger UI 5 from the installed swagger-ui-py package (no internet needed); Try it out sends
+    the bearer and queue-token schemes set under Authorize."""
+    response = Response(render_template("docs.html", asset=asset), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = CSP  # Swagger UI needs no inline script
+    response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 @bp.get("/docs/assets/<path:filename>")
 def assets(filename: str) -> Response:
-    """Swagger UI static files."""
-    return send_from_directory(ASSETS, filename, max_age=3600)
+    """Swagger UI's script, stylesheet and licence."""
+    if filename not in SERVED:
+        abort(404)
+    return send_from_directory(ASSETS, filename, max_age=86400)
