@@ -40,7 +40,7 @@ from bench.common import create_database, machine, pct, write
 from config.bootstrap import current
 from config.settings import Settings
 from models import schema, seed
-from models.cache import CatalogueCache
+from models.cache import CatalogueCache, sched_key, schedule_keys
 from models.concerts import Concert, NewSchedule, Schedule, Seat, create_concert
 from models.db import db, utcnow
 from models.waiting_room import ACTIVE, WaitingRoom
@@ -83,7 +83,7 @@ def latency(app: Flask, concert_id: int, n: int) -> dict[str, Any]:
     cache: CatalogueCache = app.extensions["catalogue_cache"]
     r = current().redis
     ids = [s.id for s in Schedule.select(Schedule.id).where(Schedule.concert == concert_id)]
-    keys = [f"cache:sched:{concert_id}", *(f"cache:avail:{sid}" for sid in ids)]
+    keys = [sched_key(concert_id), *(schedule_keys(sid)[2] for sid in ids)]
     server: list[float] = []
 
     def started() -> None:

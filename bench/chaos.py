@@ -762,19 +762,23 @@ def _dbsize(server: RedisServer) -> int | None:
 # --- afterwards: settle and check -------------------------------------------------------------
 def job_states(service: Service, job_ids: list[str]) -> Counter[str]:
     """Status of each recorded job read from the JobStore (MISSING when the record is gone)."""
+    from workers.jobs import job_key
+
     r = service.redis.client()
-    pipe = r.pipeline()
+    pipe = r.pipeline(transaction=False)
     for j in job_ids:
-        pipe.hget(f"job:{j}", "status")
+        pipe.hget(job_key(j), "status")
     return Counter(s or "MISSING" for s in pipe.execute())
 
 
 def failure_codes(service: Service, job_ids: list[str]) -> dict[str, int]:
     """The problem codes of the recorded jobs that FAILED."""
+    from workers.jobs import job_key
+
     r = service.redis.client()
-    pipe = r.pipeline()
+    pipe = r.pipeline(transaction=False)
     for j in job_ids:
-        pipe.hget(f"job:{j}", "error")
+        pipe.hget(job_key(j), "error")
     return dict(Counter(json.loads(e).get("code", "?") for e in pipe.execute() if e))
 
 

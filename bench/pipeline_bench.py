@@ -37,7 +37,7 @@ from models.concerts import Seat
 from models.db import db
 from tests.support.procs import Cluster, wait_for_leases
 from workers.broker import send
-from workers.jobs import OPEN_KEY, SUCCEEDED, TERMINAL, JobStore
+from workers.jobs import OPEN_KEY, SUCCEEDED, TERMINAL, JobStore, job_key
 from workers.reservations import hold_seat
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
@@ -80,7 +80,7 @@ def pipeline_run(services: Services, seats: list[tuple[int, int]], requests: int
         time.sleep(0.05)
     pipe = services.redis.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hmget(f"job:{job_id}", "status", "created", "finished")
+        pipe.hmget(job_key(job_id), "status", "created", "finished")
     rows = pipe.execute()
     assert all(r[0] in TERMINAL for r in rows)
     created = [int(r[1]) for r in rows]

@@ -1,10 +1,13 @@
 """Read-through cache of schedule lists (with available counts) and seat maps, in Redis.
 
-  cache:sched:<concertId>  STRING JSON [[scheduleId, startsAt ISO, totalSeats], ...]  TTL CACHE_SCHEDULE_TTL ± jitter
-  cache:avail:<scheduleId> STRING available-seat count                                TTL CACHE_SCHEDULE_TTL ± jitter
-  cache:seats:<scheduleId> HASH   seatId -> "STATUS|number|price"                     TTL CACHE_SEATS_TTL ± jitter
-  cache:ver:<scheduleId>   STRING bumped by every seat transition of the schedule (rebuilds compare it)
-  cache:lock:<key>         STRING single-flight rebuild lock (PX 2 s)
+  cache:{c:N}:sched        STRING JSON [[scheduleId, startsAt ISO, totalSeats], ...]  TTL CACHE_SCHEDULE_TTL ± jitter
+  cache:{s:ID}:avail       STRING available-seat count                                TTL CACHE_SCHEDULE_TTL ± jitter
+  cache:{s:ID}:seats       HASH   seatId -> "STATUS|number|price"                     TTL CACHE_SEATS_TTL ± jitter
+  cache:{s:ID}:ver         STRING bumped by every seat transition of the schedule (rebuilds compare it)
+  <key>:lock               STRING single-flight rebuild lock of <key> (PX 2 s), in <key>'s slot
+
+A schedule's keys share the hash tag `{s:<scheduleId>}` (one Redis Cluster slot: each script
+touches one schedule's keys only); the key names are built by `sched_key` and `schedule_keys`.
 
 Write-through: after a seat transition commits, `seat_changed` updates the seat's field and
 the count in place (one Lua script, no delete-then-refill). A rebuild reads the schedule's
@@ -31,7 +34,7 @@ from prometheus_client import Counter
 
 from models import concerts
 from models.concerts import ScheduleView, SeatView
-from models.redis_support import REDIS_ERRORS
+from models.redis_support import REDIS_ERRORS, run_script
 
 log = logging.getLogger("models.cache")
 T = TypeVar("T")
@@ -81,6 +84,27 @@ return 1
 _SCHEDULE_IDS: dict[int, list[int]] = {}
 
 
+def sched_key(concert_id: int) -> str:
+    """The cached schedule list of a concert."""
+    return f"cache:{{c:{concert_id}}}:sched"
+
+
+def schedule_keys(schedule_id: int) -> tuple[str, str, str]:
+    """(version, seat map, available count) of a schedule: one hash tag, one Cluster slot."""
+    tag = f"cache:{{s:{schedule_id}}}"
+    return f"{tag}:ver", f"{tag}:seats", f"{tag}:avail"
+
+
+def _gets(client: redis.Redis, keys: list[str]) -> list[Any]:
+    """GET each key in one pipelined round trip (an MGET would span slots on a Redis Cluster)."""
+    if not keys:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    return list(pipe.execute())
+
+
 class CatalogueCache:
     """Schedules with available counts and seat maps, cached with jitter and single-flight rebuilds."""
 
@@ -114,7 +138,8 @@ class CatalogueCache:
                 return cached
             CACHE_EVENTS.labels("schedules", "miss").inc()
             return self._single_flight(
-                f"cache:sched:{concert_id}",
+                "schedules",
+                sched_key(concert_id),
                 lambda: self._cached_schedules(concert_id),
                 lambda: self._rebuild_schedules(concert_id),
             )
@@ -130,7 +155,8 @@ class CatalogueCache:
             if seats is None:
                 CACHE_EVENTS.labels("seats", "miss").inc()
                 seats = self._single_flight(
-                    f"cache:seats:{schedule_id}",
+                    "seats",
+                    schedule_keys(schedule_id)[1],
                     lambda: self._cached_seats(schedule_id),
                     lambda: self._rebuild_seats(schedule_id),
                 )
@@ -145,7 +171,7 @@ class CatalogueCache:
     # --- write-through --------------------------------------------------------------------
     def seat_changed(self, *, schedule_id: int, seat_id: int, number: int, price: int, status: str) -> None:
         """After a seat transition committed: update the cached seat and available count in place."""
-        keys = [f"cache:ver:{schedule_id}", f"cache:seats:{schedule_id}", f"cache:avail:{schedule_id}"]
+        keys = list(schedule_keys(schedule_id))
         try:
             self._seat_changed(keys=keys, args=[seat_id, f"{status}|{number}|{price}", status])
         except REDIS_ERRORS as exc:  # the TTL bounds how long a missed write-through can show
@@ -163,19 +189,16 @@ class CatalogueCache:
         # process and a hit is one round trip (GET + MGET in one pipeline).
         ids = _SCHEDULE_IDS.get(concert_id)
         if ids is None:
-            raw = self.r.get(f"cache:sched:{concert_id}")
+            raw = self.r.get(sched_key(concert_id))
             counts: list[Any] = []
         else:
-            pipe = self.r.pipeline(transaction=False)
-            pipe.get(f"cache:sched:{concert_id}")
-            pipe.mget([f"cache:avail:{sid}" for sid in ids])
-            raw, counts = pipe.execute()
+            raw, *counts = _gets(self.r, [sched_key(concert_id), *(schedule_keys(sid)[2] for sid in ids)])
         if raw is None:
             return None
         items = json.loads(raw)  # type: ignore[arg-type]
         if ids is None or [sid for sid, _, _ in items] != ids:
             _SCHEDULE_IDS[concert_id] = [sid for sid, _, _ in items]
-            counts = self.r.mget([f"cache:avail:{sid}" for sid, _, _ in items]) if items else []
+            counts = _gets(self.r, [schedule_keys(sid)[2] for sid, _, _ in items])
         if any(c is None for c in counts):
             return None
         return [
@@ -189,19 +212,20 @@ class CatalogueCache:
         ids = [
             s.id for s in concerts.Schedule.select(concerts.Schedule.id).where(concerts.Schedule.concert == concert_id)
         ]
-        raw_versions = self.r.mget([f"cache:ver:{sid}" for sid in ids]) if ids else []
+        raw_versions = _gets(self.r, [schedule_keys(sid)[0] for sid in ids])
         versions = {sid: _text(v or "0") for sid, v in zip(ids, raw_versions, strict=True)}
         views = concerts.list_schedules(concert_id=concert_id)
         ttl = self._ttl(self.schedule_ttl, self.schedule_jitter)
         self.r.set(
-            f"cache:sched:{concert_id}",
+            sched_key(concert_id),
             json.dumps([[v.schedule_id, v.starts_at.isoformat(), v.total_seats] for v in views]),
             px=ttl,
         )
         pipe = self.r.pipeline(transaction=False)
         for v in views:
-            self._fill_value(
-                keys=[f"cache:ver:{v.schedule_id}", f"cache:avail:{v.schedule_id}"],
+            run_script(
+                self._fill_value,
+                keys=[schedule_keys(v.schedule_id)[0], schedule_keys(v.schedule_id)[2]],
                 args=[versions.get(v.schedule_id, "0"), v.available_seats, ttl],
                 client=pipe,
             )
@@ -209,7 +233,7 @@ class CatalogueCache:
         return views
 
     def _cached_seats(self, schedule_id: int) -> list[SeatView] | None:
-        raw = self.r.hgetall(f"cache:seats:{schedule_id}")
+        raw = self.r.hgetall(schedule_keys(schedule_id)[1])
         if not raw:
             return None
         seats = []
@@ -222,23 +246,23 @@ class CatalogueCache:
     def _rebuild_seats(self, schedule_id: int) -> list[SeatView]:
         self.rebuilds += 1
         CACHE_EVENTS.labels("seats", "rebuild").inc()
-        version = _text(self.r.get(f"cache:ver:{schedule_id}") or "0")
+        version = _text(self.r.get(schedule_keys(schedule_id)[0]) or "0")
         seats = concerts.seat_map(schedule_id=schedule_id)
         args: list[str | int] = [version, self._ttl(self.seats_ttl, self.seats_jitter)]
         for s in seats:
             args += [s.seat_id, f"{s.status}|{s.number}|{s.price}"]
         if seats:
-            self._fill_hash(keys=[f"cache:ver:{schedule_id}", f"cache:seats:{schedule_id}"], args=args)
+            self._fill_hash(keys=list(schedule_keys(schedule_id)[:2]), args=args)
         return seats
 
-    def _single_flight(self, key: str, read: Callable[[], T | None], rebuild: Callable[[], T]) -> T:
+    def _single_flight(self, label: str, key: str, read: Callable[[], T | None], rebuild: Callable[[], T]) -> T:
         """One caller per key rebuilds; the others wait briefly for its value, then read the database.
 
         The lock holder reads once more before rebuilding (the previous holder may have just
         filled the key), and releases only its own lock (token compare), so a lock that expired
         during a slow rebuild is never deleted from under the next holder.
         """
-        lock = f"cache:lock:{key}"
+        lock = f"{key}:lock"
         token = secrets.token_hex(8)
         deadline = time.monotonic() + self.wait_s
         while True:
@@ -249,12 +273,12 @@ class CatalogueCache:
                 finally:
                     self._unlock(keys=[lock], args=[token])
             if time.monotonic() >= deadline:
-                CACHE_EVENTS.labels(key.split(":")[1], "gave_up_waiting").inc()
+                CACHE_EVENTS.labels(label, "gave_up_waiting").inc()
                 return rebuild()
             time.sleep(0.01)
             value = read()
             if value is not None:
-                CACHE_EVENTS.labels(key.split(":")[1], "waited").inc()
+                CACHE_EVENTS.labels(label, "waited").inc()
                 return value
 
     @staticmethod

@@ -14,7 +14,8 @@ Keys (all of one concert share the hash tag `{c:<id>}`, so they live on one Clus
   wr:{c:N}:admitted  STRING admissions ever (pass and join), for the operator console
   wr:{c:N}:gate      STRING "1" while a fair-start concert's pre-queue is not released (models/prequeue.py):
                            no admission, no direct admission on join
-  wr:concerts        SET   concert ids with waiters (admission finds work without KEYS)
+  wr:concerts        SET   concert ids with waiters (admission finds work without KEYS); global, so
+                           updated next to the scripts, never inside one
 
 Tokens are `<concertId>.<22 url-safe chars>` (128 random bits), so a token names its concert.
 """
@@ -58,7 +59,6 @@ end
 _ISSUE = (
     _DESCRIBE
     + """
-local concerts = KEYS[2]
 local tag, new_token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local limit, wttl, attl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local user, concert = ARGV[7], ARGV[8]
@@ -98,8 +98,6 @@ redis.call('ZADD', tag .. ':seen', now, new_token)
 redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'WAITING', 'expires', now + wttl)
 redis.call('PEXPIRE', hk, wttl)
 redis.call('SET', ukey, new_token, 'PX', wttl)
--- the concert set lives outside the hash tag: on Redis Cluster, move this SADD to the caller
-redis.call('SADD', concerts, concert)
 -- the newest arrival has the highest sequence: its rank is the queue's length
 return {new_token, 1, user, concert, 'WAITING', nwaiting + 1, now + wttl, soldout, rate}
 """
@@ -282,10 +280,14 @@ class WaitingRoom:
             user_id,
             concert_id,
         ]
-        token, created, *described = self._issue(keys=[f"{tag}:waiting", CONCERTS_KEY], args=args)
+        token, created, *described = self._issue(keys=[f"{tag}:waiting"], args=args)
         issued = self._token(_text(token), described, created=bool(int(created)))
         if issued.created and issued.status == ACTIVE:
             self.r.incr(_keys(concert_id)["admitted"])
+        elif issued.created:
+            # wr:concerts is global (its own Cluster slot), so it is updated after the script, never
+            # in it: an admission pass that just dropped the concert (nobody waited) sees it again.
+            self.r.sadd(CONCERTS_KEY, concert_id)
         return issued
 
     def status(self, *, token: str, touch: bool = True) -> QueueToken:

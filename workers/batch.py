@@ -35,25 +35,28 @@ from dramatiq.broker import MessageProxy
 from models.concerts import Seat
 from models.db import db
 from models.errors import SeatNotAvailable, Unavailable
-from models.redis_support import ANY_REDIS_ERROR
+from models.redis_support import ANY_REDIS_ERROR, run_script
 from workers.dispatch import actor_of, handle
-from workers.jobs import OPEN_KEY, problem_of
+from workers.jobs import NOW_MS_LUA, OPEN_KEY, done_key, job_key, problem_of
 from workers.reservations import hold_seat
 
 log = logging.getLogger("workers.batch")
 
 AVAILABLE = "AVAILABLE"
 
-# Fail a job only if nobody started it: QUEUED -> FAILED, with the same side effects as _FINISH.
-_REJECT_QUEUED = """
+# Fail a job only if nobody started it: QUEUED -> FAILED, with the same side effects as _FINISH
+# (the caller then drops the rejected jobs from `jobs:open`, which lives in another slot).
+_REJECT_QUEUED = (
+    NOW_MS_LUA
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'QUEUED' then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'FAILED', 'finished', ARGV[1], 'error', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('ZREM', KEYS[3], ARGV[4])
+redis.call('HSET', KEYS[1], 'status', 'FAILED', 'finished', now_ms(), 'error', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('RPUSH', KEYS[2], 'FAILED')
 redis.call('EXPIRE', KEYS[2], 120)
 return 1
 """
+)
 
 Handler = Callable[[MessageProxy], None]
 
@@ -132,17 +135,20 @@ class SeatBatch:
         if not pending:
             return
         batch, pending[:] = list(pending), []
-        now = _ms()
         try:
             pipe = self.r.pipeline(transaction=False)
             for message, problem in batch:
                 job_id = message.kwargs["job_id"]
-                self._reject(
-                    keys=[f"job:{job_id}", f"job:{job_id}:done", OPEN_KEY],
-                    args=[now, json.dumps(problem), self.job_ttl, job_id],
+                run_script(
+                    self._reject,
+                    keys=[job_key(job_id), done_key(job_id)],
+                    args=[json.dumps(problem), self.job_ttl],
                     client=pipe,
                 )
             results: list[Any] = pipe.execute()
+            ended = [m.kwargs["job_id"] for (m, _), done in zip(batch, results, strict=True) if int(done)]
+            if ended:
+                self.r.zrem(OPEN_KEY, *ended)
         except ANY_REDIS_ERROR as exc:
             log.warning("bulk rejection failed (%s); these holds take the serial path", exc)
             results = [0] * len(batch)

@@ -1,9 +1,15 @@
 """Job records in Redis: QUEUED -> RUNNING -> SUCCEEDED | FAILED, with a blocking wait for the outcome.
 
-job:<id>       HASH  id, type, status, user, created, started, finished, result (JSON), error (JSON), attempts
-job:<id>:done  LIST  one element pushed when the job ends (BLPOP by `Prefer: wait=N` callers)
+job:{j:<id>}       HASH  id, type, status, user, created, started, finished, result (JSON), error (JSON), attempts
+job:{j:<id>}:done  LIST  one element pushed when the job ends (BLPOP by `Prefer: wait=N` callers)
 idem:<user>:<sha256(key)>  STRING  {jobId, body digest} of the first request with that Idempotency-Key
-jobs:open      ZSET  id -> created (ms) of jobs not yet terminal (the sweeper fails forgotten ones)
+jobs:open          ZSET  id -> created (ms) of jobs not yet terminal (the sweeper fails forgotten ones)
+
+A job's two keys share the hash tag `{j:<id>}` (one Redis Cluster slot), so each job script
+touches one slot; `jobs:open` is a global index in its own slot, updated next to the scripts,
+never inside them: a job leaves it only after its script made it terminal (a terminal job
+still listed is harmless: the sweeper drops it). Script timestamps come from the Redis
+server's clock (TIME), not from whichever host runs the caller.
 """
 
 from __future__ import annotations
@@ -22,27 +28,50 @@ TERMINAL = (SUCCEEDED, FAILED)
 OPEN_KEY = "jobs:open"
 IDEMPOTENCY_TTL = 86_400  # an Idempotency-Key answers with its first job for 24 h (SPEC §3)
 
-_START = """
+# The Redis server's clock in ms, for timestamps written by scripts.
+NOW_MS_LUA = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+_START = (
+    NOW_MS_LUA
+    + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'MISSING' end
 if st == 'QUEUED' or st == 'RUNNING' then
-  redis.call('HSET', KEYS[1], 'status', 'RUNNING', 'started', ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'RUNNING', 'started', now_ms())
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 end
 return st
 """
+)
 
-_FINISH = """
+_FINISH = (
+    NOW_MS_LUA
+    + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 0 end
 if st == 'SUCCEEDED' or st == 'FAILED' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished', ARGV[2], ARGV[3], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('ZREM', KEYS[3], ARGV[6])
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished', now_ms(), ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], 120)
 return 1
 """
+)
+
+
+def job_key(job_id: str) -> str:
+    """The record of a job."""
+    return f"job:{{j:{job_id}}}"
+
+
+def done_key(job_id: str) -> str:
+    """The list a job's end is pushed to (same slot as its record)."""
+    return f"job:{{j:{job_id}}}:done"
 
 
 @dataclass(frozen=True)
@@ -73,17 +102,18 @@ class JobStore:
         """Record a QUEUED job (before its message is sent).
 
         With `pipe`, the commands are only added to that pipeline (workers.broker.send's `before`
-        hook), so the record and the message travel in one round trip.
+        hook), so the record and the message travel in one round trip. The pipeline is not a
+        MULTI: the record and `jobs:open` live in different slots of a Redis Cluster.
         """
         job_id = job_id or uuid.uuid4().hex
         now = _ms()
         execute = pipe is None
-        pipe = self.r.pipeline() if pipe is None else pipe
+        pipe = self.r.pipeline(transaction=False) if pipe is None else pipe
         pipe.hset(
-            f"job:{job_id}",
+            job_key(job_id),
             mapping={"id": job_id, "type": job_type, "status": QUEUED, "user": user_id, "created": now, "attempts": 0},
         )
-        pipe.expire(f"job:{job_id}", self.ttl * 24)
+        pipe.expire(job_key(job_id), self.ttl * 24)
         pipe.zadd(OPEN_KEY, {job_id: now})
         if execute:
             pipe.execute()
@@ -91,14 +121,14 @@ class JobStore:
 
     def discard(self, job_id: str) -> None:
         """Forget a QUEUED job whose message was never sent (e.g. it lost an Idempotency-Key race)."""
-        pipe = self.r.pipeline()
-        pipe.delete(f"job:{job_id}")
+        pipe = self.r.pipeline(transaction=False)
+        pipe.delete(job_key(job_id))
         pipe.zrem(OPEN_KEY, job_id)
         pipe.execute()
 
     def start(self, job_id: str) -> str:
         """Mark RUNNING unless terminal; return the status it had ('MISSING' if the record is gone)."""
-        return _text(self._start(keys=[f"job:{job_id}"], args=[_ms()]))
+        return _text(self._start(keys=[job_key(job_id)]))
 
     def succeed(self, job_id: str, result: Any) -> bool:
         """Record SUCCEEDED with its result (no-op if already terminal)."""
@@ -109,8 +139,10 @@ class JobStore:
         return self._end(job_id, FAILED, "error", json.dumps(error))
 
     def _end(self, job_id: str, status: str, field: str, value: str) -> bool:
-        keys = [f"job:{job_id}", f"job:{job_id}:done", OPEN_KEY]
-        return bool(int(self._finish(keys=keys, args=[status, _ms(), field, value, self.ttl, job_id])))
+        keys = [job_key(job_id), done_key(job_id)]
+        ended = bool(int(self._finish(keys=keys, args=[status, field, value, self.ttl])))
+        self.r.zrem(OPEN_KEY, job_id)  # only now: a job leaves the index once it is terminal
+        return ended
 
     def claim_idempotency_key(self, *, user_id: int, key: str, request: dict[str, Any], job: Job) -> Job:
         """Bind (user, Idempotency-Key) to `job` for IDEMPOTENCY_TTL; the job to answer with.
@@ -137,7 +169,7 @@ class JobStore:
         """A job record, or None if unknown/expired."""
         if not job_id or len(job_id) > 64:
             return None
-        h = {_text(k): _text(v) for k, v in self.r.hgetall(f"job:{job_id}").items()}  # type: ignore[union-attr]
+        h = {_text(k): _text(v) for k, v in self.r.hgetall(job_key(job_id)).items()}  # type: ignore[union-attr]
         if not h.get("status"):
             return None
         return Job(
@@ -159,12 +191,12 @@ class JobStore:
         only be there for this caller, so the first read is skipped (one round trip less).
         """
         if fresh and timeout > 0:
-            self.r.blpop([f"job:{job_id}:done"], timeout=timeout)
+            self.r.blpop([done_key(job_id)], timeout=timeout)
             return self.get(job_id)
         job = self.get(job_id)
         if job is None or job.status in TERMINAL or timeout <= 0:
             return job
-        self.r.blpop([f"job:{job_id}:done"], timeout=timeout)
+        self.r.blpop([done_key(job_id)], timeout=timeout)
         return self.get(job_id)
 
     def sweep(self, *, older_than_s: float, limit: int = 500) -> list[str]:

@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY
 from config.bootstrap import current
 from config.settings import Settings
 from models import concerts
-from models.cache import CatalogueCache
+from models.cache import CatalogueCache, sched_key, schedule_keys
 from models.concerts import AVAILABLE, HELD, RESERVED, NewSchedule, Seat, create_concert
 from models.db import db, utcnow
 from models.reservations import hold_seat
@@ -190,7 +190,8 @@ def test_200_concurrent_reads_of_cold_keys_rebuild_each_from_the_database_once(l
     db.close()
     assert [s.available_seats for s in expected_schedules] == [49, 50]
     r = current().redis
-    r.delete(f"cache:seats:{demo.schedule_id}", f"cache:avail:{demo.schedule_id}", f"cache:sched:{demo.concert_id}")
+    r.delete(*schedule_keys(demo.schedule_id)[1:])
+    r.delete(sched_key(demo.concert_id))
     fallbacks_before = fallbacks()
     db_reads.clear()
     barrier = threading.Barrier(READERS)

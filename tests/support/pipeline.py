@@ -10,7 +10,7 @@ from config.bootstrap import Services
 from models.concerts import Seat
 from tests.support.procs import Cluster
 from workers.broker import send
-from workers.jobs import TERMINAL, JobStore
+from workers.jobs import TERMINAL, JobStore, job_key
 from workers.reservations import hold_seat
 
 
@@ -49,7 +49,7 @@ def enqueue_holds(live: Services, requests: list[tuple[int, Seat]], threads: int
 def jobs(live: Services, ids: list[str]) -> list[dict[str, Any]]:
     pipe = live.redis.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hmget(f"job:{job_id}", "status", "user", "result", "error", "created", "finished")
+        pipe.hmget(job_key(job_id), "status", "user", "result", "error", "created", "finished")
     rows = pipe.execute()
     keys = ("status", "user", "result", "error", "created", "finished")
     return [dict(zip(keys, row, strict=True)) for row in rows]

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 
 from config.bootstrap import current, make_redis
 from models import concerts, points
-from models.cache import CatalogueCache
+from models.cache import CatalogueCache, sched_key, schedule_keys
 from models.concerts import AVAILABLE, HELD, RESERVED, NewSchedule, Seat, create_concert
 from models.db import utcnow
 from models.reservations import Reservation
@@ -145,12 +145,12 @@ def test_ttls_are_the_configured_base_plus_or_minus_the_jitter_and_differ_betwee
     r = current().redis
     ttls: dict[str, list[int]] = {"sched": [], "avail": [], "seats": []}
     for _ in range(20):
-        r.delete(f"cache:sched:{demo.concert_id}", f"cache:avail:{demo.schedule_id}", f"cache:seats:{demo.schedule_id}")
+        r.delete(sched_key(demo.concert_id), *schedule_keys(demo.schedule_id))
         cache.schedules(concert_id=demo.concert_id)
         cache.seat_map(schedule_id=demo.schedule_id)
-        ttls["sched"].append(r.pttl(f"cache:sched:{demo.concert_id}"))
-        ttls["avail"].append(r.pttl(f"cache:avail:{demo.schedule_id}"))
-        ttls["seats"].append(r.pttl(f"cache:seats:{demo.schedule_id}"))
+        ttls["sched"].append(r.pttl(sched_key(demo.concert_id)))
+        ttls["avail"].append(r.pttl(schedule_keys(demo.schedule_id)[2]))
+        ttls["seats"].append(r.pttl(schedule_keys(demo.schedule_id)[1]))
 
     for name in ("sched", "avail"):  # CACHE_SCHEDULE_TTL 300 s ± 30 s
         assert all(269_000 <= t <= 330_000 for t in ttls[name]), ttls[name]
@@ -261,8 +261,8 @@ def test_warm_up_loads_concerts_starting_within_seven_days_and_not_later_ones(ap
 
     warmed = create_app(unit_settings).test_client()  # a web process starting
 
-    assert r.exists(f"cache:sched:{near}") == 1
-    assert r.exists(f"cache:sched:{far}") == 0
+    assert r.exists(sched_key(near)) == 1
+    assert r.exists(sched_key(far)) == 0
     reads = db_reads["list_schedules"]
     assert warmed.get(f"{API}/concerts/{near}/schedules").get_json()["schedules"][0]["availableSeats"] == 5
     assert db_reads["list_schedules"] == reads  # served from the warm cache
