@@ -22,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     p_seed.add_argument("--seats", type=int, default=50, help="seats per schedule")
     p_seed.add_argument("--price", type=int, default=50_000)
     sub.add_parser("demo", help="create the demo concert if the database has no concert")
-    sub.add_parser("check", help="verify invariants 1-4 of SPEC §5; exit 1 on any violation")
+    p_check = sub.add_parser("check", help="verify invariants 1-4 of SPEC §5; exit 1 on any violation")
+    p_check.add_argument(
+        "--max-pending-age", type=float, default=check.MAX_PENDING_AGE_S, help="seconds an outbox row may stay PENDING"
+    )
     p_fair = sub.add_parser("fairness", help="fair-start draws")
     fair_sub = p_fair.add_subparsers(dest="fairness_command", required=True)
     p_verify = fair_sub.add_parser(
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "fairness":
         return _verify_draw(args.concert_id)
     elif args.command == "check":
-        found = check.violations()
+        found = check.violations(max_pending_age_s=args.max_pending_age)
         for line in found:
             print(line)
         print(f"{len(found)} violation(s)")

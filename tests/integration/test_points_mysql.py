@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +16,7 @@ from config.settings import Settings
 from models import check
 from models.db import db
 from models.points import LedgerEntry, Wallet
-from tests.support.helpers import make_app, problem_of
+from tests.support.helpers import make_app, models_cli, problem_of
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +38,6 @@ def charge(client: FlaskClient, user: int, amount: int) -> Any:
 
 def ledger(user: int) -> list[LedgerEntry]:
     return list(LedgerEntry.select().where(LedgerEntry.user_id == user).order_by(LedgerEntry.id))
-
-
-def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "REDIS_URL")}
-    env["DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "models", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
-    )
 
 
 @pytest.fixture
@@ -190,7 +179,7 @@ def test_the_seed_indexes_exist_on_mariadb(live_app: Flask, table: str, columns:
 
 
 def test_the_seed_cli_loads_ten_thousand_seats_and_check_passes(live_app: Flask, mysql_url: str) -> None:
-    seeded = run_cli(mysql_url, "seed", "--concerts", "1", "--schedules", "2", "--seats", "5000")
+    seeded = models_cli(mysql_url, "seed", "--concerts", "1", "--schedules", "2", "--seats", "5000")
 
     assert seeded.returncode == 0, seeded.stderr
     assert "10000 seat(s)" in seeded.stdout
@@ -199,7 +188,7 @@ def test_the_seed_cli_loads_ten_thousand_seats_and_check_passes(live_app: Flask,
     ).fetchone()
     assert (int(counts[0]), int(counts[1]), int(counts[2])) == (10_000, 10_000, 2)
 
-    checked = run_cli(mysql_url, "check")
+    checked = models_cli(mysql_url, "check")
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.strip().endswith("0 violation(s)")
@@ -208,7 +197,7 @@ def test_the_seed_cli_loads_ten_thousand_seats_and_check_passes(live_app: Flask,
 def test_the_check_cli_exits_1_on_a_violation(live_app: Flask, mysql_url: str) -> None:
     db.execute_sql("INSERT INTO point_wallets (user_id, balance, version) VALUES (9, 100, 1)")
 
-    checked = run_cli(mysql_url, "check")
+    checked = models_cli(mysql_url, "check")
 
     assert checked.returncode == 1
     assert "invariant 3" in checked.stdout

@@ -6,11 +6,15 @@ One copy each, so that a change to how a user reaches the API (a header, a token
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -18,6 +22,7 @@ from flask.testing import FlaskClient
 
 from config.settings import Settings
 
+ROOT = Path(__file__).resolve().parents[2]
 API = "/api/v1"
 QUEUE_HEADER = "X-Queue-Token"
 
@@ -159,3 +164,12 @@ def worker_thread(tick_interval: float = 0.2, claim_timeout: float = 10.0) -> It
         worker.stop()
         thread.join(timeout=30)
         assert not thread.is_alive(), "the partition worker did not stop"
+
+
+def models_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m models ARGS` as its own process on `database_url` (as an operator would)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "REDIS_URL")}
+    env["DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "models", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
