@@ -190,7 +190,8 @@ def field_table(schemas: Schemas, schema: dict[str, Any], closed: str = "No othe
 # --- sections ---------------------------------------------------------------------------------
 def intro(document: dict[str, Any]) -> list[str]:
     """Title, conventions, security schemes and the error-code table."""
-    from web.errors import HTTP_CODES, STATUS
+    from models.errors import CODES
+    from web.errors import HTTP_CODES
 
     info = document.get("info", {})
     lines = [
@@ -234,19 +235,17 @@ def intro(document: dict[str, Any]) -> list[str]:
         "",
         "### Error codes",
         "",
-        "From `web.errors.STATUS` (domain errors of `models/errors.py`):",
+        "From `models.errors.CODES` (the one code table; the domain errors are in `models/errors.py`):",
         "",
-        "| code | HTTP status | raised when |",
-        "|---|---|---|",
+        "| code | HTTP status | Retry-After | raised when |",
+        "|---|---|---|---|",
     ]
-    rows = sorted((status, cls.code, (cls.__doc__ or "").strip().splitlines()[0]) for cls, status in STATUS.items())
-    for status, code, doc in rows:
-        doc = doc.removeprefix("Raised when ").rstrip(".")
-        lines.append(f"| `{code}` | {status} | {cell(doc)} |")
+    for code, meaning in sorted(CODES.items(), key=lambda item: (item[1].status, item[0])):
+        retry = f"yes, {meaning.retry_after} s by default" if meaning.retry_after else ""
+        lines.append(f"| `{code}` | {meaning.status} | {retry} | {cell(_raised_when(code, meaning.title))} |")
     lines += [
         "",
-        "`CONCURRENT_UPDATE` and `RATE_LIMITED` carry a `Retry-After` header. Errors raised by the HTTP",
-        "layer itself (`web.errors.HTTP_CODES`):",
+        "Errors raised by the HTTP layer itself (`web.errors.HTTP_CODES`):",
         "",
         "| HTTP status | code |",
         "|---|---|",
@@ -254,6 +253,21 @@ def intro(document: dict[str, Any]) -> list[str]:
     lines += [f"| {status} | `{code}` |" for status, code in sorted(HTTP_CODES.items())]
     lines.append("")
     return lines
+
+
+def _raised_when(code: str, title: str) -> str:
+    """The "Raised when ..." line of the most general domain error with this code (else its title)."""
+    from models.errors import DomainError
+
+    classes = [cls for cls in _subclasses(DomainError) if cls.code == code]
+    if not classes:
+        return title
+    general = min(classes, key=lambda cls: len(cls.__mro__))
+    return (general.__doc__ or title).strip().splitlines()[0].removeprefix("Raised when ").rstrip(".")
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
 
 
 def operation(schemas: Schemas, method: str, path: str, op: dict[str, Any]) -> list[str]:

@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["queue_controls"] = QueueControls(services.redis)
     app.extensions["prequeue"] = PreQueue(services.redis, waiting_ttl=services.settings.waiting_ttl)
+    errors.register(app)  # before the limiter: its after_request must see the limiter's headers
     limits.init(app, services.settings)
     s = services.settings
     app.extensions["catalogue_cache"] = cache = CatalogueCache(
@@ -104,7 +105,6 @@ def create_app(settings: Settings | None = None) -> Flask:
             db.close()
 
     app.register_blueprint(pages.bp)
-    errors.register(app)
     metrics.install(app)
     queue_controls.install(app)
     spec.app = app  # spectree reads the routes from here; its own UI routes are not used

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, request
 from spectree import Response as Resp
 
 from models import concerts, draws
-from models.errors import Forbidden, TokenInvalid, TokenMissing
+from models.errors import AdminDisabled, AdminTokenInvalid, AdminTokenMissing
 from web.api import respond, settings, spec
 from web.schemas import CreatedConcertOut, CreatedScheduleOut, NewConcertIn, Problem
 
@@ -28,13 +28,13 @@ def require_admin() -> None:
     """Constant-time check of the bearer token; admin is off when ADMIN_TOKEN is unset."""
     expected = settings().admin_token
     if not expected:
-        raise Forbidden("the admin routes are disabled (ADMIN_TOKEN is not set)")
+        raise AdminDisabled("the admin routes are disabled (ADMIN_TOKEN is not set)")
     scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
-        raise TokenMissing("send the admin token as Authorization: Bearer <token>")
+        raise AdminTokenMissing("send the admin token as Authorization: Bearer <token>")
     # bytes, because compare_digest refuses non-ASCII str; its time does not depend on where they differ
     if not hmac.compare_digest(given.strip().encode(), expected.encode()):
-        raise TokenInvalid("the admin token is not valid")
+        raise AdminTokenInvalid("the admin token is not valid")
 
 
 def admin_only(view: F) -> F:

@@ -1,8 +1,16 @@
-"""The one place where domain and HTTP errors become RFC 9457 problem+json responses."""
+"""The one place where domain and HTTP errors become RFC 9457 problem+json responses.
+
+The body comes from `models.errors.problem` / `problem_of` (the one code table, shared with the
+job store); this module only adds the request path (`instance`) and the headers. `Retry-After`
+is set from the table alone: a response without a table value never carries one, even when
+Flask-Limiter would add its own (SPEC §3: only 409 CONCURRENT_UPDATE, 429 and 503).
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -10,26 +18,6 @@ from werkzeug.exceptions import HTTPException
 from models import errors as e
 
 log = logging.getLogger(__name__)
-
-STATUS: dict[type[e.DomainError], int] = {
-    e.ValidationError: 400,
-    e.TokenMissing: 401,
-    e.TokenInvalid: 401,
-    e.TokenNotActive: 403,
-    e.Forbidden: 403,
-    e.NotFound: 404,
-    e.SeatNotAvailable: 409,
-    e.ReservationNotHeld: 409,
-    e.ReservationExpired: 409,
-    e.AlreadyPaid: 409,
-    e.InsufficientPoints: 409,
-    e.ConcurrentUpdate: 409,
-    e.SaleNotOpen: 409,
-    e.IdempotencyKeyReused: 422,
-    e.LimitExceeded: 422,
-    e.RateLimited: 429,
-    e.Unavailable: 503,
-}
 
 HTTP_CODES = {
     400: "VALIDATION_ERROR",
@@ -43,68 +31,32 @@ HTTP_CODES = {
 }
 
 
-CODE_STATUS = {cls.code: status for cls, status in STATUS.items()}
-
-
-def status_of_code(code: str) -> int:
-    """The HTTP status of a domain error code (a stored job problem)."""
-    return CODE_STATUS.get(code, 400)
-
-
-def status_of(error: e.DomainError) -> int:
-    """The HTTP status of a domain error (its nearest mapped class)."""
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
-    return 400
-
-
-def problem_dict(error: e.DomainError) -> dict[str, object]:
-    """A domain error as a problem object (also stored as a failed job's `error`)."""
-    status = status_of(error)
-    body: dict[str, object] = {
-        "type": f"/problems/{error.code.lower().replace('_', '-')}",
-        "title": error.title,
-        "status": status,
-        "detail": error.detail,
-        "code": error.code,
-    }
-    if error.extra.get("errors"):
-        body["errors"] = error.extra["errors"]
-    return body
-
-
-def problem(status: int, code: str, title: str, detail: str, **extra: object) -> Response:
-    """Build a problem+json response."""
-    body: dict[str, object] = {
-        "type": f"/problems/{code.lower().replace('_', '-')}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        "instance": request.path,
-    }
-    body.update({k: v for k, v in extra.items() if v is not None})
-    response = jsonify(body)
-    response.status_code = status
+def problem_response(body: dict[str, Any], *, retry_after: int | None = None, **extra: Any) -> Response:
+    """A problem object as an application/problem+json response (`instance` = the request path)."""
+    body = {**body, "instance": request.path, **{k: v for k, v in extra.items() if v is not None}}
+    response = jsonify(_ordered(body))
+    response.status_code = int(body["status"])
     response.mimetype = "application/problem+json"
+    seconds = e.retry_after_of(str(body["code"]), retry_after)
+    if seconds is not None:
+        response.headers["Retry-After"] = str(seconds)
+    response.problem_retry_after = seconds  # type: ignore[attr-defined]  # (not werkzeug's retry_after)
     return response
+
+
+def _ordered(body: dict[str, Any]) -> dict[str, Any]:
+    """type, title, status, detail, code, instance first; the rest (errors, jobId) after."""
+    head = ("type", "title", "status", "detail", "code", "instance")
+    return {**{k: body[k] for k in head if k in body}, **{k: v for k, v in body.items() if k not in head}}
 
 
 def domain_response(error: e.DomainError) -> Response:
-    """The problem+json response of a domain error, with Retry-After where it applies."""
-    body = problem_dict(error)
-    response = problem(int(body["status"]), error.code, error.title, error.detail, errors=body.get("errors"))  # type: ignore[call-overload]
-    retry_after = getattr(error, "retry_after", None)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
-    return response
+    """The problem+json response of a domain error, with Retry-After where the code table says."""
+    return problem_response(e.problem_of(error), retry_after=error.retry_after)
 
 
-def _retry_after(error: HTTPException) -> int:
+def _limiter_retry_after(error: HTTPException) -> int:
     """Seconds until a Flask-Limiter window resets (at least 1)."""
-    import time
-
     from web.limits import limiter
 
     current = limiter.current_limit
@@ -114,33 +66,46 @@ def _retry_after(error: HTTPException) -> int:
     return max(1, int(limit.limit.get_expiry())) if limit is not None else 1
 
 
+def http_response(error: HTTPException) -> Response:
+    """A werkzeug/Flask HTTP error (404 route, 405, 413, Flask-Limiter's 429, ...) as a problem."""
+    status = error.code or 500
+    code = HTTP_CODES.get(status)
+    if code is None:  # a status the table does not name: keep werkzeug's own words
+        body = {**e.problem("HTTP_ERROR", error.description or error.name, title=error.name), "status": status}
+        return problem_response(body)
+    retry_after = _limiter_retry_after(error) if status == 429 else None
+    response = problem_response(e.problem(code, error.description or error.name), retry_after=retry_after)
+    if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+def unexpected_response(error: Exception) -> Response:
+    """A lost backing service is 503 UNAVAILABLE; anything else is a logged 500 without a traceback."""
+    from web.health import unavailable_error
+
+    mapped = unavailable_error(error)
+    if mapped is not None:
+        log.warning("backing service unavailable on %s %s: %s", request.method, request.path, type(error).__name__)
+        return domain_response(mapped)
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return problem_response(e.problem("INTERNAL_ERROR", "an unexpected error occurred; it has been logged"))
+
+
+def only_our_retry_after(response: Response) -> Response:
+    """Keep `Retry-After` exactly as the problem set it: drop the one Flask-Limiter adds to every
+    limited answer (a 201 must not say "come back later") and undo its rewrite of ours."""
+    ours = getattr(response, "problem_retry_after", None)
+    if ours is None:
+        response.headers.pop("Retry-After", None)
+    else:
+        response.headers["Retry-After"] = str(ours)
+    return response
+
+
 def register(app: Flask) -> None:
-    """Install the handlers on an app."""
-
-    @app.errorhandler(e.DomainError)
-    def _domain(error: e.DomainError) -> Response:
-        return domain_response(error)
-
-    @app.errorhandler(HTTPException)
-    def _http(error: HTTPException) -> Response:
-        status = error.code or 500
-        code = HTTP_CODES.get(status, "HTTP_ERROR")
-        response = problem(status, code, error.name, error.description or error.name)
-        if status == 429:
-            response.headers["Retry-After"] = str(_retry_after(error))
-        if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
-            response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
-        return response
-
-    @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> Response:
-        from web.health import unavailable_error
-
-        mapped = unavailable_error(error)
-        if mapped is not None:
-            log.warning("backing service unavailable on %s %s: %s", request.method, request.path, type(error).__name__)
-            return domain_response(mapped)
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem(
-            500, "INTERNAL_ERROR", "Internal Server Error", "an unexpected error occurred; it has been logged"
-        )
+    """Install the handlers on an app (before Flask-Limiter, so `only_our_retry_after` runs after it)."""
+    app.register_error_handler(e.DomainError, domain_response)
+    app.register_error_handler(HTTPException, http_response)
+    app.register_error_handler(Exception, unexpected_response)
+    app.after_request(only_our_retry_after)

@@ -12,9 +12,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from spectree import Response as Resp
 
-from models.errors import NotFound, TokenInvalid
+from models.errors import NotFound, TokenInvalid, problem
 from web.api import respond, services, settings, spec
-from web.errors import problem, status_of_code
+from web.errors import problem_response
 from web.gate import HEADER, waiting_room
 from web.schemas import JobAccepted, JobOut, Problem
 from workers.broker import Actor, send
@@ -115,11 +115,12 @@ def _ts(ms: int | None) -> dt.datetime | None:
 
 
 def job_problem(job: Job) -> dict[str, Any] | None:
-    """A failed job's stored error as a full problem object."""
+    """A failed job's stored problem (a record written before problems carried type and status
+    is completed from the code table)."""
     if not job.error:
         return None
-    code = job.error.get("code", "UNAVAILABLE")
-    return {"type": f"/problems/{code.lower().replace('_', '-')}", "status": status_of_code(code), **job.error}
+    stored = {k: v for k, v in job.error.items() if k not in ("type", "status")}
+    return problem(stored.pop("code", "UNAVAILABLE"), **stored)
 
 
 def job_answer(job: Job, *, location: Callable[[dict[str, Any]], str], success_status: int = 201) -> Response:
@@ -130,12 +131,7 @@ def job_answer(job: Job, *, location: Callable[[dict[str, Any]], str], success_s
         response.headers["Location"] = location(job.result)
         return response
     if job.status in TERMINAL:
-        body = job_problem(job) or {}
-        extra = {"jobId": job.job_id}
-        response = problem(int(body["status"]), body["code"], body.get("title", ""), body.get("detail", ""), **extra)
-        if body["code"] in ("CONCURRENT_UPDATE", "UNAVAILABLE", "RATE_LIMITED"):
-            response.headers["Retry-After"] = "1"
-        return response
+        return problem_response(job_problem(job) or problem("UNAVAILABLE"), jobId=job.job_id)
     url = f"/api/v1/jobs/{job.job_id}"
     accepted = JobAccepted.model_validate({"jobId": job.job_id, "status": job.status, "statusUrl": url})
     return respond(accepted, 202, {"Location": url})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
@@ -19,14 +19,7 @@ def init(app: Flask, settings: Settings) -> None:
     app.config["RATELIMIT_SWALLOW_ERRORS"] = True  # Redis down must not turn into 500s here
     if settings.redis_url != EMBEDDED:  # a frozen Redis must not hang the limited routes
         app.config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_timeout": 2, "socket_connect_timeout": 2}
-    limiter.init_app(app)
-
-    @app.after_request
-    def _retry_after_only_when_refused(response: Response) -> Response:
-        # Flask-Limiter's headers include Retry-After on every response; it means "refused, come back"
-        if response.status_code not in (429, 503) and response.headers.get("X-RateLimit-Limit"):
-            response.headers.pop("Retry-After", None)
-        return response
+    limiter.init_app(app)  # its headers include Retry-After on every answer: web.errors keeps only ours
 
 
 def user_key() -> str:

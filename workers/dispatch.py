@@ -10,6 +10,7 @@ from dramatiq.broker import MessageProxy
 
 from config.bootstrap import current
 from models.db import db
+from models.errors import Unavailable, problem_of
 from models.redis_support import ANY_REDIS_ERROR, REDIS_ERRORS
 from workers import payments, reservations
 from workers.broker import Actor
@@ -54,14 +55,8 @@ def handle(message: MessageProxy) -> None:
     job_id = message.kwargs.get("job_id")
     if job_id:
         try:
-            JobStore(current().redis).fail(
-                job_id,
-                {
-                    "code": "UNAVAILABLE",
-                    "title": "Service unavailable",
-                    "detail": "the job could not be processed; send it again",
-                },
-            )
+            lost = Unavailable("the job could not be processed; send it again")
+            JobStore(current().redis).fail(job_id, problem_of(lost))
         except ANY_REDIS_ERROR:
             log.error("could not record the failure of job %s", job_id)
 

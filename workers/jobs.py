@@ -23,6 +23,8 @@ from typing import Any
 
 import redis
 
+from models.errors import DomainError, IdempotencyKeyReused, Unavailable, problem_of
+
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
 TERMINAL = (SUCCEEDED, FAILED)
 OPEN_KEY = "jobs:open"
@@ -135,7 +137,7 @@ class JobStore:
         return self._end(job_id, SUCCEEDED, "result", json.dumps(result))
 
     def fail(self, job_id: str, error: dict[str, Any]) -> bool:
-        """Record FAILED with its problem {code, title, detail} (no-op if already terminal)."""
+        """Record FAILED with its problem (models.errors.problem_of; no-op if already terminal)."""
         return self._end(job_id, FAILED, "error", json.dumps(error))
 
     def _end(self, job_id: str, status: str, field: str, value: str) -> bool:
@@ -150,8 +152,6 @@ class JobStore:
         If the key is already bound, `job` (not yet sent) is discarded and the first job returned;
         raises IdempotencyKeyReused when the first request differs or its job has expired.
         """
-        from models.errors import IdempotencyKeyReused
-
         digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         rkey = f"idem:{user_id}:{hashlib.sha256(key.encode()).hexdigest()}"
         if self.r.set(rkey, json.dumps({"jobId": job.job_id, "body": digest}), nx=True, ex=IDEMPOTENCY_TTL):
@@ -205,12 +205,7 @@ class JobStore:
         stale = [_text(j) for j in self.r.zrangebyscore(OPEN_KEY, 0, cutoff, start=0, num=limit)]  # type: ignore[union-attr]
         failed = []
         for job_id in stale:
-            problem = {
-                "code": "UNAVAILABLE",
-                "title": "Service unavailable",
-                "detail": "the job was not processed in time; send the request again",
-            }
-            if self.fail(job_id, problem):
+            if self.fail(job_id, problem_of(Unavailable("the job was not processed in time; send the request again"))):
                 failed.append(job_id)
             else:
                 self.r.zrem(OPEN_KEY, job_id)
@@ -225,15 +220,6 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def problem_of(error: Exception) -> dict[str, Any]:
-    """The stored problem of a failed job: code, title, detail (web/errors.py adds type and status)."""
-    from models.errors import DomainError
-
-    if isinstance(error, DomainError):
-        return {"code": error.code, "title": error.title, "detail": error.detail}
-    return {"code": "UNAVAILABLE", "title": "Service unavailable", "detail": "the job could not be processed"}
-
-
 def run_job(store: JobStore, job_id: str, *, enqueued_ms: int, stale_after_s: float, work: Any) -> None:
     """The adapter every job actor uses: RUNNING, stale check, call the domain, SUCCEEDED/FAILED.
 
@@ -243,8 +229,6 @@ def run_job(store: JobStore, job_id: str, *, enqueued_ms: int, stale_after_s: fl
     was already RUNNING): only then must the domain look for that attempt's effect first.
     Anything else propagates so the consumer can retry the message.
     """
-    from models.errors import DomainError, Unavailable
-
     previous = store.start(job_id)
     if previous in TERMINAL or previous == "MISSING":
         return

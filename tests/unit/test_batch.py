@@ -114,9 +114,11 @@ def test_holds_on_taken_seats_are_answered_in_bulk_and_the_first_hold_of_a_free_
     assert held_by(s1) == [1] and held_by(s2) == [4]
     failed = store.get(messages[0].kwargs["job_id"])
     assert failed is not None and failed.error == {
-        "code": "SEAT_NOT_AVAILABLE",
+        "type": "/problems/seat-not-available",
         "title": "Seat not available",
+        "status": 409,
         "detail": f"seat {s1.number} is held",
+        "code": "SEAT_NOT_AVAILABLE",
     }
     assert store.wait(messages[1].kwargs["job_id"], 1).status == FAILED  # waiters are woken
 
