@@ -16,11 +16,10 @@ from flask.testing import FlaskClient
 from config.bootstrap import current
 from models import errors as e
 from models.seed import seed_demo
-from tests.conftest import problem_of
+from tests.support.helpers import issue_token, make_app, problem_of, queue_headers, worker_thread
 from workers.jobs import JobStore
 
 API = "/api/v1"
-HEADER = "X-Queue-Token"
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 SPEC_CODES = {  # SPEC §3 "Error codes (HTTP status)", v2 codes included
     "VALIDATION_ERROR": 400,
@@ -118,7 +117,7 @@ def concert(app: Flask) -> int:
 
 
 def _join(client: FlaskClient, user_id: int, concert_id: int) -> Any:
-    return client.post(f"{API}/queue/tokens", json={"userId": user_id, "concertId": concert_id})
+    return issue_token(client, user_id, concert_id)
 
 
 def test_a_new_queue_token_is_201_without_retry_after(client: FlaskClient, concert: int) -> None:
@@ -134,23 +133,18 @@ def test_a_new_queue_token_is_201_without_retry_after(client: FlaskClient, conce
 
 def test_reservation_answers_202_201_and_409_carry_no_retry_after(client: FlaskClient, concert: int) -> None:
     from models.concerts import Schedule, Seat
-    from tests.conftest import worker_thread
 
-    token = _join(client, 1, concert).get_json()["token"]
     schedule = Schedule.select().where(Schedule.concert == concert).order_by(Schedule.id).first()
     seats = list(Seat.select().where(Seat.schedule == schedule.id).order_by(Seat.number))
-    wait = {HEADER: token, "Prefer": "wait=5"}
+    first, second = queue_headers(client, 1, concert), queue_headers(client, 2, concert)
 
-    accepted = client.post(
-        f"{API}/reservations", json={"scheduleId": schedule.id, "seatId": seats[0].id}, headers={HEADER: token}
-    )
+    def hold(headers: dict[str, str], seat: Seat) -> Any:
+        return client.post(f"{API}/reservations", json={"scheduleId": schedule.id, "seatId": seat.id}, headers=headers)
+
+    accepted = hold(first, seats[0])  # no worker yet: 202
     with worker_thread():
-        created = client.post(
-            f"{API}/reservations", json={"scheduleId": schedule.id, "seatId": seats[1].id}, headers=wait
-        )
-        taken = client.post(
-            f"{API}/reservations", json={"scheduleId": schedule.id, "seatId": seats[1].id}, headers=wait
-        )
+        created = hold({**second, "Prefer": "wait=5"}, seats[1])
+        taken = hold({**first, "Prefer": "wait=5"}, seats[1])
 
     assert (accepted.status_code, accepted.headers.get("Retry-After")) == (202, None)
     assert (created.status_code, created.headers.get("Retry-After")) == (201, None)
@@ -209,7 +203,6 @@ def test_admin_auth_errors_name_the_admin_token_not_the_queue_token(
 
 
 def test_admin_routes_closed_without_admin_token_say_so(unit_settings: Any) -> None:
-    from tests.conftest import make_app
 
     client = make_app(unit_settings.with_(admin_token="")).test_client()
 
@@ -220,7 +213,6 @@ def test_admin_routes_closed_without_admin_token_say_so(unit_settings: Any) -> N
 
 
 def test_a_limiter_429_says_when_its_window_resets(unit_settings: Any) -> None:
-    from tests.conftest import make_app
     from web.limits import limiter
 
     client = make_app(unit_settings.with_(rate_issue_user="1/minute")).test_client()
