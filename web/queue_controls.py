@@ -86,7 +86,7 @@ def _state(concert_id: int) -> QueueStateOut:
     return QueueStateOut(
         concertId=concert_id,
         waiting=waiting,
-        prequeued=0,
+        prequeued=current_app.extensions["prequeue"].waiting_in_prequeue(concert_id=concert_id),
         active=active,
         admittedTotal=room.admitted_total(concert_id=concert_id),
         admittedPerMinute=round(room.admission_rate(concert_id=concert_id) * 60),

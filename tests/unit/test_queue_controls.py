@@ -193,3 +193,21 @@ def test_control_values_are_exported_as_metrics(app: Flask, client: FlaskClient)
     assert f'queue_control_active_limit{{concert="{concert_id}"}} 9.0' in text
     assert f'queue_control_admit_per_second{{concert="{concert_id}"}} 4.0' in text
     assert f'queue_control_notice_set{{concert="{concert_id}"}} 1.0' in text
+
+
+def test_get_counts_fans_in_a_fair_start_pre_queue(client: FlaskClient) -> None:
+    opens = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
+    body = {
+        "title": "Fair",
+        "venue": "Hall",
+        "saleOpensAt": opens,
+        "schedules": [{"startsAt": "2030-01-01T19:00:00Z", "seatCount": 2, "price": 1000}],
+    }
+    concert_id = client.post("/api/v1/admin/concerts", json=body, headers=ADMIN).get_json()["concertId"]
+    for user in (1, 2):
+        joined = client.post("/api/v1/queue/tokens", json={"userId": user, "concertId": concert_id})
+        assert joined.get_json()["status"] == "PREQUEUED"
+
+    state = client.get(f"/api/v1/admin/concerts/{concert_id}/queue", headers=ADMIN).get_json()
+
+    assert (state["prequeued"], state["waiting"], state["active"]) == (2, 0, 0)

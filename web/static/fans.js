@@ -101,8 +101,9 @@
     if ($("step-wait").hidden) show("step-wait");
     const rank = t.rank;
     if (rank && (s.firstRank === null || rank > s.firstRank)) s.firstRank = rank;
-    $("rank").textContent = rank ? `${rank}` : "waiting for the sale to open";
-    $("estimate").textContent = rank ? duration(t.estimatedWaitSeconds) : "…";
+    // PREQUEUED (fair start): no rank until the draw at the opening; the estimate is the time to it.
+    $("rank").textContent = rank ? `${rank}` : "drawn at the opening";
+    $("estimate").textContent = duration(t.estimatedWaitSeconds);
     const progress = s.firstRank ? Math.round((100 * (s.firstRank - rank + 1)) / (s.firstRank + 1)) : 0;
     $("progress").value = progress;
     $("progress").textContent = `${progress} %`;
