@@ -119,6 +119,7 @@ class Settings:
     admit_interval: float = 1.0
     active_ttl: int = 600
     waiting_ttl: int = 300
+    poll_max_interval: float = 30.0
     hold_ttl: int = 300
     max_holds_per_user: int = 4
     prequeue_window: int = 3600
@@ -138,8 +139,6 @@ class Settings:
     rate_limit_enabled: bool = True
     rate_issue_user: str = "30/minute"
     rate_issue_ip: str = "200/second"
-    rate_poll_token: str = "10/second"
-    rate_poll_ip: str = "2000/second"
     rate_jobs_user: str = "20/second"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -159,6 +158,7 @@ class Settings:
             admit_interval=_float(e, "ADMIT_INTERVAL", 1.0, 0.05, 60.0),
             active_ttl=_int(e, "ACTIVE_TTL", 600, 1, 86_400),
             waiting_ttl=_int(e, "WAITING_TTL", 300, 1, 86_400),
+            poll_max_interval=_float(e, "POLL_MAX_INTERVAL", 30.0, 1.0, 3600.0),
             hold_ttl=_int(e, "HOLD_TTL", 300, 1, 86_400),
             max_holds_per_user=_int(e, "MAX_HOLDS_PER_USER", 4, 1, 1000),
             prequeue_window=_int(e, "PREQUEUE_WINDOW", 3600, 0, 7 * 86_400),
@@ -176,8 +176,6 @@ class Settings:
             rate_limit_enabled=_bool(e, "RATE_LIMIT_ENABLED", True),
             rate_issue_user=_rate(e, "RATE_LIMIT_ISSUE_USER", "30/minute"),
             rate_issue_ip=_rate(e, "RATE_LIMIT_ISSUE_IP", "200/second"),
-            rate_poll_token=_rate(e, "RATE_LIMIT_POLL_TOKEN", "10/second"),
-            rate_poll_ip=_rate(e, "RATE_LIMIT_POLL_IP", "2000/second"),
             rate_jobs_user=_rate(e, "RATE_LIMIT_JOBS_USER", "20/second"),
         )
 

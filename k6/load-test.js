@@ -122,10 +122,11 @@ export default function (data) {
   }
   const auth = { 'X-Queue-Token': token.token };
 
-  // 2. poll until ACTIVE (or give up at the deadline)
+  // 2. poll until ACTIVE (or give up at the deadline), as often as the server's pollAfterMs says
   let status = token.status;
+  let after = token.pollAfterMs;
   while (status !== 'ACTIVE' && Date.now() < started + MAX_WAIT_S * 1000) {
-    sleep(POLL_INTERVAL_S);
+    sleep(after / 1000);
     const poll = http.get(`${API}/queue/token`, { headers: auth, tags: { name: 'queue_poll' } });
     const p = body(poll);
     check(poll, {
@@ -134,6 +135,7 @@ export default function (data) {
     });
     if (!p) break;
     status = p.status;
+    after = p.pollAfterMs;
   }
   if (status !== 'ACTIVE') return;
   admitted.add(1);

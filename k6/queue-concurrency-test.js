@@ -79,14 +79,16 @@ export default function () {
   }
   const headers = { 'X-Queue-Token': issued.token };
   let status = issued.status;
+  let after = issued.pollAfterMs; // paced polling: the server says when to come back
   const deadline = started + MAX_WAIT_S * 1000;
   while (status !== 'ACTIVE' && Date.now() < deadline) {
-    sleep(POLL_INTERVAL_S);
+    sleep(after / 1000);
     const poll = http.get(`${API}/queue/token`, { headers, tags: { name: 'queue_poll' } });
     checkToken(poll, [200], 'poll');
     const b = body(poll);
     if (!b) break;
     status = b.status;
+    after = b.pollAfterMs;
   }
   if (status === 'ACTIVE') {
     admitted.add(1);

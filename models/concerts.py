@@ -224,10 +224,10 @@ def forget_cached() -> None:
 
 
 def is_sold_out(*, concert_id: int) -> bool:
-    """True when no schedule of the concert has an AVAILABLE seat (uses the (schedule_id, status) index)."""
-    return not (
-        Seat.select(Seat.id).join(Schedule).where(Schedule.concert == concert_id, Seat.status == AVAILABLE).exists()
-    )
+    """True when no seat of the concert can still be sold: none AVAILABLE and none HELD (a hold may
+    still lapse back to AVAILABLE). Uses the (schedule_id, status) index."""
+    sellable = Seat.status.in_([AVAILABLE, HELD])
+    return not Seat.select(Seat.id).join(Schedule).where(Schedule.concert == concert_id, sellable).exists()
 
 
 def seat_counts(*, concert_id: int) -> dict[str, int]:

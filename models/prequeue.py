@@ -79,7 +79,7 @@ return 1
 """
 
 _RELEASE = """
-local pre, waiting, seen, drawn = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pre, waiting, drawn = KEYS[1], KEYS[2], KEYS[3]
 local tag, now, n, base, wttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local members = redis.call('ZRANGE', pre, 0, n - 1)
 local pos = redis.call('LLEN', drawn)
@@ -90,11 +90,12 @@ for _, m in ipairs(members) do
   if h[1] == 'PREQUEUED' then
     pos = pos + 1
     redis.call('ZADD', waiting, base + pos, token)
-    redis.call('ZADD', seen, now, token)
-    redis.call('HSET', hk, 'status', 'WAITING', 'expires', now + wttl)
+    -- a WAITING token as the waiting room keeps it: p = "<last poll>:<due>" (released = polled
+    -- now, may poll at once), no TTL (the waiting room's sweep drops it WAITING_TTL after p)
+    redis.call('HSET', hk, 'status', 'WAITING', 'p', now .. ':' .. now)
     redis.call('HDEL', hk, 'member')
-    redis.call('PEXPIRE', hk, wttl)
-    redis.call('SET', tag .. ':u:' .. h[3], token, 'PX', wttl)
+    redis.call('PERSIST', hk)
+    redis.call('SET', tag .. ':u:' .. h[3], token)
     redis.call('RPUSH', drawn, h[2])
   end
 end
@@ -128,7 +129,6 @@ def keys(concert_id: int) -> dict[str, str]:
         "gate": f"{tag}:gate",
         "drawn": f"{tag}:drawn",
         "waiting": f"{tag}:waiting",
-        "seen": f"{tag}:seen",
     }
 
 
@@ -196,7 +196,7 @@ class PreQueue:
         """Release the next `size` pre-queued tokens in drawn order: (taken, left in the pre-queue, released so far)."""
         k = keys(concert_id)
         taken, left, position = self._release(
-            keys=[k["pre"], k["waiting"], k["seen"], k["drawn"]],
+            keys=[k["pre"], k["waiting"], k["drawn"]],
             args=[_tag(concert_id), now_ms, size, RELEASED_BASE, self.waiting_ttl_ms],
         )
         return int(taken), int(left), int(position)

@@ -4,13 +4,15 @@ Keys (all of one concert share the hash tag `{c:<id>}`, so they live on one Clus
 
   wr:{c:N}:waiting   ZSET  token -> arrival sequence (FIFO order of arrival at Redis)
   wr:{c:N}:active    ZSET  token -> expiry time (ms); members past their score are expired
-  wr:{c:N}:seen      ZSET  token -> last poll time (ms) of WAITING tokens (abandoned ones are dropped)
   wr:{c:N}:seq       STRING arrival counter (INCR)
-  wr:{c:N}:t:<token> HASH  user, concert, status, issued, admitted, expires (ms)
+  wr:{c:N}:t:<token> HASH  user, concert, status, issued, admitted, expires (ms), and for a WAITING
+                           token p = "<last poll ms>:<due ms>": the one field a poll writes (pacing,
+                           keep-alive); no TTL while WAITING: the sweep drops it WAITING_TTL after p
   wr:{c:N}:u:<user>  STRING the user's live token for the concert
+  wr:{c:N}:sweep     STRING the abandoned-waiter sweep's cursor (an arrival sequence)
   wr:{c:N}:admits    ZSET  "<ms>:<count>" (a pass) or "<token>:1" (admitted on join) -> ms: admissions
                            of the last minute; wr:{c:N}:rate = "<count>:<oldest ms>" (wait estimate)
-  wr:{c:N}:soldout   STRING "1" while no schedule of the concert has an AVAILABLE seat
+  wr:{c:N}:soldout   STRING "1" while no seat of the concert can still be sold (none AVAILABLE or HELD)
   wr:{c:N}:admitted  STRING admissions ever (pass and join), for the operator console
   wr:{c:N}:gate      STRING "1" while a fair-start concert's pre-queue is not released (models/prequeue.py):
                            no admission, no direct admission on join
@@ -29,155 +31,13 @@ from dataclasses import dataclass
 
 import redis
 
-from models.errors import TokenInvalid, ValidationError
+from config.settings import Settings
+from models.errors import RateLimited, TokenInvalid, ValidationError
+from models.waiting_room_lua import ADMIT, ISSUE, LEAVE, POLL, SWEEP, SWEEP_SLICE
 
 WAITING, ACTIVE = "WAITING", "ACTIVE"
 CONCERTS_KEY = "wr:concerts"
 RATE_WINDOW_MS = 60_000
-
-# Shared by the issue and poll scripts: describe a token in one reply
-# {user, concert, status, rank, expires, soldout, admitted in the last minute}. Key names are
-# derived from the concert's tag inside the scripts (all on the tag's one Cluster slot).
-_DESCRIBE = """
-local function describe(tag, token, now)
-  local h = redis.call('HMGET', tag .. ':t:' .. token, 'user', 'concert', 'status', 'expires')
-  if not h[3] then return false end
-  local rank = 0
-  if h[3] == 'ACTIVE' then
-    local exp = redis.call('ZSCORE', tag .. ':active', token)
-    if not exp or tonumber(exp) <= now then return false end
-  else
-    local r = redis.call('ZRANK', tag .. ':waiting', token)
-    if not r then return false end
-    rank = r + 1
-  end
-  return {h[1], h[2], h[3], rank, h[4], redis.call('EXISTS', tag .. ':soldout'),
-          redis.call('GET', tag .. ':rate') or '0'}
-end
-"""
-
-_ISSUE = (
-    _DESCRIBE
-    + """
-local tag, new_token, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local limit, wttl, attl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local user, concert = ARGV[7], ARGV[8]
-local waiting, active, ukey = tag .. ':waiting', tag .. ':active', tag .. ':u:' .. user
-local existing = redis.call('GET', ukey)
-if existing then
-  local found = describe(tag, existing, now)
-  if found then
-    table.insert(found, 1, 0)
-    table.insert(found, 1, existing)
-    return found
-  end
-  redis.call('DEL', tag .. ':t:' .. existing)
-  redis.call('ZREM', waiting, existing)
-  redis.call('ZREM', tag .. ':seen', existing)
-end
-local hk = tag .. ':t:' .. new_token
-local soldout = redis.call('EXISTS', tag .. ':soldout')
-local rate = redis.call('GET', tag .. ':rate') or '0'
-local nwaiting = redis.call('ZCARD', waiting)
-if nwaiting == 0 and soldout == 0 then
-  redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
-end
--- a fair-start concert's gate stays closed until its pre-queue is released (models/prequeue.py)
-local gated = redis.call('EXISTS', tag .. ':gate')
-if nwaiting == 0 and soldout == 0 and gated == 0 and redis.call('ZCARD', active) < limit then
-  redis.call('ZADD', active, now + attl, new_token)
-  redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'ACTIVE', 'issued', now, 'admitted', now,
-             'expires', now + attl)
-  redis.call('PEXPIRE', hk, attl + 60000)
-  redis.call('SET', ukey, new_token, 'PX', attl)
-  redis.call('ZADD', tag .. ':admits', now, new_token .. ':1')  -- a direct admission counts in the rate
-  return {new_token, 1, user, concert, 'ACTIVE', 0, now + attl, soldout, rate}
-end
-redis.call('ZADD', waiting, redis.call('INCR', tag .. ':seq'), new_token)
-redis.call('ZADD', tag .. ':seen', now, new_token)
-redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'WAITING', 'expires', now + wttl)
-redis.call('PEXPIRE', hk, wttl)
-redis.call('SET', ukey, new_token, 'PX', wttl)
--- the newest arrival has the highest sequence: its rank is the queue's length
-return {new_token, 1, user, concert, 'WAITING', nwaiting + 1, now + wttl, soldout, rate}
-"""
-)
-
-_POLL = (
-    _DESCRIBE
-    + """
-local tag, token, now, wttl, touch = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local found = describe(tag, token, now)
-if not found then return false end
-if found[3] == 'WAITING' and touch == '1' then
-  local hk = tag .. ':t:' .. token
-  redis.call('PEXPIRE', hk, wttl)
-  redis.call('PEXPIRE', tag .. ':u:' .. found[1], wttl)
-  redis.call('ZADD', tag .. ':seen', now, token)
-  redis.call('HSET', hk, 'expires', now + wttl)
-  found[5] = tostring(now + wttl)
-end
-return found
-"""
-)
-
-_LEAVE = """
-local hk, waiting, active, seen = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local token, uprefix = ARGV[1], ARGV[2]
-local user = redis.call('HGET', hk, 'user')
-local ukey = uprefix .. (user or '')
-local existed = redis.call('DEL', hk)
-redis.call('ZREM', waiting, token)
-redis.call('ZREM', active, token)
-redis.call('ZREM', seen, token)
-if redis.call('GET', ukey) == token then redis.call('DEL', ukey) end
-return existed
-"""
-
-_ADMIT = """
-local waiting, active, seen, admits, soldout = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local prefix, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local attl, wttl, ukprefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local cap = tonumber(ARGV[7])  -- operator controls: at most this many per pass (-1: no cap)
-local stale = redis.call('ZRANGEBYSCORE', seen, '-inf', now - wttl)
-for _, t in ipairs(stale) do
-  redis.call('ZREM', waiting, t)
-  redis.call('ZREM', seen, t)
-  redis.call('DEL', prefix .. t)
-end
-redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
-redis.call('ZREMRANGEBYSCORE', admits, '-inf', now - 60000)
-if redis.call('EXISTS', soldout) == 1 or redis.call('EXISTS', KEYS[6]) == 1 then
-  return {0, redis.call('ZCARD', waiting), redis.call('ZCARD', active), #stale}
-end
-local free = limit - redis.call('ZCARD', active)
-if cap >= 0 and free > cap then free = cap end
-local admitted = 0
-if free > 0 then
-  local popped = redis.call('ZPOPMIN', waiting, free)
-  for i = 1, #popped, 2 do
-    local t = popped[i]
-    local hk = prefix .. t
-    local user = redis.call('HGET', hk, 'user')
-    redis.call('ZREM', seen, t)
-    if user then
-      redis.call('ZADD', active, now + attl, t)
-      redis.call('HSET', hk, 'status', 'ACTIVE', 'admitted', now, 'expires', now + attl)
-      redis.call('PEXPIRE', hk, attl + 60000)
-      redis.call('SET', ukprefix .. user, t, 'PX', attl)
-      admitted = admitted + 1
-    end
-  end
-  if admitted > 0 then redis.call('ZADD', admits, now, now .. ':' .. admitted) end
-end
-local total, oldest = 0, now
-for i, e in ipairs(redis.call('ZRANGE', admits, 0, -1, 'WITHSCORES')) do
-  if i % 2 == 1 then total = total + tonumber(string.match(e, ':(%d+)$'))
-  elseif tonumber(e) < oldest then oldest = tonumber(e) end
-end
-redis.call('SET', string.sub(admits, 1, -8) .. ':rate', total .. ':' .. oldest, 'PX', 120000)
-return {admitted, redis.call('ZCARD', waiting), redis.call('ZCARD', active), #stale}
-"""
 
 
 @dataclass(frozen=True)
@@ -192,6 +52,7 @@ class QueueToken:
     estimated_wait_seconds: int
     expires_at_ms: int
     sold_out: bool
+    poll_after_ms: int = 0
     created: bool = False
 
 
@@ -215,7 +76,7 @@ def _keys(concert_id: int) -> dict[str, str]:
     return {
         "waiting": f"{tag}:waiting",
         "active": f"{tag}:active",
-        "seen": f"{tag}:seen",
+        "sweep": f"{tag}:sweep",
         "seq": f"{tag}:seq",
         "admits": f"{tag}:admits",
         "soldout": f"{tag}:soldout",
@@ -249,15 +110,47 @@ def concert_of_token(token: str) -> int:
 class WaitingRoom:
     """The waiting room of every concert, over one Redis client."""
 
-    def __init__(self, client: redis.Redis, *, active_limit: int, active_ttl: int, waiting_ttl: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        active_limit: int,
+        active_ttl: int,
+        waiting_ttl: int,
+        poll_max_interval: float = 30.0,
+    ) -> None:
         self.r = client
         self.active_limit = active_limit
         self.active_ttl_ms = active_ttl * 1000
         self.waiting_ttl_ms = waiting_ttl * 1000
-        self._issue = client.register_script(_ISSUE)
-        self._poll = client.register_script(_POLL)
-        self._leave = client.register_script(_LEAVE)
-        self._admit = client.register_script(_ADMIT)
+        self.poll_max_ms = int(poll_max_interval * 1000)
+        self._issue = client.register_script(ISSUE)
+        self._poll = client.register_script(POLL)
+        self._leave = client.register_script(LEAVE)
+        self._sweep = client.register_script(SWEEP)
+        self._admit = client.register_script(ADMIT)
+
+    @classmethod
+    def for_settings(cls, client: redis.Redis, settings: Settings) -> WaitingRoom:
+        """The waiting room with the configured limits and timings."""
+        return cls(
+            client,
+            active_limit=settings.active_limit,
+            active_ttl=settings.active_ttl,
+            waiting_ttl=settings.waiting_ttl,
+            poll_max_interval=settings.poll_max_interval,
+        )
+
+    def _args(self, concert_id: int) -> list[str | int]:
+        """The prelude's ARGV[1..6]: tag, now, limit, waiting ttl, active ttl, longest poll interval."""
+        return [
+            _tag(concert_id),
+            _now_ms(),
+            self.active_limit,
+            self.waiting_ttl_ms,
+            self.active_ttl_ms,
+            self.poll_max_ms,
+        ]
 
     def issue(self, *, user_id: int, concert_id: int, limit: int | None = None) -> QueueToken:
         """Join the queue (one live token per user and concert; asking again returns the same token).
@@ -269,19 +162,9 @@ class WaitingRoom:
         if user_id < 1 or concert_id < 1:
             raise ValidationError("userId and concertId must be positive integers")
         tag = _tag(concert_id)
-        new_token = new_token_for(concert_id)
-        args: list[str | int] = [
-            tag,
-            new_token,
-            _now_ms(),
-            self.active_limit if limit is None else limit,
-            self.waiting_ttl_ms,
-            self.active_ttl_ms,
-            user_id,
-            concert_id,
-        ]
+        args = [*self._args(concert_id), new_token_for(concert_id), user_id, concert_id, -1 if limit is None else limit]
         token, created, *described = self._issue(keys=[f"{tag}:waiting"], args=args)
-        issued = self._token(_text(token), described, created=bool(int(created)))
+        issued = _token(_text(token), described, created=bool(int(created)))
         if issued.created and issued.status == ACTIVE:
             self.r.incr(_keys(concert_id)["admitted"])
         elif issued.created:
@@ -291,35 +174,25 @@ class WaitingRoom:
         return issued
 
     def status(self, *, token: str, touch: bool = True) -> QueueToken:
-        """A token's status, rank and estimate; polling (touch) keeps a WAITING token's place alive."""
-        tag = _tag(concert_of_token(token))
-        found = self._poll(
-            keys=[f"{tag}:waiting"], args=[tag, token, _now_ms(), self.waiting_ttl_ms, "1" if touch else "0"]
-        )
+        """A token's status, rank, estimate and pollAfterMs in one round trip.
+
+        A poll (touch) of a WAITING token records the poll time, which keeps the place alive, and
+        is refused with RateLimited when it comes more than 20 % before the last pollAfterMs.
+        """
+        concert_id = concert_of_token(token)
+        found = self._poll(keys=[f"{_tag(concert_id)}:waiting"], args=[*self._args(concert_id), token, int(touch)])
         if not found:
             raise TokenInvalid("the queue token is unknown or has expired")
-        return self._token(token, found, created=False)
-
-    def _token(self, token: str, described: list[object], *, created: bool) -> QueueToken:
-        user, concert, status, rank, expires, sold_out, admitted = (_text(v) for v in described)
-        rank_n = int(rank)
-        return QueueToken(
-            token=token,
-            user_id=int(user),
-            concert_id=int(concert),
-            status=status,
-            rank=rank_n,
-            estimated_wait_seconds=self._estimate(rank_n, admitted),
-            expires_at_ms=int(float(expires)),
-            sold_out=sold_out == "1",
-            created=created,
-        )
+        if found[0] == b"EARLY" or found[0] == "EARLY":
+            wait_ms = int(found[1])
+            raise RateLimited(f"poll again in {wait_ms} ms (pollAfterMs)", retry_after=max(1, -(-wait_ms // 1000)))
+        return _token(token, found, created=False)
 
     def leave(self, *, token: str) -> bool:
         """Give up the place or the active slot; True if the token existed."""
         concert_id = concert_of_token(token)
         k = _keys(concert_id)
-        keys = [f"{k['token_prefix']}{token}", k["waiting"], k["active"], k["seen"]]
+        keys = [f"{k['token_prefix']}{token}", k["waiting"], k["active"]]
         return bool(int(self._leave(keys=keys, args=[token, k["user_prefix"]])))
 
     def expire_user(self, *, user_id: int, concert_id: int) -> bool:
@@ -330,10 +203,28 @@ class WaitingRoom:
             return False
         return self.leave(token=_text(token))
 
+    def sweep(self, *, concert_id: int, slice_size: int = SWEEP_SLICE) -> tuple[int, int, bool, int]:
+        """One bounded slice of the abandoned-waiter sweep: (examined, dropped, wrapped, waiting)."""
+        k = _keys(concert_id)
+        args: list[str | int] = [k["token_prefix"], k["user_prefix"], _now_ms(), self.waiting_ttl_ms, slice_size]
+        examined, dropped, wrapped, waiting = (int(v) for v in self._sweep(keys=[k["waiting"], k["sweep"]], args=args))
+        return examined, dropped, bool(wrapped), waiting
+
+    def sweep_pass(self, *, concert_id: int) -> int:
+        """Enough slices (each one short script) that the whole line is swept every WAITING_TTL / 2
+        at one pass a second; returns how many abandoned waiters were dropped."""
+        total, slices = 0, 0
+        while True:
+            _, dropped, wrapped, waiting = self.sweep(concert_id=concert_id)
+            total, slices = total + dropped, slices + 1
+            needed = -(-waiting * 2000 // (SWEEP_SLICE * self.waiting_ttl_ms))
+            if wrapped or slices >= needed:
+                return total
+
     def admit(
         self, *, concert_id: int, sold_out: bool = False, limit: int | None = None, per_pass: int | None = None
     ) -> Admission:
-        """One admission pass: drop abandoned waiters, expire actives, move waiters into free slots (FIFO).
+        """One admission pass: sweep abandoned waiters, expire actives, fill free slots (FIFO).
 
         `limit` (default ACTIVE_LIMIT) and `per_pass` (default no cap) come from the operator controls.
         """
@@ -342,7 +233,8 @@ class WaitingRoom:
             self.r.set(k["soldout"], "1", px=max(self.active_ttl_ms, 60_000))
         else:
             self.r.delete(k["soldout"])
-        keys = [k["waiting"], k["active"], k["seen"], k["admits"], k["soldout"], k["gate"]]
+        swept = self.sweep_pass(concert_id=concert_id)
+        keys = [k["waiting"], k["active"], k["admits"], k["soldout"], k["gate"]]
         args: list[str | int] = [
             k["token_prefix"],
             _now_ms(),
@@ -359,7 +251,7 @@ class WaitingRoom:
             self.r.srem(CONCERTS_KEY, concert_id)
             if self.r.zcard(k["waiting"]) > 0:  # someone joined meanwhile: keep the concert listed
                 self.r.sadd(CONCERTS_KEY, concert_id)
-        return Admission(concert_id, admitted, waiting, active, dropped)
+        return Admission(concert_id, admitted, waiting, active, dropped + swept)
 
     def admit_all(
         self,
@@ -393,23 +285,28 @@ class WaitingRoom:
         total = sum(int(_text(e).rsplit(":", 1)[1]) for e in entries)  # type: ignore[union-attr]
         return total / (RATE_WINDOW_MS / 1000)
 
-    def _estimate(self, rank: int, rate_key: str) -> int:
-        """Seconds until admission: rank ÷ the measured admission rate.
 
-        The rate is the admissions of the last minute over the time since the oldest of them
-        (at least 1 s), not over a fixed minute: at the start of a sale 200 admissions in 2 s are
-        100/s, not 3.3/s. With no admission yet: slots turn over once per ACTIVE_TTL.
-        """
-        if rank <= 0:
-            return 0
-        count, _, oldest = rate_key.partition(":")
-        admitted = int(count or 0)
-        if admitted > 0:
-            span_s = max(1.0, (_now_ms() - int(oldest or _now_ms())) / 1000) if oldest else RATE_WINDOW_MS / 1000
-            rate = admitted / span_s
-        else:
-            rate = self.active_limit / (self.active_ttl_ms / 1000)
-        return max(1, round(rank / rate))
+def _token(token: str, described: list[object], *, created: bool) -> QueueToken:
+    """A QueueToken from a script's reply {user, concert, status, rank, expires, soldout, wait s, pollAfterMs}.
+
+    The wait estimate is rank ÷ the measured admission rate: the admissions of the last minute
+    over the time since the oldest of them (at least 1 s), so at the start of a sale 200
+    admissions in 2 s are 100/s, not 3.3/s; with no admission yet, slots turn over once per
+    ACTIVE_TTL. pollAfterMs is a quarter of that wait, between 1 s and POLL_MAX_INTERVAL.
+    """
+    user, concert, status, rank, expires, sold_out, wait_s, after = (_text(v) for v in described)
+    return QueueToken(
+        token=token,
+        user_id=int(user),
+        concert_id=int(concert),
+        status=status,
+        rank=int(rank),
+        estimated_wait_seconds=int(wait_s),
+        expires_at_ms=int(float(expires)),
+        sold_out=sold_out == "1",
+        poll_after_ms=int(after),
+        created=created,
+    )
 
 
 def _now_ms() -> int:

@@ -39,7 +39,7 @@ def leader_only(lease: LeaderLease, job: Callable[[], object]) -> Callable[[], N
 def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) -> None:
     """Add every job to an APScheduler instance."""
     s = services.settings
-    room = WaitingRoom(services.redis, active_limit=s.active_limit, active_ttl=s.active_ttl, waiting_ttl=s.waiting_ttl)
+    room = WaitingRoom.for_settings(services.redis, s)
 
     controls = QueueControls(services.redis)
 

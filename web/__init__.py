@@ -56,12 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["SETTINGS"] = services.settings
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.extensions["services"] = services
-    app.extensions["waiting_room"] = WaitingRoom(
-        services.redis,
-        active_limit=services.settings.active_limit,
-        active_ttl=services.settings.active_ttl,
-        waiting_ttl=services.settings.waiting_ttl,
-    )
+    app.extensions["waiting_room"] = WaitingRoom.for_settings(services.redis, services.settings)
     app.extensions["queue_controls"] = QueueControls(services.redis)
     app.extensions["prequeue"] = PreQueue(services.redis, waiting_ttl=services.settings.waiting_ttl)
     errors.register(app)  # before the limiter: its after_request must see the limiter's headers

@@ -271,6 +271,7 @@ class TokenOut(Out):
     estimatedWaitSeconds: int
     expiresAt: UtcDateTime
     soldOut: bool
+    pollAfterMs: int = Field(description="poll again no sooner; 0 when ACTIVE; an early poll is 429")
     notice: str | None = None
     entrant: str | None = None
 

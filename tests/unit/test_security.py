@@ -302,7 +302,7 @@ def limited_client(unit_settings: Settings) -> Iterator[FlaskClient]:
     from models.db import db
     from web.limits import limiter
 
-    limited = unit_settings.with_(rate_issue_user="3/minute", rate_poll_token="2/minute", rate_jobs_user="2/minute")
+    limited = unit_settings.with_(rate_issue_user="3/minute", rate_jobs_user="2/minute")
     app = make_app(limited)
     bootstrap.current().redis.flushall()
     limiter.reset()
@@ -325,15 +325,6 @@ def test_token_issue_is_rate_limited_per_user(limited_client: FlaskClient) -> No
     assert_rate_limited(answers[3])
     other_user = limited_client.post(f"{API}/queue/tokens", json={"userId": 42, "concertId": 1})
     assert other_user.status_code == 201
-
-
-def test_polling_is_rate_limited_per_token(limited_client: FlaskClient) -> None:
-    token = limited_client.post(f"{API}/queue/tokens", json={"userId": 43, "concertId": 1}).get_json()["token"]
-
-    answers = [limited_client.get(f"{API}/queue/token", headers={"X-Queue-Token": token}) for _ in range(3)]
-
-    assert [a.status_code for a in answers[:2]] == [200, 200]
-    assert_rate_limited(answers[2])
 
 
 def test_job_creation_is_rate_limited_per_token_across_reservations_and_payments(limited_client: FlaskClient) -> None:

@@ -66,8 +66,9 @@ class Room:
         return self.waiting_room.admit_all(is_sold_out=is_sold_out)
 
     def state(self, token: str) -> tuple[str, int]:
-        body = self.poll(token).get_json()
-        return body["status"], body["rank"]
+        """Where a token stands, read without polling (a poll right after another is paced: 429)."""
+        found = self.waiting_room.status(token=token, touch=False)
+        return found.status, found.rank
 
 
 def seeded(app: Flask) -> Room:
@@ -93,6 +94,28 @@ def room_with(unit_settings: Settings) -> Iterator[Callable[..., Room]]:
 
     yield build
     db.close()
+
+
+class Clock:
+    """The waiting room's clock (milliseconds), moved by the test."""
+
+    def __init__(self) -> None:
+        self.ms = int(time.time() * 1000)
+
+    def advance(self, ms: int) -> None:
+        self.ms += ms
+
+    def utc(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.ms / 1000, dt.UTC)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    import models.waiting_room as wr
+
+    fake = Clock()
+    monkeypatch.setattr(wr, "_now_ms", lambda: fake.ms)
+    return fake
 
 
 def parse_iso_z(value: str) -> dt.datetime:
@@ -153,34 +176,61 @@ def test_the_first_active_limit_users_are_active_at_once_and_later_ones_wait_in_
 
 
 # --- poll --------------------------------------------------------------------------------------
-def test_polling_shows_status_rank_estimate_and_expiry(room_with: Callable[..., Room]) -> None:
+def test_polling_shows_status_rank_estimate_expiry_and_when_to_poll_again(
+    room_with: Callable[..., Room], clock: Clock
+) -> None:
     room = room_with(active_limit=1, active_ttl=600, waiting_ttl=300)
-    now = dt.datetime.now(dt.UTC)
     active, first, second = (room.token(u) for u in (1, 2, 3))
+    clock.advance(30_000)  # the joins' pollAfterMs have passed
 
     a, w1, w2 = (room.poll(t).get_json() for t in (active, first, second))
 
     assert set(a) == {
-        "token",
-        "userId",
-        "concertId",
-        "status",
-        "rank",
-        "estimatedWaitSeconds",
-        "expiresAt",
-        "soldOut",
-        "notice",
-        "entrant",
+        *("token", "userId", "concertId", "status", "rank", "estimatedWaitSeconds", "expiresAt", "soldOut"),
+        *("pollAfterMs", "notice", "entrant"),
     }
     assert a["entrant"] is None  # only fair-start concerts' tokens name the fan's entrant hash
     assert (a["token"], a["userId"], a["concertId"]) == (active, 1, room.concert_id)
-    assert (a["status"], a["rank"], a["estimatedWaitSeconds"], a["soldOut"]) == ("ACTIVE", 0, 0, False)
-    assert abs((parse_iso_z(a["expiresAt"]) - now).total_seconds() - 600) < 5
+    assert (a["status"], a["rank"], a["estimatedWaitSeconds"], a["soldOut"], a["pollAfterMs"]) == (
+        "ACTIVE",
+        0,
+        0,
+        False,
+        0,
+    )
+    assert abs((parse_iso_z(a["expiresAt"]) - clock.utc()).total_seconds() - 570) < 2  # admitted 30 s ago
     assert (w1["status"], w1["rank"], w2["rank"]) == ("WAITING", 1, 2)
     assert 1 <= w1["estimatedWaitSeconds"] < w2["estimatedWaitSeconds"]
-    assert abs((parse_iso_z(w1["expiresAt"]) - now).total_seconds() - 300) < 5
-    time.sleep(0.05)
+    assert 1_000 <= w1["pollAfterMs"] <= w2["pollAfterMs"] <= 30_000
+    assert abs((parse_iso_z(w1["expiresAt"]) - clock.utc()).total_seconds() - 300) < 2
+    clock.advance(w1["pollAfterMs"])
     assert parse_iso_z(room.poll(first).get_json()["expiresAt"]) > parse_iso_z(w1["expiresAt"])  # polling extends
+
+
+def test_poll_after_grows_with_the_distance_to_the_front_up_to_poll_max_interval(
+    room_with: Callable[..., Room], clock: Clock
+) -> None:
+    # Given 5 fans admitted on join and 5 more by a pass one second later (10 admissions/s)
+    room = room_with(active_limit=5, active_ttl=600, poll_max_interval=10)
+    wroom = room.waiting_room
+    first = [wroom.issue(user_id=u, concert_id=room.concert_id) for u in range(1, 6)]
+    line = [wroom.issue(user_id=u, concert_id=room.concert_id) for u in range(6, 606)]
+    wroom.admit(concert_id=room.concert_id)
+    for t in first:
+        wroom.leave(token=t.token)
+    clock.advance(1_000)
+    assert wroom.admit(concert_id=room.concert_id).admitted == 5
+
+    # When the line looks where it stands
+    after = {t.rank: t.poll_after_ms for t in (wroom.status(token=w.token, touch=False) for w in line[5:])}
+
+    # Then the front polls every second, the back every POLL_MAX_INTERVAL, and nobody sooner than behind them
+    assert after[1] == after[10] == 1_000  # 1 s of wait or less ahead
+    assert 1_000 < after[200] < 10_000  # 20 s ahead at 10/s: a quarter of it
+    assert after[595] == 10_000
+    assert [after[r] for r in sorted(after)] == sorted(after.values())
+    admitted = wroom.status(token=line[0].token, touch=False)
+    assert (admitted.status, admitted.poll_after_ms) == ("ACTIVE", 0)
 
 
 # --- leave and admission ---------------------------------------------------------------------
@@ -219,8 +269,8 @@ def test_a_waiting_token_not_polled_for_waiting_ttl_loses_its_place(room_with: C
     room = room_with(active_limit=1, waiting_ttl=1)
     active, abandoned, polling = room.token(1), room.token(2), room.token(3)
     for _ in range(3):
-        time.sleep(0.45)
-        assert room.state(polling)[0] == "WAITING"
+        time.sleep(0.45)  # WAITING_TTL 1 s: pollAfterMs is at most a third of it
+        assert room.poll(polling).get_json()["status"] == "WAITING"
 
     # When the admission pass runs after WAITING_TTL
     passes = room.admit()
@@ -236,6 +286,33 @@ def test_a_waiting_token_not_polled_for_waiting_ttl_loses_its_place(room_with: C
     assert rejoined.status_code == 201
     assert rejoined.get_json()["token"] != abandoned
     assert (rejoined.get_json()["status"], rejoined.get_json()["rank"]) == ("WAITING", 1)
+
+
+def test_abandoned_waiters_are_swept_in_bounded_slices_and_polling_waiters_keep_their_order(
+    room_with: Callable[..., Room], clock: Clock
+) -> None:
+    # Given 30 waiters of whom every third keeps polling, and the rest stopped WAITING_TTL ago
+    room = room_with(active_limit=1, waiting_ttl=60)
+    wroom = room.waiting_room
+    room.token(1)
+    line = [wroom.issue(user_id=u, concert_id=room.concert_id) for u in range(2, 32)]
+    clock.advance(40_000)
+    polling = line[::3]
+    assert {wroom.status(token=t.token).status for t in polling} == {"WAITING"}
+    clock.advance(25_000)
+
+    # When the sweep runs slice by slice (7 tokens a call) until it wraps
+    slices = [wroom.sweep(concert_id=room.concert_id, slice_size=7)]
+    while not slices[-1][2]:
+        slices.append(wroom.sweep(concert_id=room.concert_id, slice_size=7))
+
+    # Then no call looked at more than 7, the 20 abandoned are gone and the 10 polling keep their order
+    assert [examined for examined, *_ in slices] == [7, 7, 7, 7, 2]
+    assert sum(dropped for _, dropped, *_ in slices) == 20
+    assert [wroom.status(token=t.token, touch=False).rank for t in polling] == list(range(1, 11))
+    assert problem_of(room.poll(line[1].token))["code"] == "TOKEN_INVALID"
+    assert room.issue(3).status_code == 201  # an abandoned fan may join again, at the back
+    assert room.issue(3).get_json()["rank"] == 11
 
 
 def test_an_active_token_expires_after_active_ttl_and_frees_its_slot(room_with: Callable[..., Room]) -> None:
@@ -282,7 +359,9 @@ def test_the_seat_map_gate_answers_each_token_problem(room_with: Callable[..., R
 
 
 # --- sold out ----------------------------------------------------------------------------------
-def test_a_sold_out_concert_says_so_and_admits_nobody_until_seats_return(room_with: Callable[..., Room]) -> None:
+def test_a_sold_out_concert_says_so_and_admits_nobody_until_seats_return(
+    room_with: Callable[..., Room], clock: Clock
+) -> None:
     # Given a full room (1 slot) with one waiter, then every seat of the concert is sold
     room = room_with(active_limit=1)
     active, waiter = room.token(1), room.token(2)
@@ -294,12 +373,16 @@ def test_a_sold_out_concert_says_so_and_admits_nobody_until_seats_return(room_wi
 
     # When admission runs, nobody is admitted and polling says sold out
     assert [p.admitted for p in room.admit(sold_out)] == [0]
+    clock.advance(30_000)
     polled = room.poll(waiter).get_json()
     assert (polled["status"], polled["rank"], polled["soldOut"]) == ("WAITING", 1, True)
     newcomer = room.issue(3).get_json()
     assert (newcomer["status"], newcomer["soldOut"]) == ("WAITING", True)
 
-    # Then seats come back: the next pass admits the first waiter and soldOut is false again
+    # Then a seat that is only HELD may still be sold: not sold out; seats come back: the next pass
+    # admits the first waiter and soldOut is false again
+    set_seats(room.concert_id, concerts.HELD)
+    assert not sold_out(room.concert_id)
     set_seats(room.concert_id, concerts.AVAILABLE)
     assert [p.admitted for p in room.admit(sold_out)] == [1]
     polled = room.poll(waiter).get_json()
@@ -319,16 +402,24 @@ def test_the_fourth_issue_by_one_user_within_a_minute_is_rate_limited(room_with:
     assert room.issue(8).status_code == 201  # the limit is per user
 
 
-def test_polling_too_fast_is_rate_limited_per_token(room_with: Callable[..., Room]) -> None:
-    room = room_with(rate_poll_token="2/second")
-    token, other = room.token(1), room.token(2)
-    assert [room.poll(token).status_code for _ in range(2)] == [200, 200]
+def test_a_poll_more_than_20_percent_early_is_429_with_retry_after_and_changes_nothing(
+    room_with: Callable[..., Room], clock: Clock
+) -> None:
+    room = room_with(active_limit=1)
+    room.token(1)
+    joined = room.issue(2).get_json()
+    token, after = joined["token"], joined["pollAfterMs"]
+    assert after >= 1_000
+    clock.advance(int(after * 0.7))
 
-    limited = room.poll(token)
+    early = room.poll(token)
 
-    assert (limited.status_code, problem_of(limited)["code"]) == (429, "RATE_LIMITED")
-    assert int(limited.headers["Retry-After"]) >= 1
-    assert room.poll(other).status_code == 200
+    assert (early.status_code, problem_of(early)["code"]) == (429, "RATE_LIMITED")
+    assert int(early.headers["Retry-After"]) == -(-(after - int(after * 0.7)) // 1000)
+    clock.advance(int(after * 0.1) + 1)  # now less than 20 % early: the early poll moved nothing
+    on_time = room.poll(token)
+    assert (on_time.status_code, on_time.get_json()["rank"]) == (200, 1)
+    assert room.poll(token).status_code == 429  # the on-time poll set the next due time
 
 
 # --- tokens ----------------------------------------------------------------------------------
@@ -366,7 +457,7 @@ def test_the_wait_estimate_follows_the_admission_rate_of_a_sale_that_just_opened
     clock[0] += 1000
     assert wroom.admit(concert_id=room.concert_id).admitted == 100
 
-    last = wroom.status(token=waiting[-1].token)
+    last = wroom.status(token=waiting[-1].token, touch=False)
     assert (last.status, last.rank) == ("WAITING", 200)
     assert 1 <= last.estimated_wait_seconds <= 2  # 200 ahead at 200/s; it was 60 s (200 per minute)
-    assert wroom.status(token=waiting[100].token).estimated_wait_seconds == 1
+    assert wroom.status(token=waiting[100].token, touch=False).estimated_wait_seconds == 1

@@ -49,7 +49,7 @@ def handle_payment_completed(value: bytes | str) -> bool:
     if services.redis.exists(done_key(event_id)):
         return False
     s = services.settings
-    room = WaitingRoom(services.redis, active_limit=s.active_limit, active_ttl=s.active_ttl, waiting_ttl=s.waiting_ttl)
+    room = WaitingRoom.for_settings(services.redis, s)
     room.expire_user(user_id=user_id, concert_id=concert_id)
     services.redis.set(done_key(event_id), 1, ex=7 * 86_400)
     return True

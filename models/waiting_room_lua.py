@@ -1,0 +1,210 @@
+"""The waiting room's Lua scripts (one round trip each); models/waiting_room.py calls them.
+
+Every script derives its key names from the concert's `{c:<id>}` tag or receives them in KEYS,
+so all keys of one call share one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+MIN_POLL_MS = 1_000  # near the front a fan polls once a second
+EARLY_FRACTION = 0.2  # a poll more than 20 % before its pollAfterMs is refused
+SWEEP_SLICE = 1_000  # waiting tokens examined per abandoned-waiter slice (one short script call)
+
+# Shared by the issue and poll scripts. ARGV[1..6] = tag, now, limit, waiting ttl, active ttl,
+# longest poll interval (ms). describe() reads a token in one go {user, concert, status, rank,
+# expires, soldout, poll field}; pace() turns a rank into (estimated wait s, pollAfterMs). The
+# token's `p` field "<last poll ms>:<due ms>" is the only thing a poll writes: it paces polls and
+# is what the abandoned-waiter sweep reads. Key names derive from the concert's tag (one slot).
+PRELUDE = (
+    """
+local TAG, NOW, LIMIT = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local WTTL, ATTL, MAXP = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local function last_poll(p) return tonumber(string.match(p or '', '^(%d+)')) or 0 end
+local function describe(token)
+  local h = redis.call('HMGET', TAG .. ':t:' .. token, 'user', 'concert', 'status', 'expires', 'p')
+  if not h[3] then return false end
+  local rank, expires = 0, h[4]
+  if h[3] == 'ACTIVE' then
+    local exp = redis.call('ZSCORE', TAG .. ':active', token)
+    if not exp or tonumber(exp) <= NOW then return false end
+  else
+    local last = last_poll(h[5])
+    if last + WTTL <= NOW then return false end
+    local r = redis.call('ZRANK', TAG .. ':waiting', token)
+    if not r then return false end
+    rank, expires = r + 1, last + WTTL
+  end
+  return {h[1], h[2], h[3], rank, expires, redis.call('EXISTS', TAG .. ':soldout'), h[5] or ''}
+end
+local function pace(rank)
+  if rank <= 0 then return 0, 0 end
+  local count, oldest = string.match(redis.call('GET', TAG .. ':rate') or '0:', '^(%d+):(%d*)$')
+  count = tonumber(count) or 0
+  local per_s = LIMIT / (ATTL / 1000)
+  if count > 0 then per_s = count / (math.max(1000, NOW - (tonumber(oldest) or NOW)) / 1000) end
+  local wait_ms = rank / per_s * 1000
+  local after = math.max("""
+    + str(MIN_POLL_MS)
+    + """, math.floor(wait_ms / 4))
+  return math.max(1, math.floor(wait_ms / 1000 + 0.5)), math.min(after, MAXP, math.floor(WTTL / 3))
+end
+"""
+)
+
+ISSUE = (
+    PRELUDE
+    + """
+local new_token, user, concert = ARGV[7], ARGV[8], ARGV[9]
+local join_limit = tonumber(ARGV[10])  -- operator controls: the limit for admission on join (-1: LIMIT)
+if join_limit < 0 then join_limit = LIMIT end
+local waiting, active, ukey = TAG .. ':waiting', TAG .. ':active', TAG .. ':u:' .. user
+local existing = redis.call('GET', ukey)
+if existing then
+  local found = describe(existing)
+  if found then
+    local wait_s, after = pace(found[4])
+    return {existing, 0, found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after}
+  end
+  redis.call('DEL', TAG .. ':t:' .. existing)
+  redis.call('ZREM', waiting, existing)
+end
+local hk = TAG .. ':t:' .. new_token
+local soldout = redis.call('EXISTS', TAG .. ':soldout')
+local nwaiting = redis.call('ZCARD', waiting)
+if nwaiting == 0 and soldout == 0 then
+  redis.call('ZREMRANGEBYSCORE', active, '-inf', NOW)
+end
+-- a fair-start concert's gate stays closed until its pre-queue is released (models/prequeue.py)
+local gated = redis.call('EXISTS', TAG .. ':gate')
+if nwaiting == 0 and soldout == 0 and gated == 0 and redis.call('ZCARD', active) < join_limit then
+  redis.call('ZADD', active, NOW + ATTL, new_token)
+  redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'ACTIVE', 'issued', NOW, 'admitted', NOW,
+             'expires', NOW + ATTL)
+  redis.call('PEXPIRE', hk, ATTL + 60000)
+  redis.call('SET', ukey, new_token, 'PX', ATTL)
+  redis.call('ZADD', TAG .. ':admits', NOW, new_token .. ':1')  -- a direct admission counts in the rate
+  return {new_token, 1, user, concert, 'ACTIVE', 0, NOW + ATTL, soldout, 0, 0}
+end
+local wait_s, after = pace(nwaiting + 1)
+redis.call('ZADD', waiting, redis.call('INCR', TAG .. ':seq'), new_token)
+-- a waiting token has no TTL: the sweep (and admission) drop it once `p` is WAITING_TTL old
+redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'WAITING', 'issued', NOW,
+           'p', NOW .. ':' .. (NOW + after))
+redis.call('SET', ukey, new_token)
+-- the newest arrival has the highest sequence: its rank is the queue's length
+return {new_token, 1, user, concert, 'WAITING', nwaiting + 1, NOW + WTTL, soldout, wait_s, after}
+"""
+)
+
+# A poll: one round trip, one HSET of `p` for a WAITING token; a poll more than 20 % early is
+# answered {'EARLY', ms until due} and writes nothing. An ACTIVE token is never early.
+POLL = (
+    PRELUDE
+    + """
+local token, touch = ARGV[7], ARGV[8]
+local found = describe(token)
+if not found then return false end
+local wait_s, after = pace(found[4])
+if found[3] == 'WAITING' and touch == '1' then
+  local last, due = string.match(found[7], '^(%d+):(%d+)$')
+  last, due = tonumber(last), tonumber(due)
+  if last and due and NOW < due - (due - last) * """
+    + str(EARLY_FRACTION)
+    + """ then
+    return {'EARLY', due - NOW}
+  end
+  redis.call('HSET', TAG .. ':t:' .. token, 'p', NOW .. ':' .. (NOW + after))
+  found[5] = NOW + WTTL
+end
+return {found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after}
+"""
+)
+
+LEAVE = """
+local hk, waiting, active = KEYS[1], KEYS[2], KEYS[3]
+local token, uprefix = ARGV[1], ARGV[2]
+local user = redis.call('HGET', hk, 'user')
+local ukey = uprefix .. (user or '')
+local existed = redis.call('DEL', hk)
+redis.call('ZREM', waiting, token)
+redis.call('ZREM', active, token)
+if redis.call('GET', ukey) == token then redis.call('DEL', ukey) end
+return existed
+"""
+
+# One bounded slice of the abandoned-waiter sweep: the next ARGV[5] waiting tokens after the
+# cursor (an arrival score), dropping those whose last poll is WAITING_TTL old. Returns
+# {examined, dropped, wrapped (the cursor went back to the front), waiting}.
+SWEEP = """
+local waiting, cursor_key = KEYS[1], KEYS[2]
+local prefix, ukprefix, now, wttl, count = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local cursor = redis.call('GET', cursor_key) or '-inf'
+if cursor ~= '-inf' then cursor = '(' .. cursor end
+local slice = redis.call('ZRANGEBYSCORE', waiting, cursor, '+inf', 'WITHSCORES', 'LIMIT', 0, count)
+local dropped = 0
+for i = 1, #slice, 2 do
+  local t = slice[i]
+  local h = redis.call('HMGET', prefix .. t, 'user', 'p')
+  if (tonumber(string.match(h[2] or '', '^(%d+)')) or 0) + wttl <= now then
+    redis.call('ZREM', waiting, t)
+    redis.call('DEL', prefix .. t)
+    if h[1] and redis.call('GET', ukprefix .. h[1]) == t then redis.call('DEL', ukprefix .. h[1]) end
+    dropped = dropped + 1
+  end
+end
+local wrapped = 0
+if #slice < 2 * count then
+  redis.call('DEL', cursor_key)
+  wrapped = 1
+else
+  redis.call('SET', cursor_key, slice[#slice], 'PX', 3600000)
+end
+return {#slice / 2, dropped, wrapped, redis.call('ZCARD', waiting)}
+"""
+
+# An admission pass: expire actives, then pop waiters into the free slots (FIFO); a popped
+# waiter whose last poll is WAITING_TTL old is dropped instead (bounded: at most free + 1,000 pops).
+ADMIT = """
+local waiting, active, admits, soldout, gate = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local attl, wttl, ukprefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local cap = tonumber(ARGV[7])  -- operator controls: at most this many per pass (-1: no cap)
+redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', admits, '-inf', now - 60000)
+if redis.call('EXISTS', soldout) == 1 or redis.call('EXISTS', gate) == 1 then
+  return {0, redis.call('ZCARD', waiting), redis.call('ZCARD', active), 0}
+end
+local free = limit - redis.call('ZCARD', active)
+if cap >= 0 and free > cap then free = cap end
+local admitted, dropped, budget = 0, 0, free + 1000
+while free > 0 and budget > 0 do
+  local popped = redis.call('ZPOPMIN', waiting, math.min(free, budget))
+  if #popped == 0 then break end
+  budget = budget - #popped / 2
+  for i = 1, #popped, 2 do
+    local t = popped[i]
+    local hk = prefix .. t
+    local h = redis.call('HMGET', hk, 'user', 'p')
+    local user = h[1]
+    if user and (tonumber(string.match(h[2] or '', '^(%d+)')) or 0) + wttl > now then
+      redis.call('ZADD', active, now + attl, t)
+      redis.call('HSET', hk, 'status', 'ACTIVE', 'admitted', now, 'expires', now + attl)
+      redis.call('PEXPIRE', hk, attl + 60000)
+      redis.call('SET', ukprefix .. user, t, 'PX', attl)
+      admitted, free = admitted + 1, free - 1
+    else
+      redis.call('DEL', hk)
+      if user and redis.call('GET', ukprefix .. user) == t then redis.call('DEL', ukprefix .. user) end
+      dropped = dropped + 1
+    end
+  end
+end
+if admitted > 0 then redis.call('ZADD', admits, now, now .. ':' .. admitted) end
+local total, oldest = 0, now
+for i, e in ipairs(redis.call('ZRANGE', admits, 0, -1, 'WITHSCORES')) do
+  if i % 2 == 1 then total = total + tonumber(string.match(e, ':(%d+)$'))
+  elseif tonumber(e) < oldest then oldest = tonumber(e) end
+end
+redis.call('SET', string.sub(admits, 1, -8) .. ':rate', total .. ':' .. oldest, 'PX', 120000)
+return {admitted, redis.call('ZCARD', waiting), redis.call('ZCARD', active), dropped}
+"""
