@@ -48,7 +48,8 @@ def test_prequeue_releases_in_drawn_order_in_front_of_later_joiners(r: fakeredis
     """Hidden failures: release in join order; later joiners admitted before the drawn; a slice boundary
     that skips or repeats someone."""
     # Given 50 fans pre-queued in a shuffled join order
-    seed, now = fairness.new_seed(), 1_000_000
+    # the waiting room reads the real clock: a released token counts as polled at the release time
+    seed, now = fairness.new_seed(), int(time.time() * 1000) - 60_000
     pq = PreQueue(r, waiting_ttl=300)
     room = WaitingRoom(r, active_limit=5, active_ttl=600, waiting_ttl=300)
     users = list(range(1, 51))
