@@ -17,6 +17,9 @@ from prometheus_client import (
     multiprocess,
 )
 
+from workers.broker import queue_key
+from workers.jobs import OPEN_KEY
+
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "endpoint", "status"])
 HTTP_LATENCY = Histogram(
     "http_request_duration_seconds",
@@ -86,8 +89,8 @@ class PipelineCollector:
         try:
             r = services.redis
             for p in range(services.settings.partitions):
-                queue.add_metric([str(p)], float(r.llen(f"dramatiq:seats.p{p}")))
-            jobs_open.add_metric([], float(r.zcard("jobs:open")))
+                queue.add_metric([str(p)], float(r.llen(queue_key(p))))
+            jobs_open.add_metric([], float(r.zcard(OPEN_KEY)))
             ob = r.hgetall("stats:outbox") or {}
             published.add_metric([], float(ob.get("published_total", 0)))
             latency.add_metric([], float(ob.get("last_latency_s", 0)))

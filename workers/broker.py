@@ -11,6 +11,12 @@ queue, while a message here goes to the queue of its seat's partition, chosen pe
 actor is a named function (`@actor("pay")` names its messages "pay"); `send` takes the actor object and writes a
 standard Dramatiq message, and `workers.dispatch` finds the actor by the message's name.
 
+Each partition has its own RedisBroker namespace, `dramatiq:{dq:p<N>}` (`partition_broker`):
+Dramatiq's dispatch script builds every key of a queue (the queue, its messages, acks, the
+delay queue and the brokers' heartbeats) from the namespace inside the script, so with one
+namespace per partition, holding the hash tag `{dq:p<N>}`, all of them live in one Redis
+Cluster slot. The partition's wake-up list carries the same tag.
+
 This module is the only place that touches Dramatiq internals (the Redis broker's dispatch
 script and its arguments, the consumer's prefetched messages and ack set):
 tests/unit/test_broker.py fails if a Dramatiq upgrade changes any of them.
@@ -25,7 +31,10 @@ from uuid import uuid4
 
 import dramatiq
 from dramatiq import Message
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
+
+from models.redis_support import is_cluster, run_script
 
 
 @dataclass(frozen=True)
@@ -58,9 +67,41 @@ def queue_of(partition: int) -> str:
     return f"seats.p{partition}"
 
 
+def namespace_of(partition: int) -> str:
+    """The Dramatiq namespace of a partition: every key of its queue carries the tag {dq:p<N>}."""
+    return f"dramatiq:{{dq:p{partition}}}"
+
+
+def queue_key(partition: int) -> str:
+    """The Redis list of a partition's waiting message ids (its length is the queue's length)."""
+    return f"{namespace_of(partition)}:{queue_of(partition)}"
+
+
 def wake_key(partition: int) -> str:
     """The list an idle consumer of the partition blocks on (BLPOP) until a message is sent."""
-    return f"wake:seats.p{partition}"
+    return f"wake:{{dq:p{partition}}}"
+
+
+def partition_broker(broker: dramatiq.Broker, partition: int) -> RedisBroker:  # type: ignore[type-arg]
+    """The RedisBroker of one partition: `broker`'s client and settings, the partition's namespace.
+
+    Built once per (process broker, partition) and kept on `broker`, so the web's sends and the
+    partition's consumer in one process share it.
+    """
+    b: Any = broker
+    brokers: dict[int, RedisBroker] = b.__dict__.setdefault("_partition_brokers", {})
+    found = brokers.get(partition)
+    if found is None:
+        found = RedisBroker(
+            client=b.client,
+            namespace=namespace_of(partition),
+            middleware=[],
+            heartbeat_timeout=b.heartbeat_timeout,
+            dead_message_ttl=b.dead_message_ttl,
+            maintenance_chance=b.maintenance_chance,
+        )
+        found = brokers.setdefault(partition, found)
+    return found
 
 
 def send(
@@ -76,18 +117,26 @@ def send(
 
     One round trip: `before(pipe)` (e.g. JobStore.create writing the job record) and the message
     go in one pipeline, in that order, so the record always exists before its message can run.
+    On a Redis Cluster the record and the queue live on different nodes, which a pipeline would
+    write in parallel: there `before` goes first, in its own round trip.
     The message is stored exactly as RedisBroker.enqueue stores it (Dramatiq's dispatch script);
     the broker's enqueue middleware hooks are not run (this project configures none).
     """
     partition = partition_of(route_seat, partitions)
     queue = queue_of(partition)
-    broker.declare_queue(queue)
+    pbroker = partition_broker(broker, partition)
+    pbroker.declare_queue(queue)
     message: Message[Any] = Message(queue_name=queue, actor_name=actor.name, args=(), kwargs=kwargs, options={})
     message = message.copy(options={"redis_message_id": str(uuid4())})
-    pipe = broker.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+    pipe = pbroker.client.pipeline(transaction=False)
     if before is not None:
-        before(pipe)
-    dispatch(broker, "enqueue", queue, message.options["redis_message_id"], message.encode(), client=pipe)
+        if is_cluster(pipe):
+            first = pbroker.client.pipeline(transaction=False)
+            before(first)
+            first.execute()
+        else:
+            before(pipe)
+    dispatch(pbroker, "enqueue", queue, message.options["redis_message_id"], message.encode(), client=pipe)
     pipe.lpush(wake_key(partition), 1)
     pipe.ltrim(wake_key(partition), 0, 0)
     pipe.execute()
@@ -116,7 +165,7 @@ def dispatch(
         b._max_unpack_size(),
         *args,
     ]
-    return b.scripts["dispatch"](args=argv, keys=[b.namespace], client=client)
+    return run_script(b.scripts["dispatch"], keys=[b.namespace], args=argv, client=client)
 
 
 def fetched_ahead(consumer: Any) -> bool:

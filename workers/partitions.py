@@ -36,7 +36,7 @@ import redis
 from dramatiq.broker import MessageProxy
 
 from models.redis_support import ANY_REDIS_ERROR
-from workers.broker import ack_all, fetched_ahead, queue_of, recover_dead_consumers, wake_key
+from workers.broker import ack_all, fetched_ahead, partition_broker, queue_of, recover_dead_consumers, wake_key
 
 log = logging.getLogger("workers.partitions")
 
@@ -71,7 +71,7 @@ class PartitionConsumer(threading.Thread):
         batch_size: int = 1,
     ) -> None:
         super().__init__(name=f"partition-{partition}", daemon=True)
-        self.broker = broker
+        self.broker = partition_broker(broker, partition)
         self.partition = partition
         self.handler = handler
         self.batch = batch

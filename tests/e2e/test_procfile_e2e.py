@@ -1,5 +1,6 @@
 """End to end through real HTTP: the Procfile's gunicorn web, two partition workers and the
-scheduler against MariaDB and Redis (no Kafka: the scheduler's relay uses the in-process bus)."""
+scheduler against MariaDB and Redis, a single server and a Redis Cluster (no Kafka: the
+scheduler's relay uses the in-process bus)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.support.api_client import ApiClient
 from tests.support.env import drop_database, redis_db_url, sibling_database_url
-from tests.support.helpers import free_port
+from tests.support.helpers import flush_redis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_DB_URL = redis_db_url(10)  # this module's own database on the test Redis server
@@ -28,16 +28,25 @@ def _procfile() -> dict[str, str]:
     return {name.strip(): cmd.strip() for name, _, cmd in (line.partition(":") for line in lines if line.strip())}
 
 
+@pytest.fixture(params=["single", "cluster"])
+def e2e_redis(request: pytest.FixtureRequest) -> str:
+    """Redis db 10 of the test server, then the Redis Cluster (SPEC §8: the e2e runs on both)."""
+    if request.param == "cluster":
+        return str(request.getfixturevalue("redis_cluster_url"))
+    request.getfixturevalue("redis_url")
+    return REDIS_DB_URL
+
+
 @pytest.fixture
-def e2e_env(mysql_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A fresh database `<test database>_e2e` on the test server, Redis db 10, and the process environment."""
+def e2e_env(mysql_url: str, e2e_redis: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A fresh database `<test database>_e2e` on the test server, an empty Redis, and the process environment."""
     database_url = sibling_database_url(mysql_url, "e2e", fresh=True)
-    redis.Redis.from_url(REDIS_DB_URL).flushdb()
+    flush_redis(e2e_redis)
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         DATABASE_URL=database_url,
-        REDIS_URL=REDIS_DB_URL,
+        REDIS_URL=e2e_redis,
         PORT=str(free_port()),
         HOST="127.0.0.1",
         WEB_CONCURRENCY="2",
@@ -48,7 +57,7 @@ def e2e_env(mysql_url: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str
     )
     yield env
     drop_database(database_url)
-    redis.Redis.from_url(REDIS_DB_URL).flushdb()
+    flush_redis(e2e_redis)
 
 
 def _start(name: str, cmd: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:

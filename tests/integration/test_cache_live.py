@@ -48,6 +48,12 @@ class Demo:
 
 
 @pytest.fixture
+def redis_url(redis_any: str) -> str:
+    """Every test here runs on the single Redis server and on the Redis Cluster."""
+    return redis_any
+
+
+@pytest.fixture
 def live_settings(live_settings: Settings, request: pytest.FixtureRequest) -> Settings:
     """The conftest's live settings, with the hold TTL a test asks for (indirect parameter)."""
     return live_settings.with_(hold_ttl=getattr(request, "param", 300))
@@ -177,13 +183,22 @@ def fallbacks() -> Counter[str]:
     )
 
 
+def fresh_client(url: str, pool: int) -> redis.Redis:
+    """A Redis client of its own with a pool of `pool` connections (per node on a cluster)."""
+    if url.startswith("redis+cluster://"):
+        from config.bootstrap import make_cluster
+
+        return make_cluster(url)  # type: ignore[return-value]
+    return redis.Redis.from_url(url, decode_responses=True, max_connections=pool)
+
+
 @pytest.mark.parametrize("pool", [None, 1000], ids=["app-redis-client", "client-with-1000-connections"])
 def test_200_concurrent_reads_of_cold_keys_rebuild_each_from_the_database_once(live_app, demo, db_reads, pool):
     # the app's own cache; and the same cache over a client whose pool cannot run out (isolates the single-flight)
     cache: CatalogueCache = live_app.extensions["catalogue_cache"]
     if pool is not None:
         url = live_app.config["SETTINGS"].redis_url
-        cache = CatalogueCache(redis.Redis.from_url(url, decode_responses=True, max_connections=pool))
+        cache = CatalogueCache(fresh_client(url, pool))
     hold_seat(user_id=1, schedule_id=demo.schedule_id, seat_id=demo.seat_id, job_id="j1", hold_ttl=300, max_holds=4)
     expected_seats = concerts.seat_map(schedule_id=demo.schedule_id)
     expected_schedules = concerts.list_schedules(concert_id=demo.concert_id)

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pytest
-import redis
 from flask.testing import FlaskClient
 
+from config.bootstrap import make_redis
 from models.seed import seed_demo
 from models.waiting_room import ACTIVE, WAITING, QueueToken, WaitingRoom
 from tests.support.helpers import problem_of
@@ -25,9 +25,15 @@ R = TypeVar("R")
 
 
 @pytest.fixture
+def redis_url(redis_any: str) -> str:
+    """Every test here runs on the single Redis server and on the Redis Cluster."""
+    return redis_any
+
+
+@pytest.fixture
 def room(redis_url: str) -> Iterator[WaitingRoom]:
     """A waiting room (ACTIVE_LIMIT 100) on an empty real Redis db, emptied again afterwards."""
-    client = redis.Redis.from_url(redis_url)
+    client = make_redis(redis_url)
     client.flushdb()
     yield WaitingRoom(client, active_limit=LIMIT, active_ttl=600, waiting_ttl=300)
     client.flushdb()

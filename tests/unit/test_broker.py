@@ -19,7 +19,18 @@ import fakeredis
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 
-from workers.broker import Actor, ack_all, actor, fetched_ahead, queue_of, recover_dead_consumers, send, wake_key
+from workers.broker import (
+    Actor,
+    ack_all,
+    actor,
+    fetched_ahead,
+    partition_broker,
+    queue_key,
+    queue_of,
+    recover_dead_consumers,
+    send,
+    wake_key,
+)
 
 # dramatiq 2.2.1: the Lua dispatch script, and RedisBroker._dispatch (the argument layout copied by dispatch()).
 DISPATCH_LUA_SHA256 = "ba4d872e4fb204ebc3f73ca4719265a9946d70e847856c125314f01a8c90540c"
@@ -69,7 +80,7 @@ def test_send_puts_a_standard_message_on_the_seat_partition_and_wakes_its_consum
     assert message.queue_name == queue_of(1) and message.actor_name == "noop" and message.kwargs == {"job_id": "j1"}
     assert broker.client.llen(wake_key(1)) == 1
 
-    consumer = broker.consume(queue_of(1), prefetch=1, timeout=5)
+    consumer = partition_broker(broker, 1).consume(queue_of(1), prefetch=1, timeout=5)
     got = next(consumer)
     assert got is not None and got.message_id == message.message_id and got.kwargs == {"job_id": "j1"}
     consumer.close()
@@ -77,7 +88,7 @@ def test_send_puts_a_standard_message_on_the_seat_partition_and_wakes_its_consum
 
 def test_a_fetch_brings_a_batch_that_ack_all_acknowledges_in_one_go(broker: Any) -> None:
     sent = [send(broker, noop, route_seat=0, partitions=1, job_id=f"j{i}") for i in range(3)]
-    consumer = broker.consume(queue_of(0), prefetch=3, timeout=5)
+    consumer = partition_broker(broker, 0).consume(queue_of(0), prefetch=3, timeout=5)
     batch = [next(consumer)]
     assert fetched_ahead(consumer)
     while fetched_ahead(consumer):
@@ -86,7 +97,7 @@ def test_a_fetch_brings_a_batch_that_ack_all_acknowledges_in_one_go(broker: Any)
 
     ack_all(consumer, batch)
     assert consumer.queued_message_ids == set()
-    assert broker.client.hlen(f"dramatiq:{queue_of(0)}.msgs") == 0
+    assert broker.client.hlen(f"{queue_key(0)}.msgs") == 0
     assert not fetched_ahead(consumer)
     consumer.close()
 
@@ -94,14 +105,27 @@ def test_a_fetch_brings_a_batch_that_ack_all_acknowledges_in_one_go(broker: Any)
 def test_a_dead_consumers_unacked_messages_are_put_back_by_recover_dead_consumers(broker: Any) -> None:
     # Given a consumer that fetched a message and died without acknowledging it
     message = send(broker, noop, route_seat=0, partitions=1, job_id="lost")
-    dead = broker.consume(queue_of(0), prefetch=1, timeout=5)
+    dead = partition_broker(broker, 0).consume(queue_of(0), prefetch=1, timeout=5)
     assert next(dead) is not None
     # When another process runs the recovery after the dead one's heartbeat timed out (200 ms)
     time.sleep(0.3)
     survivor = RedisBroker(client=fakeredis.FakeRedis(server=broker.fake_server), heartbeat_timeout=200)
-    recover_dead_consumers(survivor, queue_of(0))
+    recover_dead_consumers(partition_broker(survivor, 0), queue_of(0))
     # Then the message is back on the queue for the survivor
-    again = survivor.consume(queue_of(0), prefetch=1, timeout=5)
+    again = partition_broker(survivor, 0).consume(queue_of(0), prefetch=1, timeout=5)
     got = next(again)
     assert got is not None and got.message_id == message.message_id
     again.close()
+
+
+def test_every_key_of_a_partition_queue_carries_the_partition_hash_tag(broker: Any) -> None:
+    # Given a message sent, fetched and left unacknowledged on partition 5 of 8
+    send(broker, noop, route_seat=13, partitions=8, job_id="j1")
+    consumer = partition_broker(broker, 5).consume(queue_of(5), prefetch=1, timeout=5)
+    assert next(consumer) is not None
+
+    # Then every key Dramatiq and the wake-up wrote is in the slot of {dq:p5} (one Cluster slot)
+    keys = sorted(k.decode() for k in broker.client.keys("*"))
+    assert keys and all("{dq:p5}" in k for k in keys), keys
+    assert queue_key(5) == "dramatiq:{dq:p5}:seats.p5" and wake_key(5) == "wake:{dq:p5}"
+    consumer.close()
