@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_service
-from tests.e2e.api_client import ApiClient
+from tests.support.api_client import ApiClient
+from tests.support.env import need_service
+from tests.support.helpers import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,9 +49,7 @@ def browser_ready() -> str:
 def server(tmp_path_factory: pytest.TempPathFactory, browser_ready: str) -> Iterator[str]:
     """`python -m config.embedded` (what `make run` starts) on a free port with a fresh SQLite file."""
     tmp = tmp_path_factory.mktemp("pages-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
     env.update(PORT=str(port), DATABASE_URL=f"sqlite:///{tmp / 'pages.db'}", ADMIN_TOKEN=ADMIN_TOKEN)
     log = open(tmp / "server.log", "wb")  # noqa: SIM115
@@ -231,13 +229,42 @@ def _race(fan: object, rival: object, seat_id: str) -> tuple[object, object]:
     return winner, rival if winner is fan else fan
 
 
-def test_the_docs_explorer_renders_every_operation_and_tries_one_with_the_admin_bearer(
-    server: str, shots: Path
-) -> None:
+def _credentials(server: str) -> dict[str, str]:
+    """A value for each security scheme the explorer offers: the admin token, a queue token of a
+    fresh fan, and (where the server has dev login) that fan's access token for any other bearer."""
+    api = ApiClient(f"{server}/api/v1")
+    values = {"adminToken": ADMIN_TOKEN}
+    status, _, login = api.post("/dev/login", {"userId": 5150})
+    bearer = {"Authorization": f"Bearer {login['accessToken']}"} if status == 200 else {}
+    status, _, joined = api.post("/queue/tokens", {"userId": 5150, "concertId": DEMO}, headers=bearer)
+    assert status in (200, 201), joined
+    values["queueToken"] = joined["token"]
+    if bearer:
+        values["*bearer"] = login["accessToken"]
+    return values
+
+
+def _try_it_out(docs: object, method: str, path: str) -> str:
+    """Expand an operation, press Try it out and Execute; the response's status code."""
+    block = next(
+        b for b in docs.all(f".opblock-{method}")  # type: ignore[attr-defined]
+        if b.find_element("css selector", ".opblock-summary-path").get_attribute("data-path") == path
+    )  # fmt: skip
+    block.find_element("css selector", ".opblock-summary").click()
+    docs.wait(lambda: block.find_element("css selector", ".try-out__btn").is_displayed(), "Try it out")  # type: ignore[attr-defined]
+    block.find_element("css selector", ".try-out__btn").click()
+    block.find_element("css selector", ".execute").click()
+    status = ".live-responses-table tbody .response-col_status"
+    docs.wait(lambda: block.find_element("css selector", status).text.strip(), f"the response of {path}")  # type: ignore[attr-defined]
+    return str(block.find_element("css selector", status).text.strip())
+
+
+def test_the_docs_explorer_renders_every_operation_and_tries_them_with_each_scheme(server: str, shots: Path) -> None:
     from tests.e2e.browser import Browser
 
     document = ApiClient(f"{server}/api/v1").get("/openapi.json")[2]
     operations = sum(len(ops) for ops in document["paths"].values())
+    credentials = _credentials(server)
     docs = Browser(server, shots, name="docs")
     try:
         docs.open("/api/v1/docs")
@@ -245,26 +272,26 @@ def test_the_docs_explorer_renders_every_operation_and_tries_one_with_the_admin_
         assert "Unable to render" not in docs.text("body")
         docs.shot("explorer", readme="docs.png")
 
-        # Authorize lists every security scheme; the admin bearer token then works from Try it out
+        # Authorize lists every security scheme and takes a value for each
         docs.find(".btn.authorize").click()
         docs.wait_visible(".modal-ux")
         dialog = docs.text(".modal-ux")
-        for scheme in document["components"]["securitySchemes"]:
+        schemes = document["components"]["securitySchemes"]
+        for scheme in schemes:
             assert scheme in dialog, scheme
         for box in docs.all(".modal-ux .auth-container"):
-            if "adminToken" in box.text:
-                box.find_element("css selector", "input").send_keys(ADMIN_TOKEN)
-                box.find_element("css selector", "button.authorize").click()
+            name = next(n for n in schemes if n in box.text)
+            value = credentials.get(name) or credentials.get("*bearer")
+            assert value, f"no credential for the {name} scheme"
+            box.find_element("css selector", "input").send_keys(value)
+            box.find_element("css selector", "button.authorize").click()
+        docs.shot("authorized")
         docs.find(".modal-ux .btn-done").click()
-        audit = next(
-            b for b in docs.all(".opblock-get") if b.find_element("css selector", ".opblock-summary-path")
-            .get_attribute("data-path") == "/api/v1/admin/audit"
-        )  # fmt: skip
-        audit.find_element("css selector", ".opblock-summary").click()
-        docs.wait_visible(".try-out__btn").click()
-        docs.wait_visible(".execute").click()
-        docs.wait(lambda: docs.visible(".live-responses-table tbody .response-col_status"), "the response")
-        assert docs.text(".live-responses-table tbody .response-col_status").startswith("200")
+
+        # Then Try it out sends them: the admin bearer and the queue token are accepted
+        assert _try_it_out(docs, "get", "/api/v1/admin/audit") == "200"
+        assert _try_it_out(docs, "get", "/api/v1/queue/token") == "200"
+        docs.shot("tried")
         assert _script_errors(docs) == []
     finally:
         docs.close()
