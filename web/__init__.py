@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
 
-from config.bootstrap import bootstrap
+from config.bootstrap import Services, bootstrap
 from config.settings import Settings
 from models.db import db
 from models.errors import ValidationError
@@ -29,39 +29,40 @@ class SafeJSONProvider(DefaultJSONProvider):
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: services from bootstrap, blueprints under /api/v1, problem+json errors."""
-    from models.cache import CatalogueCache
-    from models.prequeue import PreQueue
-    from models.queue_controls import QueueControls
-    from models.waiting_room import WaitingRoom
-    from web import (
-        admin,
-        concerts,
-        docs,
-        errors,
-        health,
-        jobs,
-        limits,
-        metrics,
-        pages,
-        payments,
-        points,
-        queue,
-        queue_controls,
-        reservations,
-    )
+    from web import errors, limits, metrics, queue_controls
     from web.api import spec
 
     services = bootstrap(settings)
     app = Flask(__name__, static_folder=None)  # web/static is served by web/pages.py
     app.config["SETTINGS"] = services.settings
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
-    app.extensions["services"] = services
-    app.extensions["waiting_room"] = WaitingRoom.for_settings(services.redis, services.settings)
-    app.extensions["queue_controls"] = QueueControls(services.redis)
-    app.extensions["prequeue"] = PreQueue(services.redis, waiting_ttl=services.settings.waiting_ttl)
+    app.json = SafeJSONProvider(app)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.strict_slashes = False
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _attach_services(app, services)
     errors.register(app)  # before the limiter: its after_request must see the limiter's headers
     limits.init(app, services.settings)
+    _register_blueprints(app)
+    _install_request_hooks(app)
+    metrics.install(app)
+    queue_controls.install(app)
+    spec.app = app  # spectree reads the routes from here; its own UI routes are not used
+    return app
+
+
+def _attach_services(app: Flask, services: Services) -> None:
+    """The process services and the Redis-backed domain objects the routes use, on app.extensions."""
+    from models.cache import CatalogueCache
+    from models.prequeue import PreQueue
+    from models.queue_controls import QueueControls
+    from models.waiting_room import WaitingRoom
+
     s = services.settings
+    app.extensions["services"] = services
+    app.extensions["waiting_room"] = WaitingRoom.for_settings(services.redis, s)
+    app.extensions["queue_controls"] = QueueControls(services.redis)
+    app.extensions["prequeue"] = PreQueue(services.redis, waiting_ttl=s.waiting_ttl)
     app.extensions["catalogue_cache"] = cache = CatalogueCache(
         services.redis,
         schedule_ttl=s.cache_schedule_ttl,
@@ -70,24 +71,20 @@ def create_app(settings: Settings | None = None) -> Flask:
         seats_jitter=s.cache_seats_jitter,
     )
     _warm(cache)
-    app.json = SafeJSONProvider(app)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.url_map.strict_slashes = False
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    for blueprint in (
-        health.bp,
-        queue.bp,
-        concerts.bp,
-        reservations.bp,
-        payments.bp,
-        jobs.bp,
-        points.bp,
-        admin.bp,
-        queue_controls.bp,
-        docs.bp,
-    ):
-        app.register_blueprint(blueprint, url_prefix=API_PREFIX)
+
+def _register_blueprints(app: Flask) -> None:
+    """One blueprint per resource under /api/v1; the pages at the root."""
+    from web import admin, concerts, docs, health, jobs, pages, payments, points, queue, queue_controls, reservations
+
+    api = (health, queue, concerts, reservations, payments, jobs, points, admin, queue_controls, docs)
+    for module in api:
+        app.register_blueprint(module.bp, url_prefix=API_PREFIX)
+    app.register_blueprint(pages.bp)
+
+
+def _install_request_hooks(app: Flask) -> None:
+    """JSON bodies only; the database connection closed after every request."""
 
     @app.before_request
     def _json_bodies_only() -> None:
@@ -98,12 +95,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     def _close_db(_: BaseException | None) -> None:  # connections open lazily, on first query
         if not db.is_closed():
             db.close()
-
-    app.register_blueprint(pages.bp)
-    metrics.install(app)
-    queue_controls.install(app)
-    spec.app = app  # spectree reads the routes from here; its own UI routes are not used
-    return app
 
 
 def _warm(cache: object) -> None:

@@ -18,7 +18,8 @@ from spectree import Response as Resp
 from models import concerts, draws
 from models.errors import AdminDisabled, AdminTokenInvalid, AdminTokenMissing
 from web.api import respond, settings, spec
-from web.schemas import CreatedConcertOut, CreatedScheduleOut, NewConcertIn, Problem
+from web.schemas import Problem
+from web.schemas.admin import CreatedConcertOut, CreatedScheduleOut, NewConcertIn
 
 bp = Blueprint("admin", __name__)
 F = TypeVar("F", bound=Callable[..., Any])

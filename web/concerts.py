@@ -9,11 +9,11 @@ from models import concerts, draws
 from models.cache import CatalogueCache
 from web.api import parse_id, respond, spec
 from web.gate import queue_gate
-from web.schemas import (
+from web.schemas import Problem
+from web.schemas.catalogue import (
     ConcertList,
     ConcertOut,
     FairnessOut,
-    Problem,
     ScheduleList,
     ScheduleOut,
     SeatMap,

@@ -14,7 +14,7 @@ from models.db import db
 from models.errors import Unavailable
 from web import metrics
 from web.api import respond, services, spec
-from web.schemas import HealthOut, ReadyOut
+from web.schemas.health import HealthOut, ReadyOut
 
 bp = Blueprint("health", __name__)
 

@@ -16,7 +16,8 @@ from models.errors import NotFound, TokenInvalid, problem
 from web.api import respond, services, settings, spec
 from web.errors import problem_response
 from web.gate import HEADER, waiting_room
-from web.schemas import JobAccepted, JobOut, Problem
+from web.schemas import Problem
+from web.schemas.jobs import JobAccepted, JobOut
 from workers.broker import Actor, send
 from workers.jobs import SUCCEEDED, TERMINAL, Job, JobStore
 

@@ -13,7 +13,8 @@ from web.api import parse_id, respond, settings, spec
 from web.gate import own_reservation, require_active
 from web.jobs import answer, enqueue, job_route_responses, job_store, new_job_id
 from web.limits import job_key, limiter
-from web.schemas import PaymentIn, PaymentOut, Problem
+from web.schemas import Problem
+from web.schemas.payments import PaymentIn, PaymentOut
 from workers.payments import pay
 
 bp = Blueprint("payments", __name__)

@@ -7,7 +7,8 @@ from spectree import Response as Resp
 
 from models import points
 from web.api import parse_id, respond, settings, spec
-from web.schemas import BalanceOut, ChargeIn, HistoryOut, LedgerEntryOut, Problem
+from web.schemas import Problem
+from web.schemas.points import BalanceOut, ChargeIn, HistoryOut, LedgerEntryOut
 
 bp = Blueprint("points", __name__)
 

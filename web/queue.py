@@ -18,7 +18,8 @@ from web.api import respond, settings, spec
 from web.gate import HEADER, waiting_room
 from web.limits import limiter, user_key
 from web.queue_controls import queue_controls
-from web.schemas import Problem, TokenIn, TokenOut
+from web.schemas import Problem
+from web.schemas.queue import TokenIn, TokenOut
 
 bp = Blueprint("queue", __name__)
 

@@ -10,7 +10,8 @@ from web.api import parse_id, respond, settings, spec
 from web.gate import own_reservation, require_active
 from web.jobs import MAX_WAIT, answer, create_and_enqueue, job_route_responses
 from web.limits import job_key, limiter
-from web.schemas import Problem, ReservationIn, ReservationOut
+from web.schemas import Problem
+from web.schemas.reservations import ReservationIn, ReservationOut
 from workers.reservations import cancel_reservation, hold_seat
 
 bp = Blueprint("reservations", __name__)

@@ -1,0 +1,23 @@
+"""Request and response schemas of payments (web/payments.py)."""
+
+from __future__ import annotations
+
+from web.schemas import Body, Out, RequestId
+
+
+class PaymentIn(Body):
+    """Pay a held reservation with points."""
+
+    reservationId: RequestId
+    userId: RequestId | None = None
+
+
+class PaymentOut(Out):
+    """A payment."""
+
+    paymentId: int
+    reservationId: int
+    userId: int
+    amount: int
+    balance: int
+    paidAt: str

@@ -1,0 +1,36 @@
+"""Request and response schemas of the waiting room (web/queue.py)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    Field,
+)
+
+from web.schemas import Body, Out, RequestId, UtcDateTime
+
+
+class TokenIn(Body):
+    """Join a concert's queue."""
+
+    userId: RequestId
+    concertId: RequestId
+
+
+class TokenOut(Out):
+    """A queue token's state; rank is 1-based among WAITING tokens, 0 when ACTIVE, null when PREQUEUED.
+
+    `entrant` (fair-start concerts only) is sha256 of the user id: the fan's line in the published draw."""
+
+    token: str
+    userId: int
+    concertId: int
+    status: Literal["PREQUEUED", "WAITING", "ACTIVE"]
+    rank: int | None
+    estimatedWaitSeconds: int
+    expiresAt: UtcDateTime
+    soldOut: bool
+    pollAfterMs: int = Field(description="poll again no sooner; 0 when ACTIVE; an early poll is 429")
+    notice: str | None = None
+    entrant: str | None = None
