@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import fakeredis
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 
+from tests.support.helpers import wait_for
 from workers.broker import (
     Actor,
     ack_all,
@@ -107,13 +107,22 @@ def test_a_dead_consumers_unacked_messages_are_put_back_by_recover_dead_consumer
     message = send(broker, noop, route_seat=0, partitions=1, job_id="lost")
     dead = partition_broker(broker, 0).consume(queue_of(0), prefetch=1, timeout=5)
     assert next(dead) is not None
-    # When another process runs the recovery after the dead one's heartbeat timed out (200 ms)
-    time.sleep(0.3)
+    # When another process runs the recovery (again, until the dead one's 200 ms heartbeat timed out)
     survivor = RedisBroker(client=fakeredis.FakeRedis(server=broker.fake_server), heartbeat_timeout=200)
-    recover_dead_consumers(partition_broker(survivor, 0), queue_of(0))
-    # Then the message is back on the queue for the survivor
     again = partition_broker(survivor, 0).consume(queue_of(0), prefetch=1, timeout=5)
-    got = next(again)
+
+    found: list[Any] = []
+
+    def recovered() -> bool:
+        recover_dead_consumers(partition_broker(survivor, 0), queue_of(0))
+        message = next(again)
+        if message is not None:
+            found.append(message)
+        return bool(found)
+
+    # Then the message is back on the queue for the survivor
+    assert wait_for(recovered, 10, 0.05) is not None
+    got = found[0]
     assert got is not None and got.message_id == message.message_id
     again.close()
 

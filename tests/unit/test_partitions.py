@@ -21,12 +21,42 @@ def server() -> fakeredis.FakeServer:
     return fakeredis.FakeServer()
 
 
+class IdleWatch(fakeredis.FakeRedis):
+    """The consumers' Redis, noting which partitions' consumers have gone idle (blocked on BLPOP)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.idle: set[str] = set()
+
+    def blpop(self, keys, timeout=0):  # type: ignore[no-untyped-def]
+        self.idle.update(keys)
+        return super().blpop(keys, timeout)
+
+
 def make_worker(server: fakeredis.FakeServer, *, lease_ttl: float, tick_interval: float = 0.1) -> PartitionWorker:
     client = fakeredis.FakeRedis(server=server, decode_responses=True)
-    broker = RedisBroker(client=fakeredis.FakeRedis(server=server))
-    return PartitionWorker(
+    broker = RedisBroker(client=IdleWatch(server=server))
+    worker = PartitionWorker(
         client, broker, lambda message: None, partitions=PARTITIONS, lease_ttl=lease_ttl, tick_interval=tick_interval
     )
+    worker.ticks = 0  # type: ignore[attr-defined]
+    tick = worker.tick
+
+    def counted_tick() -> None:
+        tick()
+        worker.ticks += 1  # type: ignore[attr-defined]
+
+    worker.tick = counted_tick  # type: ignore[method-assign]
+    return worker
+
+
+def idle_partitions(worker: PartitionWorker) -> int:
+    """How many partitions' consumers have blocked on their wake-up list at least once."""
+    return len(worker.broker.client.idle)  # type: ignore[attr-defined]
+
+
+def ticks(worker: PartitionWorker) -> int:
+    return int(worker.ticks)  # type: ignore[attr-defined]
 
 
 def owned(worker: PartitionWorker) -> set[int]:
@@ -86,7 +116,9 @@ def test_two_workers_split_the_partitions_8_and_8_and_never_share_one(server):
         assert owned(first) == set(range(PARTITIONS))
         with running(second):
             overlaps = watch(server, [first, second], lambda: len(owned(second)) == 8, timeout=15)
-            time.sleep(0.5)  # a few more ticks: the split is stable
+            # and three more ticks of each: the split is stable
+            more = ticks(first) + 3, ticks(second) + 3
+            overlaps += watch(server, [first, second], lambda: (ticks(first), ticks(second)) >= more, timeout=15)
             a, b = owned(first), owned(second)
 
     assert overlaps == []
@@ -95,41 +127,43 @@ def test_two_workers_split_the_partitions_8_and_8_and_never_share_one(server):
 
 
 def test_a_stopped_worker_releases_its_partitions_and_the_other_takes_them_at_once(server):
-    first, second = make_worker(server, lease_ttl=10), make_worker(server, lease_ttl=10)
+    # Given leases of an hour: a takeover can only come from a release, never from an expiry
+    first, second = make_worker(server, lease_ttl=3600), make_worker(server, lease_ttl=3600)
     first.tick()
     assert len(first.owned) == PARTITIONS
 
     with running(second):
-        second_alone = watch(server, [second], lambda: False, timeout=0.5)
+        second_alone = watch(server, [second], lambda: ticks(second) >= 3, timeout=10)
         assert owned(second) == set()  # every partition is leased to the first worker
-        started = time.monotonic()
         first.shutdown()
-        watch(server, [second], lambda: len(owned(second)) == PARTITIONS, timeout=5)
-        took = time.monotonic() - started
+        assert set(leases(server).values()) <= {second.member}  # released, not left to expire
+        second_alone += watch(server, [second], lambda: len(owned(second)) == PARTITIONS, timeout=10)
+        taken = owned(second)
 
     assert second_alone == []
+    assert taken == set(range(PARTITIONS))
     assert leases(server) == {}  # released again by the second worker's shutdown
-    assert took < 1.5, f"takeover after a clean stop took {took:.2f} s"
 
 
 def test_a_crashed_workers_partitions_are_taken_over_after_its_lease_ttl_and_not_before(server):
     # Given a worker that renewed its 16 leases a moment ago and then died without releasing them
     dead, survivor = make_worker(server, lease_ttl=1.0), make_worker(server, lease_ttl=1.0)
     dead.tick()
-    last_renewal = time.monotonic()
     assert leases(server) == dict.fromkeys(range(PARTITIONS), dead.member)
     for consumer in dead.consumers.values():
         consumer.stop()
 
-    # When the survivor keeps ticking, it claims nothing while the dead member's leases live
+    # When the survivor keeps ticking: at every sample it consumes no partition whose lease the
+    # dead member still holds (watch() records any), and once the leases lapse it takes them all
     with running(survivor):
-        overlaps = watch(server, [survivor], lambda: len(owned(survivor)) == PARTITIONS, timeout=5)
-        took = time.monotonic() - last_renewal
+        overlaps = watch(server, [survivor], lambda: len(owned(survivor)) == PARTITIONS, timeout=10)
+        taken = owned(survivor)
     for consumer in dead.consumers.values():
         consumer.join()
 
     assert overlaps == []
-    assert 0.95 <= took <= 2.0, f"took {took:.2f} s with a 1 s lease"
+    assert taken == set(range(PARTITIONS))
+    assert dead.member not in leases(server).values()
 
 
 def test_a_rebalance_never_lets_two_workers_consume_one_partition_with_a_short_lease(server):
@@ -139,7 +173,8 @@ def test_a_rebalance_never_lets_two_workers_consume_one_partition_with_a_short_l
 
     with running(first):
         watch(server, [first], lambda: len(owned(first)) == PARTITIONS, timeout=5)
-        time.sleep(1.5)  # idle long enough that each consumer polls its queue every ~0.5 s
+        # idle: every consumer blocks up to 0.5 s on its wake-up list
+        watch(server, [first], lambda: idle_partitions(first) == PARTITIONS, timeout=10)
         with running(second):
             overlaps = watch(server, [first, second], lambda: len(owned(first)) == len(owned(second)) == 8, timeout=4)
             a, b = owned(first), owned(second)

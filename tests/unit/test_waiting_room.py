@@ -264,12 +264,14 @@ def test_a_freed_slot_is_filled_by_the_earliest_waiter_at_the_next_admission_pas
     assert room.seats(waiters[0]).status_code == 200
 
 
-def test_a_waiting_token_not_polled_for_waiting_ttl_loses_its_place(room_with: Callable[..., Room]) -> None:
+def test_a_waiting_token_not_polled_for_waiting_ttl_loses_its_place(
+    room_with: Callable[..., Room], clock: Clock
+) -> None:
     # Given one active user, an abandoned waiter (2) and a waiter (3) who keeps polling
     room = room_with(active_limit=1, waiting_ttl=1)
     active, abandoned, polling = room.token(1), room.token(2), room.token(3)
     for _ in range(3):
-        time.sleep(0.45)  # WAITING_TTL 1 s: pollAfterMs is at most a third of it
+        clock.advance(450)  # WAITING_TTL 1 s: pollAfterMs is at most a third of it
         assert room.poll(polling).get_json()["status"] == "WAITING"
 
     # When the admission pass runs after WAITING_TTL
@@ -315,12 +317,15 @@ def test_abandoned_waiters_are_swept_in_bounded_slices_and_polling_waiters_keep_
     assert room.issue(3).get_json()["rank"] == 11
 
 
-def test_an_active_token_expires_after_active_ttl_and_frees_its_slot(room_with: Callable[..., Room]) -> None:
+def test_an_active_token_expires_after_active_ttl_and_frees_its_slot(
+    room_with: Callable[..., Room], clock: Clock
+) -> None:
     room = room_with(active_limit=1, active_ttl=1)
     active, waiter = room.token(1), room.token(2)
+    clock.advance(999)
     assert room.seats(active).status_code == 200
 
-    time.sleep(1.1)
+    clock.advance(2)
 
     assert problem_of(room.seats(active))["code"] == "TOKEN_INVALID"
     assert problem_of(room.poll(active))["code"] == "TOKEN_INVALID"
