@@ -35,7 +35,9 @@ const App = (() => {
     const type = res.headers.get("Content-Type") || "";
     const data = type.includes("json") ? await res.json() : null;
     if (res.status >= 400) {
-      throw new Problem(data && data.title ? data : { title: res.statusText || "Request failed", detail: `HTTP ${res.status}` }, res.status);
+      const problem = new Problem(data && data.title ? data : { title: res.statusText || "Request failed", detail: `HTTP ${res.status}` }, res.status);
+      problem.retryAfterMs = 1000 * Number(res.headers.get("Retry-After") || 0);
+      throw problem;
     }
     return { status: res.status, headers: res.headers, data };
   }

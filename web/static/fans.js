@@ -118,11 +118,14 @@
   async function poll() {
     try {
       const { data } = await api("GET", "/queue/token", { headers: fanHeaders() });
+      if (s.pollFailed) clearProblem(); // a passing outage: its message goes when polling works again
+      s.pollFailed = false;
       onToken(data);
     } catch (err) {
       showProblem(err);
+      s.pollFailed = true;
       if (err instanceof Problem && err.status === 401) return concerts();
-      const retry = err instanceof Problem && err.status === 429 ? 2000 : 3000;
+      const retry = err instanceof Problem && err.retryAfterMs ? err.retryAfterMs : 3000;
       s.pollTimer = setTimeout(poll, retry);
     }
   }
