@@ -69,6 +69,17 @@ def _view(r: Reservation, seat_number: int | None = None) -> ReservationView:
     )
 
 
+def rejection_for(*, status: str, number: int) -> SeatNotAvailable | None:
+    """Why a hold on a seat in this committed state fails, or None when the seat can be held.
+
+    The one rule for both paths: hold_seat, and the partition's batch (workers/batch.py) that
+    answers holds on taken seats in bulk.
+    """
+    if status == AVAILABLE:
+        return None
+    return SeatNotAvailable(f"seat {number} is {status.lower()}")
+
+
 def hold_seat(
     *,
     user_id: int,
@@ -93,8 +104,9 @@ def hold_seat(
     seat = _seat_row(seat_id, schedule_id)
     if seat is None:
         raise NotFound(f"seat {seat_id} does not exist in schedule {schedule_id}")
-    if seat.status != AVAILABLE:
-        raise SeatNotAvailable(f"seat {seat.number} is {seat.status.lower()}")
+    rejection = rejection_for(status=seat.status, number=seat.number)
+    if rejection is not None:
+        raise rejection
     taken = {
         slot
         for (slot,) in Reservation.select(Reservation.hold_slot)

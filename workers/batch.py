@@ -22,7 +22,6 @@ acknowledged only after all of it ran: a crash redelivers it, and finished jobs 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -34,29 +33,14 @@ from dramatiq.broker import MessageProxy
 
 from models.concerts import Seat
 from models.db import db
-from models.errors import SeatNotAvailable, Unavailable
-from models.redis_support import ANY_REDIS_ERROR, run_script
+from models.errors import problem_of
+from models.redis_support import ANY_REDIS_ERROR
+from models.reservations import rejection_for
 from workers.dispatch import actor_of, handle
-from workers.jobs import NOW_MS_LUA, OPEN_KEY, done_key, job_key, problem_of
+from workers.jobs import OPEN_KEY, JobStore, dropped
 from workers.reservations import hold_seat
 
 log = logging.getLogger("workers.batch")
-
-AVAILABLE = "AVAILABLE"
-
-# Fail a job only if nobody started it: QUEUED -> FAILED, with the same side effects as _FINISH
-# (the caller then drops the rejected jobs from `jobs:open`, which lives in another slot).
-_REJECT_QUEUED = (
-    NOW_MS_LUA
-    + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'QUEUED' then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'FAILED', 'finished', now_ms(), 'error', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('RPUSH', KEYS[2], 'FAILED')
-redis.call('EXPIRE', KEYS[2], 120)
-return 1
-"""
-)
 
 Handler = Callable[[MessageProxy], None]
 
@@ -67,9 +51,8 @@ class SeatBatch:
     def __init__(self, client: redis.Redis, handler: Handler, *, stale_after_s: float, job_ttl: int = 3600) -> None:
         self.r = client
         self.handler = handler
-        self.stale_after_ms = int(stale_after_s * 1000)
-        self.job_ttl = job_ttl
-        self._reject = client.register_script(_REJECT_QUEUED)
+        self.stale_after_s = stale_after_s
+        self.jobs = JobStore(client, ttl=job_ttl)
         self.rejected = 0  # holds answered in bulk (for tests and metrics)
 
     def __call__(self, messages: Sequence[MessageProxy]) -> None:
@@ -107,16 +90,12 @@ class SeatBatch:
             return None  # unknown seat, or the read failed: the serial path decides
         schedule_id, number, status = seat
         kw = message.kwargs
-        if schedule_id != int(kw["schedule_id"]) or status == AVAILABLE:
+        rejection = rejection_for(status=status, number=number)
+        if schedule_id != int(kw["schedule_id"]) or rejection is None:
             return None
-        if _ms() - int(kw.get("enqueued_ms", 0)) > self.stale_after_ms:
-            return problem_of(
-                Unavailable(
-                    f"the request waited more than {self.stale_after_ms / 1000:g} s in the queue"
-                    " and was dropped; send it again"
-                )
-            )
-        return problem_of(SeatNotAvailable(f"seat {number} is {status.lower()}"))
+        if _ms() - int(kw.get("enqueued_ms", 0)) > self.stale_after_s * 1000:
+            return problem_of(dropped(self.stale_after_s))
+        return problem_of(rejection)
 
     def _read(self, seat_ids: set[int]) -> dict[int, tuple[int, int, str]]:
         try:
@@ -138,13 +117,7 @@ class SeatBatch:
         try:
             pipe = self.r.pipeline(transaction=False)
             for message, problem in batch:
-                job_id = message.kwargs["job_id"]
-                run_script(
-                    self._reject,
-                    keys=[job_key(job_id), done_key(job_id)],
-                    args=[json.dumps(problem), self.job_ttl],
-                    client=pipe,
-                )
+                self.jobs.fail_if_queued(message.kwargs["job_id"], problem, pipe=pipe)
             results: list[Any] = pipe.execute()
             ended = [m.kwargs["job_id"] for (m, _), done in zip(batch, results, strict=True) if int(done)]
             if ended:

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from models.errors import DomainError, IdempotencyKeyReused, Unavailable, problem_of
+from models.redis_support import run_script
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
 TERMINAL = (SUCCEEDED, FAILED)
@@ -51,12 +52,15 @@ return st
 """
 )
 
+# End a job (status, finished, result|error) unless it is missing or terminal; with ARGV[5] set,
+# only if its status is still that one (the batch fails a job only if nobody started it).
 _FINISH = (
     NOW_MS_LUA
     + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 0 end
 if st == 'SUCCEEDED' or st == 'FAILED' then return 0 end
+if ARGV[5] ~= '' and st ~= ARGV[5] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished', now_ms(), ARGV[2], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[1])
@@ -140,9 +144,17 @@ class JobStore:
         """Record FAILED with its problem (models.errors.problem_of; no-op if already terminal)."""
         return self._end(job_id, FAILED, "error", json.dumps(error))
 
+    def fail_if_queued(self, job_id: str, error: dict[str, Any], *, pipe: Any) -> None:
+        """Add to `pipe`: record FAILED only if the job is still QUEUED (its reply: 1 if it did).
+
+        The caller removes the failed jobs from `jobs:open` after the pipeline ran.
+        """
+        keys, args = [job_key(job_id), done_key(job_id)], [FAILED, "error", json.dumps(error), self.ttl, QUEUED]
+        run_script(self._finish, keys=keys, args=args, client=pipe)
+
     def _end(self, job_id: str, status: str, field: str, value: str) -> bool:
         keys = [job_key(job_id), done_key(job_id)]
-        ended = bool(int(self._finish(keys=keys, args=[status, field, value, self.ttl])))
+        ended = bool(int(self._finish(keys=keys, args=[status, field, value, self.ttl, ""])))
         self.r.zrem(OPEN_KEY, job_id)  # only now: a job leaves the index once it is terminal
         return ended
 
@@ -220,6 +232,11 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def dropped(stale_after_s: float) -> Unavailable:
+    """The answer to a job whose message waited longer than `stale_after_s` in the queue."""
+    return Unavailable(f"the request waited more than {stale_after_s:g} s in the queue and was dropped; send it again")
+
+
 def run_job(store: JobStore, job_id: str, *, enqueued_ms: int, stale_after_s: float, work: Any) -> None:
     """The adapter every job actor uses: RUNNING, stale check, call the domain, SUCCEEDED/FAILED.
 
@@ -233,14 +250,7 @@ def run_job(store: JobStore, job_id: str, *, enqueued_ms: int, stale_after_s: fl
     if previous in TERMINAL or previous == "MISSING":
         return
     if previous == QUEUED and _ms() - enqueued_ms > stale_after_s * 1000:
-        store.fail(
-            job_id,
-            problem_of(
-                Unavailable(
-                    f"the request waited more than {stale_after_s:g} s in the queue and was dropped; send it again"
-                )
-            ),
-        )
+        store.fail(job_id, problem_of(dropped(stale_after_s)))
         return
     try:
         result = work(previous == RUNNING)
