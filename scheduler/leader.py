@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import threading
-import uuid
 
 import redis
 
+from models.leases import Leases, holder_id
 from models.redis_support import ANY_REDIS_ERROR
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class LeaderLease:
@@ -31,9 +18,8 @@ class LeaderLease:
         self.r = client
         self.key = key
         self.ttl_ms = int(ttl * 1000)
-        self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self.identity = holder_id()
+        self.leases = Leases(client, holder=self.identity, ttl_ms=self.ttl_ms)
         self._leader = False
         self._lock = threading.Lock()
 
@@ -46,9 +32,9 @@ class LeaderLease:
         """Acquire or renew the lease; return whether this process leads now."""
         with self._lock:
             try:
-                if self._leader and int(self._renew(keys=[self.key], args=[self.identity, self.ttl_ms])):
+                if self._leader and self.leases.renew(self.key):
                     return True
-                self._leader = bool(self.r.set(self.key, self.identity, nx=True, px=self.ttl_ms))
+                self._leader = self.leases.take(self.key)
             except ANY_REDIS_ERROR:
                 self._leader = False  # cannot prove we lead: stand down until Redis answers
             return self._leader
@@ -57,5 +43,5 @@ class LeaderLease:
         """Give the lease up so a standby takes over at once."""
         with self._lock:
             with contextlib.suppress(*ANY_REDIS_ERROR):
-                self._release(keys=[self.key], args=[self.identity])
+                self.leases.release(self.key)
             self._leader = False

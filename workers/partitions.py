@@ -23,18 +23,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 
 import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
 
+from models.leases import Leases, holder_id
 from models.redis_support import ANY_REDIS_ERROR
 from workers.broker import ack_all, fetched_ahead, partition_broker, queue_of, recover_dead_consumers, wake_key
 
@@ -42,15 +40,6 @@ log = logging.getLogger("workers.partitions")
 
 MEMBERS_KEY = "workers:members"
 LEASE_PREFIX = "partition:lease:"
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 Handler = Callable[[MessageProxy], None]
 BatchHandler = Callable[[Sequence[MessageProxy]], None]
@@ -152,10 +141,9 @@ class PartitionWorker:
         self.partitions = partitions
         self.lease_ttl_ms = int(lease_ttl * 1000)
         self.tick_interval = tick_interval
-        self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.member = holder_id()
+        self.leases = Leases(client, holder=self.member, ttl_ms=self.lease_ttl_ms)
         self.consumers: dict[int, PartitionConsumer] = {}
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
         self._stop = threading.Event()
 
     @property
@@ -190,7 +178,7 @@ class PartitionWorker:
                 p = (start + i) % self.partitions
                 if p in self.consumers:
                     continue
-                if self.r.set(LEASE_PREFIX + str(p), self.member, nx=True, px=self.lease_ttl_ms):
+                if self.leases.take(LEASE_PREFIX + str(p)):
                     consumer = PartitionConsumer(self.broker, p, self.handler, self.batch, batch_size=self.batch_size)
                     self.consumers[p] = consumer
                     consumer.start()
@@ -223,7 +211,7 @@ class PartitionWorker:
         log.info("partition worker %s stopped", self.member)
 
     def _renew_lease(self, partition: int) -> bool:
-        return bool(int(self._renew(keys=[LEASE_PREFIX + str(partition)], args=[self.member, self.lease_ttl_ms])))
+        return self.leases.renew(LEASE_PREFIX + str(partition))
 
     def _stop_consumers(self, partitions: list[int], *, release: bool) -> None:
         """Stop these consumers together (signal all, then wait), then release their leases.
@@ -244,4 +232,4 @@ class PartitionWorker:
         if release:
             for consumer in consumers:
                 with contextlib.suppress(*ANY_REDIS_ERROR):
-                    self._release(keys=[LEASE_PREFIX + str(consumer.partition)], args=[self.member])
+                    self.leases.release(LEASE_PREFIX + str(consumer.partition))
