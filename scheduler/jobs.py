@@ -15,6 +15,7 @@ from models.prequeue import PreQueue
 from models.queue_controls import QueueControls
 from models.waiting_room import WaitingRoom
 from scheduler.leader import LeaderLease
+from workers import jobs as job_records
 from workers import reservations as reservation_jobs
 from workers.events import publisher
 
@@ -58,7 +59,7 @@ def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) ->
         leader_only(lease, admit), "interval", seconds=s.admit_interval, id="admit", max_instances=1, coalesce=True
     )
     every(scheduler, lease, reservation_jobs.enqueue_expiries, seconds=1.0, job_id="expire-holds")
-    every(scheduler, lease, reservation_jobs.sweep_jobs, seconds=10.0, job_id="sweep-jobs")
+    every(scheduler, lease, job_records.sweep_jobs, seconds=10.0, job_id="sweep-jobs")
     every(scheduler, lease, publisher.relay_outbox, seconds=s.outbox_interval, job_id="outbox-relay")
     prequeue = PreQueue(services.redis, waiting_ttl=s.waiting_ttl)
     every(scheduler, lease, functools.partial(draws.run_due_draws, prequeue=prequeue), seconds=1.0, job_id="draws")

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from config.bootstrap import current
 from models.errors import DomainError, IdempotencyKeyReused, Unavailable, problem_of
 from models.redis_support import run_script
 
@@ -258,3 +259,10 @@ def run_job(store: JobStore, job_id: str, *, enqueued_ms: int, stale_after_s: fl
         store.fail(job_id, problem_of(exc))
         return
     store.succeed(job_id, result)
+
+
+def sweep_jobs() -> int:
+    """Fail jobs whose message never finished (the scheduler's sweep; a lost message must not
+    leave a job QUEUED forever); return how many."""
+    services = current()
+    return len(JobStore(services.redis).sweep(older_than_s=services.settings.job_sweep_after))

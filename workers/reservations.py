@@ -78,8 +78,3 @@ def enqueue_expiries(*, limit: int = 500) -> int:
         )
         sent += 1
     return sent
-
-
-def sweep_jobs() -> int:
-    """Fail jobs whose message never finished (a lost message must not leave a job QUEUED forever)."""
-    return len(_store().sweep(older_than_s=current().settings.job_sweep_after))
