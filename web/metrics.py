@@ -18,6 +18,7 @@ from prometheus_client import (
 )
 
 from workers.broker import queue_key
+from workers.events import consumer, publisher
 from workers.jobs import OPEN_KEY
 
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "endpoint", "status"])
@@ -91,10 +92,10 @@ class PipelineCollector:
             for p in range(services.settings.partitions):
                 queue.add_metric([str(p)], float(r.llen(queue_key(p))))
             jobs_open.add_metric([], float(r.zcard(OPEN_KEY)))
-            ob = r.hgetall("stats:outbox") or {}
+            ob = r.hgetall(publisher.STATS_KEY) or {}
             published.add_metric([], float(ob.get("published_total", 0)))
             latency.add_metric([], float(ob.get("last_latency_s", 0)))
-            cons = r.hgetall("stats:consumer") or {}
+            cons = r.hgetall(consumer.STATS_KEY) or {}
             lag.add_metric([], float(cons.get("lag", 0)))
             dlt.add_metric([], float(cons.get("dead_lettered_total", 0)))
         except Exception:  # a scrape must not fail because Redis is down
