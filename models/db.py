@@ -13,6 +13,8 @@ import peewee as pw
 from playhouse.pool import PooledMySQLDatabase
 from pymysql.constants.SERVER_STATUS import SERVER_STATUS_IN_TRANS
 
+MAX_ID = 2**63 - 1  # the largest BIGINT: every id and amount the API accepts is at most this
+
 db = pw.DatabaseProxy()
 
 

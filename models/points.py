@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from models.db import BaseModel, UtcDateTimeField, db, utcnow
+from models.db import MAX_ID, BaseModel, UtcDateTimeField, db, utcnow
 from models.errors import ConcurrentUpdate, InsufficientPoints, LimitExceeded, ValidationError
 
 CHARGE, USE, REFUND = "CHARGE", "USE", "REFUND"
-MAX_USER_ID = 2**63 - 1
 CHARGE_ATTEMPTS = 5
 
 
@@ -66,7 +65,7 @@ class HistoryEntry:
 
 def check_user_id(user_id: int) -> int:
     """A user id is any positive 64-bit integer; anything else is a ValidationError."""
-    if isinstance(user_id, bool) or not isinstance(user_id, int) or not 1 <= user_id <= MAX_USER_ID:
+    if isinstance(user_id, bool) or not isinstance(user_id, int) or not 1 <= user_id <= MAX_ID:
         raise ValidationError("userId must be a positive 64-bit integer")
     return user_id
 

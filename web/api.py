@@ -12,10 +12,9 @@ from spectree.models import InType, SecureType, SecuritySchemeData
 
 from config.bootstrap import Services
 from config.settings import Settings
+from models.db import MAX_ID
 from models.errors import ValidationError
 from web.schemas import Problem
-
-MAX_ID = 2**63 - 1
 
 
 def _message(error: dict[str, Any]) -> str:

@@ -9,7 +9,8 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, render_template, send_from_directory
 
-from web.api import MAX_ID, settings, spec
+from models.db import MAX_ID
+from web.api import settings, spec
 from web.pages import CSP, asset
 
 bp = Blueprint("docs", __name__, template_folder="templates")

@@ -7,6 +7,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from config.settings import EMBEDDED, Settings
+from models.db import MAX_ID
 
 limiter = Limiter(get_remote_address, headers_enabled=True, strategy="fixed-window")
 
@@ -26,7 +27,7 @@ def user_key() -> str:
     """Rate-limit key of the user named in a JSON body (the caller's IP when the body names no valid user)."""
     body = request.get_json(silent=True)
     user = body.get("userId") if isinstance(body, dict) else None
-    if isinstance(user, int) and not isinstance(user, bool) and 1 <= user <= 2**63 - 1:
+    if isinstance(user, int) and not isinstance(user, bool) and 1 <= user <= MAX_ID:
         return f"user:{user}"
     return f"ip:{get_remote_address()}"
 

@@ -18,9 +18,7 @@ from pydantic import (
     StrictInt,
 )
 
-from models.db import iso
-
-MAX_INT64 = 2**63 - 1
+from models.db import MAX_ID, iso
 
 
 def _iso(value: dt.datetime) -> str:
@@ -39,8 +37,8 @@ def _whole_number(value: Any) -> Any:
 
 # Integer fields of request bodies: JSON integers and whole floats (1.0); no strings, no booleans.
 # The bounds come before the validator so that they stay `minimum`/`maximum` in the JSON Schema.
-RequestId = Annotated[StrictInt, Field(ge=1, le=MAX_INT64), BeforeValidator(_whole_number)]
-Amount = Annotated[StrictInt, Field(ge=1, le=MAX_INT64), BeforeValidator(_whole_number)]
+RequestId = Annotated[StrictInt, Field(ge=1, le=MAX_ID), BeforeValidator(_whole_number)]
+Amount = Annotated[StrictInt, Field(ge=1, le=MAX_ID), BeforeValidator(_whole_number)]
 SeatCount = Annotated[StrictInt, Field(ge=1, le=1000), BeforeValidator(_whole_number)]
 Price = Annotated[StrictInt, Field(ge=0, le=1_000_000_000), BeforeValidator(_whole_number)]
 
