@@ -13,7 +13,9 @@ from dramatiq.brokers.redis import RedisBroker
 from redis.cluster import ClusterNode, RedisCluster
 
 from config.settings import CLUSTER_SCHEME, EMBEDDED, Settings, cluster_nodes
+from models.cache import CatalogueCache
 from models.db import init_database
+from models.waiting_room import WaitingRoom
 
 if TYPE_CHECKING:
     import fakeredis
@@ -108,6 +110,21 @@ class Services:
     database: pw.Database
     redis: redis.Redis
     broker: dramatiq.Broker
+
+    def waiting_room(self) -> WaitingRoom:
+        """A waiting room over this process's Redis, sized by the settings."""
+        return WaitingRoom.for_settings(self.redis, self.settings)
+
+    def catalogue_cache(self) -> CatalogueCache:
+        """A catalogue cache over this process's Redis, with the settings' TTLs and jitter."""
+        s = self.settings
+        return CatalogueCache(
+            self.redis,
+            schedule_ttl=s.cache_schedule_ttl,
+            schedule_jitter=s.cache_schedule_jitter,
+            seats_ttl=s.cache_seats_ttl,
+            seats_jitter=s.cache_seats_jitter,
+        )
 
 
 def make_redis(url: str) -> redis.Redis:

@@ -13,7 +13,6 @@ from models import concerts, draws
 from models.db import db
 from models.prequeue import PreQueue
 from models.queue_controls import QueueControls
-from models.waiting_room import WaitingRoom
 from scheduler.leader import LeaderLease
 from workers import jobs as job_records
 from workers import reservations as reservation_jobs
@@ -40,7 +39,7 @@ def leader_only(lease: LeaderLease, job: Callable[[], object]) -> Callable[[], N
 def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) -> None:
     """Add every job to an APScheduler instance."""
     s = services.settings
-    room = WaitingRoom.for_settings(services.redis, s)
+    room = services.waiting_room()
 
     controls = QueueControls(services.redis)
 

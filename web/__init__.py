@@ -53,23 +53,15 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _attach_services(app: Flask, services: Services) -> None:
     """The process services and the Redis-backed domain objects the routes use, on app.extensions."""
-    from models.cache import CatalogueCache
     from models.prequeue import PreQueue
     from models.queue_controls import QueueControls
-    from models.waiting_room import WaitingRoom
 
     s = services.settings
     app.extensions["services"] = services
-    app.extensions["waiting_room"] = WaitingRoom.for_settings(services.redis, s)
+    app.extensions["waiting_room"] = services.waiting_room()
     app.extensions["queue_controls"] = QueueControls(services.redis)
     app.extensions["prequeue"] = PreQueue(services.redis, waiting_ttl=s.waiting_ttl)
-    app.extensions["catalogue_cache"] = cache = CatalogueCache(
-        services.redis,
-        schedule_ttl=s.cache_schedule_ttl,
-        schedule_jitter=s.cache_schedule_jitter,
-        seats_ttl=s.cache_seats_ttl,
-        seats_jitter=s.cache_seats_jitter,
-    )
+    app.extensions["catalogue_cache"] = cache = services.catalogue_cache()
     _warm(cache)
 
 

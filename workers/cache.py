@@ -3,21 +3,8 @@
 from __future__ import annotations
 
 from config.bootstrap import current
-from models.cache import CatalogueCache
 from models.concerts import Seat
 from models.reservations import ReservationView
-
-
-def catalogue_cache() -> CatalogueCache:
-    """The cache this process writes seat transitions through to."""
-    s = current().settings
-    return CatalogueCache(
-        current().redis,
-        schedule_ttl=s.cache_schedule_ttl,
-        schedule_jitter=s.cache_schedule_jitter,
-        seats_ttl=s.cache_seats_ttl,
-        seats_jitter=s.cache_seats_jitter,
-    )
 
 
 def write_through(view: ReservationView) -> None:
@@ -28,6 +15,6 @@ def write_through(view: ReservationView) -> None:
     the partition, so nothing changes the seat between the commit and this read.
     """
     seat = Seat.get_by_id(view.seat_id)
-    catalogue_cache().seat_changed(
+    current().catalogue_cache().seat_changed(
         schedule_id=view.schedule_id, seat_id=seat.id, number=seat.number, price=seat.price, status=seat.status
     )

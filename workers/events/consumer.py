@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from config.bootstrap import current
-from models.waiting_room import WaitingRoom
 from workers.events.topics import DLT_TOPIC, PAYMENT_TOPIC, ensure_topics
 
 log = logging.getLogger("workers.events")
@@ -48,9 +47,7 @@ def handle_payment_completed(value: bytes | str) -> bool:
     services = current()
     if services.redis.exists(done_key(event_id)):
         return False
-    s = services.settings
-    room = WaitingRoom.for_settings(services.redis, s)
-    room.expire_user(user_id=user_id, concert_id=concert_id)
+    services.waiting_room().expire_user(user_id=user_id, concert_id=concert_id)
     services.redis.set(done_key(event_id), 1, ex=7 * 86_400)
     return True
 
