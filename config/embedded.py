@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from config.settings import Settings, SettingsError
+from config.cli import settings_or_exit
+from config.settings import Settings
 
 log = logging.getLogger("embedded")
 
@@ -116,11 +116,7 @@ def redacted(url: str) -> str:
 def main() -> None:
     """Read settings (embedded defaults), print how to use it, serve until Ctrl-C."""
     os.environ.setdefault("ADMIN_TOKEN", "dev-admin-token")
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = settings_or_exit()
     base = f"http://{settings.host}:{settings.port}/api/v1"
     print(
         f"Concert reservation service (database {redacted(settings.database_url)}, "

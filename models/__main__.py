@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from config.settings import Settings, SettingsError
+from config.cli import settings_or_exit
 from models import check, schema, seed
 from models.db import init_database
 
@@ -34,11 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p_verify.add_argument("concert_id", type=int, metavar="CONCERT_ID")
     args = parser.parse_args(argv)
 
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit()
     init_database(settings.database_url)
 
     if args.command in ("migrate", "init-db"):

@@ -10,21 +10,14 @@ from types import FrameType
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from config.bootstrap import bootstrap
-from config.settings import Settings, SettingsError
+from config.cli import start
 from scheduler import jobs
 from scheduler.leader import LeaderLease
 
 
 def main() -> int:
     """Start the scheduler in the foreground until SIGTERM/SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = start(quiet=("kafka", "apscheduler"))
     services = bootstrap(settings)
     lease = LeaderLease(services.redis)
     scheduler = BlockingScheduler(timezone="UTC")

@@ -10,7 +10,8 @@ import sys
 from types import FrameType
 
 from config.bootstrap import bootstrap
-from config.settings import Settings, SettingsError
+from config.cli import start
+from config.settings import Settings
 
 
 def _run(settings: Settings) -> int:
@@ -119,13 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p_jobs = sub.add_parser("jobs", help="show a job record")
     p_jobs.add_argument("job_id")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = start()
     if args.command == "run":
         return _run(settings)
     if args.command == "consume":
