@@ -1,15 +1,15 @@
-"""The preamble of every command-line entry point: logging, then the settings or a one-line exit.
+"""The preamble of the long-running entry points: logging, then the settings or a one-line exit.
 
-`python -m workers`, `python -m scheduler`, `python -m models` and `make run` start here, so a
-bad variable reads the same everywhere: `configuration error: <NAME> ...`, exit status 2.
+`python -m workers` and `python -m scheduler` start here; they, `python -m models` and `make run`
+read settings through config.settings.settings_or_exit, so a bad variable reads the same
+everywhere: `configuration error: <NAME> ...`, exit status 2.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
-from config.settings import Settings, SettingsError
+from config.settings import Settings, settings_or_exit
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 NOISY = ("kafka",)  # libraries whose INFO lines drown ours
@@ -20,15 +20,6 @@ def setup_logging(*, quiet: tuple[str, ...] = NOISY) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     for name in quiet:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def settings_or_exit() -> Settings:
-    """Settings from the environment; on a bad value, one line naming the variable and exit 2."""
-    try:
-        return Settings.from_env()
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def start(*, quiet: tuple[str, ...] = NOISY) -> Settings:

@@ -14,8 +14,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from config.cli import settings_or_exit
-from config.settings import Settings
+from config.settings import Settings, settings_or_exit
 
 log = logging.getLogger("embedded")
 

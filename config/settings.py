@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -192,3 +193,13 @@ class Settings:
     def is_redis_cluster(self) -> bool:
         """True when REDIS_URL names a Redis Cluster (redis+cluster://)."""
         return self.redis_url.startswith(CLUSTER_SCHEME + "://")
+
+
+def settings_or_exit() -> Settings:
+    """Settings from the environment for a command-line entry point; on a bad value, one line
+    naming the variable (`configuration error: ...`) on stderr and exit status 2."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from config.cli import settings_or_exit
+from config.settings import settings_or_exit
 from models import check, schema, seed
 from models.db import init_database
 
