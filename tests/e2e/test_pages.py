@@ -326,3 +326,50 @@ def test_the_fan_page_is_light_fast_and_keyboard_usable_on_a_phone(server: str, 
         fan.shot("concerts", readme="fan-concerts.png")
     finally:
         fan.close()
+
+
+def _as_user(api: ApiClient, user_id: int) -> dict[str, str]:
+    """The headers that say who the caller is: the dev-login bearer where the server has it, else none."""
+    status, _, login = api.post("/dev/login", {"userId": user_id})
+    return {"Authorization": f"Bearer {login['accessToken']}"} if status == 200 else {}
+
+
+def test_a_waiting_fan_is_told_when_the_last_seat_sells(server: str, shots: Path) -> None:
+    from tests.e2e.browser import PHONE, Browser
+
+    # Given a one-seat concert: a buyer is admitted at once, then the operator pauses admission
+    api = ApiClient(f"{server}/api/v1")
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    schedule = {"startsAt": "2030-05-01T19:00:00Z", "seatCount": 1, "price": 10}
+    body = {"title": "Tiny Room", "venue": "Attic", "schedules": [schedule]}
+    concert = api.post("/admin/concerts", body, headers=admin)[2]
+    buyer = _as_user(api, 6001)
+    token = api.post("/queue/tokens", {"userId": 6001, "concertId": concert["concertId"]}, headers=buyer)[2]
+    assert token["status"] == "ACTIVE", token
+    api.call("PATCH", f"/admin/concerts/{concert['concertId']}/queue", {"paused": True}, headers=admin)
+    fan = Browser(server, shots, name="sold-out", size=PHONE)
+    try:
+        fan.open("/")
+        fan.fill("#user-id", "6002")
+        fan.find("#login-form button").click()
+        fan.wait_visible('#concerts button[aria-label="Join the queue for Tiny Room"]').click()
+        fan.wait_visible("#step-wait")
+        assert not fan.visible("#sold-out")
+
+        # When the buyer holds and pays for the only seat
+        queue = {**buyer, "X-Queue-Token": token["token"], "Prefer": "wait=5"}
+        seat = concert["schedules"][0]["scheduleId"]
+        seats = api.get(f"/schedules/{seat}/seats", headers=queue)[2]["seats"]
+        held = api.post("/reservations", {"scheduleId": seat, "seatId": seats[0]["seatId"]}, headers=queue)
+        assert held[0] == 201, held
+        api.post("/users/6001/points/charge", {"amount": 10}, headers=buyer)
+        paid = api.post("/payments", {"reservationId": held[2]["reservationId"]}, headers=queue)
+        assert paid[0] == 201, paid
+
+        # Then the waiting fan's page says the concert is sold out
+        fan.wait_visible("#sold-out", timeout=15)
+        assert "Sold out" in fan.text("#sold-out")
+        fan.shot("sold-out")
+        assert _script_errors(fan) == []
+    finally:
+        fan.close()
