@@ -45,3 +45,29 @@ def run_script(script: Any, *, keys: Sequence[Any], args: Sequence[Any], client:
     if isinstance(client, ClusterPipeline):
         return client.execute_command("EVAL", script.script, len(keys), *keys, *args)
     return script(keys=list(keys), args=list(args), client=client)
+
+
+def scripts_in_one_round_trip(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any]:
+    """Run several registered scripts (script, keys, args) in one pipelined round trip; their replies.
+
+    EVALSHA directly (redis-py's pipeline would first ask SCRIPT EXISTS: a second round trip on
+    every call); scripts a server does not know yet are loaded and the batch is sent once more.
+    On a Redis Cluster the scripts go as EVAL (see run_script), one round trip per node.
+    """
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            if is_cluster(client):
+                pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+            else:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+        if attempt == 1 and any(isinstance(r, rex.NoScriptError) for r in replies):
+            for script, _, _ in calls:
+                client.script_load(script.script)
+            continue
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return list(replies)
+    raise AssertionError("unreachable")

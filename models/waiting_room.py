@@ -28,6 +28,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -179,8 +180,16 @@ class WaitingRoom:
         A poll (touch) of a WAITING token records the poll time, which keeps the place alive, and
         is refused with RateLimited when it comes more than 20 % before the last pollAfterMs.
         """
+        script, keys, args = self.status_call(token=token, touch=touch)
+        return self.status_from(token=token, found=script(keys=keys, args=args))
+
+    def status_call(self, *, token: str, touch: bool = False) -> tuple[Any, list[str], list[str | int]]:
+        """The poll script's (script, keys, args), to run in one round trip with other reads."""
         concert_id = concert_of_token(token)
-        found = self._poll(keys=[f"{_tag(concert_id)}:waiting"], args=[*self._args(concert_id), token, int(touch)])
+        return self._poll, [f"{_tag(concert_id)}:waiting"], [*self._args(concert_id), token, int(touch)]
+
+    def status_from(self, *, token: str, found: Any) -> QueueToken:
+        """The QueueToken of a poll script's reply (TokenInvalid, or RateLimited for an early poll)."""
         if not found:
             raise TokenInvalid("the queue token is unknown or has expired")
         if found[0] == b"EARLY" or found[0] == "EARLY":

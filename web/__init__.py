@@ -55,6 +55,7 @@ def _attach_services(app: Flask, services: Services) -> None:
     """The process services and the Redis-backed domain objects the routes use, on app.extensions."""
     from models.prequeue import PreQueue
     from models.queue_controls import QueueControls
+    from models.seat_pages import SeatPages
 
     s = services.settings
     app.extensions["services"] = services
@@ -62,6 +63,7 @@ def _attach_services(app: Flask, services: Services) -> None:
     app.extensions["queue_controls"] = QueueControls(services.redis)
     app.extensions["prequeue"] = PreQueue(services.redis, waiting_ttl=s.waiting_ttl)
     app.extensions["catalogue_cache"] = cache = services.catalogue_cache()
+    app.extensions["seat_pages"] = SeatPages(services.redis, cache, ttl_s=s.cache_seats_ttl)
     _warm(cache)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Request, Response, current_app, jsonify
 from pydantic import BaseModel
@@ -15,6 +16,8 @@ from config.settings import Settings
 from models.db import MAX_ID
 from models.errors import ValidationError
 from web.schemas import Problem
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _message(error: dict[str, Any]) -> str:
@@ -55,6 +58,25 @@ spec = SpecTree(
         SecurityScheme(name="adminToken", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer")),
     ],
 )
+
+
+def described(**validate_args: Any) -> Callable[[F], F]:
+    """Document a route in the OpenAPI document exactly as `spec.validate(...)` would, without
+    spectree's per-request wrapper (~60 µs a request on this machine, a fifth of /healthz).
+
+    For the hot routes that have no body or query for spectree to validate (or validate their
+    few query parameters themselves): spectree keeps what its decorator declared per function,
+    so the plain view is given the wrapper's entry, and Flask calls the view directly.
+    """
+
+    def decorate(view: F) -> F:
+        wrapped = spec.validate(skip_validation=True, **validate_args)(view)
+        metadata = spec.get_function_metadata(wrapped)
+        assert metadata is not None
+        spec._function_metadata[view] = metadata
+        return view
+
+    return decorate
 
 
 _PATH_ID = re.compile(r"([0-9]{1,19})(?:\.0+)?")

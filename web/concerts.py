@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from pydantic import ValidationError as PydanticValidationError
 from spectree import Response as Resp
 
 from models import concerts, draws
 from models.cache import CatalogueCache
-from web.api import parse_id, respond, spec
-from web.gate import queue_gate
+from models.errors import ValidationError
+from models.seat_pages import SeatMapView, SeatPages
+from web.api import described, parse_id, respond, spec
+from web.gate import _same_concert, require_active_with
 from web.schemas import Problem
 from web.schemas.catalogue import (
     ConcertList,
@@ -17,11 +22,15 @@ from web.schemas.catalogue import (
     ScheduleList,
     ScheduleOut,
     SeatMap,
-    SeatOut,
     SeatQuery,
 )
 
 bp = Blueprint("concerts", __name__)
+
+
+def seat_pages() -> SeatPages:
+    """The app's rendered seat-map pages."""
+    return current_app.extensions["seat_pages"]  # type: ignore[no-any-return]
 
 
 def catalogue() -> CatalogueCache:
@@ -72,16 +81,30 @@ def list_schedules(concert_id: str) -> Response:
 
 
 @bp.get("/schedules/<schedule_id>/seats")
-@queue_gate
-@spec.validate(
+@described(
     query=SeatQuery,
     resp=Resp(HTTP_200=SeatMap, HTTP_400=Problem, HTTP_401=Problem, HTTP_403=Problem, HTTP_404=Problem),
     tags=["catalogue"],
     security={"queueToken": []},
 )
-def seat_map(schedule_id: str, query: SeatQuery) -> Response:
-    """The seats of a schedule, optionally filtered by status."""
-    sid = parse_id(schedule_id, "scheduleId")
-    rows = catalogue().seat_map(schedule_id=sid, status=query.status)
-    seats = [SeatOut(seatId=s.seat_id, number=s.number, price=s.price, status=s.status) for s in rows]  # type: ignore[arg-type]
-    return respond(SeatMap(scheduleId=sid, seats=seats))
+def seat_map(schedule_id: str) -> Response:
+    """The seats of a schedule by number, optionally one status, from `fromNumber`, at most `limit`;
+    `ETag`, and 304 on a matching `If-None-Match`."""
+    view = _seat_map_view(parse_id(schedule_id, "scheduleId"), request.args)
+    pages = seat_pages()
+    token, (reply,) = require_active_with([pages.read_call(view)])  # one round trip when cached
+    _same_concert(token, concerts.concert_id_of_schedule(schedule_id=view.schedule_id))
+    page = pages.page(view, reply)
+    if page.etag in request.headers.get("If-None-Match", ""):
+        return Response(status=304, headers={"ETag": page.etag})
+    return Response(page.body, mimetype="application/json", headers={"ETag": page.etag, "Cache-Control": "no-cache"})
+
+
+def _seat_map_view(schedule_id: int, args: Any) -> SeatMapView:
+    """The query of a seat map, checked by SeatQuery's rules (unknown parameters are a 400)."""
+    try:
+        query = SeatQuery.model_validate(args.to_dict())
+    except PydanticValidationError as exc:
+        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "query", "message": e["msg"]} for e in exc.errors()]
+        raise ValidationError("the query does not match the schema", errors=fields) from None
+    return SeatMapView(schedule_id, query.status, query.fromNumber, query.limit)

@@ -15,6 +15,7 @@ from flask import current_app, g, request
 
 from models import concerts, reservations
 from models.errors import Forbidden, TokenMissing, TokenNotActive
+from models.redis_support import scripts_in_one_round_trip
 from models.reservations import ReservationView
 from models.waiting_room import ACTIVE, QueueToken, WaitingRoom
 from web.api import parse_id
@@ -33,10 +34,28 @@ def require_active(concert_id: int | None = None, *, claimed_user_id: int | None
 
     `claimed_user_id` is a userId the request body names: it must be the token's user.
     """
+    return _accept(waiting_room().status(token=_token(), touch=False), concert_id, claimed_user_id)
+
+
+def require_active_with(calls: list[tuple[Any, Any, Any]]) -> tuple[QueueToken, list[Any]]:
+    """require_active() and these read scripts in one round trip: the token and the scripts' replies.
+
+    The replies are read only after the token passed, so nothing leaks to a caller without one.
+    """
+    room = waiting_room()
+    token = _token()
+    found, *replies = scripts_in_one_round_trip(room.r, [room.status_call(token=token), *calls])
+    return _accept(room.status_from(token=token, found=found), None, None), replies
+
+
+def _token() -> str:
     token = request.headers.get(HEADER, "").strip()
     if not token:
         raise TokenMissing(f"send the queue token in the {HEADER} header")
-    info = waiting_room().status(token=token, touch=False)
+    return token
+
+
+def _accept(info: QueueToken, concert_id: int | None, claimed_user_id: int | None) -> QueueToken:
     if info.status != ACTIVE:
         raise TokenNotActive(f"the token is still waiting (rank {info.rank}); poll GET /api/v1/queue/token")
     if concert_id is not None:

@@ -14,7 +14,7 @@ from models.db import utcnow
 from models.errors import NotFound, TokenMissing
 from models.prequeue import PreQueue, PrequeuedToken
 from models.waiting_room import QueueToken, concert_of_token
-from web.api import respond, settings, spec
+from web.api import described, respond, settings, spec
 from web.gate import HEADER, waiting_room
 from web.limits import limiter, user_key
 from web.queue_controls import queue_controls
@@ -106,11 +106,8 @@ def issue(json: TokenIn) -> Response:
 
 @bp.get("/queue/token")
 @limiter.exempt  # paced instead: the poll script itself refuses an early poll (429 with Retry-After)
-@spec.validate(
-    resp=Resp(HTTP_200=TokenOut, HTTP_401=Problem, HTTP_429=Problem),
-    tags=["queue"],
-    security={"queueToken": []},
-    skip_validation=True,  # no request body or query to validate; the body is TokenOut (tested)
+@described(
+    resp=Resp(HTTP_200=TokenOut, HTTP_401=Problem, HTTP_429=Problem), tags=["queue"], security={"queueToken": []}
 )
 def poll() -> Response:
     """A token's status, rank, wait estimate and pollAfterMs; a poll keeps a waiting place alive,

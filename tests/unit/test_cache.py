@@ -21,7 +21,7 @@ from models.cache import CatalogueCache, sched_key, schedule_keys
 from models.concerts import AVAILABLE, HELD, RESERVED, NewSchedule, Seat, create_concert
 from models.db import utcnow
 from models.reservations import Reservation
-from tests.support.helpers import queue_headers
+from tests.support.helpers import problem_of, queue_headers
 from web import create_app
 from workers import payments as payment_actors
 from workers import reservations as reservation_actors
@@ -297,3 +297,41 @@ def test_metrics_count_cache_misses_rebuilds_hits_and_fallbacks(app, client, dem
         ("seats", "rebuild"): 1,
         ("seats", "hit"): 1,
     }
+
+
+# --- the seat map as ready JSON bytes: ETag, 304, pages, strict query ---------------------------
+def test_a_seat_map_is_served_with_an_etag_and_304_until_a_seat_changes(app, client, demo):
+    headers = queue_headers(client, 1, demo.concert_id)
+    url = f"{API}/schedules/{demo.schedule_id}/seats"
+    first = client.get(url, headers=headers)
+    etag = first.headers["ETag"]
+
+    again = client.get(url, headers={**headers, "If-None-Match": etag})
+
+    assert (first.status_code, again.status_code, again.get_data()) == (200, 304, b"")
+    assert again.headers["ETag"] == etag
+    app.extensions["catalogue_cache"].seat_changed(
+        schedule_id=demo.schedule_id, seat_id=demo.seat_id, number=10, price=50_000, status=HELD
+    )
+    changed = client.get(url, headers={**headers, "If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != etag
+    assert [s["status"] for s in changed.get_json()["seats"] if s["number"] == 10] == [HELD]
+    held = client.get(f"{url}?status=HELD", headers=headers).get_json()
+    assert [s["number"] for s in held["seats"]] == [10]
+
+
+def test_a_large_seat_map_is_read_in_pages_and_unknown_query_parameters_are_refused(client, demo):
+    headers = queue_headers(client, 1, demo.concert_id)
+    url = f"{API}/schedules/{demo.schedule_id}/seats"
+
+    numbers, start = [], 1
+    while start is not None:
+        page = client.get(f"{url}?fromNumber={start}&limit=20", headers=headers).get_json()
+        assert len(page["seats"]) <= 20
+        numbers += [s["number"] for s in page["seats"]]
+        start = page["nextFromNumber"]
+
+    assert numbers == list(range(1, 51))
+    for bad in ("limit=0", "fromNumber=0", "status=SOLD", "limt=5", "section=A"):
+        response = client.get(f"{url}?{bad}", headers=headers)
+        assert (response.status_code, problem_of(response)["code"]) == (400, "VALIDATION_ERROR"), bad

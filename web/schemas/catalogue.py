@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import (
-    BaseModel,
-)
+from pydantic import BaseModel, ConfigDict, Field
 
+from models.db import MAX_ID
 from web.schemas import Out, UtcDateTime
 
 
@@ -54,16 +53,21 @@ class SeatOut(Out):
 
 
 class SeatMap(Out):
-    """A schedule's seats."""
+    """A schedule's seats (one page of them when the query has a `limit`)."""
 
     scheduleId: int
     seats: list[SeatOut]
+    nextFromNumber: int | None = Field(None, description="the next page's fromNumber; null on the last page")
 
 
 class SeatQuery(BaseModel):
-    """Seat map filter."""
+    """Seat map filter and page: one status or all; seats numbered from fromNumber, at most limit."""
+
+    model_config = ConfigDict(extra="forbid")
 
     status: SeatStatus | None = None
+    fromNumber: int = Field(1, ge=1, le=MAX_ID)
+    limit: int | None = Field(None, ge=1, le=10_000)
 
 
 class FairnessOut(Out):
