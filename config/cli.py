@@ -8,18 +8,23 @@ everywhere: `configuration error: <NAME> ...`, exit status 2.
 from __future__ import annotations
 
 import logging
+import sys
 
+from config import logs
 from config.settings import Settings, settings_or_exit
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-NOISY = ("kafka",)  # libraries whose INFO lines drown ours
+NOISY = ("kafka",)  # libraries whose INFO lines drown ours (config.logs.QUIET has them all)
 
 
 def setup_logging(*, quiet: tuple[str, ...] = NOISY) -> None:
-    """INFO to stderr with timestamps; `quiet` loggers only from WARNING."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    """config.logs.setup (LOG_LEVEL, LOG_FORMAT); a bad value is one line naming it, exit 2."""
+    try:
+        logs.setup()
+    except logs.LoggingConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     for name in quiet:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
 
 
 def start(*, quiet: tuple[str, ...] = NOISY) -> Settings:

@@ -14,6 +14,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from config import logs
+from config.cli import setup_logging
 from config.settings import Settings, settings_or_exit
 
 log = logging.getLogger("embedded")
@@ -68,13 +70,18 @@ BACKGROUND.append(_start_scheduler)
 
 
 def _prepare(settings: Settings) -> Any:
-    """Migrate, seed the demo concert, build the app and start the background parts."""
+    """Migrate, seed the demo concert, build the app (its cache warm-up sees the schema), start the rest."""
+    from config.bootstrap import bootstrap
     from models import schema, seed
     from web import create_app
 
+    bootstrap(settings)
+    applied = schema.migrate()
+    log.info("schema: %s", f"applied {', '.join(applied)}" if applied else "up to date")
+    demo = seed.seed_demo()
+    if demo:
+        log.info("demo concert %s created", demo)
     app = create_app(settings)
-    schema.migrate()
-    seed.seed_demo()
     for start in BACKGROUND:
         _stops.append(start(settings))
     return app
@@ -95,6 +102,7 @@ class EmbeddedServer(BaseApplication):  # type: ignore[misc]
         self.cfg.set("timeout", 60)
         self.cfg.set("graceful_timeout", 10)
         self.cfg.set("worker_exit", lambda server, worker: [stop() for stop in _stops])
+        self.cfg.set("logconfig_dict", logs.dict_config(*logs.read_env(), server_level="WARNING"))
 
     def load(self) -> Any:
         return _prepare(self.settings_)
@@ -115,6 +123,8 @@ def redacted(url: str) -> str:
 def main() -> None:
     """Read settings (embedded defaults), print how to use it, serve until Ctrl-C."""
     os.environ.setdefault("ADMIN_TOKEN", "dev-admin-token")
+    os.environ.setdefault("ACCESS_LOG", "1")
+    setup_logging()
     settings = settings_or_exit()
     base = f"http://{settings.host}:{settings.port}/api/v1"
     print(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import tempfile
 
+from config import logs
 from config.settings import Settings, SettingsError
 
 try:
     _settings = Settings.from_env()
-except SettingsError as exc:  # one line naming the variable, then exit
+    logconfig_dict = logs.dict_config(*logs.read_env())  # LOG_LEVEL, LOG_FORMAT; ACCESS_LOG: web/requestlog.py
+except (SettingsError, logs.LoggingConfigError) as exc:  # one line naming the variable, then exit
     raise SystemExit(f"configuration error: {exc}") from None
 
 bind = f"{_settings.host}:{_settings.port}"
@@ -19,7 +21,6 @@ threads = int(os.environ.get("WEB_THREADS", "8"))
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
-accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 
 # prometheus-client multiprocess mode: every worker writes its samples into this directory.

@@ -49,7 +49,19 @@ def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) ->
         return c.limit(s.active_limit), c.per_pass(s.admit_interval)
 
     def admit() -> None:
-        room.admit_all(is_sold_out=lambda concert_id: concerts.is_sold_out(concert_id=concert_id), controls=operator)
+        passes = room.admit_all(
+            is_sold_out=lambda concert_id: concerts.is_sold_out(concert_id=concert_id), controls=operator
+        )
+        moved = [a for a in passes if a.admitted or a.dropped]
+        if moved:  # one line per pass, and none while nothing moves (an idle service stays quiet)
+            log.info(
+                "admission: %s",
+                "; ".join(
+                    f"concert {a.concert_id} admitted {a.admitted}, dropped {a.dropped}, "
+                    f"waiting {a.waiting}, active {a.active}"
+                    for a in moved
+                ),
+            )
 
     scheduler.add_job(
         lease.tick, "interval", seconds=2, id="leader-lease", max_instances=1, coalesce=True, next_run_time=_now()

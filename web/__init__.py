@@ -9,6 +9,7 @@ from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
 
 from config.bootstrap import Services, bootstrap
+from config.logs import access_log_enabled
 from config.settings import Settings
 from models.db import db
 from models.errors import ValidationError
@@ -29,7 +30,7 @@ class SafeJSONProvider(DefaultJSONProvider):
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: services from bootstrap, blueprints under /api/v1, problem+json errors."""
-    from web import errors, limits, metrics, queue_controls
+    from web import errors, limits, metrics, queue_controls, requestlog
     from web.api import spec
 
     services = bootstrap(settings)
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json = SafeJSONProvider(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = False
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    requestlog.install(app, access_log=access_log_enabled())  # first: every later hook's lines carry the id
     _attach_services(app, services)
     errors.register(app)  # before the limiter: its after_request must see the limiter's headers
     limits.init(app, services.settings)

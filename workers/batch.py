@@ -22,6 +22,7 @@ acknowledged only after all of it ran: a crash redelivers it, and finished jobs 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from models.db import db
 from models.errors import problem_of
 from models.redis_support import ANY_REDIS_ERROR
 from models.reservations import rejection_for
+from workers import jobstats
 from workers.dispatch import actor_of, handle
 from workers.jobs import OPEN_KEY, JobStore, dropped
 from workers.reservations import hold_seat
@@ -125,11 +127,19 @@ class SeatBatch:
         except ANY_REDIS_ERROR as exc:
             log.warning("bulk rejection failed (%s); these holds take the serial path", exc)
             results = [0] * len(batch)
+        answered, now = [], _ms()
         for (message, _), done in zip(batch, results, strict=True):
             if int(done):
                 self.rejected += 1
+                answered.append(
+                    ("hold", "failed", max(0.0, (now - int(message.kwargs.get("enqueued_ms", now))) / 1000))
+                )
             else:
                 self.handler(message)
+        if answered:
+            log.info("%s hold(s) on taken seats answered in one batch", len(answered))
+            with contextlib.suppress(*ANY_REDIS_ERROR):  # only the metric is lost
+                jobstats.record(self.r, answered)
 
 
 def _is_hold(message: MessageProxy) -> bool:

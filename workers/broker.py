@@ -34,6 +34,7 @@ from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
+from config.logs import REQUEST_ID
 from models.redis_support import is_cluster, run_script
 
 
@@ -127,7 +128,11 @@ def send(
     pbroker = partition_broker(broker, partition)
     pbroker.declare_queue(queue)
     message: Message[Any] = Message(queue_name=queue, actor_name=actor.name, args=(), kwargs=kwargs, options={})
-    message = message.copy(options={"redis_message_id": str(uuid4())})
+    options = {"redis_message_id": str(uuid4())}
+    request_id = REQUEST_ID.get()
+    if request_id:  # the worker's log lines about this message name the request that sent it
+        options["request_id"] = request_id
+    message = message.copy(options=options)
     pipe = pbroker.client.pipeline(transaction=False)
     if before is not None:
         if is_cluster(pipe):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 import peewee as pw
 from dramatiq.broker import MessageProxy
 
 from config.bootstrap import current
+from config.logs import job_context
 from models.db import db
 from models.errors import Unavailable, problem_of
 from models.redis_support import ANY_REDIS_ERROR, REDIS_ERRORS
@@ -37,6 +40,11 @@ def handle(message: MessageProxy) -> None:
     if fn is None:
         log.error("dropping message %s for unknown actor %r", message.message_id, message.actor_name)
         return
+    with job_context(message.kwargs.get("job_id"), message.options.get("request_id")):
+        _handle(message, fn)
+
+
+def _handle(message: MessageProxy, fn: Callable[..., Any]) -> None:
     for attempt, pause in enumerate((*BACKOFF, None)):
         try:
             with db.connection_context():

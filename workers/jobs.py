@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,7 +26,10 @@ import redis
 
 from config.bootstrap import current
 from models.errors import DomainError, IdempotencyKeyReused, Unavailable, problem_of
-from models.redis_support import run_script
+from models.redis_support import ANY_REDIS_ERROR, run_script
+from workers import jobstats
+
+log = logging.getLogger("workers.jobs")
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
 TERMINAL = (SUCCEEDED, FAILED)
@@ -238,27 +242,53 @@ def dropped(stale_after_s: float) -> Unavailable:
     return Unavailable(f"the request waited more than {stale_after_s:g} s in the queue and was dropped; send it again")
 
 
-def run_job(store: JobStore, job_id: str, *, enqueued_ms: int, stale_after_s: float, work: Any) -> None:
+def run_job(
+    store: JobStore, job_id: str, *, enqueued_ms: int, stale_after_s: float, work: Any, job_type: str = "job"
+) -> None:
     """The adapter every job actor uses: RUNNING, stale check, call the domain, SUCCEEDED/FAILED.
 
     Expected domain errors are results (FAILED with the problem), not retries. A job that is
     already terminal (a redelivered message, or one the sweeper failed) is left alone.
     `work(redelivered)` learns whether an earlier attempt of this job may have run (the record
     was already RUNNING): only then must the domain look for that attempt's effect first.
-    Anything else propagates so the consumer can retry the message.
+    Anything else propagates so the consumer can retry the message. Each outcome is one INFO
+    line (with the request and job ids, config.logs) and a count in workers.jobstats.
     """
     previous = store.start(job_id)
     if previous in TERMINAL or previous == "MISSING":
         return
     if previous == QUEUED and _ms() - enqueued_ms > stale_after_s * 1000:
-        store.fail(job_id, problem_of(dropped(stale_after_s)))
+        error = dropped(stale_after_s)
+        _finished(store, job_type, enqueued_ms, store.fail(job_id, problem_of(error)), error=error)
         return
     try:
         result = work(previous == RUNNING)
     except DomainError as exc:
-        store.fail(job_id, problem_of(exc))
+        _finished(store, job_type, enqueued_ms, store.fail(job_id, problem_of(exc)), error=exc)
         return
-    store.succeed(job_id, result)
+    _finished(store, job_type, enqueued_ms, store.succeed(job_id, result), result=result)
+
+
+_SUMMARY_FIELDS = ("reservationId", "paymentId", "seatId", "seatNumber", "status", "amount", "balance", "expiresAt")
+
+
+def _finished(
+    store: JobStore, job_type: str, enqueued_ms: int, recorded: bool, *, result: Any = None, error: Any = None
+) -> None:
+    """Log and count an outcome this call recorded (a redelivery that found it done stays silent)."""
+    if not recorded:
+        return
+    seconds = max(0.0, (_ms() - enqueued_ms) / 1000)
+    if error is None:
+        fields = result if isinstance(result, dict) else {}
+        summary = " ".join(f"{k}={fields[k]}" for k in _SUMMARY_FIELDS if k in fields)
+        log.info("%s succeeded in %.0f ms: %s", job_type, seconds * 1000, summary)
+    else:
+        log.info("%s failed in %.0f ms: %s %s", job_type, seconds * 1000, getattr(error, "code", "ERROR"), error)
+    try:
+        jobstats.record(store.r, [(job_type, "failed" if error is not None else "succeeded", seconds)])
+    except ANY_REDIS_ERROR as exc:  # the outcome is recorded; only the metric is lost
+        log.warning("could not count the outcome of a %s job: %s", job_type, exc)
 
 
 def sweep_jobs() -> int:

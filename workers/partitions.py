@@ -173,18 +173,25 @@ class PartitionWorker:
                 self._stop_consumers([p], release=False)
 
         if len(self.consumers) < share:
-            start = random.randrange(self.partitions)
-            for i in range(self.partitions):
-                p = (start + i) % self.partitions
-                if p in self.consumers:
-                    continue
-                if self.leases.take(LEASE_PREFIX + str(p)):
-                    consumer = PartitionConsumer(self.broker, p, self.handler, self.batch, batch_size=self.batch_size)
-                    self.consumers[p] = consumer
-                    consumer.start()
-                    log.info("%s claimed partition %s", self.member, p)
-                    if len(self.consumers) >= share:
-                        break
+            self._claim(share)
+
+    def _claim(self, share: int) -> None:
+        """Claim free partitions (from a random start) up to the fair share; one log line for all."""
+        claimed = []
+        start = random.randrange(self.partitions)
+        for i in range(self.partitions):
+            p = (start + i) % self.partitions
+            if p in self.consumers:
+                continue
+            if self.leases.take(LEASE_PREFIX + str(p)):
+                consumer = PartitionConsumer(self.broker, p, self.handler, self.batch, batch_size=self.batch_size)
+                self.consumers[p] = consumer
+                consumer.start()
+                claimed.append(p)
+                if len(self.consumers) >= share:
+                    break
+        if claimed:
+            log.info("%s claimed partition(s) %s; owns %s", self.member, _ranges(claimed), _ranges(self.owned))
 
     def run(self) -> None:
         """Tick until stop() is called, then drain and release everything."""
@@ -233,3 +240,21 @@ class PartitionWorker:
             for consumer in consumers:
                 with contextlib.suppress(*ANY_REDIS_ERROR):
                     self.leases.release(LEASE_PREFIX + str(consumer.partition))
+            if consumers:
+                log.info(
+                    "%s released partition(s) %s; owns %s",
+                    self.member,
+                    _ranges([c.partition for c in consumers]),
+                    _ranges(self.owned) or "none",
+                )
+
+
+def _ranges(partitions: list[int]) -> str:
+    """A compact list of partition numbers: [0, 1, 2, 5] -> "0-2,5"."""
+    runs: list[list[int]] = []
+    for p in sorted(partitions):
+        if runs and runs[-1][1] == p - 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

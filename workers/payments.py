@@ -26,4 +26,5 @@ def pay(*, job_id: str, user_id: int, reservation_id: int, idempotency_key: str 
         enqueued_ms=enqueued_ms,
         stale_after_s=current().settings.job_stale_after,
         work=work,
+        job_type="pay",
     )

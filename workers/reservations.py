@@ -6,11 +6,15 @@ the catalogue cache (after the commit: the cache never shows a state the databas
 
 from __future__ import annotations
 
+import logging
+
 from config.bootstrap import current
 from models import reservations
 from workers.broker import actor, send
 from workers.cache import write_through
 from workers.jobs import JobStore, run_job
+
+log = logging.getLogger("workers.reservations")
 
 
 def _store() -> JobStore:
@@ -35,7 +39,7 @@ def hold_seat(*, job_id: str, user_id: int, schedule_id: int, seat_id: int, enqu
         write_through(view)
         return reservations.reservation_json(view)
 
-    run_job(_store(), job_id, enqueued_ms=enqueued_ms, stale_after_s=s.job_stale_after, work=work)
+    run_job(_store(), job_id, enqueued_ms=enqueued_ms, stale_after_s=s.job_stale_after, work=work, job_type="hold")
 
 
 @actor("cancel_reservation")
@@ -47,7 +51,8 @@ def cancel_reservation(*, job_id: str, user_id: int, reservation_id: int, enqueu
         write_through(view)
         return reservations.reservation_json(view)
 
-    run_job(_store(), job_id, enqueued_ms=enqueued_ms, stale_after_s=current().settings.job_stale_after, work=work)
+    stale = current().settings.job_stale_after
+    run_job(_store(), job_id, enqueued_ms=enqueued_ms, stale_after_s=stale, work=work, job_type="cancel")
 
 
 @actor("expire_hold")
@@ -56,6 +61,7 @@ def expire_hold(*, reservation_id: int) -> None:
     view = reservations.expire_hold(reservation_id=reservation_id)
     if view is not None:
         write_through(view)
+        log.info("hold expired: reservationId=%s seatId=%s userId=%s", view.reservation_id, view.seat_id, view.user_id)
 
 
 def enqueue_expiries(*, limit: int = 500) -> int:

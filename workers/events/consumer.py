@@ -47,8 +47,15 @@ def handle_payment_completed(value: bytes | str) -> bool:
     services = current()
     if services.redis.exists(done_key(event_id)):
         return False
-    services.waiting_room().expire_user(user_id=user_id, concert_id=concert_id)
+    ended = services.waiting_room().expire_user(user_id=user_id, concert_id=concert_id)
     services.redis.set(done_key(event_id), 1, ex=7 * 86_400)
+    log.info(
+        "PaymentCompleted %s consumed: user %s's queue token for concert %s %s",
+        event_id,
+        user_id,
+        concert_id,
+        "ended" if ended else "was already gone",
+    )
     return True
 
 
@@ -161,6 +168,7 @@ class _Poll:
                 ("original-offset", str(rec.offset).encode()),
             ],
         ).get(timeout=10)
+        log.warning("dead-lettered %s[%s]@%s after %s attempts: %s", *_where(rec), attempts, error)
         _stat(self.redis, "dead_lettered_total")
 
 

@@ -82,6 +82,7 @@ class InProcessBus:
                 handle_payment_completed, row.payload.encode(), retries=RETRIES, interval=0.05
             )
             if not ok:
+                log.warning("event %s dead-lettered after %s attempts: %s", row.id, attempts, error)
                 current().redis.rpush(
                     INPROCESS_KEY,
                     json.dumps({"error": error, "attempts": attempts, "topic": row.topic, "value": row.payload}),
@@ -145,6 +146,8 @@ def relay_outbox() -> int:
     )
     if result.failed_attempts:
         _drop_publisher(pub)  # an idempotent producer does not recover from a long outage: start afresh
+    if result.published:
+        log.info("outbox: published %s event(s)", result.published)
     if result.claimed:
         pipe = services.redis.pipeline()
         pipe.hincrby(STATS_KEY, "published_total", result.published)
