@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.api_client import ApiClient
-from tests.e2e.test_embedded_e2e import ROOT, _free_port
+from tests.support.api_client import ApiClient
+from tests.support.helpers import free_port
+from tests.support.procs import ROOT
 
 pytestmark = pytest.mark.e2e
 IDLE_SECONDS = 60
@@ -35,7 +36,7 @@ def _wait_for(path: Path, needle: str, timeout: float = 60) -> None:
 
 
 def test_make_run_is_quiet_when_idle_and_logs_json_lines_with_request_and_job_ids(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
     env.update(PORT=str(port), DATABASE_URL=f"sqlite:///{tmp_path / 'concert.db'}", LOG_FORMAT="json")
     env.pop("LOG_LEVEL", None)

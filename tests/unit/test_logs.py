@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from config import logs
-from tests.conftest import worker_thread
+from tests.support.helpers import worker_thread
 from tests.unit.test_pipeline import Demo, active_token, demo, finished_job, hold  # noqa: F401
 
 API = "/api/v1"

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from tests.support.helpers import problem_of
 
-UNDOCUMENTED = {"/openapi.json", "/docs", "/docs/assets/<path:filename>", "/metrics"}
+UNDOCUMENTED = {"/openapi.json", "/docs", "/docs/assets/<path:filename>"}
 
 
 class _Refs(HTMLParser):
@@ -75,7 +75,7 @@ def test_readyz_reports_every_dependency_ok(client: FlaskClient) -> None:
     response = client.get("/api/v1/readyz")
 
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok", "broker": "ok"}}
+    assert response.get_json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok", "broker": "disabled"}}
 
 
 def test_metrics_count_each_request_by_route(client: FlaskClient) -> None:
@@ -89,6 +89,51 @@ def test_metrics_count_each_request_by_route(client: FlaskClient) -> None:
     assert response.mimetype == "text/plain"
     assert "# TYPE http_requests_total counter" in response.get_data(as_text=True)
     assert requests_counted(client, "/api/v1/healthz") == before + 2
+
+
+def test_metrics_are_served_at_the_root_too_and_name_the_sale_series(client: FlaskClient) -> None:
+    from models.seed import seed_demo
+
+    concert_id = seed_demo()
+    client.post("/api/v1/queue/tokens", json={"userId": 1, "concertId": concert_id})
+
+    root = client.get("/metrics")
+    text = root.get_data(as_text=True)
+
+    assert root.status_code == 200 and root.mimetype == "text/plain"
+    for series in (
+        f'waiting_room_waiting{{concert="{concert_id}"}}',
+        f'waiting_room_active{{concert="{concert_id}"}} 1.0',
+        f'waiting_room_admitted_per_second{{concert="{concert_id}"}}',
+        f'seats{{concert="{concert_id}",state="available"}} 100.0',
+        f'seats{{concert="{concert_id}",state="held"}} 0.0',
+        f'seats{{concert="{concert_id}",state="sold"}} 0.0',
+        "# TYPE jobs_finished_total counter",
+        "# TYPE job_duration_seconds histogram",
+        "partition_queue_length",
+        "outbox_pending",
+        "consumer_lag",
+        "dead_lettered_total",
+    ):
+        assert series in text, series
+    assert "/metrics" in client.get("/api/v1/openapi.json").get_json()["paths"]
+
+
+def test_job_outcomes_and_durations_are_counted_per_type(client: FlaskClient) -> None:
+    from config.bootstrap import current
+    from workers import jobstats
+
+    jobstats.record(current().redis, [("hold", "succeeded", 0.004), ("hold", "failed", 0.3), ("pay", "succeeded", 40)])
+
+    text = client.get("/metrics").get_data(as_text=True)
+
+    assert 'jobs_finished_total{outcome="succeeded",type="hold"} 1.0' in text
+    assert 'jobs_finished_total{outcome="failed",type="hold"} 1.0' in text
+    assert 'job_duration_seconds_bucket{le="0.005",type="hold"} 1.0' in text
+    assert 'job_duration_seconds_bucket{le="0.5",type="hold"} 2.0' in text
+    assert 'job_duration_seconds_bucket{le="+Inf",type="pay"} 1.0' in text
+    assert 'job_duration_seconds_bucket{le="30",type="pay"} 0.0' in text
+    assert 'job_duration_seconds_count{type="hold"} 2.0' in text
 
 
 def test_metrics_label_by_route_template_not_by_raw_path(client: FlaskClient) -> None:
@@ -108,7 +153,9 @@ def test_openapi_is_3_1_and_documents_every_api_route(app: Flask, client: FlaskC
     assert document["openapi"].startswith("3.1")
     routes: dict[str, set[str]] = {}
     for rule in app.url_map.iter_rules():
-        if not rule.rule.startswith("/api/v1/") or rule.rule.removeprefix("/api/v1") in UNDOCUMENTED:
+        if rule.rule != "/metrics" and (
+            not rule.rule.startswith("/api/v1/") or rule.rule.removeprefix("/api/v1") in UNDOCUMENTED
+        ):
             continue
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
         routes.setdefault(path, set()).update(m.lower() for m in rule.methods or () if m not in ("HEAD", "OPTIONS"))
