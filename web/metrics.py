@@ -43,11 +43,13 @@ SCRAPE_TIME: list[Any] = []
 
 
 def install(app: Flask) -> None:
-    """Time every request and count it by route template and status; serve /metrics at the root too."""
-    from web.health import metrics_endpoint
+    """Time every request and count it by route template and status; serve /metrics at the root too.
 
+    The root route is the same view as `/api/v1/metrics` (web/health.py, registered before this),
+    so the OpenAPI document lists both.
+    """
     PIPELINE.app = app
-    app.add_url_rule("/metrics", "metrics_root", metrics_endpoint, methods=["GET"])
+    app.add_url_rule("/metrics", "metrics_root", app.view_functions["health.metrics_endpoint"], methods=["GET"])
 
     @app.before_request
     def _start() -> None:
