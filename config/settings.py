@@ -1,4 +1,11 @@
-"""Settings: read once from the environment into one frozen object, validated at start."""
+"""Settings: read once from the environment into one frozen object, validated at start.
+
+Hand-written on purpose (pydantic-settings was weighed, issue 12): its BaseSettings reads
+os.environ whenever one is constructed, while `Settings()` here is the documented defaults and
+nothing else (tests and the embedded runner build theirs with `Settings().with_(...)`), and
+`from_env(env)` takes any mapping; bending BaseSettings to that leaves plain pydantic plus
+custom sources. Each reader below is a few lines and gives the one-line error naming the variable.
+"""
 
 from __future__ import annotations
 
