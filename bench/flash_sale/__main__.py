@@ -1,0 +1,296 @@
+"""The driver of `python -m bench.flash_sale`: floors, the service, the sale, the checks, the bare floor, the report."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import redis
+
+from bench.common import write
+from bench.flash_sale import (
+    ADMIN_TOKEN,
+    BARE_PORT,
+    BIN,
+    FLOOR_THREADS,
+    PRICE,
+    ROOT,
+    SCHEDULES,
+    SEATS_PER_SCHEDULE,
+    WEB_PORT,
+    Interrupted,
+)
+from bench.flash_sale.checks import invariant_check, server_metrics, settle
+from bench.flash_sale.floors import raw_db_commit_rate, raw_redis_rate
+from bench.flash_sale.load import SellOutWatch, read_stats, run_locust
+from bench.flash_sale.report import print_table, sale_result
+from bench.flash_sale.service import (
+    Honcho,
+    charge_all,
+    create_concert,
+    fresh_database,
+    gunicorn,
+    stop_group,
+    wait_for_partitions,
+    wait_http,
+)
+from tests.support.api_client import ApiClient
+from tests.support.kafka_broker import TansuBroker
+
+SERVICE_ENV = {
+    "HOST": "127.0.0.1",
+    "ADMIN_TOKEN": ADMIN_TOKEN,
+    "WEB_CONCURRENCY": "2",
+    "ACTIVE_LIMIT": "100",
+    "PARTITIONS": "16",
+    "ADMIT_INTERVAL": "1",
+    "OUTBOX_INTERVAL": "1",
+    "RATE_LIMIT_ISSUE_IP": "100000/second",
+    "RATE_LIMIT_POLL_IP": "100000/second",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+@dataclass
+class Run:
+    """One run's sizes, places and the processes it started (stopped by `cleanup`, whatever happens)."""
+
+    quick: bool
+    workers: int
+    users: int
+    rate: float
+    run_time: str
+    bare_run_time: str
+    db_url: str
+    redis_url: str
+    tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flash-sale-")))
+    env: dict[str, str] = field(default_factory=dict)
+    honcho: Honcho | None = None
+    broker: TansuBroker | None = None
+    bare: subprocess.Popen[bytes] | None = None
+    watch: SellOutWatch | None = None
+
+    @property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+
+def parse(argv: list[str] | None) -> Run:
+    """The command line (and BENCH_DATABASE_URL / BENCH_REDIS_URL) as a Run."""
+    parser = argparse.ArgumentParser(prog="python -m bench.flash_sale", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1,000 fans, shorter timings (about a minute)")
+    parser.add_argument("--users", type=int, help="fans (default 5000, --quick 1000)")
+    parser.add_argument("--spawn-rate", type=float, help="fans arriving per second (default 500, --quick 200)")
+    parser.add_argument("--run-time", help="upper bound of the sale (default 180s, --quick 45s)")
+    parser.add_argument("--workers", type=int, default=1, help="Procfile `worker` processes (honcho -c worker=N)")
+    parser.add_argument("--bare-run-time", help="framework-floor run (default 20s, --quick 10s)")
+    args = parser.parse_args(argv)
+    return Run(
+        quick=args.quick,
+        workers=args.workers,
+        users=args.users or (1000 if args.quick else 5000),
+        rate=args.spawn_rate or (200 if args.quick else 500),
+        run_time=args.run_time or ("45s" if args.quick else "180s"),
+        bare_run_time=args.bare_run_time or ("10s" if args.quick else "20s"),
+        db_url=os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_flash"),
+        redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"),
+    )
+
+
+def parameters(run: Run) -> dict[str, Any]:
+    """What the run was, written beside its figures."""
+    return {
+        "mode": "quick" if run.quick else "full",
+        "users": run.users,
+        "spawn_rate_per_s": run.rate,
+        "run_time_limit": run.run_time,
+        "locust": "FastHttpUser, 1 process, -u users -r spawn_rate, each fan once (no respawn)",
+        "procfile": f"honcho start -c worker={run.workers} (web, worker x{run.workers}, scheduler, consumer)",
+        "web_concurrency": 2,
+        "web_threads": 8,
+        "partitions": 16,
+        "active_limit": 100,
+        "admit_interval_s": 1.0,
+        "outbox_interval_s": 1.0,
+        "rate_limits_raised": {"RATE_LIMIT_ISSUE_IP": "100000/second", "RATE_LIMIT_POLL_IP": "100000/second"},
+        "schedules": SCHEDULES,
+        "seats_per_schedule": SEATS_PER_SCHEDULE,
+        "price": PRICE,
+        "points_charged": f"{PRICE} to each fan through POST /users/{{id}}/points/charge before the sale",
+        "floor_threads": FLOOR_THREADS,
+        "bare_run_time": run.bare_run_time,
+    }
+
+
+def physical_floor(run: Run) -> dict[str, Any]:
+    """1. Raw Redis and raw DB commit rates on a quiet machine (a fresh database first)."""
+    fresh_database(run.db_url, run.env)
+    seconds = 2.0 if run.quick else 5.0
+    redis_rate = raw_redis_rate(run.redis_url, seconds)
+    db_rate, db_facts = raw_db_commit_rate(run.db_url, seconds)
+    print(f"floor: raw Redis {redis_rate:,.0f} INCR/s, raw DB {db_rate:,.0f} commits/s", flush=True)
+    return {"redis_rate": redis_rate, "db_rate": db_rate, "db_facts": db_facts}
+
+
+def start_service(run: Run, params: dict[str, Any], t0: float) -> tuple[int, list[int]]:
+    """2. The broker and the Procfile's processes; one concert; every fan charged. (concert, schedules)"""
+    run.broker = TansuBroker()
+    run.broker.start()
+    run.env["KAFKA_BOOTSTRAP_SERVERS"] = run.broker.bootstrap
+    run.env["PROMETHEUS_MULTIPROC_DIR"] = str(run.tmp / "metrics")
+    run.honcho = Honcho(run.env, run.workers, run.tmp / "honcho.log")
+    api = ApiClient(f"http://127.0.0.1:{WEB_PORT}/api/v1")
+    wait_http(f"http://127.0.0.1:{WEB_PORT}/api/v1/readyz", 60, run.honcho.proc)
+    wait_for_partitions(run.redis, 16)
+    concert_id, schedule_ids = create_concert(api)
+    charge_s = charge_all(WEB_PORT, run.users, PRICE)
+    params["charge_seconds"] = round(charge_s, 1)
+    params["startup_seconds"] = round(time.perf_counter() - t0, 1)
+    print(
+        f"ready in {params['startup_seconds']} s: concert {concert_id}, schedules {schedule_ids}, "
+        f"{run.users} fans charged in {charge_s:.1f} s",
+        flush=True,
+    )
+    return concert_id, schedule_ids
+
+
+def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
+    """3. The fans (locust) while the sell-out watch reads the database."""
+    run.watch = SellOutWatch(run.db_url)
+    run.watch.start()
+    started = time.time()
+    locust_env = {
+        **run.env,
+        "FLASH_CONCERT_ID": str(concert_id),
+        "FLASH_SCHEDULES": ",".join(map(str, schedule_ids)),
+        "FLASH_USER_BASE": "1",
+        "FLASH_USERS": str(run.users),
+        "FLASH_OUTCOMES": str(run.tmp / "outcomes.json"),
+    }
+    rc, seconds, cpu = run_locust(
+        f"http://127.0.0.1:{WEB_PORT}", run.users, run.rate, run.run_time, run.tmp / "sale", locust_env,
+        run.tmp / "locust-sale.log",
+    )  # fmt: skip
+    run.watch.done.set()
+    run.watch.join(timeout=5)
+    outcomes: dict[str, int] = {}
+    for path in glob.glob(str(run.tmp / "outcomes.json.*")):
+        for k, v in json.loads(Path(path).read_text()).items():
+            outcomes[k] = outcomes.get(k, 0) + int(v)
+    print(f"sale: locust exit {rc} after {seconds:.1f} s; outcomes {outcomes}", flush=True)
+    return {"rc": rc, "seconds": seconds, "cpu": cpu, "started": started, "outcomes": outcomes,
+            "endpoints": read_stats(run.tmp / "sale"), "watch": run.watch}  # fmt: skip
+
+
+def after_sale(run: Run) -> dict[str, Any]:
+    """4. Settle, read the server's counters, run the invariant check, stop the Procfile."""
+    assert run.honcho is not None
+    facts = settle(run.db_url, run.redis, timeout=30 if run.quick else 60)
+    server_5xx, seat_cache = server_metrics(WEB_PORT)
+    ok, violations = invariant_check(run.env)
+    clean_stop = run.honcho.stop()
+    tail = run.honcho.tail()
+    run.honcho = None
+    return {"facts": facts, "server_5xx": server_5xx, "seat_cache": seat_cache, "ok": ok,
+            "violations": violations, "procfile_clean_stop": clean_stop, "honcho_tail": tail}  # fmt: skip
+
+
+def bare_floor(run: Run) -> dict[str, Any]:
+    """5. The framework floor: the same locust load against a bare Flask app under the same gunicorn config."""
+    run.bare = gunicorn("bench.bare_app:app", run.env, BARE_PORT, "/bare", run.tmp / "bare.log")
+    bare_env = {**run.env, "FLASH_MODE": "bare"}
+    _, seconds, cpu = run_locust(
+        f"http://127.0.0.1:{BARE_PORT}", run.users, run.rate, run.bare_run_time, run.tmp / "bare", bare_env,
+        run.tmp / "locust-bare.log",
+    )  # fmt: skip
+    stop_group(run.bare)
+    run.bare = None
+    stats = read_stats(run.tmp / "bare")
+    return {"row": stats.get("/bare") or stats["Aggregated"], "seconds": seconds, "cpu": cpu}
+
+
+def cleanup(run: Run) -> None:
+    """Stop whatever is still running, flush Redis, keep locust's CSVs, remove the temporary directory."""
+    if run.watch is not None:
+        run.watch.done.set()
+    if run.honcho is not None:
+        if not run.honcho.alive():
+            print(f"--- Procfile output (tail) ---\n{run.honcho.tail()}", file=sys.stderr)
+        run.honcho.stop()
+    if run.bare is not None:
+        stop_group(run.bare)
+    if run.broker is not None:
+        run.broker.close()
+    with contextlib.suppress(Exception):
+        run.redis.flushdb()
+    keep = ROOT / "bench" / "results" / "locust"
+    for name in ("sale", "bare"):
+        for kind in ("stats", "failures"):
+            src = run.tmp / f"{name}_{kind}.csv"
+            if src.exists():
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src, keep / f"flash_{name}_{kind}.csv")
+    shutil.rmtree(run.tmp, ignore_errors=True)
+
+
+def execute(run: Run, params: dict[str, Any], t0: float) -> dict[str, Any]:
+    """The five steps in order; the result's figures."""
+    floors = physical_floor(run)
+    concert_id, schedule_ids = start_service(run, params, t0)
+    sold = sale(run, concert_id, schedule_ids)
+    after = after_sale(run)
+    bare = bare_floor(run)
+    result = sale_result(run.tmp, sold, after, bare, floors)
+    if not result["check"]["ok"]:
+        print(f"--- Procfile output (tail) ---\n{after['honcho_tail']}", file=sys.stderr)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    run = parse(argv)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C also when started with SIGINT ignored
+    t0 = time.perf_counter()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    run.redis.flushdb()
+    run.env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "PORT", "WEB_THREADS")}
+    run.env.update(SERVICE_ENV, PATH=f"{BIN}{os.pathsep}{run.env.get('PATH', '')}", DATABASE_URL=run.db_url)
+    run.env["REDIS_URL"] = run.redis_url
+    result: dict[str, Any] = {"parameters": parameters(run)}
+    try:
+        result.update(execute(run, result["parameters"], t0))
+    except (KeyboardInterrupt, Interrupted) as exc:
+        print(f"interrupted ({str(exc) or 'Ctrl-C'}): stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        cleanup(run)
+    result["total_seconds"] = round(time.perf_counter() - t0, 1)
+    result["machine_load"] = {
+        "loadavg_at_start": load_at_start,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    written = write("flash_sale", result)
+    print_table(result)
+    print(f"wrote {written.relative_to(ROOT)} in {result['total_seconds']} s")
+    return 0 if result["check"]["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""The load: locust fans against a server, the sell-out watch, and what locust measured."""
+
+from __future__ import annotations
+
+import csv
+import resource
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from bench.common import connect
+from bench.flash_sale import BIN, ROOT, SEATS_TOTAL
+from bench.flash_sale.service import stop_group
+
+
+class SellOutWatch(threading.Thread):
+    """Polls the database every `interval` s: first reservation row, all seats taken, all seats RESERVED."""
+
+    def __init__(self, db_url: str, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.db_url, self.interval = db_url, interval
+        self.done = threading.Event()
+        self.first_hold: float | None = None
+        self.all_taken: float | None = None
+        self.sold_out: float | None = None
+        self.timeline: list[tuple[float, int, int]] = []  # (seconds since the sale opened, seats taken, RESERVED)
+        self.started = time.time()
+
+    def run(self) -> None:
+        name = urlparse(self.db_url).path.lstrip("/")
+        with connect(self.db_url, name) as conn, conn.cursor() as cur:
+            while not self.done.is_set():
+                cur.execute(
+                    "SELECT (SELECT COUNT(*) FROM reservations), "
+                    "(SELECT COUNT(*) FROM seats WHERE status <> 'AVAILABLE'), "
+                    "(SELECT COUNT(*) FROM seats WHERE status = 'RESERVED')"
+                )
+                reservations, taken, reserved = (int(x) for x in cur.fetchone())  # type: ignore[union-attr]
+                now = time.time()
+                if reservations and self.first_hold is None:
+                    self.first_hold = now
+                if taken >= SEATS_TOTAL and self.all_taken is None:
+                    self.all_taken = now
+                if reserved >= SEATS_TOTAL and self.sold_out is None:
+                    self.sold_out = now
+                if not self.timeline or self.timeline[-1][1:] != (taken, reserved):
+                    self.timeline.append((round(now - self.started, 2), taken, reserved))
+                self.done.wait(self.interval)
+
+
+def run_locust(
+    host: str, users: int, rate: float, run_time: str, csv_prefix: Path, env: dict[str, str], log: Path
+) -> tuple[int, float, float]:
+    """One headless locust run: (exit code, wall seconds, locust's CPU seconds)."""
+    cmd = [str(BIN / "locust"), "-f", "bench/locustfile_flash.py", "--headless", "-u", str(users), "-r", str(rate)]
+    cmd += ["-t", run_time, "--csv", str(csv_prefix), "--host", host, "--only-summary"]
+    started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait()
+        finally:
+            stop_group(proc, grace=20)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # locust is the only child reaped meanwhile
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return proc.returncode, time.perf_counter() - started, cpu
+
+
+def read_stats(prefix: Path) -> dict[str, dict[str, Any]]:
+    """Locust's <prefix>_stats.csv as name -> {requests, failures, rps, p50_ms, p95_ms, p99_ms, error_rate}."""
+    out: dict[str, dict[str, Any]] = {}
+    with open(f"{prefix}_stats.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            n, f = int(row["Request Count"]), int(row["Failure Count"])
+            out[row["Name"]] = {
+                "method": row["Type"],
+                "requests": n,
+                "failures": f,
+                "rps": round(float(row["Requests/s"]), 1),
+                "p50_ms": num(row["50%"]),
+                "p95_ms": num(row["95%"]),
+                "p99_ms": num(row["99%"]),
+                "max_ms": num(row["Max Response Time"]),
+                "error_rate": round(f / n, 4) if n else 0.0,
+            }
+    return out
+
+
+def peak_rps(prefix: Path) -> float | None:
+    """The highest rolling requests/s locust recorded (Aggregated rows of <prefix>_stats_history.csv)."""
+    path = Path(f"{prefix}_stats_history.csv")
+    if not path.exists():
+        return None
+    with path.open(newline="") as fh:
+        values = [float(r["Requests/s"]) for r in csv.DictReader(fh) if r["Name"] == "Aggregated"]
+    return round(max(values), 1) if values else None
+
+
+def locust_cpu_warning(log: Path) -> bool:
+    """True if locust warned that its CPU was saturated (its numbers are then a floor of the server's)."""
+    return "CPU usage" in log.read_text(errors="replace") if log.exists() else False
+
+
+def read_failures(prefix: Path) -> list[dict[str, Any]]:
+    path = Path(f"{prefix}_failures.csv")
+    if not path.exists():
+        return []
+    with path.open(newline="") as fh:
+        return [
+            {"method": r["Method"], "name": r["Name"], "error": r["Error"], "occurrences": int(r["Occurrences"])}
+            for r in csv.DictReader(fh)
+        ]
+
+
+def num(text: str) -> float | None:
+    try:
+        return round(float(text), 1)
+    except ValueError:
+        return None

@@ -1,0 +1,159 @@
+"""The run's result: its figures, the same-run ratios and the printed table."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.flash_sale import ENDPOINTS, SEATS_TOTAL
+from bench.flash_sale.checks import service_problems
+from bench.flash_sale.load import locust_cpu_warning, peak_rps, read_failures
+
+
+def sale_result(
+    tmp: Path, sold: dict[str, Any], after: dict[str, Any], bare: dict[str, Any], floors: dict[str, Any]
+) -> dict[str, Any]:
+    """The figures of one run: per endpoint, the sale and sell-out, the checks, the floors and the ratios."""
+    endpoints, outcomes, watch = sold["endpoints"], sold["outcomes"], sold["watch"]
+    first = watch.first_hold
+    hold_window = (watch.all_taken or time.time()) - first if first else None
+    holds_per_s = outcomes.get("held", 0) / hold_window if hold_window else None
+    result = {
+        "endpoints": {name: endpoints[name] for name in (*ENDPOINTS, "Aggregated") if name in endpoints},
+        "failures": read_failures(tmp / "sale"),
+        "outcomes": dict(sorted(outcomes.items())),
+        **_sale_figures(tmp, sold),
+        "seat_map_cache_events": after["seat_cache"],
+        "seats_sold": after["facts"]["seats_by_status"].get("RESERVED", 0),
+        "seats_total": SEATS_TOTAL,
+        "sale_timeline": watch.timeline[:400],
+        "check": _check(after),
+        "floors": _floors(tmp, bare, floors),
+        "holds_per_s": round(holds_per_s, 1) if holds_per_s else None,
+    }
+    result["ratios"] = ratios(
+        endpoints.get("/schedules/[id]/seats", {}),
+        endpoints.get("Aggregated", {}),
+        bare["row"],
+        holds_per_s,
+        floors["db_rate"],
+        floors["redis_rate"],
+        endpoints,
+        result["peak_rps"],
+    )
+    return result
+
+
+def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
+    """How long the sale and the sell-out took, locust's own load, admission wait against the estimate."""
+    outcomes, watch, seconds = sold["outcomes"], sold["watch"], sold["seconds"]
+    first, last = watch.first_hold, watch.sold_out
+    waiting, admitted = outcomes.get("waiting_on_join", 0), outcomes.get("admitted", 0)
+    return {
+        "sale_seconds": round(seconds, 1),
+        "peak_rps": peak_rps(tmp / "sale"),
+        "locust_cpu_saturated": locust_cpu_warning(tmp / "locust-sale.log"),
+        "locust_cpu_share": round(sold["cpu"] / seconds, 2),
+        "mean_estimate_on_join_s": round(outcomes.get("estimate_on_join_s_total", 0) / waiting, 1) if waiting else None,
+        "mean_admission_wait_s": round(outcomes.get("admitted_after_s_total_ms", 0) / 1000 / admitted, 2)
+        if admitted
+        else None,
+        "locust_exit_code": sold["rc"],
+        "first_hold_after_start_s": round(first - sold["started"], 2) if first else None,
+        "sell_out_seconds": round(last - first, 2) if first and last else None,
+        "all_seats_taken_seconds": round(watch.all_taken - first, 2) if first and watch.all_taken else None,
+    }
+
+
+def _check(after: dict[str, Any]) -> dict[str, Any]:
+    """Invariants and counts after the sale; ok only when all of them hold."""
+    facts = after["facts"]
+    extra = service_problems(facts, after["server_5xx"])
+    keys = ("oversold", "double_payments", "outbox_unpublished", "events_consumed", "events_handled",
+            "dead_lettered", "payments", "payment_events", "open_jobs", "payer_tokens_left", "settle_seconds",
+            "seats_by_status", "reservations_by_status")  # fmt: skip
+    return {
+        "ok": after["ok"] and not extra,
+        "violations": after["violations"] + extra,
+        **{k: facts[k] for k in keys},
+        "server_5xx": after["server_5xx"],
+        "procfile_clean_stop": after["procfile_clean_stop"],
+    }
+
+
+def _floors(tmp: Path, bare: dict[str, Any], floors: dict[str, Any]) -> dict[str, Any]:
+    """The bare-Flask and physical floors measured in the same run."""
+    row = bare["row"]
+    return {
+        "bare_flask": {
+            **{k: row[k] for k in ("requests", "failures", "rps", "p50_ms", "p95_ms", "p99_ms")},
+            "peak_rps": peak_rps(tmp / "bare"),
+            "run_seconds": round(bare["seconds"], 1),
+            "locust_cpu_saturated": locust_cpu_warning(tmp / "locust-bare.log"),
+            "locust_cpu_share": round(bare["cpu"] / bare["seconds"], 2),
+        },
+        "raw_redis_ops_per_s": round(floors["redis_rate"]),
+        "raw_db_commits_per_s": round(floors["db_rate"]),
+        "db": floors["db_facts"],
+    }
+
+
+def ratios(
+    seat_map: dict[str, Any],
+    agg: dict[str, Any],
+    bare: dict[str, Any],
+    holds_per_s: float | None,
+    db_rate: float,
+    redis_rate: float,
+    endpoints: dict[str, dict[str, Any]],
+    peak: float | None,
+) -> dict[str, Any]:
+    def div(a: Any, b: Any, digits: int = 3) -> float | None:
+        return round(a / b, digits) if a is not None and b else None
+
+    out: dict[str, Any] = {
+        "seat_map_rps_over_bare_rps": div(seat_map.get("rps"), bare["rps"]),
+        "all_requests_rps_over_bare_rps": div(agg.get("rps"), bare["rps"]),
+        "peak_rps_over_bare_rps": div(peak, bare["rps"]),
+        "seat_map_p50_over_bare_p50": div(seat_map.get("p50_ms"), bare["p50_ms"], 2),
+        "holds_per_s_over_raw_db_commits_per_s": div(holds_per_s, db_rate, 4),
+        "all_requests_rps_over_raw_redis_ops_per_s": div(agg.get("rps"), redis_rate, 4),
+    }
+    for name in ENDPOINTS:
+        if name in endpoints:
+            out[f"p50_over_bare_p50[{name}]"] = div(endpoints[name]["p50_ms"], bare["p50_ms"], 2)
+    return out
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"\n{'endpoint':<24}{'requests':>9}{'fail':>6}{'RPS':>8}{'p50':>8}{'p95':>8}{'p99':>8}")
+    for name, e in result["endpoints"].items():
+        print(
+            f"{name:<24}{e['requests']:>9}{e['failures']:>6}{e['rps']:>8.1f}"
+            f"{e['p50_ms'] or 0:>8.0f}{e['p95_ms'] or 0:>8.0f}{e['p99_ms'] or 0:>8.0f}"
+        )
+    f = result["floors"]
+    b = f["bare_flask"]
+    print(
+        f"{'bare Flask floor':<24}{b['requests']:>9}{b['failures']:>6}{b['rps']:>8.1f}"
+        f"{b['p50_ms'] or 0:>8.0f}{b['p95_ms'] or 0:>8.0f}{b['p99_ms'] or 0:>8.0f}"
+    )
+    print(f"raw Redis {f['raw_redis_ops_per_s']:,} INCR/s · raw DB {f['raw_db_commits_per_s']:,} commits/s")
+    c = result["check"]
+    print(
+        f"sold {result['seats_sold']}/{result['seats_total']} · sell-out {result['sell_out_seconds']} s "
+        f"(all held {result['all_seats_taken_seconds']} s) · holds/s {result['holds_per_s']}"
+    )
+    print(
+        f"check ok={c['ok']} violations={len(c['violations'])} oversold={c['oversold']} "
+        f"double_payments={c['double_payments']} payments={c['payments']} unpublished={c['outbox_unpublished']} "
+        f"consumed={c['events_consumed']} open_jobs={c['open_jobs']} server 5xx={c['server_5xx']}"
+    )
+    print(
+        f"sale {result['sale_seconds']} s, peak {result['peak_rps']} RPS, locust CPU {result['locust_cpu_share']:.0%} "
+        f"(bare run {b['locust_cpu_share']:.0%}); {result['outcomes'].get('max_fans_in_journey')} fans in their "
+        f"journey at once; mean wait for admission {result['mean_admission_wait_s']} s vs mean estimate on join "
+        f"{result['mean_estimate_on_join_s']} s"
+    )
+    print("ratios: " + ", ".join(f"{k}={v}" for k, v in result["ratios"].items()))
