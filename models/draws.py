@@ -3,14 +3,16 @@
 `run_due_draws` is the scheduler's one call (leader only, every second). For each concert whose
 `saleOpensAt` has passed and whose draw is not stored yet it:
 
-1. releases the pre-queue in slices (models/prequeue.py), each slice one short script;
+1. snapshots the pre-queue's order (models/prequeue.py: the set is already in drawn order and
+   already the head of the queue), in slices, each one short script;
 2. opens the gate: admission starts, drawn fans first;
-3. copies the released entrant list into `fair_draw_entrants` and sets `drawn_at`, which reveals
-   the seed at `GET /concerts/{id}/fairness`.
+3. copies the snapshot into `fair_draw_entrants` and sets `drawn_at`, which reveals the seed at
+   `GET /concerts/{id}/fairness`.
 
 Every step is idempotent, so a leader that dies mid-draw leaves work the next leader finishes
-exactly once: released tokens have left the pre-queue, the released list keeps its positions,
-and the copy rewrites the concert's rows from position 1.
+exactly once: an incomplete snapshot is taken again from scratch (the gate is still closed, so
+the set is unchanged), a complete one is kept, and the copy rewrites the concert's rows from
+position 1.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class DrawResult:
 
     concert_id: int
     released: int
-    seconds: float
+    seconds: float  # from the opening's tick to admission open (the snapshot)
 
 
 _FAIR_STARTS: dict[int, FairStart | None] = {}
@@ -153,19 +155,27 @@ def run_due_draws(*, prequeue: PreQueue, now: dt.datetime | None = None) -> list
 
 
 def draw(*, prequeue: PreQueue, concert_id: int) -> DrawResult:
-    """Release one concert's pre-queue, open admission, then store the draw and reveal the seed."""
+    """Snapshot one concert's drawn order, open admission, then store the draw and reveal the seed.
+
+    The pre-queue already is the head of the queue in drawn order, so opening is O(1); the
+    snapshot (for publication) is taken first, in slices, because admission consumes the set.
+    """
     started = time.perf_counter()
-    left, released = 1, 0
-    while left:
-        _, left, released = prequeue.release_slice(concert_id=concert_id, now_ms=int(time.time() * 1000))
+    released = prequeue.snapshotted(concert_id=concert_id)
+    if released is None:  # (a leader that died after the snapshot left it complete: keep it)
+        released = prequeue.snapshot(concert_id=concert_id)
     prequeue.open_gate(concert_id=concert_id)
+    opened = time.perf_counter() - started
     _store(prequeue, concert_id, released)
     prequeue.finish(concert_id=concert_id)
-    seconds = time.perf_counter() - started
     log.info(
-        "fair-start draw of concert %s: %s entrants released and published in %.2f s", concert_id, released, seconds
+        "fair-start draw of concert %s: %s entrants, admission open after %.2f s, published after %.2f s",
+        concert_id,
+        released,
+        opened,
+        time.perf_counter() - started,
     )
-    return DrawResult(concert_id, released, seconds)
+    return DrawResult(concert_id, released, opened)
 
 
 def _store(prequeue: PreQueue, concert_id: int, released: int) -> None:

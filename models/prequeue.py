@@ -1,24 +1,30 @@
-"""The fair start's pre-queue over Redis: join before the opening, then release in drawn order.
+"""The fair start's pre-queue over Redis: join before the opening; at the opening it becomes the queue's head.
 
 A concert with a `saleOpensAt` takes joiners from `saleOpensAt - PREQUEUE_WINDOW` on as
 PREQUEUED. The server knows the secret seed from the concert's creation, so each joiner's place
 in the draw is fixed when they join: the pre-queue is a sorted set whose members start with
 `sha256(seed || entrant)` in hex, all with score 0, so Redis keeps them in drawn order (by
-member, lexicographically). The draw at the opening is then only a release: slices of the set,
-in order, become WAITING tokens in front of everyone who joins later. Nothing is sorted at the
-opening and no slice blocks the shard for long.
+member, lexicographically). Nothing is sorted or moved at the opening: the waiting room admits
+from the pre-queue first and ranks its members before everyone who joined later
+(models/waiting_room_lua.py), so the draw is a snapshot of the set's order (for publication)
+and then opening the gate, O(1) for the queue however many fans pre-queued.
 
 Keys (all under the concert's tag `wr:{c:N}`, one Cluster slot; the token and user keys are the
 waiting room's):
 
-  wr:{c:N}:pre     ZSET   "<draw key hex>:<token>" -> 0: the pre-queue, in drawn order
-  wr:{c:N}:gate    STRING "1" while the concert's draw has not been released: no admission and
-                          no direct admission on join (models/waiting_room.py reads it)
-  wr:{c:N}:drawn   LIST   entrant hashes in drawn order, appended by each released slice; the
-                          draw (models/draws.py) copies it to the database and then deletes it
+  wr:{c:N}:pre       ZSET   "<draw key hex>:<token>" -> 0: the pre-queue, in drawn order; the
+                            waiting room pops it before wr:{c:N}:waiting
+  wr:{c:N}:entrants  HASH   token -> entrant hash of every pre-queued token (the snapshot reads it)
+  wr:{c:N}:gate      STRING "1" until the draw is snapshotted: no admission and no direct
+                            admission on join (the waiting room reads it)
+  wr:{c:N}:drawn     LIST   the snapshot: entrant hashes in drawn order; models/draws.py copies it
+                            to the database, then deletes it
+  wr:{c:N}:snap      STRING the snapshot's length, set once it is complete (a leader that dies
+                            mid-draw knows whether to snapshot again)
 
-Released tokens get waiting scores `RELEASED_BASE + position` (negative), so they rank before
-every later joiner (whose scores are the positive arrival sequence).
+A pre-queued token's hash is the waiting room's, with status PREQUEUED, the `member` it has in the
+pre-queue and `p` = "<opening>:0" (as if polled at the opening and free to poll at once: the waiting
+room's keep-alive and pacing start from there). It has no TTL, like every waiting token.
 """
 
 from __future__ import annotations
@@ -28,79 +34,63 @@ from dataclasses import dataclass
 import redis
 
 from models import fairness
-from models.waiting_room import new_token_for
+from models.waiting_room import CONCERTS_KEY, new_token_for
 
 PREQUEUED = "PREQUEUED"
-RELEASED_BASE = -(10**12)
-RELEASE_SLICE = 2_000  # tokens per release script: ~10 ms of Redis time on this machine
+SNAPSHOT_SLICE = 2_000  # members read per call while snapshotting the draw (bench/draw_bench.py)
 
 _JOIN = """
-local pre, ukey, newhk, gate = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local tag, token, now, user, concert, member, entrant, ttl =
-  ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local pre, ukey, newhk, gate, entrants = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local tag, token, now, user, concert, member, entrant, opens =
+  ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local existing = redis.call('GET', ukey)
 if existing then
-  local h = redis.call('HMGET', tag .. ':t:' .. existing, 'status', 'expires', 'entrant')
-  if h[1] then return {existing, 0, h[1], h[2], h[3] or ''} end
+  local h = redis.call('HMGET', tag .. ':t:' .. existing, 'status', 'p', 'entrant')
+  if h[1] then return {existing, 0, h[1], h[2] or '', h[3] or ''} end
 end
 redis.call('HSET', newhk, 'user', user, 'concert', concert, 'status', 'PREQUEUED', 'issued', now,
-           'expires', now + ttl, 'entrant', entrant, 'member', member)
-redis.call('PEXPIRE', newhk, ttl)
-redis.call('SET', ukey, token, 'PX', ttl)
+           'entrant', entrant, 'member', member, 'p', opens .. ':0')
+redis.call('SET', ukey, token)
 redis.call('ZADD', pre, 0, member)
+redis.call('HSET', entrants, token, entrant)
 redis.call('SET', gate, '1')
-return {token, 1, 'PREQUEUED', now + ttl, entrant}
+return {token, 1, 'PREQUEUED', opens .. ':0', entrant}
 """
 
+# The token while it waits for the draw (in the pre-queue, gate closed): {user, concert, status, p,
+# entrant}, else false (after the opening the waiting room describes it, as WAITING with its rank).
 _STATUS = """
-local h = redis.call('HMGET', KEYS[1], 'user', 'concert', 'status', 'expires', 'entrant')
-if h[3] ~= 'PREQUEUED' then return false end
-return h
+local h = redis.call('HMGET', KEYS[1], 'user', 'concert', 'status', 'p', 'entrant', 'member')
+if redis.call('EXISTS', KEYS[3]) == 0 then return false end
+if h[3] ~= 'PREQUEUED' or not redis.call('ZSCORE', KEYS[2], h[6]) then return false end
+return {h[1], h[2], h[3], h[4], h[5]}
 """
 
 _FIND = """
 local token = redis.call('GET', KEYS[1])
 if not token then return false end
-local h = redis.call('HMGET', ARGV[1] .. ':t:' .. token, 'user', 'concert', 'status', 'expires', 'entrant')
-if h[3] ~= 'PREQUEUED' then return false end
-table.insert(h, 1, token)
-return h
+local h = redis.call('HMGET', ARGV[1] .. ':t:' .. token, 'user', 'concert', 'status', 'p', 'entrant', 'member')
+if redis.call('EXISTS', KEYS[3]) == 0 then return false end
+if h[3] ~= 'PREQUEUED' or not redis.call('ZSCORE', KEYS[2], h[6]) then return false end
+return {token, h[1], h[2], h[3], h[4], h[5]}
 """
 
-_LEAVE = """
-local hk, pre, ukey = KEYS[1], KEYS[2], KEYS[3]
-local token = ARGV[1]
-local h = redis.call('HMGET', hk, 'status', 'member')
-if h[1] ~= 'PREQUEUED' then return 0 end
-redis.call('ZREM', pre, h[2])
-redis.call('DEL', hk)
-if redis.call('GET', ukey) == token then redis.call('DEL', ukey) end
-return 1
-"""
-
-_RELEASE = """
-local pre, waiting, drawn = KEYS[1], KEYS[2], KEYS[3]
-local tag, now, n, base, wttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local members = redis.call('ZRANGE', pre, 0, n - 1)
-local pos = redis.call('LLEN', drawn)
-for _, m in ipairs(members) do
-  local token = string.sub(m, 66)
-  local hk = tag .. ':t:' .. token
-  local h = redis.call('HMGET', hk, 'status', 'entrant', 'user')
-  if h[1] == 'PREQUEUED' then
-    pos = pos + 1
-    redis.call('ZADD', waiting, base + pos, token)
-    -- a WAITING token as the waiting room keeps it: p = "<last poll>:<due>" (released = polled
-    -- now, may poll at once), no TTL (the waiting room's sweep drops it WAITING_TTL after p)
-    redis.call('HSET', hk, 'status', 'WAITING', 'p', now .. ':' .. now)
-    redis.call('HDEL', hk, 'member')
-    redis.call('PERSIST', hk)
-    redis.call('SET', tag .. ':u:' .. h[3], token)
-    redis.call('RPUSH', drawn, h[2])
-  end
-end
-if #members > 0 then redis.call('ZREM', pre, unpack(members)) end
-return {#members, redis.call('ZCARD', pre), pos}
+# One slice of the snapshot: members after the cursor (by member, so a fan who leaves meanwhile
+# shifts nothing), their entrant hashes appended to the drawn list. Returns {taken, last member}.
+_SNAPSHOT = """
+local pre, entrants, drawn = KEYS[1], KEYS[2], KEYS[3]
+local cursor, n = ARGV[1], tonumber(ARGV[2])
+local lo = '-'
+if cursor ~= '' then lo = '(' .. cursor end
+local members = redis.call('ZRANGE', pre, lo, '+', 'BYLEX', 'LIMIT', 0, n)
+if #members == 0 then return {0, ''} end
+local tokens = {}
+for i, m in ipairs(members) do tokens[i] = string.sub(m, 66) end
+local found = redis.call('HMGET', entrants, unpack(tokens))
+local listed = {}
+for i = 1, #tokens do if found[i] then listed[#listed + 1] = found[i] end end
+if #listed > 0 then redis.call('RPUSH', drawn, unpack(listed)) end
+return {#members, members[#members]}
 """
 
 
@@ -126,9 +116,10 @@ def keys(concert_id: int) -> dict[str, str]:
     tag = _tag(concert_id)
     return {
         "pre": f"{tag}:pre",
+        "entrants": f"{tag}:entrants",
         "gate": f"{tag}:gate",
         "drawn": f"{tag}:drawn",
-        "waiting": f"{tag}:waiting",
+        "snap": f"{tag}:snap",
     }
 
 
@@ -140,84 +131,89 @@ class PreQueue:
         self.waiting_ttl_ms = waiting_ttl * 1000
         self._join = client.register_script(_JOIN)
         self._status = client.register_script(_STATUS)
-        self._leave = client.register_script(_LEAVE)
         self._find = client.register_script(_FIND)
-        self._release = client.register_script(_RELEASE)
+        self._snapshot = client.register_script(_SNAPSHOT)
 
     def join(self, *, user_id: int, concert_id: int, seed: bytes, opens_at_ms: int, now_ms: int) -> PrequeuedToken:
         """Join a concert's pre-queue; a user with a live token of the concert gets that token back.
 
-        The token lives until the opening plus WAITING_TTL without polling: a fan who joined an hour
-        early keeps the place in the draw.
+        The place is kept without polling until the opening; from the opening the fan has
+        WAITING_TTL to poll, like any waiting fan.
         """
         tag = _tag(concert_id)
         token = new_token_for(concert_id)
         entrant = fairness.entrant_of(user_id)
         member = f"{fairness.draw_key(seed, entrant).hex()}:{token}"
-        ttl = max(opens_at_ms - now_ms, 0) + self.waiting_ttl_ms
         k = keys(concert_id)
         found = self._join(
-            keys=[k["pre"], f"{tag}:u:{user_id}", f"{tag}:t:{token}", k["gate"]],
-            args=[tag, token, now_ms, user_id, concert_id, member, entrant, ttl],
+            keys=[k["pre"], f"{tag}:u:{user_id}", f"{tag}:t:{token}", k["gate"], k["entrants"]],
+            args=[tag, token, now_ms, user_id, concert_id, member, entrant, opens_at_ms],
         )
-        got, created, status, expires, got_entrant = (_text(v) for v in found)
-        return PrequeuedToken(
-            got, user_id, concert_id, status, int(float(expires)), got_entrant or entrant, created == "1"
-        )
+        got, created, status, p, got_entrant = (_text(v) for v in found)
+        self.r.sadd(CONCERTS_KEY, concert_id)  # global (own slot): next to the script, never in it
+        return PrequeuedToken(got, user_id, concert_id, status, self._expiry(p), got_entrant or entrant, created == "1")
+
+    def _expiry(self, p: str) -> int:
+        last = p.partition(":")[0]
+        return int(last) + self.waiting_ttl_ms if last.isdigit() else 0
 
     def status(self, *, token: str, concert_id: int) -> PrequeuedToken | None:
-        """The token if it is PREQUEUED, else None."""
-        found = self._status(keys=[f"{_tag(concert_id)}:t:{token}"])
+        """The token while it waits for the draw, else None (then the waiting room describes it)."""
+        k = keys(concert_id)
+        found = self._status(keys=[f"{_tag(concert_id)}:t:{token}", k["pre"], k["gate"]])
         if not found:
             return None
-        user, concert, status, expires, entrant = (_text(v) for v in found)
-        return PrequeuedToken(token, int(user), int(concert), status, int(float(expires)), entrant)
+        user, concert, status, p, entrant = (_text(v) for v in found)
+        return PrequeuedToken(token, int(user), int(concert), status, self._expiry(p), entrant)
 
     def find(self, *, user_id: int, concert_id: int) -> PrequeuedToken | None:
-        """The user's token for the concert if it is still PREQUEUED (not yet released), else None."""
+        """The user's token for the concert while it waits for the draw, else None."""
         tag = _tag(concert_id)
-        found = self._find(keys=[f"{tag}:u:{user_id}"], args=[tag])
+        k = keys(concert_id)
+        found = self._find(keys=[f"{tag}:u:{user_id}", k["pre"], k["gate"]], args=[tag])
         if not found:
             return None
-        token, user, concert, status, expires, entrant = (_text(v) for v in found)
-        return PrequeuedToken(token, int(user), int(concert), status, int(float(expires)), entrant)
-
-    def leave(self, *, token: str, concert_id: int, user_id: int) -> bool:
-        """Leave the pre-queue (the entrant is no longer in the draw); True if the token was PREQUEUED."""
-        tag = _tag(concert_id)
-        k = keys(concert_id)
-        return bool(int(self._leave(keys=[f"{tag}:t:{token}", k["pre"], f"{tag}:u:{user_id}"], args=[token])))
+        token, user, concert, status, p, entrant = (_text(v) for v in found)
+        return PrequeuedToken(token, int(user), int(concert), status, self._expiry(p), entrant)
 
     def close_gate(self, *, concert_id: int) -> None:
-        """Hold admission for a concert whose draw has not been released (idempotent)."""
+        """Hold admission for a concert whose draw has not been snapshotted (idempotent)."""
         self.r.set(keys(concert_id)["gate"], "1")
 
-    def release_slice(self, *, concert_id: int, now_ms: int, size: int = RELEASE_SLICE) -> tuple[int, int, int]:
-        """Release the next `size` pre-queued tokens in drawn order: (taken, left in the pre-queue, released so far)."""
+    def snapshotted(self, *, concert_id: int) -> int | None:
+        """The snapshot's length once it is complete, else None."""
+        value = self.r.get(keys(concert_id)["snap"])
+        return int(value) if value is not None else None  # type: ignore[arg-type]
+
+    def snapshot(self, *, concert_id: int, size: int = SNAPSHOT_SLICE) -> int:
+        """Copy the pre-queue's drawn order into the drawn list (from scratch), in slices; its length."""
         k = keys(concert_id)
-        taken, left, position = self._release(
-            keys=[k["pre"], k["waiting"], k["drawn"]],
-            args=[_tag(concert_id), now_ms, size, RELEASED_BASE, self.waiting_ttl_ms],
-        )
-        return int(taken), int(left), int(position)
+        self.r.delete(k["drawn"])
+        cursor, taken = "", size
+        while taken:
+            taken_raw, last = self._snapshot(keys=[k["pre"], k["entrants"], k["drawn"]], args=[cursor, size])
+            taken, cursor = int(taken_raw), _text(last)
+        length = int(self.r.llen(k["drawn"]))  # type: ignore[arg-type]
+        self.r.set(k["snap"], length)
+        return length
+
+    def open_gate(self, *, concert_id: int) -> None:
+        """Let admission start: the pre-queue is now the head of the queue."""
+        self.r.delete(keys(concert_id)["gate"])
 
     def drawn_entrants(self, *, concert_id: int, start: int, count: int) -> list[str]:
-        """A slice of the released entrants, in drawn order."""
+        """A slice of the snapshot, in drawn order."""
         values = self.r.lrange(keys(concert_id)["drawn"], start, start + count - 1)
         return [_text(v) for v in values]  # type: ignore[union-attr]
 
     def finish(self, *, concert_id: int) -> None:
-        """After the draw is stored: open the gate and drop the released list."""
+        """After the draw is stored: drop the snapshot and the entrant index."""
         k = keys(concert_id)
-        self.r.delete(k["gate"], k["drawn"])
+        self.r.unlink(k["drawn"], k["entrants"], k["snap"])
 
-    def open_gate(self, *, concert_id: int) -> None:
-        """Let admission start (the pre-queue is released; the list may still be copied)."""
-        self.r.delete(keys(concert_id)["gate"])
-
-    def waiting_in_prequeue(self, *, concert_id: int) -> int:
-        """How many fans are pre-queued."""
-        return int(self.r.zcard(keys(concert_id)["pre"]))
+    def prequeued(self, *, concert_id: int) -> int:
+        """How many fans are in the pre-queue (not yet admitted)."""
+        return int(self.r.zcard(keys(concert_id)["pre"]))  # type: ignore[arg-type]
 
 
 def _text(value: object) -> str:

@@ -14,8 +14,10 @@ Keys (all of one concert share the hash tag `{c:<id>}`, so they live on one Clus
                            of the last minute; wr:{c:N}:rate = "<count>:<oldest ms>" (wait estimate)
   wr:{c:N}:soldout   STRING "1" while no seat of the concert can still be sold (none AVAILABLE or HELD)
   wr:{c:N}:admitted  STRING admissions ever (pass and join), for the operator console
-  wr:{c:N}:gate      STRING "1" while a fair-start concert's pre-queue is not released (models/prequeue.py):
+  wr:{c:N}:gate      STRING "1" until a fair-start concert's draw is snapshotted (models/prequeue.py):
                            no admission, no direct admission on join
+  wr:{c:N}:pre       ZSET  a fair start's pre-queue, "<draw key>:<token>" in drawn order (models/prequeue.py):
+                           the head of the queue, ranked and admitted before wr:{c:N}:waiting
   wr:concerts        SET   concert ids with waiters (admission finds work without KEYS); global, so
                            updated next to the scripts, never inside one
 
@@ -82,7 +84,10 @@ def _keys(concert_id: int) -> dict[str, str]:
         "admits": f"{tag}:admits",
         "soldout": f"{tag}:soldout",
         "admitted": f"{tag}:admitted",
-        "gate": f"{tag}:gate",  # models/prequeue.py owns it
+        # a fair start's pre-queue: models/prequeue.py owns these; the queue reads them
+        "gate": f"{tag}:gate",
+        "pre": f"{tag}:pre",
+        "entrants": f"{tag}:entrants",
         "token_prefix": f"{tag}:t:",
         "user_prefix": f"{tag}:u:",
     }
@@ -201,7 +206,7 @@ class WaitingRoom:
         """Give up the place or the active slot; True if the token existed."""
         concert_id = concert_of_token(token)
         k = _keys(concert_id)
-        keys = [f"{k['token_prefix']}{token}", k["waiting"], k["active"]]
+        keys = [f"{k['token_prefix']}{token}", k["waiting"], k["active"], k["pre"], k["entrants"]]
         return bool(int(self._leave(keys=keys, args=[token, k["user_prefix"]])))
 
     def expire_user(self, *, user_id: int, concert_id: int) -> bool:
@@ -243,7 +248,7 @@ class WaitingRoom:
         else:
             self.r.delete(k["soldout"])
         swept = self.sweep_pass(concert_id=concert_id)
-        keys = [k["waiting"], k["active"], k["admits"], k["soldout"], k["gate"]]
+        keys = [k["waiting"], k["active"], k["admits"], k["soldout"], k["gate"], k["pre"]]
         args: list[str | int] = [
             k["token_prefix"],
             _now_ms(),
@@ -258,7 +263,7 @@ class WaitingRoom:
             self.r.incrby(k["admitted"], admitted)
         if waiting == 0:
             self.r.srem(CONCERTS_KEY, concert_id)
-            if self.r.zcard(k["waiting"]) > 0:  # someone joined meanwhile: keep the concert listed
+            if self.r.zcard(k["waiting"]) + self.r.zcard(k["pre"]) > 0:  # someone joined meanwhile: keep it listed
                 self.r.sadd(CONCERTS_KEY, concert_id)
         return Admission(concert_id, admitted, waiting, active, dropped + swept)
 
@@ -285,7 +290,8 @@ class WaitingRoom:
     def counts(self, *, concert_id: int) -> tuple[int, int]:
         """(waiting, active-and-unexpired) of a concert."""
         k = _keys(concert_id)
-        return int(self.r.zcard(k["waiting"])), int(self.r.zcount(k["active"], f"({_now_ms()}", "+inf"))
+        waiting = int(self.r.zcard(k["waiting"])) + int(self.r.zcard(k["pre"]))
+        return waiting, int(self.r.zcount(k["active"], f"({_now_ms()}", "+inf"))
 
     def admission_rate(self, *, concert_id: int) -> float:
         """Tokens admitted per second over the last minute."""

@@ -21,7 +21,7 @@ local TAG, NOW, LIMIT = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local WTTL, ATTL, MAXP = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local function last_poll(p) return tonumber(string.match(p or '', '^(%d+)')) or 0 end
 local function describe(token)
-  local h = redis.call('HMGET', TAG .. ':t:' .. token, 'user', 'concert', 'status', 'expires', 'p')
+  local h = redis.call('HMGET', TAG .. ':t:' .. token, 'user', 'concert', 'status', 'expires', 'p', 'member')
   if not h[3] then return false end
   local rank, expires = 0, h[4]
   if h[3] == 'ACTIVE' then
@@ -30,9 +30,17 @@ local function describe(token)
   else
     local last = last_poll(h[5])
     if last + WTTL <= NOW then return false end
-    local r = redis.call('ZRANK', TAG .. ':waiting', token)
-    if not r then return false end
-    rank, expires = r + 1, last + WTTL
+    if h[3] == 'PREQUEUED' then
+      -- a fair start's pre-queue (models/prequeue.py) is the head of the queue, in drawn order
+      local r = redis.call('ZRANK', TAG .. ':pre', h[6] or '')
+      if not r then return false end
+      rank, h[3] = r + 1, 'WAITING'
+    else
+      local r = redis.call('ZRANK', TAG .. ':waiting', token)
+      if not r then return false end
+      rank = redis.call('ZCARD', TAG .. ':pre') + r + 1
+    end
+    expires = last + WTTL
   end
   return {h[1], h[2], h[3], rank, expires, redis.call('EXISTS', TAG .. ':soldout'), h[5] or ''}
 end
@@ -70,7 +78,7 @@ if existing then
 end
 local hk = TAG .. ':t:' .. new_token
 local soldout = redis.call('EXISTS', TAG .. ':soldout')
-local nwaiting = redis.call('ZCARD', waiting)
+local nwaiting = redis.call('ZCARD', waiting) + redis.call('ZCARD', TAG .. ':pre')
 if nwaiting == 0 and soldout == 0 then
   redis.call('ZREMRANGEBYSCORE', active, '-inf', NOW)
 end
@@ -121,11 +129,16 @@ return {found[1], found[2], found[3], found[4], found[5], found[6], wait_s, afte
 )
 
 LEAVE = """
-local hk, waiting, active = KEYS[1], KEYS[2], KEYS[3]
+local hk, waiting, active, pre, entrants = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, uprefix = ARGV[1], ARGV[2]
-local user = redis.call('HGET', hk, 'user')
+local h = redis.call('HMGET', hk, 'user', 'member')
+local user = h[1]
 local ukey = uprefix .. (user or '')
 local existed = redis.call('DEL', hk)
+if h[2] then  -- a pre-queued fan leaves the draw too
+  redis.call('ZREM', pre, h[2])
+  redis.call('HDEL', entrants, token)
+end
 redis.call('ZREM', waiting, token)
 redis.call('ZREM', active, token)
 if redis.call('GET', ukey) == token then redis.call('DEL', ukey) end
@@ -165,24 +178,31 @@ return {#slice / 2, dropped, wrapped, redis.call('ZCARD', waiting)}
 # An admission pass: expire actives, then pop waiters into the free slots (FIFO); a popped
 # waiter whose last poll is WAITING_TTL old is dropped instead (bounded: at most free + 1,000 pops).
 ADMIT = """
-local waiting, active, admits, soldout, gate = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local waiting, active, admits, soldout, gate, pre = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local attl, wttl, ukprefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local cap = tonumber(ARGV[7])  -- operator controls: at most this many per pass (-1: no cap)
 redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
 redis.call('ZREMRANGEBYSCORE', admits, '-inf', now - 60000)
 if redis.call('EXISTS', soldout) == 1 or redis.call('EXISTS', gate) == 1 then
-  return {0, redis.call('ZCARD', waiting), redis.call('ZCARD', active), 0}
+  return {0, redis.call('ZCARD', waiting) + redis.call('ZCARD', pre), redis.call('ZCARD', active), 0}
 end
 local free = limit - redis.call('ZCARD', active)
 if cap >= 0 and free > cap then free = cap end
 local admitted, dropped, budget = 0, 0, free + 1000
 while free > 0 and budget > 0 do
-  local popped = redis.call('ZPOPMIN', waiting, math.min(free, budget))
+  -- a fair start's pre-queue first (members "<draw key>:<token>", in drawn order), then arrivals
+  local from_pre = true
+  local popped = redis.call('ZPOPMIN', pre, math.min(free, budget))
+  if #popped == 0 then
+    from_pre = false
+    popped = redis.call('ZPOPMIN', waiting, math.min(free, budget))
+  end
   if #popped == 0 then break end
   budget = budget - #popped / 2
   for i = 1, #popped, 2 do
     local t = popped[i]
+    if from_pre then t = string.sub(t, 66) end
     local hk = prefix .. t
     local h = redis.call('HMGET', hk, 'user', 'p')
     local user = h[1]
@@ -206,5 +226,5 @@ for i, e in ipairs(redis.call('ZRANGE', admits, 0, -1, 'WITHSCORES')) do
   elseif tonumber(e) < oldest then oldest = tonumber(e) end
 end
 redis.call('SET', string.sub(admits, 1, -8) .. ':rate', total .. ':' .. oldest, 'PX', 120000)
-return {admitted, redis.call('ZCARD', waiting), redis.call('ZCARD', active), dropped}
+return {admitted, redis.call('ZCARD', waiting) + redis.call('ZCARD', pre), redis.call('ZCARD', active), dropped}
 """

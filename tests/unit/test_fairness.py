@@ -44,64 +44,68 @@ def r() -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis()
 
 
-def test_prequeue_releases_in_drawn_order_in_front_of_later_joiners(r: fakeredis.FakeRedis) -> None:
-    """Hidden failures: release in join order; later joiners admitted before the drawn; a slice boundary
-    that skips or repeats someone."""
-    # Given 50 fans pre-queued in a shuffled join order
-    # the waiting room reads the real clock: a released token counts as polled at the release time
-    seed, now = fairness.new_seed(), int(time.time() * 1000) - 60_000
+def test_the_prequeue_is_the_head_of_the_queue_in_drawn_order(r: fakeredis.FakeRedis) -> None:
+    """Hidden failures: fans ranked or admitted in join order; later joiners admitted before the drawn;
+    a snapshot slice boundary that skips or repeats someone."""
+    # Given 50 fans pre-queued in a shuffled join order, the opening a minute ago
+    seed, opens = fairness.new_seed(), int(time.time() * 1000) - 60_000
     pq = PreQueue(r, waiting_ttl=300)
     room = WaitingRoom(r, active_limit=5, active_ttl=600, waiting_ttl=300)
     users = list(range(1, 51))
     random.Random(5).shuffle(users)
-    tokens = {u: pq.join(user_id=u, concert_id=1, seed=seed, opens_at_ms=now + 60_000, now_ms=now) for u in users}
+    tokens = {u: pq.join(user_id=u, concert_id=1, seed=seed, opens_at_ms=opens, now_ms=opens - 1000) for u in users}
     assert {t.status for t in tokens.values()} == {PREQUEUED}
     # Asking again returns the same token
-    assert pq.join(user_id=users[0], concert_id=1, seed=seed, opens_at_ms=now + 60_000, now_ms=now).token == (
+    assert pq.join(user_id=users[0], concert_id=1, seed=seed, opens_at_ms=opens, now_ms=opens).token == (
         tokens[users[0]].token
     )
-    # When the opening releases them in slices of 7, and a late fan joins the ordinary queue
-    released = 0
-    left = 1
-    while left:
-        _, left, released = pq.release_slice(concert_id=1, now_ms=now + 60_000, size=7)
+    # When the draw is snapshotted in slices of 7 and the gate opens, and a late fan joins
+    assert pq.snapshot(concert_id=1, size=7) == 50
+    pq.open_gate(concert_id=1)
     late = room.issue(user_id=999, concert_id=1)
-    # Then the queue is the drawn order, then the late fan
+    # Then the queue is the drawn order, then the late fan; the snapshot is that order
     expected = fairness.drawn_order(seed, [fairness.entrant_of(u) for u in users])
     by_entrant = {fairness.entrant_of(u): u for u in users}
-    ranks = {u: room.status(token=tokens[u].token).rank for u in users}
-    assert [by_entrant[e] for e in expected] == sorted(users, key=ranks.__getitem__)
-    assert sorted(ranks.values()) == list(range(1, 51))
+    polled = {u: room.status(token=tokens[u].token) for u in users}
+    assert {t.status for t in polled.values()} == {"WAITING"}
+    assert [by_entrant[e] for e in expected] == sorted(users, key=lambda u: polled[u].rank)
+    assert sorted(t.rank for t in polled.values()) == list(range(1, 51))
     assert late.status == "WAITING" and late.rank == 51
-    assert released == 50 and pq.drawn_entrants(concert_id=1, start=0, count=100) == expected
+    assert pq.drawn_entrants(concert_id=1, start=0, count=100) == expected
+    # And admission takes the drawn first, in order
+    room.admit(concert_id=1)
+    admitted = [u for u in users if room.status(token=tokens[u].token, touch=False).status == "ACTIVE"]
+    assert sorted(admitted, key=lambda u: expected.index(fairness.entrant_of(u))) == [
+        by_entrant[e] for e in expected[:5]
+    ]
+    assert room.status(token=late.token, touch=False).rank == 46
 
 
 def test_a_fan_who_leaves_the_prequeue_is_not_drawn(r: fakeredis.FakeRedis) -> None:
     seed = fairness.new_seed()
     pq = PreQueue(r, waiting_ttl=300)
+    room = WaitingRoom(r, active_limit=5, active_ttl=600, waiting_ttl=300)
     a = pq.join(user_id=1, concert_id=3, seed=seed, opens_at_ms=10_000, now_ms=0)
     pq.join(user_id=2, concert_id=3, seed=seed, opens_at_ms=10_000, now_ms=0)
-    assert pq.leave(token=a.token, concert_id=3, user_id=1)
+    assert room.leave(token=a.token)
     assert pq.status(token=a.token, concert_id=3) is None
-    pq.release_slice(concert_id=3, now_ms=10_000)
+    assert pq.snapshot(concert_id=3) == 1
     assert pq.drawn_entrants(concert_id=3, start=0, count=10) == [fairness.entrant_of(2)]
 
 
-def test_leader_dying_mid_release_loses_and_repeats_nobody(r: fakeredis.FakeRedis) -> None:
-    """Hidden failure: a second leader restarting positions at 1, or releasing a token twice."""
+def test_a_leader_dying_mid_snapshot_leaves_a_draw_the_next_one_redoes_whole(r: fakeredis.FakeRedis) -> None:
+    """Hidden failure: a second leader appending to a half snapshot (entrants listed twice)."""
     seed = fairness.new_seed()
     pq = PreQueue(r, waiting_ttl=300)
     for u in range(1, 31):
         pq.join(user_id=u, concert_id=2, seed=seed, opens_at_ms=10_000, now_ms=0)
-    pq.release_slice(concert_id=2, now_ms=10_000, size=10)  # the first leader dies here
-    second = PreQueue(r, waiting_ttl=300)  # the next leader
-    left = 1
-    while left:
-        _, left, position = second.release_slice(concert_id=2, now_ms=10_500, size=4)
-    assert position == 30
+    r.rpush("wr:{c:2}:drawn", "half-written")  # the first leader died mid-snapshot: no snap marker
+    second = PreQueue(r, waiting_ttl=300)
+    assert second.snapshotted(concert_id=2) is None
+    assert second.snapshot(concert_id=2, size=4) == 30
+    assert second.snapshotted(concert_id=2) == 30
     drawn = second.drawn_entrants(concert_id=2, start=0, count=100)
     assert drawn == fairness.drawn_order(seed, [fairness.entrant_of(u) for u in range(1, 31)])
-    assert r.zcard("wr:{c:2}:waiting") == 30
 
 
 def test_phase_of_a_fair_start() -> None:
@@ -114,23 +118,23 @@ def test_phase_of_a_fair_start() -> None:
     assert phase(start, now=opens, window_s=3600) == "open"
 
 
-def test_a_closed_gate_admits_nobody_until_the_release(r: fakeredis.FakeRedis) -> None:
-    """Hidden failure: a fan who joins at the opening, before the release, is admitted ahead of the drawn."""
+def test_a_closed_gate_admits_nobody_until_the_opening(r: fakeredis.FakeRedis) -> None:
+    """Hidden failure: a fan who joins at the opening, before the snapshot, is admitted ahead of the drawn."""
     seed = fairness.new_seed()
     pq = PreQueue(r, waiting_ttl=300)
     room = WaitingRoom(r, active_limit=5, active_ttl=600, waiting_ttl=300)
     now = int(time.time() * 1000)
     drawn = pq.join(user_id=1, concert_id=4, seed=seed, opens_at_ms=now, now_ms=now - 1000)
     early_bird = room.issue(user_id=2, concert_id=4)  # joins the ordinary queue at the opening
-    assert early_bird.status == "WAITING"
+    assert early_bird.status == "WAITING" and early_bird.rank == 2
     assert room.admit(concert_id=4).admitted == 0
-    pq.release_slice(concert_id=4, now_ms=now)
+    pq.snapshot(concert_id=4)
     pq.open_gate(concert_id=4)
     assert room.admit(concert_id=4).admitted == 2
     assert room.status(token=drawn.token).status == "ACTIVE"
 
 
-def test_the_draw_job_releases_stores_and_reveals_once(app, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_draw_job_snapshots_stores_and_reveals_once(app, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Hidden failures: the seed revealed before the draw; a second run re-drawing or duplicating rows;
     the verify command trusting the server instead of recomputing."""
     import json
