@@ -26,8 +26,8 @@ import redis
 
 from bench.common import create_database, write
 from models import fairness
-from models.waiting_room import WaitingRoom
 from models.prequeue import SNAPSHOT_SLICE, PreQueue
+from models.waiting_room import WaitingRoom
 
 
 def load(r: redis.Redis, concert_id: int, n: int, seed: bytes) -> None:
@@ -122,7 +122,8 @@ def one_size(r: redis.Redis, n: int, db_url: str) -> dict[str, object]:
         "verdict": "OK" if verdict.ok else "; ".join(verdict.reasons),
     }
     print(
-        f"{n:>9,} entrants: release {seconds:.2f} s ({server_s:.2f} s of Redis time; longest slice {longest * 1000:.1f} ms), "
+        f"{n:>9,} entrants: admission open after {seconds:.2f} s ({server_s:.2f} s of Redis time; "
+        f"longest script {longest * 1000:.1f} ms), "
         f"store {store_s:.1f} s, verify {verify_s:.1f} s: {result['verdict']}"
     )
     return result
