@@ -211,9 +211,14 @@ class PreQueue:
         k = keys(concert_id)
         self.r.unlink(k["drawn"], k["entrants"], k["snap"])
 
-    def prequeued(self, *, concert_id: int) -> int:
-        """How many fans are in the pre-queue (not yet admitted)."""
-        return int(self.r.zcard(keys(concert_id)["pre"]))  # type: ignore[arg-type]
+    def waiting_in_prequeue(self, *, concert_id: int) -> int:
+        """How many fans wait for the draw (0 once the gate is open: they are the queue's head then)."""
+        k = keys(concert_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.exists(k["gate"])
+        pipe.zcard(k["pre"])
+        gated, count = pipe.execute()
+        return int(count) if gated else 0
 
 
 def _text(value: object) -> str:

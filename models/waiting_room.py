@@ -288,10 +288,16 @@ class WaitingRoom:
         return int(self.r.get(_keys(concert_id)["admitted"]) or 0)
 
     def counts(self, *, concert_id: int) -> tuple[int, int]:
-        """(waiting, active-and-unexpired) of a concert."""
+        """(waiting, active-and-unexpired) of a concert; fans waiting for a fair start's draw are not counted."""
         k = _keys(concert_id)
-        waiting = int(self.r.zcard(k["waiting"])) + int(self.r.zcard(k["pre"]))
-        return waiting, int(self.r.zcount(k["active"], f"({_now_ms()}", "+inf"))
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcard(k["waiting"])
+        pipe.zcard(k["pre"])
+        pipe.exists(k["gate"])
+        pipe.zcount(k["active"], f"({_now_ms()}", "+inf")
+        waiting, prequeued, gated, active = pipe.execute()
+        # a fair start's pre-queue counts as waiting once its gate is open (before, it is "prequeued")
+        return int(waiting) + (0 if gated else int(prequeued)), int(active)
 
     def admission_rate(self, *, concert_id: int) -> float:
         """Tokens admitted per second over the last minute."""
