@@ -3,6 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
+.PHONY: broker procs
 .PHONY: run test test-unit lint fmt migrate seed check bench bench-quick bench-report chaos clean
 
 $(BIN)/python:
@@ -19,6 +20,12 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 
 run: $(VENV)/.runtime  ## start the whole service on :8080 (SQLite + embedded Redis)
 	$(BIN)/python -m config.embedded
+
+broker: $(VENV)/.runtime  ## a local Kafka-protocol broker (Tansu, memory storage) on 127.0.0.1:9092 for the Procfile
+	$(BIN)/python -m workers broker
+
+procs: $(VENV)/.runtime  ## the Procfile's processes under honcho (DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP_SERVERS from the environment)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start $(PROCS_ARGS)
 
 test: $(VENV)/.dev  ## unit + integration + e2e tiers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

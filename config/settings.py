@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlparse
@@ -210,3 +210,40 @@ def settings_or_exit() -> Settings:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def one_line_errors(command: Callable[[], int]) -> int:
+    """Run a command; a database, Redis or broker that cannot be reached is one line on stderr, exit 1."""
+    try:
+        return command()
+    except Exception as exc:
+        what = unreachable(exc)
+        if what is None:
+            raise
+        if "no such table" in str(exc) or "doesn't exist" in str(exc):
+            print(f"error: the database has no schema yet ({exc}); run `python -m models migrate`", file=sys.stderr)
+            return 1
+        print(
+            f"error: cannot reach {what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """Which dependency an exception says is unreachable (None: some other error)."""
+    import peewee
+    import pymysql
+    import redis
+
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return "Redis (REDIS_URL)"
+    if isinstance(exc, peewee.OperationalError | peewee.InterfaceError | pymysql.err.OperationalError):
+        return "the database (DATABASE_URL)"
+    if type(exc).__module__.startswith("kafka") and type(exc).__name__ in (
+        "NoBrokersAvailable",
+        "KafkaConnectionError",
+        "KafkaTimeoutError",
+    ):
+        return "the event broker (KAFKA_BOOTSTRAP_SERVERS)"
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from config.settings import settings_or_exit
+from config.settings import one_line_errors, settings_or_exit
 from models import check, schema, seed
 from models.db import init_database
 
@@ -16,11 +16,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply pending schema migrations")
     sub.add_parser("init-db", help="same as migrate: create or upgrade the schema")
-    p_seed = sub.add_parser("seed", help="bulk-load concerts x schedules x seats (seats per schedule)")
-    p_seed.add_argument("--concerts", type=int, default=1)
-    p_seed.add_argument("--schedules", type=int, default=2)
-    p_seed.add_argument("--seats", type=int, default=50, help="seats per schedule")
-    p_seed.add_argument("--price", type=int, default=50_000)
+    p_seed = sub.add_parser(
+        "seed",
+        help="bulk-load concerts x schedules x seats (seats per schedule)",
+        description="Bulk-load C concerts, each with S schedules (one a day from tomorrow 19:00 UTC) of N seats "
+        "numbered 1..N, all AVAILABLE at one price. A progress bar on stderr shows long seeds.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p_seed.add_argument("--concerts", type=int, default=1, metavar="C", help="concerts to create")
+    p_seed.add_argument("--schedules", type=int, default=2, metavar="S", help="schedules (dates) per concert")
+    p_seed.add_argument("--seats", type=int, default=50, metavar="N", help="seats per schedule")
+    p_seed.add_argument("--price", type=int, default=50_000, help="price of every seat, in points")
+    p_seed.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not a TTY)")
     sub.add_parser("demo", help="create the demo concert if the database has no concert")
     p_check = sub.add_parser("check", help="verify invariants 1-4 of SPEC §5; exit 1 on any violation")
     p_check.add_argument(
@@ -36,13 +43,17 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = settings_or_exit()
     init_database(settings.database_url)
+    return one_line_errors(lambda: _run(args))
 
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command on the initialised database."""
     if args.command in ("migrate", "init-db"):
         applied = schema.migrate()
         print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'schema up to date'}")
     elif args.command == "seed":
         try:
-            result = seed.seed(concerts=args.concerts, schedules=args.schedules, seats=args.seats, price=args.price)
+            result = _seed(args)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -65,8 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _seed(args: argparse.Namespace) -> seed.SeedResult:
+    """seed.seed with a tqdm progress bar over the seats (on stderr, only on a terminal)."""
+    from tqdm import tqdm
+
+    total = args.concerts * args.schedules * args.seats
+    off = args.no_progress or not sys.stderr.isatty() or total < 1
+    with tqdm(total=max(total, 0), unit=" seats", unit_scale=True, disable=off, file=sys.stderr) as bar:
+        return seed.seed(
+            concerts=args.concerts, schedules=args.schedules, seats=args.seats, price=args.price, progress=bar.update
+        )
 
 
 def _verify_draw(concert_id: int) -> int:
@@ -82,3 +101,7 @@ def _verify_draw(concert_id: int) -> int:
     for reason in verdict.reasons:
         print(f"MISMATCH: {reason}")
     return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

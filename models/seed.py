@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from models.concerts import Concert, NewSchedule, Schedule, create_concert
@@ -22,8 +23,19 @@ class SeedResult:
     seconds: float
 
 
-def seed(*, concerts: int, schedules: int, seats: int, price: int = 50_000, title: str = "Concert") -> SeedResult:
-    """Create `concerts` concerts x `schedules` schedules x `seats` seats each (seats numbered 1..N)."""
+def seed(
+    *,
+    concerts: int,
+    schedules: int,
+    seats: int,
+    price: int = 50_000,
+    title: str = "Concert",
+    progress: Callable[[int], object] | None = None,
+) -> SeedResult:
+    """Create `concerts` concerts x `schedules` schedules x `seats` seats each (seats numbered 1..N).
+
+    `progress(n)` is called after each batch of n seats is committed (the CLI's progress bar).
+    """
     if concerts < 1 or schedules < 1 or seats < 1:
         raise ValueError("--concerts, --schedules and --seats must each be at least 1")
     started = time.perf_counter()
@@ -34,11 +46,13 @@ def seed(*, concerts: int, schedules: int, seats: int, price: int = 50_000, titl
         concert = Concert.create(title=f"{title} {c + 1}", venue=f"Hall {c + 1}")
         for s in range(schedules):
             schedule = Schedule.create(concert=concert, starts_at=start_day + dt.timedelta(days=s), total_seats=seats)
-            total += _insert_seats(database, schedule.id, seats, price)
+            total += _insert_seats(database, schedule.id, seats, price, progress)
     return SeedResult(concerts, concerts * schedules, total, time.perf_counter() - started)
 
 
-def _insert_seats(database: object, schedule_id: int, count: int, price: int) -> int:
+def _insert_seats(
+    database: object, schedule_id: int, count: int, price: int, progress: Callable[[int], object] | None = None
+) -> int:
     """Insert seats 1..count of one schedule with executemany in batches (status/version use SQL defaults)."""
     p = database.param  # type: ignore[attr-defined]  # "?" on SQLite, "%s" on MySQL
     sql = f"INSERT INTO seats (schedule_id, number, price) VALUES ({p}, {p}, {p})"
@@ -47,6 +61,8 @@ def _insert_seats(database: object, schedule_id: int, count: int, price: int) ->
         with db.atomic():
             cursor = db.cursor()
             cursor.executemany(sql, rows)
+        if progress is not None:
+            progress(len(rows))
     return count
 
 

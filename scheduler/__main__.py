@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -10,14 +11,21 @@ from types import FrameType
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from config.bootstrap import bootstrap
-from config.cli import start
+from config.cli import require_shared_redis, start
 from scheduler import jobs
 from scheduler.leader import LeaderLease
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Start the scheduler in the foreground until SIGTERM/SIGINT."""
+    argparse.ArgumentParser(
+        prog="python -m scheduler",
+        description="Run the scheduler in the foreground: admission passes, hold expiry, the job sweeper and the "
+        "outbox relay. One process holds the leader lease and acts; others stand by and take over within ~10 s. "
+        "Uses DATABASE_URL, REDIS_URL and KAFKA_BOOTSTRAP_SERVERS; stops on SIGTERM/SIGINT.",
+    ).parse_args(argv)
     settings = start(quiet=("kafka", "apscheduler"))
+    require_shared_redis(settings, what="run a scheduler")
     services = bootstrap(settings)
     lease = LeaderLease(services.redis)
     scheduler = BlockingScheduler(timezone="UTC")

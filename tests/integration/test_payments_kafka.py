@@ -606,10 +606,14 @@ def test_a_poison_event_goes_to_the_dlt_after_three_retries_later_events_flow_an
     )
     assert cli.returncode == 0, cli.stderr
     lines = cli.stdout.strip().splitlines()
-    assert lines[-1] == "2 dead letter(s)"
-    listed = [json.loads(line) for line in lines[:-1]]
-    assert [(x["offset"], x["value"], x["headers"]["attempts"]) for x in listed] == [
-        (letter["offset"], letter["value"], "4") for letter in letters
+    assert lines[0] == "2 dead letter(s) in payment-completed.DLT"
+    assert [line.split()[:4] for line in lines[1:]] == [["offset", str(x["offset"]), "attempts", "4"] for x in letters]
+    as_json = subprocess.run(
+        [sys.executable, "-m", "workers", "dlt", "list", "--json"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    listed = json.loads(as_json.stdout)
+    assert [(x["offset"], x["value"], x["headers"]["attempts"], x["replayed"]) for x in listed] == [
+        (letter["offset"], letter["value"], "4", False) for letter in letters
     ]
     assert stack.errors == []
 
@@ -668,4 +672,4 @@ def test_a_row_that_cannot_be_sent_is_failed_after_the_attempts_and_the_rows_aro
         [sys.executable, "-m", "workers", "outbox"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
     assert cli.returncode == 0, cli.stderr
-    assert cli.stdout.strip().startswith("pending=0 published=2 failed=1 ")
+    assert cli.stdout.strip().startswith("outbox: 0 pending, 2 published, 1 failed; oldest pending ")
