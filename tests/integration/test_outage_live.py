@@ -31,7 +31,7 @@ from config.bootstrap import make_redis
 from config.settings import Settings
 from models.db import db
 from tests.support.env import sibling_database_url
-from tests.support.helpers import active_token, make_app, problem_of
+from tests.support.helpers import active_token, make_app, problem_of, run_in_threads
 from tests.support.redis_server import RedisServer, own_redis
 
 pytestmark = pytest.mark.integration
@@ -310,18 +310,9 @@ DB_ROUTES: list[tuple[str, Callable[[FlaskClient], Any]]] = [
 
 def _warm_pool(client: FlaskClient, threads: int = 6) -> None:
     """Leave several connections in the pool (concurrent requests each check one out)."""
-    barrier = threading.Barrier(threads)
-
-    def one() -> None:
-        c = client.application.test_client()
-        barrier.wait()
-        assert c.get("/api/v1/users/7/points").status_code == 200
-
-    pool = [threading.Thread(target=one) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    clients = [client.application.test_client() for _ in range(threads)]
+    statuses = run_in_threads([lambda c=c: c.get("/api/v1/users/7/points").status_code for c in clients])
+    assert statuses == [200] * threads
 
 
 def test_database_cut_gives_fast_503s_and_the_first_request_after_it_returns_succeeds(

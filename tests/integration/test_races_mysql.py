@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import threading
 import time
 import uuid
 from collections import Counter
@@ -31,7 +30,7 @@ from models.payments import Payment
 from models.points import LedgerEntry, Wallet
 from models.reservations import Reservation
 from models.seed import seed_demo
-from tests.support.helpers import API, hold, hold_directly, problem_of, user_headers
+from tests.support.helpers import API, hold, hold_directly, problem_of, run_in_threads, user_headers
 
 pytestmark = pytest.mark.integration
 
@@ -50,34 +49,17 @@ def balance(user_id: int) -> int:
 
 def run_together(calls: list[Callable[[], Any]], timeout: float = 60, connect: bool = True) -> list[Any]:
     """Run each call in its own thread (with its own database connection unless the call opens
-    one itself, as an HTTP request does), released at once by a barrier.
+    one itself, as an HTTP request does), released at once; each call's result or the
+    DomainError it raised (any other exception fails the test in the main thread)."""
 
-    Returns each call's result or the DomainError it raised; any other exception fails the test
-    here, in the main thread.
-    """
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-    crashes: list[BaseException] = []
-
-    def run(i: int) -> None:
+    def answer(call: Callable[[], Any]) -> Any:
         try:
             with db.connection_context() if connect else contextlib.nullcontext():
-                barrier.wait(timeout=timeout)
-                results[i] = calls[i]()
+                return call()
         except DomainError as exc:
-            results[i] = exc
-        except BaseException as exc:  # re-raised below: a thread must not fail silently
-            crashes.append(exc)
+            return exc
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=timeout)
-    assert not any(t.is_alive() for t in threads), "a thread did not finish"
-    if crashes:
-        raise crashes[0]
-    return results
+    return run_in_threads([lambda c=c: answer(c) for c in calls], timeout)
 
 
 def code(result: Any) -> str:

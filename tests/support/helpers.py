@@ -135,6 +135,34 @@ def wait_for(condition: Callable[[], object], timeout: float, step: float = 0.02
         time.sleep(step)
 
 
+def run_in_threads(calls: list[Callable[[], Any]], timeout: float = 60) -> list[Any]:
+    """Run each call in its own thread, released together by a barrier; their results in order.
+
+    An exception raised in a thread is re-raised here, in the caller's thread (an assert inside
+    a bare threading.Thread is only printed, and the test would pass).
+    """
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=timeout)
+            results[i] = calls[i]()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    if errors:
+        raise errors[0]
+    assert not any(t.is_alive() for t in threads), f"a thread did not finish within {timeout} s"
+    return results
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as s:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 from config.bootstrap import Services
 from models.concerts import Seat
+from tests.support.helpers import run_in_threads
 from tests.support.procs import Cluster
 from workers.broker import send
 from workers.jobs import TERMINAL, JobStore, job_key
@@ -17,10 +17,8 @@ from workers.reservations import hold_seat
 def enqueue_holds(live: Services, requests: list[tuple[int, Seat]], threads: int = 50) -> list[str]:
     """Enqueue (user, seat) holds from `threads` threads at once, as POST /reservations does; job ids in order."""
     store, ids = JobStore(live.redis), [""] * len(requests)
-    start = threading.Barrier(threads)
 
     def run(k: int) -> None:
-        start.wait()
         for i in range(k, len(requests), threads):
             user_id, seat = requests[i]
             job = store.create(job_type="RESERVATION", user_id=user_id)
@@ -37,11 +35,7 @@ def enqueue_holds(live: Services, requests: list[tuple[int, Seat]], threads: int
             )
             ids[i] = job.job_id
 
-    pool = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    run_in_threads([lambda k=k: run(k) for k in range(threads)])
     assert all(ids)
     return ids
 
