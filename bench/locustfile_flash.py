@@ -1,4 +1,4 @@
-"""Locust users of the flash-sale benchmark (bench/flash_sale.py starts it; see there for the run).
+"""Locust users of the flash-sale benchmark (bench/flash_sale/ starts it; see its __init__.py for the run).
 
 Each `Fan` is one person at a ticket opening, start to finish, once:
 join the queue, poll until ACTIVE (every `estimatedWaitSeconds`, clamped to 1..5 s), read the seat map of a

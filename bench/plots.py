@@ -125,7 +125,7 @@ def flash_sale(d: dict[str, Any]) -> Path:
     right.set_ylabel("ms")
     right.set_title(f"{d['parameters']['users']:,} fans: latency per endpoint")
     right.legend(fontsize=7)
-    _stamp(left, d, "bench/flash_sale.py")
+    _stamp(left, d, "bench/flash_sale/")
     return _save(fig, "bench-flash-sale.png")
 
 

@@ -1,4 +1,4 @@
-"""The payment-completed consumer across a Redis outage (found by the chaos run, bench/chaos.py).
+"""The payment-completed consumer across a Redis outage (found by the chaos run, bench/chaos/).
 
 Before the fix, a Redis restart longer than the three 1 s retries sent a valid event to the DLT
 and then killed the consumer process: counting the dead letter in Redis raised ConnectionError

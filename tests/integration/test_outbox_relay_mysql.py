@@ -26,7 +26,7 @@ def _add(aggregate_id: int) -> None:
 
 
 def test_a_new_outbox_row_is_written_while_the_relay_is_still_publishing(live_app: Flask) -> None:
-    """Found by bench/chaos.py: with the broker hung, every payment waited for the relay's gap locks."""
+    """Found by the chaos run (bench/chaos/): with the broker hung, every payment waited for the relay's gap locks."""
     for i in range(1, 4):
         _add(i)
     publishing, release = threading.Event(), threading.Event()

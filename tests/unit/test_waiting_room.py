@@ -444,7 +444,7 @@ def test_the_wait_estimate_follows_the_admission_rate_of_a_sale_that_just_opened
 ) -> None:
     """100 admitted on join at t=0 and 100 by the admitter at t=1 s: 200/s, not 200 per minute.
 
-    Found by bench/flash_sale.py: fans were told ~3,200 s and were admitted after ~2.6 s.
+    Found by bench/flash_sale/: fans were told ~3,200 s and were admitted after ~2.6 s.
     """
     import models.waiting_room as wr
 
