@@ -50,6 +50,13 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip().lower() or default
+    if raw not in allowed:
+        raise SettingsError(f"{name}={raw!r} must be one of {', '.join(allowed)}")
+    return raw
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = (env.get(name) or "").strip().lower()
     if raw == "":
@@ -125,6 +132,8 @@ class Settings:
     admin_token: str = ""
     active_limit: int = 100
     admit_interval: float = 1.0
+    admit_mode: str = "fixed"
+    admit_factor: float = 1.0
     active_ttl: int = 600
     waiting_ttl: int = 300
     poll_max_interval: float = 30.0
@@ -164,6 +173,8 @@ class Settings:
             admin_token=e.get("ADMIN_TOKEN") or "",
             active_limit=_int(e, "ACTIVE_LIMIT", 100, 1, 1_000_000),
             admit_interval=_float(e, "ADMIT_INTERVAL", 1.0, 0.05, 60.0),
+            admit_mode=_choice(e, "ADMIT_MODE", "fixed", ("fixed", "stock")),
+            admit_factor=_float(e, "ADMIT_FACTOR", 1.0, 0.1, 100.0),
             active_ttl=_int(e, "ACTIVE_TTL", 600, 1, 86_400),
             waiting_ttl=_int(e, "WAITING_TTL", 300, 1, 86_400),
             poll_max_interval=_float(e, "POLL_MAX_INTERVAL", 30.0, 1.0, 3600.0),

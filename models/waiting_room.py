@@ -277,10 +277,9 @@ class WaitingRoom:
         operator's (limit, per_pass) for the pass."""
         passes = []
         for cid in sorted(self.r.smembers(CONCERTS_KEY), key=int):  # type: ignore[union-attr]
+            sold_out = is_sold_out(int(cid))  # first: ADMIT_MODE=stock sizes the limit from the same read
             limit, per_pass = controls(int(cid)) if controls is not None else (None, None)
-            passes.append(
-                self.admit(concert_id=int(cid), sold_out=is_sold_out(int(cid)), limit=limit, per_pass=per_pass)
-            )
+            passes.append(self.admit(concert_id=int(cid), sold_out=sold_out, limit=limit, per_pass=per_pass))
         return passes
 
     def admitted_total(self, *, concert_id: int) -> int:

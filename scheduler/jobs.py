@@ -9,7 +9,7 @@ from collections.abc import Callable
 from apscheduler.schedulers.base import BaseScheduler
 
 from config.bootstrap import Services
-from models import concerts, draws
+from models import admission, concerts, draws
 from models.db import db
 from models.prequeue import PreQueue
 from models.queue_controls import QueueControls
@@ -43,15 +43,27 @@ def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) ->
 
     controls = QueueControls(services.redis)
 
+    stocks: dict[int, admission.Stock] = {}  # this pass's stock per concert (stock mode reads it once)
+
+    def sold_out(concert_id: int) -> bool:
+        if s.admit_mode != admission.STOCK:
+            return concerts.is_sold_out(concert_id=concert_id)
+        admitted = room.admitted_total(concert_id=concert_id)
+        stocks[concert_id] = admission.stock_of(concert_id=concert_id, admitted=admitted)
+        return stocks[concert_id].sold_out
+
     def operator(concert_id: int) -> tuple[int, int | None]:
-        """The operator's limit and per-pass cap, read fresh every pass (a PATCH acts within one pass)."""
+        """The operator's limit and per-pass cap, read fresh every pass (a PATCH acts within one pass),
+        sized to the stock under ADMIT_MODE=stock."""
         c = controls.get(concert_id=concert_id)
-        return c.limit(s.active_limit), c.per_pass(s.admit_interval)
+        limit = admission.pass_limit(
+            mode=s.admit_mode, limit=c.limit(s.active_limit), stock=stocks.get(concert_id), factor=s.admit_factor
+        )
+        return limit, c.per_pass(s.admit_interval)
 
     def admit() -> None:
-        passes = room.admit_all(
-            is_sold_out=lambda concert_id: concerts.is_sold_out(concert_id=concert_id), controls=operator
-        )
+        stocks.clear()
+        passes = room.admit_all(is_sold_out=sold_out, controls=operator)
         moved = [a for a in passes if a.admitted or a.dropped]
         if moved:  # one line per pass, and none while nothing moves (an idle service stays quiet)
             log.info(

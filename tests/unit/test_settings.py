@@ -81,6 +81,8 @@ def test_good_values_are_parsed() -> None:
         ("REDIS_URL", "redis+cluster://a:1,b"),
         ("REDIS_URL", "redis+cluster://a:70000"),
         ("ADMIT_INTERVAL", "fast"),
+        ("ADMIT_MODE", "greedy"),
+        ("POLL_MAX_INTERVAL", "0"),
         ("MAX_BODY_BYTES", "10"),
     ],
 )
