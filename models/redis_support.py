@@ -5,6 +5,9 @@
   and during a failover `ClusterDownError`, `TryAgainError` or a `MovedError` the client could
   not follow; each is an outage like a refused connection (503, cache falls back to the DB).
 * `is_cluster(client)`: the client (or pipeline) talks to a Redis Cluster.
+* `wait_replicated(client, key)`: on a cluster, block (briefly) until a replica of the master
+  serving `key` has every write made to it so far, so an answer given after it survives that
+  master's death (Redis replicates asynchronously; a failover otherwise loses the last writes).
 * `run_script(script, keys, args, client)`: a registered Lua script on a client or pipeline.
   A cluster pipeline does not load missing scripts (EVALSHA answers NOSCRIPT on a node that
   never saw it, e.g. a freshly promoted replica), so there the script goes as EVAL with its body.
@@ -71,3 +74,25 @@ def scripts_in_one_round_trip(client: Any, calls: Sequence[tuple[Any, Sequence[A
                 raise reply
         return list(replies)
     raise AssertionError("unreachable")
+
+
+REPLICATION_WAIT_MS = 100
+
+
+def wait_replicated(client: Any, key: str, *, timeout_ms: int = REPLICATION_WAIT_MS) -> int:
+    """On a cluster: WAIT until one replica of `key`'s master acknowledged the writes made to it
+    before this call (at most `timeout_ms`); the number of replicas that did. 0 on one server.
+
+    WAIT counts the writes of its own connection, so a marker write in `key`'s slot goes first on
+    the node's connection: a master replicates in order, so a replica that has the marker has
+    every earlier write of every connection.
+    """
+    if not is_cluster(client):
+        return 0
+    start, end = key.find("{"), key.find("}")
+    tag = key[start : end + 1] if 0 <= start < end else key
+    node = client.get_redis_connection(client.get_node_from_key(key))
+    pipe = node.pipeline(transaction=False)
+    pipe.set(f"replicated:{tag}", 1, px=60_000)
+    pipe.execute_command("WAIT", 1, timeout_ms)
+    return int(pipe.execute()[-1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import secrets
@@ -12,14 +13,15 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from spectree import Response as Resp
 
-from models.errors import NotFound, TokenInvalid, problem
+from models.errors import NotFound, TokenInvalid, Unavailable, problem, problem_of
+from models.redis_support import ANY_REDIS_ERROR, REDIS_ERRORS
 from web.api import respond, services, settings, spec
 from web.errors import problem_response
 from web.gate import HEADER, waiting_room
 from web.schemas import Problem
 from web.schemas.jobs import JobAccepted, JobOut
 from workers.broker import Actor, send
-from workers.jobs import SUCCEEDED, TERMINAL, Job, JobStore
+from workers.jobs import SUCCEEDED, TERMINAL, Job, JobStore, job_key
 
 bp = Blueprint("jobs", __name__)
 MAX_WAIT = 10.0
@@ -77,20 +79,33 @@ def enqueue(job: Job, actor: Actor, *, route_seat: int, **kwargs: Any) -> None:
 
 
 def create_and_enqueue(actor: Actor, *, job_type: str, user_id: int, route_seat: int, **kwargs: Any) -> Job:
-    """Record a new job and send its message in one Redis round trip (the record goes first)."""
+    """Record a new job and send its message in one Redis round trip (the record goes first).
+
+    If the message cannot be sent (Redis unavailable: the caller gets a 503), a record that did
+    get written is failed at once, so it never waits in `jobs:open` for the sweeper. On one Redis
+    both fail together; on a Redis Cluster the record's node may answer while the queue's does not.
+    """
     store, job_id = job_store(), new_job_id()
     created: list[Job] = []
-    send(
-        services().broker,
-        actor,
-        route_seat=route_seat,
-        partitions=settings().partitions,
-        before=lambda pipe: created.append(store.create(job_type=job_type, user_id=user_id, job_id=job_id, pipe=pipe)),
-        job_id=job_id,
-        user_id=user_id,
-        enqueued_ms=int(time.time() * 1000),
-        **kwargs,
-    )
+    try:
+        send(
+            services().broker,
+            actor,
+            route_seat=route_seat,
+            partitions=settings().partitions,
+            before=lambda pipe: created.append(
+                store.create(job_type=job_type, user_id=user_id, job_id=job_id, pipe=pipe)
+            ),
+            durable=[job_key(job_id)],
+            job_id=job_id,
+            user_id=user_id,
+            enqueued_ms=int(time.time() * 1000),
+            **kwargs,
+        )
+    except REDIS_ERRORS:
+        with contextlib.suppress(*ANY_REDIS_ERROR):
+            store.fail(job_id, problem_of(Unavailable("the job could not be queued; send the request again")))
+        raise
     return created[0]
 
 

@@ -24,7 +24,7 @@ tests/unit/test_broker.py fails if a Dramatiq upgrade changes any of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -35,7 +35,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
 from config.logs import REQUEST_ID
-from models.redis_support import is_cluster, run_script
+from models.redis_support import is_cluster, run_script, wait_replicated
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ def send(
     route_seat: int,
     partitions: int,
     before: Callable[[Any], None] | None = None,
+    durable: Sequence[str] = (),
     **kwargs: Any,
 ) -> Message:  # type: ignore[type-arg]
     """Enqueue a message for `actor` on the seat's partition, and wake its consumer.
@@ -119,7 +120,9 @@ def send(
     One round trip: `before(pipe)` (e.g. JobStore.create writing the job record) and the message
     go in one pipeline, in that order, so the record always exists before its message can run.
     On a Redis Cluster the record and the queue live on different nodes, which a pipeline would
-    write in parallel: there `before` goes first, in its own round trip.
+    write in parallel: there `before` goes first, in its own round trip, and the call returns
+    only once a replica has the message and the `durable` keys (the job record): a master killed
+    right after the answer cannot take an accepted job with it.
     The message is stored exactly as RedisBroker.enqueue stores it (Dramatiq's dispatch script);
     the broker's enqueue middleware hooks are not run (this project configures none).
     """
@@ -145,6 +148,9 @@ def send(
     pipe.lpush(wake_key(partition), 1)
     pipe.ltrim(wake_key(partition), 0, 0)
     pipe.execute()
+    if is_cluster(pipe):
+        for key in (*durable, queue_key(partition)):
+            wait_replicated(pbroker.client, key)
     return message
 
 
@@ -191,6 +197,21 @@ def ack_all(consumer: Any, messages: list[Any]) -> None:
     finally:
         for message in messages:
             consumer.queued_message_ids.discard(message.message_id)
+
+
+def requeue_own_unacked(broker: dramatiq.Broker, queue: str) -> int:  # type: ignore[type-arg]
+    """Put back on `queue` the messages this broker fetched and never acknowledged; how many.
+
+    A fetch moves message ids to the broker's ack set inside Redis; if the connection drops
+    before the reply arrives (a killed Cluster master whose replica took over, a restarted
+    server), the consumer never saw them, and Dramatiq only recovers a *dead* broker's ack set.
+    The partition's owner calls this before it (re)starts consuming, when it holds nothing.
+    """
+    b: Any = broker
+    ids = b.client.smembers(f"{b.namespace}:__acks__.{b.broker_id}.{queue}")
+    if ids:
+        dispatch(broker, "requeue", queue, *ids, client=b.client)
+    return len(ids)
 
 
 def recover_dead_consumers(broker: dramatiq.Broker, queue: str) -> None:  # type: ignore[type-arg]

@@ -34,7 +34,15 @@ from dramatiq.broker import MessageProxy
 
 from models.leases import Leases, holder_id
 from models.redis_support import ANY_REDIS_ERROR
-from workers.broker import ack_all, fetched_ahead, partition_broker, queue_of, recover_dead_consumers, wake_key
+from workers.broker import (
+    ack_all,
+    fetched_ahead,
+    partition_broker,
+    queue_of,
+    recover_dead_consumers,
+    requeue_own_unacked,
+    wake_key,
+)
 
 log = logging.getLogger("workers.partitions")
 
@@ -74,6 +82,7 @@ class PartitionConsumer(threading.Thread):
         client = self.broker.client  # type: ignore[attr-defined]
         while not self.stopping.is_set():
             try:
+                requeue_own_unacked(self.broker, queue)  # fetched before a dropped connection: run them now
                 # Dramatiq's Redis consumer polls, sleeping up to `timeout` ms between empty fetches;
                 # at 500 ms a request arriving at an idle partition waited up to half a second. Keep
                 # its sleep at 5 ms and block on the partition's wake-up list instead (pushed by send).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start (or reuse) a 6-node Redis Cluster on 127.0.0.1:7000-7005: 3 masters, 3 replicas.
 #
-#   tests/support/redis_cluster.sh [start|stop|status]
+#   tests/support/redis_cluster.sh [start|stop|status|restart-node PORT]
 #
 # Idempotent: a healthy cluster already running on those ports (cluster_state:ok, 6 known
 # nodes, 16384 slots assigned) is reused as it is. Otherwise the nodes this script started
@@ -48,14 +48,19 @@ stop_nodes() {
   done
 }
 
+node() {  # start one node on its own dir (its nodes.conf, if any, makes it rejoin the cluster)
+  local port=$1
+  mkdir -p "$DIR/$port"
+  redis-server --port "$port" --bind "$HOST" --cluster-enabled yes --cluster-config-file nodes.conf \
+    --cluster-node-timeout 1000 --cluster-replica-validity-factor 0 --appendonly no --save "" \
+    --dir "$DIR/$port" --pidfile "$DIR/$port/redis.pid" --logfile "$DIR/$port/redis.log" \
+    --daemonize yes --maxmemory-policy noeviction --enable-debug-command local
+}
+
 start_nodes() {
   for port in "${PORTS[@]}"; do
     rm -rf "${DIR:?}/$port"
-    mkdir -p "$DIR/$port"
-    redis-server --port "$port" --bind "$HOST" --cluster-enabled yes --cluster-config-file nodes.conf \
-      --cluster-node-timeout 1000 --cluster-replica-validity-factor 0 --appendonly no --save "" \
-      --dir "$DIR/$port" --pidfile "$DIR/$port/redis.pid" --logfile "$DIR/$port/redis.log" \
-      --daemonize yes --maxmemory-policy noeviction --enable-debug-command local
+    node "$port"
   done
   for port in "${PORTS[@]}"; do
     for _ in $(seq 1 50); do
@@ -91,6 +96,11 @@ case "${1:-start}" in
     log "started ${#PORTS[@]} nodes on $HOST:${PORTS[0]}-${PORTS[-1]} (data in $DIR)"
     ;;
   stop) stop_nodes; log "stopped" ;;
+  restart-node)  # bring one killed node back (the failover test): it rejoins, as a replica
+    node "${2:?port}"
+    for _ in $(seq 1 50); do redis-cli -h "$HOST" -p "$2" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    log "restarted node $2"
+    ;;
   status) if healthy; then log "healthy"; else log "not healthy"; exit 1; fi ;;
-  *) echo "usage: $0 [start|stop|status]" >&2; exit 2 ;;
+  *) echo "usage: $0 [start|stop|status|restart-node PORT]" >&2; exit 2 ;;
 esac

@@ -28,6 +28,7 @@ from workers.broker import (
     queue_key,
     queue_of,
     recover_dead_consumers,
+    requeue_own_unacked,
     send,
     wake_key,
 )
@@ -138,3 +139,20 @@ def test_every_key_of_a_partition_queue_carries_the_partition_hash_tag(broker: A
     assert keys and all("{dq:p5}" in k for k in keys), keys
     assert queue_key(5) == "dramatiq:{dq:p5}:seats.p5" and wake_key(5) == "wake:{dq:p5}"
     consumer.close()
+
+
+def test_messages_fetched_before_a_dropped_connection_are_requeued_by_their_own_broker(broker: Any) -> None:
+    # Given a fetch that moved a message to this broker's ack set, whose reply never arrived
+    message = send(broker, noop, route_seat=0, partitions=1, job_id="fetched-then-disconnected")
+    pbroker = partition_broker(broker, 0)
+    lost = pbroker.consume(queue_of(0), prefetch=1, timeout=5)
+    assert next(lost) is not None  # the message is in the ack set now; the consumer is gone
+    # When the owner requeues its own unacknowledged messages before consuming again
+    assert requeue_own_unacked(pbroker, queue_of(0)) == 1
+    # Then the next consumer of the same live broker gets the message again
+    again = pbroker.consume(queue_of(0), prefetch=1, timeout=5)
+    got = next(again)
+    assert got is not None and got.message_id == message.message_id
+    again.ack(got)
+    assert requeue_own_unacked(pbroker, queue_of(0)) == 0  # acknowledged: nothing left to put back
+    again.close()
