@@ -44,7 +44,8 @@ def _only_on_limited_routes(app: Flask) -> None:
         if request.endpoint in limited:
             check()
 
-    hooks[hooks.index(check)] = check_limited_route
+    if check in hooks:  # absent with RATE_LIMIT_ENABLED=false (Flask-Limiter registers no hook then)
+        hooks[hooks.index(check)] = check_limited_route
 
 
 def user_key() -> str:

@@ -27,7 +27,7 @@ def test_readyz_checks_the_cluster_state_and_says_ok(cluster_client: FlaskClient
     response = cluster_client.get("/api/v1/readyz")
 
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.get_json()["checks"] == {"database": "ok", "redis": "ok", "broker": "ok"}
+    assert response.get_json()["checks"] == {"database": "ok", "redis": "ok", "broker": "disabled"}
 
 
 def test_an_unknown_job_is_404_on_the_cluster_not_a_moved_error(cluster_client: FlaskClient) -> None:
