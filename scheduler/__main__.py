@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import signal
 import sys
@@ -10,6 +11,7 @@ from types import FrameType
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from config import heartbeat
 from config.bootstrap import bootstrap
 from config.cli import require_shared_redis, start
 from scheduler import jobs
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     lease = LeaderLease(services.redis)
     scheduler = BlockingScheduler(timezone="UTC")
     jobs.install(scheduler, services, lease)
+    scheduler.add_job(heartbeat.beat, "interval", seconds=5, id="heartbeat", next_run_time=dt.datetime.now(dt.UTC))
 
     def stop(signum: int, frame: FrameType | None) -> None:
         scheduler.shutdown(wait=True)

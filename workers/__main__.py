@@ -64,11 +64,14 @@ def _jobs(settings: Settings, job_id: str) -> int:
 
 
 def _wait_for_signal() -> None:
+    from config import heartbeat
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(3600):
-        pass
+    heartbeat.beat()
+    while not stop.wait(10):
+        heartbeat.beat()
 
 
 def _consume(settings: Settings) -> int:

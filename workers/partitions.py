@@ -32,6 +32,7 @@ import dramatiq
 import redis
 from dramatiq.broker import MessageProxy
 
+from config import heartbeat
 from models.leases import Leases, holder_id
 from models.redis_support import ANY_REDIS_ERROR
 from workers.broker import (
@@ -211,6 +212,7 @@ class PartitionWorker:
                     self.tick()
                 except ANY_REDIS_ERROR:
                     log.warning("Redis unavailable during the ownership tick", exc_info=True)
+                heartbeat.beat()  # the loop is alive (docker-compose.yml's health check)
                 self._stop.wait(self.tick_interval)
         finally:
             self.shutdown()

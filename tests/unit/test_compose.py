@@ -243,3 +243,34 @@ def test_named_volumes_are_declared() -> None:
             source = volume.get("source") if isinstance(volume, dict) else volume.split(":")[0]
             if source and not source.startswith((".", "/", "~", "$")):
                 assert source in declared, f"{name}: volume {source!r} not declared"
+
+
+def test_there_is_no_default_admin_token_and_the_refusal_names_it() -> None:
+    for name in APP + ONE_SHOT:
+        token = _environment(_service(name)).get("ADMIN_TOKEN", "")
+        assert token.startswith("${ADMIN_TOKEN:?") and "ADMIN_TOKEN" in token.split(":?", 1)[1], (name, token)
+    assert "change-me" not in COMPOSE_FILE.read_text()
+
+
+def test_the_database_port_is_not_published() -> None:
+    assert not _service("mysql").get("ports"), "3306 is published"
+
+
+def test_a_one_shot_demo_service_seeds_behind_a_profile() -> None:
+    demo = _service("demo")
+    assert _words(demo.get("command")) == ["python", "-m", "models", "demo"]
+    assert demo.get("profiles") == ["demo"]
+    assert demo.get("restart") == "no"
+    assert demo["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+@pytest.mark.parametrize("name", ["worker", "scheduler", "consumer"])
+def test_the_non_http_processes_are_checked_by_their_heartbeat(name: str) -> None:
+    service = _service(name)
+    path = _environment(service)["HEARTBEAT_FILE"]
+    assert _words(service["healthcheck"]["test"])[1:5] == ["python", "-m", "config.heartbeat", path]
+
+
+def test_the_build_context_leaves_out_local_state() -> None:
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip()}
+    assert {".git", ".venv", "var", "tests", "bench"} <= ignored

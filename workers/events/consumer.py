@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from config import heartbeat
 from config.bootstrap import current
 from workers.events.topics import DLT_TOPIC, PAYMENT_TOPIC, ensure_topics
 
@@ -107,6 +108,7 @@ def consume(
     last_lag = 0.0
     try:
         while not stop.is_set():
+            heartbeat.beat()  # the poll loop is alive (docker-compose.yml's health check)
             if not run(list(consumer.poll(timeout_ms=500, max_records=100).items())):
                 stop.wait(interval)
                 continue
