@@ -140,6 +140,8 @@ class Settings:
     hold_ttl: int = 300
     max_holds_per_user: int = 4
     prequeue_window: int = 3600
+    hold_max_extensions: int = 2
+    refund_cutoff: int = 86_400
     partitions: int = 16
     outbox_interval: float = 1.0
     cache_schedule_ttl: int = 300
@@ -181,6 +183,8 @@ class Settings:
             hold_ttl=_int(e, "HOLD_TTL", 300, 1, 86_400),
             max_holds_per_user=_int(e, "MAX_HOLDS_PER_USER", 4, 1, 1000),
             prequeue_window=_int(e, "PREQUEUE_WINDOW", 3600, 0, 7 * 86_400),
+            hold_max_extensions=_int(e, "HOLD_MAX_EXTENSIONS", 2, 0, 100),
+            refund_cutoff=_int(e, "REFUND_CUTOFF", 86_400, 0, 365 * 86_400),
             partitions=_int(e, "PARTITIONS", 16, 1, 1024),
             outbox_interval=_float(e, "OUTBOX_INTERVAL", 1.0, 0.05, 60.0),
             cache_schedule_ttl=_int(e, "CACHE_SCHEDULE_TTL", 300, 1, 86_400),

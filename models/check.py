@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from models.db import db, utcnow
+from models.db import db, is_mysql, utcnow
 
 MAX_PENDING_AGE_S = 60.0
 
@@ -29,10 +29,10 @@ CHECKS: list[tuple[str, str]] = [
         "AND (live_seat_id IS NULL OR live_seat_id <> seat_id)",
     ),
     (
-        "2: RESERVED seat without exactly one CONFIRMED reservation with one payment",
+        "2: RESERVED seat without exactly one CONFIRMED reservation with one payment that is not refunded",
         "SELECT s.id, COUNT(DISTINCT r.id), COUNT(p.id) FROM seats s "
         "LEFT JOIN reservations r ON r.seat_id = s.id AND r.status = 'CONFIRMED' "
-        "LEFT JOIN payments p ON p.reservation_id = r.id "
+        "LEFT JOIN payments p ON p.reservation_id = r.id AND p.status = 'PAID' "
         "WHERE s.status = 'RESERVED' GROUP BY s.id HAVING COUNT(DISTINCT r.id) <> 1 OR COUNT(p.id) <> 1",
     ),
     (
@@ -43,7 +43,18 @@ CHECKS: list[tuple[str, str]] = [
     (
         "2: payment whose reservation is not CONFIRMED",
         "SELECT p.id, r.status FROM payments p JOIN reservations r ON r.id = p.reservation_id "
-        "WHERE r.status <> 'CONFIRMED'",
+        "WHERE p.status = 'PAID' AND r.status <> 'CONFIRMED'",
+    ),
+    (
+        "2: refunded payment whose reservation is not REFUNDED",
+        "SELECT p.id, r.status FROM payments p JOIN reservations r ON r.id = p.reservation_id "
+        "WHERE p.status = 'REFUNDED' AND r.status <> 'REFUNDED'",
+    ),
+    (
+        "3: refunded payment without exactly one REFUND ledger entry of its amount",
+        "SELECT p.id, COUNT(l.id) FROM payments p LEFT JOIN point_ledger l ON l.user_id = p.user_id "
+        "AND l.type = 'REFUND' AND l.reference = {refund_reference} AND l.amount = p.amount "
+        "WHERE p.status = 'REFUNDED' GROUP BY p.id HAVING COUNT(l.id) <> 1",
     ),
     (
         "3: wallet balance differs from its ledger sum",
@@ -81,7 +92,10 @@ def violations(limit: int = 20, max_pending_age_s: float = MAX_PENDING_AGE_S) ->
     cutoff = (utcnow() - dt.timedelta(seconds=max_pending_age_s)).strftime("%Y-%m-%d %H:%M:%S.%f")
     overdue = (OVERDUE_CHECK[0], OVERDUE_CHECK[1].format(cutoff=cutoff))
     found: list[str] = []
+    # the ledger reference of a refund, "refund:payment:<id>" (models/refunds.py), in this dialect
+    reference = "CONCAT('refund:payment:', p.id)" if is_mysql() else "('refund:payment:' || p.id)"
     for name, sql in [*CHECKS, overdue]:
+        sql = sql.replace("{refund_reference}", reference)
         rows = db.execute_sql(f"{sql} LIMIT {int(limit)}").fetchall()
         found.extend(f"invariant {name}: {tuple(row)}" for row in rows)
     return found

@@ -216,3 +216,15 @@ class SaleNotOpen(DomainError):
     """Raised when a fan joins a fair-start concert's queue before its pre-queue window opens."""
 
     code = "SALE_NOT_OPEN"
+
+
+class RefundNotAllowed(DomainError):
+    """Raised when a payment cannot be refunded: already refunded, or too close to the show."""
+
+    code = "REFUND_NOT_ALLOWED"
+
+
+class ExtensionLimit(DomainError):
+    """Raised when a hold was already extended HOLD_MAX_EXTENSIONS times."""
+
+    code = "EXTENSION_LIMIT"

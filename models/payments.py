@@ -25,6 +25,7 @@ from models.errors import (
 from models.reservations import CONFIRMED, HELD, Reservation
 
 PAY_ATTEMPTS = 5
+PAID, REFUNDED = "PAID", "REFUNDED"
 
 
 class Payment(BaseModel):
@@ -38,6 +39,9 @@ class Payment(BaseModel):
     idempotency_key = pw.CharField(max_length=128, null=True)
     job_id = pw.CharField(max_length=64, null=True, unique=True)
     created_at = UtcDateTimeField(default=utcnow)
+    status = pw.CharField(max_length=16, default=PAID)  # refunds: models/refunds.py (migration 007)
+    refunded_at = UtcDateTimeField(null=True)
+    refund_job_id = pw.CharField(max_length=64, null=True, unique=True)
 
     class Meta:
         table_name = "payments"
@@ -54,6 +58,8 @@ class PaymentView:
     amount: int
     balance: int
     paid_at: dt.datetime
+    status: str = PAID
+    refunded_at: dt.datetime | None = None
 
 
 def payment_json(v: PaymentView) -> dict[str, object]:
@@ -65,13 +71,15 @@ def payment_json(v: PaymentView) -> dict[str, object]:
         "amount": v.amount,
         "balance": v.balance,
         "paidAt": iso(v.paid_at),
+        "status": v.status,
+        "refundedAt": iso(v.refunded_at),
     }
 
 
-def _view(p: Payment) -> PaymentView:
-    return PaymentView(
-        p.id, p.reservation_id, p.user_id, p.amount, points.get_balance(user_id=p.user_id).balance, p.created_at
-    )
+def view_of(p: Payment) -> PaymentView:
+    """A payment row as the API shows it (with the user's balance now)."""
+    balance = points.get_balance(user_id=p.user_id).balance
+    return PaymentView(p.id, p.reservation_id, p.user_id, p.amount, balance, p.created_at, p.status, p.refunded_at)
 
 
 def get_payment(*, payment_id: int, user_id: int) -> PaymentView:
@@ -79,7 +87,7 @@ def get_payment(*, payment_id: int, user_id: int) -> PaymentView:
     p = Payment.get_or_none((Payment.id == payment_id) & (Payment.user_id == user_id))
     if p is None:
         raise NotFound(f"payment {payment_id} does not exist")
-    return _view(p)
+    return view_of(p)
 
 
 def pay(*, reservation_id: int, user_id: int, job_id: str, idempotency_key: str | None = None) -> PaymentView:
@@ -119,7 +127,7 @@ def _earlier(*, job_id: str, user_id: int, idempotency_key: str | None, reservat
         p = Payment.get_or_none((Payment.user_id == user_id) & (Payment.idempotency_key == idempotency_key))
         if p is not None and p.reservation_id != reservation_id:
             raise IdempotencyKeyReused("this Idempotency-Key was used for another payment")
-    return _view(p) if p is not None else None
+    return view_of(p) if p is not None else None
 
 
 def _pay_once(*, reservation_id: int, user_id: int, job_id: str, idempotency_key: str | None) -> PaymentView:

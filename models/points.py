@@ -118,6 +118,21 @@ def debit(*, user_id: int, amount: int, reference: str) -> int:
     return wallet.balance - amount
 
 
+def credit_refund(*, user_id: int, amount: int, reference: str) -> int:
+    """Give points back inside the caller's transaction (a REFUND ledger row); return the new balance.
+
+    No MAX_BALANCE check: a refund returns points the wallet held before, and must not be refused.
+    Raises ConcurrentUpdate if the compare-and-set lost (the caller's transaction rolls back).
+    """
+    wallet = Wallet.get(Wallet.user_id == user_id)  # a payer has a wallet
+    if not _compare_and_set(wallet, wallet.balance + amount):
+        raise ConcurrentUpdate("the wallet changed concurrently; retry", retry_after=1)
+    LedgerEntry.create(
+        user_id=user_id, type=REFUND, amount=amount, balance_after=wallet.balance + amount, reference=reference
+    )
+    return wallet.balance + amount
+
+
 def history(*, user_id: int, limit: int = 100) -> list[HistoryEntry]:
     """A user's ledger entries, newest first."""
     check_user_id(user_id)

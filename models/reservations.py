@@ -17,7 +17,7 @@ from models.concerts import HELD as SEAT_HELD
 from models.db import BaseModel, UtcDateTimeField, db, utcnow
 from models.errors import ConcurrentUpdate, LimitExceeded, NotFound, ReservationNotHeld, SeatNotAvailable
 
-HELD, CONFIRMED, EXPIRED, CANCELLED = "HELD", "CONFIRMED", "EXPIRED", "CANCELLED"
+HELD, CONFIRMED, EXPIRED, CANCELLED, REFUNDED = "HELD", "CONFIRMED", "EXPIRED", "CANCELLED", "REFUNDED"
 
 
 class Reservation(BaseModel):

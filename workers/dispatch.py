@@ -15,7 +15,7 @@ from config.logs import job_context
 from models.db import db
 from models.errors import Unavailable, problem_of
 from models.redis_support import ANY_REDIS_ERROR, REDIS_ERRORS
-from workers import payments, reservations
+from workers import payments, refunds, reservations
 from workers.broker import Actor
 from workers.jobs import JobStore
 
@@ -25,7 +25,14 @@ BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 # Every actor, by the name its messages carry: the one registry a message is dispatched through.
 ACTORS: dict[str, Actor] = {
-    a.name: a for a in (reservations.hold_seat, reservations.cancel_reservation, reservations.expire_hold, payments.pay)
+    a.name: a
+    for a in (
+        reservations.hold_seat,
+        reservations.cancel_reservation,
+        reservations.expire_hold,
+        payments.pay,
+        refunds.refund_payment,
+    )
 }
 
 

@@ -335,7 +335,8 @@ def test_post_payments_answers_201_with_the_payment_and_get_shows_it_only_to_its
 
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
-    assert set(body) == {"paymentId", "reservationId", "userId", "amount", "balance", "paidAt"}
+    assert set(body) == {"paymentId", "reservationId", "userId", "amount", "balance", "paidAt", "status", "refundedAt"}
+    assert (body["status"], body["refundedAt"]) == ("PAID", None)
     assert (body["reservationId"], body["userId"], body["amount"], body["balance"]) == (rid, PAYER, PRICE, 30_000)
     assert body["paidAt"].endswith("Z")
     assert response.headers["Location"] == f"/api/v1/payments/{body['paymentId']}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from web.schemas import Body, Out, RequestId
 
 
@@ -13,7 +15,7 @@ class PaymentIn(Body):
 
 
 class PaymentOut(Out):
-    """A payment."""
+    """A payment; `status` REFUNDED with `refundedAt` once refunded (POST /payments/{id}/refund)."""
 
     paymentId: int
     reservationId: int
@@ -21,3 +23,5 @@ class PaymentOut(Out):
     amount: int
     balance: int
     paidAt: str
+    status: Literal["PAID", "REFUNDED"] = "PAID"
+    refundedAt: str | None = None

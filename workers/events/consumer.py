@@ -16,7 +16,9 @@ from typing import Any
 
 from config import heartbeat
 from config.bootstrap import current
-from workers.events.topics import DLT_TOPIC, PAYMENT_TOPIC, ensure_topics
+from models.outbox import PAYMENT_COMPLETED
+from models.refunds import PAYMENT_REFUNDED
+from workers.events.topics import DLT_TOPIC, PAYMENT_TOPIC, REFUND_TOPIC, ensure_topics
 
 log = logging.getLogger("workers.events")
 
@@ -60,6 +62,31 @@ def handle_payment_completed(value: bytes | str) -> bool:
     return True
 
 
+def handle_payment_refunded(value: bytes | str) -> bool:
+    """Note a refund (the refund's transaction already freed the seat and credited the wallet, so
+    this writes nothing a replay could duplicate: only the consumed marker). True if first seen."""
+    try:
+        event = json.loads(value)
+        event_id, payment_id = str(event["eventId"]), int(event["paymentId"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PoisonEvent(f"unreadable PaymentRefunded event: {exc}") from None
+    if not current().redis.set(done_key(event_id), 1, ex=7 * 86_400, nx=True):
+        return False
+    log.info("PaymentRefunded %s consumed: payment %s refunded", event_id, payment_id)
+    return True
+
+
+def handle_event(value: bytes | str) -> bool:
+    """Route an outbox event to its handler by `eventType` (PaymentCompleted when absent: older rows)."""
+    try:
+        event_type = json.loads(value).get("eventType", PAYMENT_COMPLETED)
+    except (ValueError, AttributeError) as exc:
+        raise PoisonEvent(f"unreadable event: {exc}") from None
+    if event_type == PAYMENT_REFUNDED:
+        return handle_payment_refunded(value)
+    return handle_payment_completed(value)
+
+
 def with_retries(
     handler: Callable[[bytes], object],
     value: bytes,
@@ -86,7 +113,7 @@ def consume(
     stop: threading.Event,
     *,
     bootstrap_servers: str,
-    handler: Callable[[bytes], object] = handle_payment_completed,
+    handler: Callable[[bytes], object] = handle_event,
     retries: int = RETRIES,
     interval: float = RETRY_INTERVAL,
 ) -> None:
@@ -97,6 +124,7 @@ def consume(
     servers = bootstrap_servers.split(",")
     consumer = KafkaConsumer(
         PAYMENT_TOPIC,
+        REFUND_TOPIC,
         bootstrap_servers=servers,
         group_id=GROUP,
         enable_auto_commit=False,

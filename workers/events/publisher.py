@@ -12,7 +12,7 @@ from typing import Any
 
 from config.bootstrap import Services, current
 from models import outbox
-from workers.events.consumer import RETRIES, handle_payment_completed, with_retries
+from workers.events.consumer import RETRIES, handle_event, with_retries
 from workers.events.dead_letters import INPROCESS_KEY
 from workers.events.topics import ensure_topics
 
@@ -78,9 +78,7 @@ class InProcessBus:
 
     def __call__(self, rows: list[outbox.OutboxEvent]) -> list[Exception | None]:
         for row in rows:
-            ok, error, attempts = with_retries(
-                handle_payment_completed, row.payload.encode(), retries=RETRIES, interval=0.05
-            )
+            ok, error, attempts = with_retries(handle_event, row.payload.encode(), retries=RETRIES, interval=0.05)
             if not ok:
                 log.warning("event %s dead-lettered after %s attempts: %s", row.id, attempts, error)
                 current().redis.rpush(
