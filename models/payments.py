@@ -133,17 +133,7 @@ def _earlier(*, job_id: str, user_id: int, idempotency_key: str | None, reservat
 def _pay_once(*, reservation_id: int, user_id: int, job_id: str, idempotency_key: str | None) -> PaymentView:
     now = utcnow()
     with db.atomic():
-        r = Reservation.get_or_none(Reservation.id == reservation_id)
-        if r is None:
-            raise NotFound(f"reservation {reservation_id} does not exist")
-        if r.user_id != user_id:
-            raise Forbidden("the reservation belongs to another user")
-        if r.status == CONFIRMED:
-            raise AlreadyPaid(f"reservation {reservation_id} is already paid")
-        if r.status != HELD:
-            raise ReservationNotHeld(f"reservation {reservation_id} is {r.status.lower()}")
-        if r.expires_at <= now:
-            raise ReservationExpired(f"the hold on reservation {reservation_id} expired at {iso(r.expires_at)}")
+        r = _payable(reservation_id=reservation_id, user_id=user_id, now=now)
         balance = points.debit(user_id=user_id, amount=r.price, reference=f"reservation:{reservation_id}")
         payment = Payment.create(
             reservation=reservation_id,
@@ -168,22 +158,43 @@ def _pay_once(*, reservation_id: int, user_id: int, job_id: str, idempotency_key
         )
         if confirmed != 1 or sold != 1:
             raise ConcurrentUpdate(f"reservation {reservation_id} changed concurrently", retry_after=1)
-        concert_id = Schedule.select(Schedule.concert).where(Schedule.id == r.schedule_id).scalar()
-        outbox.add_event(
-            aggregate_type="payment",
-            aggregate_id=payment.id,
-            event_type=outbox.PAYMENT_COMPLETED,
-            topic=outbox.PAYMENT_TOPIC,
-            key=str(reservation_id),
-            payload={
-                "paymentId": payment.id,
-                "reservationId": reservation_id,
-                "userId": user_id,
-                "concertId": concert_id,
-                "scheduleId": r.schedule_id,
-                "seatId": r.seat_id,
-                "amount": r.price,
-                "paidAt": iso(now),
-            },
-        )
+        _payment_completed(payment, r, now)
     return PaymentView(payment.id, reservation_id, user_id, r.price, balance, now)
+
+
+def _payable(*, reservation_id: int, user_id: int, now: dt.datetime) -> Reservation:
+    """The user's HELD, unexpired reservation, or the domain error that says why it cannot be paid."""
+    r = Reservation.get_or_none(Reservation.id == reservation_id)
+    if r is None:
+        raise NotFound(f"reservation {reservation_id} does not exist")
+    if r.user_id != user_id:
+        raise Forbidden("the reservation belongs to another user")
+    if r.status == CONFIRMED:
+        raise AlreadyPaid(f"reservation {reservation_id} is already paid")
+    if r.status != HELD:
+        raise ReservationNotHeld(f"reservation {reservation_id} is {r.status.lower()}")
+    if r.expires_at <= now:
+        raise ReservationExpired(f"the hold on reservation {reservation_id} expired at {iso(r.expires_at)}")
+    return r
+
+
+def _payment_completed(payment: Payment, r: Reservation, now: dt.datetime) -> None:
+    """The PaymentCompleted outbox row, in the payment's transaction (the relay publishes it after commit)."""
+    concert_id = Schedule.select(Schedule.concert).where(Schedule.id == r.schedule_id).scalar()
+    outbox.add_event(
+        aggregate_type="payment",
+        aggregate_id=payment.id,
+        event_type=outbox.PAYMENT_COMPLETED,
+        topic=outbox.PAYMENT_TOPIC,
+        key=str(r.id),
+        payload={
+            "paymentId": payment.id,
+            "reservationId": r.id,
+            "userId": r.user_id,
+            "concertId": concert_id,
+            "scheduleId": r.schedule_id,
+            "seatId": r.seat_id,
+            "amount": r.price,
+            "paidAt": iso(now),
+        },
+    )

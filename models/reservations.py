@@ -107,6 +107,18 @@ def hold_seat(
     rejection = rejection_for(status=seat.status, number=seat.number)
     if rejection is not None:
         raise rejection
+    slot = _free_hold_slot(user_id=user_id, schedule_id=schedule_id, max_holds=max_holds)
+    try:
+        reservation = _take_seat(
+            seat, seat_id=seat_id, user_id=user_id, schedule_id=schedule_id, slot=slot, job_id=job_id, hold_ttl=hold_ttl
+        )
+    except pw.IntegrityError as exc:
+        return _after_conflict(exc, job_id=job_id, seat_number=seat.number)
+    return _view(reservation, seat.number)
+
+
+def _free_hold_slot(*, user_id: int, schedule_id: int, max_holds: int) -> int:
+    """The lowest of the user's `max_holds` hold slots in the schedule not in use, or LimitExceeded."""
     taken = {
         slot
         for (slot,) in Reservation.select(Reservation.hold_slot)
@@ -120,32 +132,39 @@ def hold_seat(
     free = [s for s in range(1, max_holds + 1) if s not in taken]
     if not free:
         raise LimitExceeded(f"you already hold {max_holds} seats of this schedule")
+    return free[0]
+
+
+def _take_seat(
+    seat: _SeatRow, *, seat_id: int, user_id: int, schedule_id: int, slot: int, job_id: str, hold_ttl: int
+) -> Reservation:
+    """AVAILABLE -> HELD by compare-and-set on the seat's version, and the HELD reservation, in one transaction.
+
+    Raises SeatNotAvailable when the seat changed since it was read; IntegrityError when a unique
+    key (the live seat, the hold slot, the job id) says another hold won.
+    """
     now = utcnow()
-    try:
-        with db.atomic():
-            changed = (
-                Seat.update(status=SEAT_HELD, version=Seat.version + 1)
-                .where((Seat.id == seat_id) & (Seat.status == AVAILABLE) & (Seat.version == seat.version))
-                .execute()
-            )
-            if changed != 1:
-                raise SeatNotAvailable(f"seat {seat.number} was just taken")
-            reservation = Reservation.create(
-                user_id=user_id,
-                seat=seat_id,
-                schedule_id=schedule_id,
-                price=seat.price,
-                status=HELD,
-                expires_at=now + dt.timedelta(seconds=hold_ttl),
-                live_seat_id=seat_id,
-                hold_slot=free[0],
-                job_id=job_id,
-                created_at=now,
-                updated_at=now,
-            )
-    except pw.IntegrityError as exc:
-        return _after_conflict(exc, job_id=job_id, seat_number=seat.number)
-    return _view(reservation, seat.number)
+    with db.atomic():
+        changed = (
+            Seat.update(status=SEAT_HELD, version=Seat.version + 1)
+            .where((Seat.id == seat_id) & (Seat.status == AVAILABLE) & (Seat.version == seat.version))
+            .execute()
+        )
+        if changed != 1:
+            raise SeatNotAvailable(f"seat {seat.number} was just taken")
+        return Reservation.create(
+            user_id=user_id,
+            seat=seat_id,
+            schedule_id=schedule_id,
+            price=seat.price,
+            status=HELD,
+            expires_at=now + dt.timedelta(seconds=hold_ttl),
+            live_seat_id=seat_id,
+            hold_slot=slot,
+            job_id=job_id,
+            created_at=now,
+            updated_at=now,
+        )
 
 
 @dataclass(frozen=True)
