@@ -10,8 +10,8 @@ from models import check, schema, seed
 from models.db import init_database
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run one command; return the exit code."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per database task."""
     parser = argparse.ArgumentParser(prog="python -m models", description="Database commands (uses DATABASE_URL).")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply pending schema migrations")
@@ -39,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         "verify", help="recompute a concert's published draw from its public record; exit 1 if it does not match"
     )
     p_verify.add_argument("concert_id", type=int, metavar="CONCERT_ID")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one command; return the exit code."""
+    args = _parser().parse_args(argv)
 
     settings = settings_or_exit()
     init_database(settings.database_url)
