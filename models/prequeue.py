@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import redis
 
 from models import fairness
-from models.waiting_room import CONCERTS_KEY, new_token_for
+from models.queue_tokens import new_token_for
+from models.waiting_room import CONCERTS_KEY
 
 PREQUEUED = "PREQUEUED"
 SNAPSHOT_SLICE = 2_000  # members read per call while snapshotting the draw (bench/draw_bench.py)

@@ -26,7 +26,6 @@ Tokens are `<concertId>.<22 url-safe chars>` (128 random bits), so a token names
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,27 +35,12 @@ import redis
 
 from config.settings import Settings
 from models.errors import RateLimited, TokenInvalid, ValidationError
+from models.queue_tokens import QueueToken, concert_of_token, new_token_for, token_of_reply
 from models.waiting_room_lua import ADMIT, ISSUE, LEAVE, POLL, SWEEP, SWEEP_SLICE
 
 WAITING, ACTIVE = "WAITING", "ACTIVE"
 CONCERTS_KEY = "wr:concerts"
 RATE_WINDOW_MS = 60_000
-
-
-@dataclass(frozen=True)
-class QueueToken:
-    """A token's state as the API shows it."""
-
-    token: str
-    user_id: int
-    concert_id: int
-    status: str
-    rank: int
-    estimated_wait_seconds: int
-    expires_at_ms: int
-    sold_out: bool
-    poll_after_ms: int = 0
-    created: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,26 +75,6 @@ def _keys(concert_id: int) -> dict[str, str]:
         "token_prefix": f"{tag}:t:",
         "user_prefix": f"{tag}:u:",
     }
-
-
-TOKEN_BYTES = 16  # 128 random bits
-
-
-def new_token_for(concert_id: int) -> str:
-    """A fresh queue token: `<concertId>.<22 url-safe chars>`, 128 random bits from `secrets` (the OS CSPRNG).
-
-    The concert id in clear only routes the token to its concert's keys; it grants nothing: the
-    token is valid only while its hash exists in Redis, and that hash names its user and concert.
-    """
-    return f"{concert_id}.{secrets.token_urlsafe(TOKEN_BYTES)}"
-
-
-def concert_of_token(token: str) -> int:
-    """The concert id a token names, or TokenInvalid for a malformed token."""
-    head, _, rest = token.partition(".")
-    if not (head.isascii() and head.isdigit()) or len(head) > 19 or len(rest) < 16 or len(token) > 64:
-        raise TokenInvalid("the queue token is malformed")
-    return int(head)
 
 
 class WaitingRoom:
@@ -170,7 +134,7 @@ class WaitingRoom:
         tag = _tag(concert_id)
         args = [*self._args(concert_id), new_token_for(concert_id), user_id, concert_id, -1 if limit is None else limit]
         token, created, *described = self._issue(keys=[f"{tag}:waiting"], args=args)
-        issued = _token(_text(token), described, created=bool(int(created)))
+        issued = token_of_reply(_text(token), described, created=bool(int(created)))
         if issued.created and issued.status == ACTIVE:
             self.r.incr(_keys(concert_id)["admitted"])
         elif issued.created:
@@ -200,7 +164,7 @@ class WaitingRoom:
         if found[0] == b"EARLY" or found[0] == "EARLY":
             wait_ms = int(found[1])
             raise RateLimited(f"poll again in {wait_ms} ms (pollAfterMs)", retry_after=max(1, -(-wait_ms // 1000)))
-        return _token(token, found, created=False)
+        return token_of_reply(token, found, created=False)
 
     def leave(self, *, token: str) -> bool:
         """Give up the place or the active slot; True if the token existed."""
@@ -304,29 +268,6 @@ class WaitingRoom:
         entries = self.r.zrangebyscore(_keys(concert_id)["admits"], now - RATE_WINDOW_MS, "+inf")
         total = sum(int(_text(e).rsplit(":", 1)[1]) for e in entries)  # type: ignore[union-attr]
         return total / (RATE_WINDOW_MS / 1000)
-
-
-def _token(token: str, described: list[object], *, created: bool) -> QueueToken:
-    """A QueueToken from a script's reply {user, concert, status, rank, expires, soldout, wait s, pollAfterMs}.
-
-    The wait estimate is rank ÷ the measured admission rate: the admissions of the last minute
-    over the time since the oldest of them (at least 1 s), so at the start of a sale 200
-    admissions in 2 s are 100/s, not 3.3/s; with no admission yet, slots turn over once per
-    ACTIVE_TTL. pollAfterMs is a quarter of that wait, between 1 s and POLL_MAX_INTERVAL.
-    """
-    user, concert, status, rank, expires, sold_out, wait_s, after = (_text(v) for v in described)
-    return QueueToken(
-        token=token,
-        user_id=int(user),
-        concert_id=int(concert),
-        status=status,
-        rank=int(rank),
-        estimated_wait_seconds=int(wait_s),
-        expires_at_ms=int(float(expires)),
-        sold_out=sold_out == "1",
-        poll_after_ms=int(after),
-        created=created,
-    )
 
 
 def _now_ms() -> int:

@@ -15,9 +15,10 @@ from flask import current_app, g, request
 
 from models import concerts, reservations
 from models.errors import Forbidden, TokenMissing, TokenNotActive
+from models.queue_tokens import QueueToken
 from models.redis_support import scripts_in_one_round_trip
 from models.reservations import ReservationView
-from models.waiting_room import ACTIVE, QueueToken, WaitingRoom
+from models.waiting_room import ACTIVE, WaitingRoom
 from web.api import parse_id
 
 F = TypeVar("F", bound=Callable[..., Any])

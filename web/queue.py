@@ -13,7 +13,7 @@ from models import concerts, draws, fairness
 from models.db import utcnow
 from models.errors import NotFound, TokenMissing
 from models.prequeue import PreQueue, PrequeuedToken
-from models.waiting_room import QueueToken, concert_of_token
+from models.queue_tokens import QueueToken, concert_of_token
 from web.api import described, respond, settings, spec
 from web.gate import HEADER, waiting_room
 from web.limits import limiter, user_key

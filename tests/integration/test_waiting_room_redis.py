@@ -12,8 +12,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from config.bootstrap import make_redis
+from models.queue_tokens import QueueToken
 from models.seed import seed_demo
-from models.waiting_room import ACTIVE, WAITING, QueueToken, WaitingRoom
+from models.waiting_room import ACTIVE, WAITING, WaitingRoom
 from tests.support.helpers import problem_of
 
 pytestmark = pytest.mark.integration

@@ -23,8 +23,8 @@ from flask.testing import FlaskClient
 from config.settings import Settings
 from models import payments, points, reservations
 from models.concerts import Schedule, Seat
+from models.queue_tokens import new_token_for
 from models.seed import seed_demo
-from models.waiting_room import new_token_for
 from tests.support.helpers import active_token, hold, make_app, problem_of, queue_headers
 
 API = "/api/v1"
@@ -88,7 +88,7 @@ def test_ten_thousand_tokens_are_distinct_and_carry_128_random_bits() -> None:
 
 
 def test_tokens_come_from_the_secrets_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    import models.waiting_room as wr
+    import models.queue_tokens as wr
 
     asked: list[int] = []
     real = wr.secrets.token_urlsafe

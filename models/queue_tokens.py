@@ -1,0 +1,75 @@
+"""Queue tokens: what a token is (`<concertId>.<22 url-safe chars>`) and how the API describes one.
+
+models/waiting_room.py issues, polls and admits them in Redis; this module only names and
+describes them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from models.errors import TokenInvalid
+
+
+@dataclass(frozen=True)
+class QueueToken:
+    """A token's state as the API shows it."""
+
+    token: str
+    user_id: int
+    concert_id: int
+    status: str
+    rank: int
+    estimated_wait_seconds: int
+    expires_at_ms: int
+    sold_out: bool
+    poll_after_ms: int = 0
+    created: bool = False
+
+
+TOKEN_BYTES = 16  # 128 random bits
+
+
+def new_token_for(concert_id: int) -> str:
+    """A fresh queue token: `<concertId>.<22 url-safe chars>`, 128 random bits from `secrets` (the OS CSPRNG).
+
+    The concert id in clear only routes the token to its concert's keys; it grants nothing: the
+    token is valid only while its hash exists in Redis, and that hash names its user and concert.
+    """
+    return f"{concert_id}.{secrets.token_urlsafe(TOKEN_BYTES)}"
+
+
+def concert_of_token(token: str) -> int:
+    """The concert id a token names, or TokenInvalid for a malformed token."""
+    head, _, rest = token.partition(".")
+    if not (head.isascii() and head.isdigit()) or len(head) > 19 or len(rest) < 16 or len(token) > 64:
+        raise TokenInvalid("the queue token is malformed")
+    return int(head)
+
+
+def token_of_reply(token: str, described: list[object], *, created: bool) -> QueueToken:
+    """A QueueToken from a script's reply {user, concert, status, rank, expires, soldout, wait s, pollAfterMs}.
+
+    The wait estimate is rank ÷ the measured admission rate: the admissions of the last minute
+    over the time since the oldest of them (at least 1 s), so at the start of a sale 200
+    admissions in 2 s are 100/s, not 3.3/s; with no admission yet, slots turn over once per
+    ACTIVE_TTL. pollAfterMs is a quarter of that wait, between 1 s and POLL_MAX_INTERVAL.
+    """
+    user, concert, status, rank, expires, sold_out, wait_s, after = (_text(v) for v in described)
+    return QueueToken(
+        token=token,
+        user_id=int(user),
+        concert_id=int(concert),
+        status=status,
+        rank=int(rank),
+        estimated_wait_seconds=int(wait_s),
+        expires_at_ms=int(float(expires)),
+        sold_out=sold_out == "1",
+        poll_after_ms=int(after),
+        created=created,
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
