@@ -16,7 +16,8 @@ from flask import Flask, g
 from models import errors as e
 from models.concerts import NewSchedule, Schedule, Seat, create_concert
 from models.db import utcnow
-from models.waiting_room import ACTIVE, WAITING, QueueToken, WaitingRoom
+from models.queue_tokens import QueueToken
+from models.waiting_room import ACTIVE, WAITING, WaitingRoom
 from tests.support.helpers import hold_directly
 from web.gate import HEADER, own_reservation, queue_gate, require_active
 
