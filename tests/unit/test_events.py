@@ -85,7 +85,7 @@ def test_when_redis_is_down_the_poll_rewinds_and_neither_commits_nor_dead_letter
 
 
 def test_the_embedded_bus_keeps_an_event_it_cannot_handle_as_a_dead_letter(app: Flask) -> None:
-    rows = [SimpleNamespace(topic=PAYMENT_TOPIC, payload="not json")]
+    rows = [SimpleNamespace(id=1, topic=PAYMENT_TOPIC, payload="not json")]
     assert InProcessBus()(rows) == [None]  # type: ignore[arg-type]
     letters = [json.loads(x) for x in inprocess_letters()]
     assert len(letters) == 1
