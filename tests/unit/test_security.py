@@ -341,6 +341,21 @@ def test_job_creation_is_rate_limited_per_token_across_reservations_and_payments
     assert_rate_limited(answers[2])
 
 
+def test_with_rate_limits_off_the_app_starts_and_nothing_is_limited(unit_settings: Settings) -> None:
+    from config import bootstrap
+    from models.db import db
+
+    app = make_app(unit_settings.with_(rate_limit_enabled=False, rate_issue_user="1/minute"))
+    bootstrap.current().redis.flushall()
+    seed_demo()
+    client = app.test_client()
+
+    answers = [client.post(f"{API}/queue/tokens", json={"userId": 45, "concertId": 1}) for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [201, 200, 200]
+    db.close()
+
+
 # --- nothing secret in answers or logs ----------------------------------------------------------
 SQL_ERROR = "(1064) SELECT balance FROM point_wallets WHERE user_id = 1 -- password=db-secret-pw"
 
