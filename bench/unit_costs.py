@@ -1,0 +1,220 @@
+"""The cost of one fan: Redis round trips, Redis server time and web CPU per operation.
+
+Measured in-process (the WSGI app called directly, no HTTP server, so the web CPU is the app's
+own) against a real Redis (BENCH_REDIS_URL) and a SQLite file, for: join (issue), a waiting poll,
+an early poll, the cached seat map, /healthz and a bare Flask route in the same run.
+
+  Redis round trips   the Redis client's socket writes (a pipeline is one), counted in-process
+  Redis commands      commands MONITOR shows from clients (commands a Lua script runs are not counted)
+  Redis server µs     INFO commandstats usec delta (CONFIG RESETSTAT before each operation)
+  web CPU µs          time.process_time() per request over --n requests (includes the Redis client)
+
+With --before DIR it runs the same measurement on another checkout (e.g. `git archive <commit> |
+tar -x -C DIR`) in a child process, and prints both side by side: same machine, same run.
+
+    .venv/bin/python -m bench.unit_costs [--n 10000] [--before /tmp/old-main]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "unit_costs.json"
+OPS = ("bare", "healthz", "issue", "poll", "early_poll", "seat_map")
+
+
+def _environ(path: str, method: str = "GET", headers: dict[str, str] | None = None, body: Any = None) -> Any:
+    from werkzeug.test import EnvironBuilder
+
+    return EnvironBuilder(path=path, method=method, headers=headers or {}, json=body).get_environ()
+
+
+def _call(app: Any, environ: Any) -> str:
+    status: list[str] = []
+    body = app(environ, lambda s, h, e=None: status.append(s))
+    b"".join(body)
+    getattr(body, "close", lambda: None)()
+    return status[0]
+
+
+def _cpu_us(app: Any, environs: list[Any]) -> tuple[float, dict[str, int]]:
+    """Mean process CPU µs per request, and the statuses seen."""
+    statuses: dict[str, int] = {}
+    started = time.process_time()
+    for env in environs:
+        s = _call(app, env)
+        statuses[s] = statuses.get(s, 0) + 1
+    return (time.process_time() - started) / len(environs) * 1e6, statuses
+
+
+class Monitor:
+    """Counts the commands Redis receives from clients (not those a script runs)."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.lines: list[dict[str, Any]] = []
+        self._mon = redis.Redis.from_url(url).monitor()
+        threading.Thread(target=self._read, daemon=True).start()
+        time.sleep(0.3)
+
+    def _read(self) -> None:
+        import redis
+
+        with contextlib.suppress(redis.ConnectionError), self._mon as m:  # closed by the bench when done
+            for cmd in m.listen():
+                self.lines.append(cmd)
+
+    def count(self, run: Any) -> tuple[int, int, list[str]]:
+        """(round trips: the client's socket writes, a pipeline being one; commands; the commands)."""
+        from redis.connection import AbstractConnection
+
+        sends = [0]
+        original = AbstractConnection.send_packed_command
+
+        def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+            sends[0] += 1
+            original(conn, command, check_health)
+
+        time.sleep(0.2)
+        self.lines.clear()
+        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+        try:
+            run()
+        finally:
+            AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+        time.sleep(0.3)
+        calls = [c for c in self.lines if c.get("client_type") != "lua"]
+        return sends[0], len(calls), [str(c["command"])[:80] for c in calls]
+
+
+def measure(n: int, redis_url: str) -> dict[str, Any]:
+    """Every figure of this checkout (run inside it)."""
+    import redis
+
+    sys.path.insert(0, os.getcwd())
+    import models.waiting_room as wr
+    from bench.bare_app import app as bare
+    from config.settings import Settings
+    from web import create_app
+
+    db_file = Path(tempfile.mkdtemp()) / "costs.db"
+    settings = Settings().with_(
+        database_url=f"sqlite:///{db_file}", redis_url=redis_url, admin_token="x", rate_issue_ip="1000000/second"
+    )
+    app = create_app(settings)
+    try:
+        from tests.support.helpers import fresh_schema
+    except ImportError:  # older checkouts
+        from tests.conftest import fresh_schema  # type: ignore[no-redef]
+    fresh_schema()
+    from models.seed import seed_demo
+
+    concert = seed_demo()
+    r = redis.Redis.from_url(redis_url)
+    r.flushdb()
+    room = app.extensions["waiting_room"]
+    k = 20  # requests per operation under MONITOR
+    tokens = [room.issue(user_id=u, concert_id=concert).token for u in range(1, n + k + 101)]
+    active, on_time, watched = tokens[0], tokens[100 : 100 + n], tokens[100 + n :]
+    real = wr._now_ms
+    wr._now_ms = lambda: real() + 60_000  # every join's pollAfterMs has passed: on-time polls
+    poll, seats = "/api/v1/queue/token", "/api/v1/schedules/1/seats"
+
+    def envs(op: str, fans: list[str], first_user: int) -> list[Any]:
+        if op in ("poll", "early_poll"):  # early_poll: the same tokens again, right after `poll`
+            return [_environ(poll, headers={"X-Queue-Token": t}) for t in fans]
+        if op == "issue":
+            body = [{"userId": 10**9 + first_user + i, "concertId": concert} for i in range(len(fans))]
+            return [_environ("/api/v1/queue/tokens", "POST", body=b) for b in body]
+        path = {"bare": "/bare", "healthz": "/api/v1/healthz", "seat_map": seats}[op]
+        return [_environ(path, headers={"X-Queue-Token": active}) for _ in fans]
+
+    target = {op: bare if op == "bare" else app for op in OPS}
+    _call(app, envs("seat_map", [active], 0)[0])  # the seat map is cached from here on
+    out: dict[str, Any] = {}
+    mon = Monitor(redis_url)
+    for op in OPS:
+        batch = envs(op, watched, 0)
+        trips, calls, sample = mon.count(lambda batch=batch, op=op: [_call(target[op], e) for e in batch])
+        out[op] = {"redis_round_trips": trips / k, "redis_commands": calls / k, "sample_commands": sample[:8]}
+    mon._mon.connection.disconnect()  # MONITOR slows the server: off for the timed pass
+    time.sleep(0.3)
+    for op in OPS:
+        batch = envs(op, on_time, k)
+        r.config_resetstat()
+        cpu, statuses = _cpu_us(target[op], batch)
+        stats = r.info("commandstats")
+        usec = sum(v["usec"] for key, v in stats.items() if key not in ("cmdstat_config", "cmdstat_info"))
+        out[op].update(web_cpu_us=round(cpu, 1), redis_server_us=round(usec / n, 2), statuses=statuses)
+    wr._now_ms = real
+    return out
+
+
+def run_in(checkout: Path, n: int, redis_url: str) -> dict[str, Any]:
+    """measure() inside another checkout, in a child process (its own imports)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        code = (
+            f"import sys, json; sys.path.insert(0, {str(checkout)!r}); sys.path.append({str(ROOT / 'bench')!r});"
+            f"import unit_costs; json.dump(unit_costs.measure({n}, {redis_url!r}), open({out.name!r}, 'w'))"
+        )
+        env = {**os.environ, "PYTHONPATH": str(checkout)}
+        subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, check=True, stdout=subprocess.DEVNULL)
+        return json.loads(Path(out.name).read_text())  # type: ignore[no-any-return]
+
+
+def table(after: dict[str, Any], before: dict[str, Any] | None) -> str:
+    """A Markdown table of the figures (before → after when both exist)."""
+    lines = [
+        "| operation | Redis round trips | Redis commands | Redis server µs | web CPU µs | web CPU ÷ bare |",
+        "|---|---|---|---|---|---|",
+    ]
+    for op in OPS:
+        a = after.get(op)
+        if a is None:
+            continue
+        b = (before or {}).get(op)
+
+        def cell(key: str, fmt: str = "{:.1f}", a: Any = a, b: Any = b) -> str:
+            now = fmt.format(a[key])
+            return f"{fmt.format(b[key])} → {now}" if b and key in b else now
+
+        ratio = a["web_cpu_us"] / after["bare"]["web_cpu_us"]
+        old = f"{b['web_cpu_us'] / before['bare']['web_cpu_us']:.2f} → " if b and before else ""
+        lines.append(
+            f"| {op} | {cell('redis_round_trips')} | {cell('redis_commands')} | {cell('redis_server_us')} "
+            f"| {cell('web_cpu_us', '{:.0f}')} "
+            f"| {old}{ratio:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000, help="requests per operation for the CPU figures")
+    parser.add_argument("--before", type=Path, help="another checkout to measure in the same run")
+    args = parser.parse_args()
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
+    from bench.common import machine
+
+    before = run_in(args.before, args.n, redis_url) if args.before else None
+    after = run_in(ROOT, args.n, redis_url)
+    result = {"machine": machine(), "n": args.n, "before": before, "after": after}
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(after, before))
+    print(f"\nwritten {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
