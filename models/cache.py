@@ -288,17 +288,3 @@ class CatalogueCache:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def concerts_starting_within(*, days: int = 7) -> list[int]:
-    """Ids of concerts with a schedule starting in the next `days` days (warm-up set)."""
-    from models.db import utcnow
-
-    now = utcnow()
-    rows = (
-        concerts.Schedule.select(concerts.Schedule.concert)
-        .distinct()
-        .where(concerts.Schedule.starts_at.between(now, now + dt.timedelta(days=days)))
-        .tuples()
-    )
-    return sorted(int(r[0]) for r in rows)

@@ -242,3 +242,15 @@ def seat_counts(*, concert_id: int) -> dict[str, int]:
     counts = dict.fromkeys(SEAT_STATUSES, 0)
     counts.update({str(row[0]): int(row[1]) for row in query.execute()})  # type: ignore[index]
     return counts
+
+
+def concerts_starting_within(*, days: int = 7) -> list[int]:
+    """Ids of concerts with a schedule starting in the next `days` days (the cache's warm-up set)."""
+    now = utcnow()
+    rows = (
+        Schedule.select(Schedule.concert)
+        .distinct()
+        .where(Schedule.starts_at.between(now, now + dt.timedelta(days=days)))
+        .tuples()
+    )
+    return sorted(int(r[0]) for r in rows)

@@ -94,7 +94,8 @@ def _install_request_hooks(app: Flask) -> None:
 
 def _warm(cache: object) -> None:
     """Load the schedules of concerts starting within 7 days before serving (skipped if Redis/DB are down)."""
-    from models.cache import CatalogueCache, concerts_starting_within
+    from models.cache import CatalogueCache
+    from models.concerts import concerts_starting_within
 
     assert isinstance(cache, CatalogueCache)
     log = logging.getLogger("web")

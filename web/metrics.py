@@ -153,7 +153,7 @@ def _jobs(services: Any) -> Iterator[Metric]:
 
 def _concerts_on_sale(services: Any) -> list[int]:
     """Concerts with waiters or a schedule in the next 90 days (at most 50, lowest ids first)."""
-    from models.cache import concerts_starting_within
+    from models.concerts import concerts_starting_within
     from models.waiting_room import CONCERTS_KEY
 
     ids: set[int] = set()
