@@ -39,6 +39,24 @@ def leader_only(lease: LeaderLease, job: Callable[[], object]) -> Callable[[], N
 def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) -> None:
     """Add every job to an APScheduler instance."""
     s = services.settings
+    admit = admission_pass(services)
+    scheduler.add_job(
+        lease.tick, "interval", seconds=2, id="leader-lease", max_instances=1, coalesce=True, next_run_time=_now()
+    )
+    scheduler.add_job(
+        leader_only(lease, admit), "interval", seconds=s.admit_interval, id="admit", max_instances=1, coalesce=True
+    )
+    every(scheduler, lease, reservation_jobs.enqueue_expiries, seconds=1.0, job_id="expire-holds")
+    every(scheduler, lease, job_records.sweep_jobs, seconds=10.0, job_id="sweep-jobs")
+    every(scheduler, lease, publisher.relay_outbox, seconds=s.outbox_interval, job_id="outbox-relay")
+    prequeue = PreQueue(services.redis, waiting_ttl=s.waiting_ttl)
+    every(scheduler, lease, functools.partial(draws.run_due_draws, prequeue=prequeue), seconds=1.0, job_id="draws")
+
+
+def admission_pass(services: Services) -> Callable[[], None]:
+    """The admit job: one pass over every concert with waiters, under the operator controls and
+    (ADMIT_MODE=stock) sized to the unsold stock; one log line when anyone moved."""
+    s = services.settings
     room = services.waiting_room()
 
     controls = QueueControls(services.redis)
@@ -75,17 +93,7 @@ def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) ->
                 ),
             )
 
-    scheduler.add_job(
-        lease.tick, "interval", seconds=2, id="leader-lease", max_instances=1, coalesce=True, next_run_time=_now()
-    )
-    scheduler.add_job(
-        leader_only(lease, admit), "interval", seconds=s.admit_interval, id="admit", max_instances=1, coalesce=True
-    )
-    every(scheduler, lease, reservation_jobs.enqueue_expiries, seconds=1.0, job_id="expire-holds")
-    every(scheduler, lease, job_records.sweep_jobs, seconds=10.0, job_id="sweep-jobs")
-    every(scheduler, lease, publisher.relay_outbox, seconds=s.outbox_interval, job_id="outbox-relay")
-    prequeue = PreQueue(services.redis, waiting_ttl=s.waiting_ttl)
-    every(scheduler, lease, functools.partial(draws.run_due_draws, prequeue=prequeue), seconds=1.0, job_id="draws")
+    return admit
 
 
 def every(
