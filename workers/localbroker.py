@@ -137,11 +137,15 @@ def serve(port: int = 9092, *, host: str = "127.0.0.1") -> int:
 
     log = logging.getLogger("workers.broker")
     broker = TansuBroker(port, host=host)
+    kafka_log = logging.getLogger("kafka")
+    level, kafka_log.level = kafka_log.level, logging.CRITICAL  # "connection refused" until it listens
     try:
         broker.start()
     except BrokerUnavailable as exc:
         print(f"cannot start the broker: {exc}", file=sys.stderr)
         return 1
+    finally:
+        kafka_log.setLevel(level)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

@@ -224,3 +224,33 @@ def test_an_unexpected_exception_is_a_500_problem_without_a_traceback(app: Flask
     assert "Traceback" not in text
     assert "secret-internal-detail-42" not in text
     assert "RuntimeError" not in text
+
+
+def test_the_grafana_dashboard_is_json_and_plots_only_series_the_service_serves(client: FlaskClient) -> None:
+    import json
+    from pathlib import Path
+
+    from config.bootstrap import current
+    from models.seed import seed_demo
+    from workers import jobstats
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json").read_text())
+    seed_demo()
+    jobstats.record(current().redis, [("pay", "succeeded", 0.1)])
+    client.get("/api/v1/healthz")
+    served = {
+        line.split("{")[0].split(" ")[0]
+        for line in client.get("/metrics").get_data(as_text=True).splitlines()
+        if line and not line.startswith("#")
+    }
+
+    panels = dashboard["panels"]
+    titles = " ".join(p["title"].lower() for p in panels)
+    for topic in ("waiting", "admissions", "held", "sales", "latency", "outbox", "dead letters"):
+        assert topic in titles, topic
+    for panel in panels:
+        for target in panel["targets"]:
+            expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\bby \([^)]*\)|[0-9.]+", " ", target["expr"])
+            names = set(re.findall(r"\b([a-z_]+)\b(?!\s*\()", expr))
+            assert names, target["expr"]
+            assert names <= served, (panel["title"], names - served)
