@@ -38,7 +38,9 @@ def require_active(concert_id: int | None = None, *, claimed_user_id: int | None
     return _accept(waiting_room().status(token=_token(), touch=False), concert_id, claimed_user_id)
 
 
-def require_active_with(calls: list[tuple[Any, Any, Any]]) -> tuple[QueueToken, list[Any]]:
+def require_active_with(
+    calls: list[tuple[Any, Any, Any]], concert_id: int | None = None, *, claimed_user_id: int | None = None
+) -> tuple[QueueToken, list[Any]]:
     """require_active() and these read scripts in one round trip: the token and the scripts' replies.
 
     The replies are read only after the token passed, so nothing leaks to a caller without one.
@@ -46,7 +48,7 @@ def require_active_with(calls: list[tuple[Any, Any, Any]]) -> tuple[QueueToken, 
     room = waiting_room()
     token = _token()
     found, *replies = scripts_in_one_round_trip(room.r, [room.status_call(token=token), *calls])
-    return _accept(room.status_from(token=token, found=found), None, None), replies
+    return _accept(room.status_from(token=token, found=found), concert_id, claimed_user_id), replies
 
 
 def _token() -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from spectree import Response as Resp
 
-from models import concerts, reservations
+from models import concerts, quick_refusal, reservations
 from web.api import parse_id, respond, settings, spec
-from web.gate import own_reservation, require_active
+from web.gate import own_reservation, require_active, require_active_with, waiting_room
 from web.jobs import MAX_WAIT, answer, create_and_enqueue, job_route_responses
 from web.limits import job_key, limiter
 from web.schemas import Problem
@@ -31,8 +31,19 @@ def _location(result: dict[str, object]) -> str:
     security={"queueToken": []},
 )
 def create(json: ReservationIn) -> Response:
-    """Queue a seat hold on the seat's partition; `Prefer: wait=N` answers with the outcome."""
-    token = require_active(concerts.concert_id_of_schedule(schedule_id=json.scheduleId), claimed_user_id=json.userId)
+    """Queue a seat hold on the seat's partition; `Prefer: wait=N` answers with the outcome.
+
+    A seat the pipeline saw taken less than a second ago is refused at once, with no job: its
+    mark is read in the queue-token check's round trip (SPEC §3 quick refusal, models/quick_refusal.py).
+    """
+    token, (mark,) = require_active_with(
+        [quick_refusal.check_call(waiting_room().r, schedule_id=json.scheduleId, seat_id=json.seatId)],
+        concerts.concert_id_of_schedule(schedule_id=json.scheduleId),
+        claimed_user_id=json.userId,
+    )
+    refusal = quick_refusal.refusal_of(mark)
+    if refusal is not None:
+        raise refusal
     job = create_and_enqueue(
         hold_seat,
         job_type=RESERVATION,

@@ -32,9 +32,10 @@ import peewee as pw
 import redis
 from dramatiq.broker import MessageProxy
 
+from models import quick_refusal
 from models.concerts import Seat
 from models.db import db
-from models.errors import problem_of
+from models.errors import SeatNotAvailable, problem_of
 from models.redis_support import ANY_REDIS_ERROR
 from models.reservations import rejection_for
 from workers import jobstats
@@ -56,6 +57,7 @@ class SeatBatch:
         self.stale_after_s = stale_after_s
         self.jobs = JobStore(client, ttl=job_ttl)
         self.rejected = 0  # holds answered in bulk (for tests and metrics)
+        self._read_at: dict[int, int] = {}  # seat -> clock before the read `known` has it from
 
     def __call__(self, messages: Sequence[MessageProxy]) -> None:
         if len(messages) < 2 or sum(1 for m in messages if _is_hold(m)) < 2:
@@ -63,6 +65,7 @@ class SeatBatch:
                 self.handler(message)
             return
         known: dict[int, tuple[int, int, str]] = {}  # seat -> (schedule, number, status) as committed
+        self._read_at = {}
         stale_seats: set[int] = {int(m.kwargs["seat_id"]) for m in messages if _is_hold(m)}
         pending: list[tuple[MessageProxy, dict[str, Any]]] = []
         for message in messages:
@@ -75,7 +78,9 @@ class SeatBatch:
             seat_id = int(message.kwargs["seat_id"])
             if seat_id in stale_seats:
                 self._flush(pending)  # earlier messages first: the read must see their commits
+                read_at = quick_refusal.now_ms()
                 known.update(self._read(stale_seats))
+                self._read_at.update(dict.fromkeys(stale_seats, read_at))
                 stale_seats.clear()
             problem = self._rejection(message, known.get(seat_id))
             if problem is not None:
@@ -120,7 +125,8 @@ class SeatBatch:
             pipe = self.r.pipeline(transaction=False)
             for message, problem in batch:
                 self.jobs.fail_if_queued(message.kwargs["job_id"], problem, pipe=pipe)
-            results: list[Any] = pipe.execute()
+            self._mark_taken(batch, pipe)
+            results: list[Any] = pipe.execute()[: len(batch)]
             ended = [m.kwargs["job_id"] for (m, _), done in zip(batch, results, strict=True) if int(done)]
             if ended:
                 self.r.zrem(OPEN_KEY, *ended)
@@ -140,6 +146,22 @@ class SeatBatch:
             log.info("%s hold(s) on taken seats answered in one batch", len(answered))
             with contextlib.suppress(*ANY_REDIS_ERROR):  # only the metric is lost
                 jobstats.record(self.r, answered)
+
+    def _mark_taken(self, batch: list[tuple[MessageProxy, dict[str, Any]]], pipe: Any) -> None:
+        """Add the quick-refusal marks of the seats these rejections saw taken (models/quick_refusal.py)."""
+        marked: set[int] = set()
+        for message, problem in batch:
+            seat_id = int(message.kwargs["seat_id"])
+            if problem.get("code") != SeatNotAvailable.code or seat_id in marked or seat_id not in self._read_at:
+                continue
+            marked.add(seat_id)
+            quick_refusal.mark(
+                pipe,
+                schedule_id=int(message.kwargs["schedule_id"]),
+                seat_id=seat_id,
+                refusal=problem.get("detail"),
+                read_at_ms=self._read_at[seat_id],
+            )
 
 
 def _is_hold(message: MessageProxy) -> bool:

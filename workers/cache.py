@@ -1,10 +1,20 @@
-"""Write seat transitions through to the catalogue cache, after the commit (models/cache.py)."""
+"""Write seat transitions through to the catalogue cache and the quick-refusal marks, after the commit.
+
+(models/cache.py, models/quick_refusal.py)
+"""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from config.bootstrap import current
+from models import quick_refusal
 from models.concerts import Seat
-from models.reservations import ReservationView
+from models.redis_support import ANY_REDIS_ERROR
+from models.reservations import ReservationView, rejection_for
+
+log = logging.getLogger("workers.cache")
 
 
 def write_through(view: ReservationView) -> None:
@@ -14,7 +24,20 @@ def write_through(view: ReservationView) -> None:
     message can never write an old state over a newer one; seat transitions are serialized by
     the partition, so nothing changes the seat between the commit and this read.
     """
+    read_at = quick_refusal.now_ms()
     seat = Seat.get_by_id(view.seat_id)
-    current().catalogue_cache().seat_changed(
+    services = current()
+    services.catalogue_cache().seat_changed(
         schedule_id=view.schedule_id, seat_id=seat.id, number=seat.number, price=seat.price, status=seat.status
     )
+    rejection = rejection_for(status=seat.status, number=seat.number)
+    refusal = None if rejection is None else rejection.detail
+    mark_seat(services.redis, schedule_id=view.schedule_id, seat_id=seat.id, refusal=refusal, read_at_ms=read_at)
+
+
+def mark_seat(client: Any, *, schedule_id: int, seat_id: int, refusal: str | None, read_at_ms: int) -> None:
+    """quick_refusal.mark, never failing the job: a lost mark only means the next hold is queued."""
+    try:
+        quick_refusal.mark(client, schedule_id=schedule_id, seat_id=seat_id, refusal=refusal, read_at_ms=read_at_ms)
+    except ANY_REDIS_ERROR as exc:
+        log.warning("quick-refusal mark failed for seat %s: %s", seat_id, exc)

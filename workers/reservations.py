@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 
 from config.bootstrap import current
-from models import reservations
+from models import quick_refusal, reservations
+from models.errors import SeatNotAvailable
 from workers.broker import actor, send
-from workers.cache import write_through
+from workers.cache import mark_seat, write_through
 from workers.jobs import JobStore, run_job
 
 log = logging.getLogger("workers.reservations")
@@ -27,15 +28,20 @@ def hold_seat(*, job_id: str, user_id: int, schedule_id: int, seat_id: int, enqu
     s = current().settings
 
     def work(redelivered: bool) -> dict[str, object]:
-        view = reservations.hold_seat(
-            user_id=user_id,
-            schedule_id=schedule_id,
-            seat_id=seat_id,
-            job_id=job_id,
-            hold_ttl=s.hold_ttl,
-            max_holds=s.max_holds_per_user,
-            redelivered=redelivered,
-        )
+        read_at = quick_refusal.now_ms()
+        try:
+            view = reservations.hold_seat(
+                user_id=user_id,
+                schedule_id=schedule_id,
+                seat_id=seat_id,
+                job_id=job_id,
+                hold_ttl=s.hold_ttl,
+                max_holds=s.max_holds_per_user,
+                redelivered=redelivered,
+            )
+        except SeatNotAvailable as exc:  # seen taken after read_at: the edge may refuse for a moment
+            mark_seat(current().redis, schedule_id=schedule_id, seat_id=seat_id, refusal=exc.detail, read_at_ms=read_at)
+            raise
         write_through(view)
         return reservations.reservation_json(view)
 

@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from config.bootstrap import current
+from models import quick_refusal
 from models.concerts import NewSchedule, Schedule, Seat, create_concert
 from models.db import utcnow
 from models.reservations import Reservation
@@ -84,12 +85,32 @@ def test_a_hold_is_accepted_with_202_and_its_job_succeeds_with_the_reservation(c
     assert seat_status(client, token, seat) == "HELD"
 
 
+def test_a_hold_of_a_seat_just_taken_is_refused_at_once_with_no_job(client, demo):
+    first, second = active_token(client, 1, demo.concert_id), active_token(client, 2, demo.concert_id)
+    seat = demo.seats[0]
+    jobs_before = len(current().redis.keys("job:*"))
+
+    with worker_thread():
+        created = hold(client, first, seat, WAIT)
+        jobs_after_hold = len(current().redis.keys("job:*"))
+        refused = hold(client, second, seat)  # no Prefer: wait, yet the answer is final
+
+    assert created.status_code == 201
+    assert refused.status_code == 409
+    problem = problem_of(refused)
+    assert (problem["code"], problem["detail"]) == ("SEAT_NOT_AVAILABLE", "seat 1 is held")
+    assert "jobId" not in problem
+    assert len(current().redis.keys("job:*")) == jobs_after_hold > jobs_before  # the refusal created no job
+    assert Reservation.select().count() == 1
+
+
 def test_prefer_wait_answers_with_the_reservation_and_a_second_hold_of_the_seat_with_409(client, demo):
     first, second = active_token(client, 1, demo.concert_id), active_token(client, 2, demo.concert_id)
     seat = demo.seats[0]
 
     with worker_thread():
         created = hold(client, first, seat, WAIT)
+        current().redis.delete(quick_refusal.taken_key(seat.schedule_id, seat.id))  # the mark has lapsed
         refused = hold(client, second, seat, WAIT)
 
     assert created.status_code == 201
