@@ -324,6 +324,14 @@ def test_the_fan_page_is_light_fast_and_keyboard_usable_on_a_phone(server: str, 
         fan.wait_visible("#concerts li")
         assert fan.js("return document.activeElement.id") == "concerts-h", "focus moves to the new step"
         fan.shot("concerts", readme="fan-concerts.png")
+
+        # An expired or forged sign-in sends the fan back to sign in, saying why (servers with identity)
+        if fan.js("return sessionStorage.getItem('accessToken')"):
+            fan.js("sessionStorage.setItem('accessToken', 'not-a-jwt')")
+            fan.find("#concerts li button").click()
+            fan.wait_visible("#step-login")
+            assert fan.visible("#problem") and fan.text("#problem-title"), "the refusal is shown"
+            fan.shot("signed-out")
     finally:
         fan.close()
 

@@ -37,6 +37,10 @@ const App = (() => {
     if (res.status >= 400) {
       const problem = new Problem(data && data.title ? data : { title: res.statusText || "Request failed", detail: `HTTP ${res.status}` }, res.status);
       problem.retryAfterMs = 1000 * Number(res.headers.get("Retry-After") || 0);
+      if (res.status === 401 && /^AUTH_/.test(problem.problem.code || "")) {
+        // the sign-in is missing or expired: the page asks for it again
+        document.dispatchEvent(new CustomEvent("auth-expired", { detail: problem }));
+      }
       throw problem;
     }
     return { status: res.status, headers: res.headers, data };

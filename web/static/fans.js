@@ -9,6 +9,7 @@
     scheduleId: null, etag: null, seatsTimer: null, reservation: null, countdownTimer: null,
   };
   const show = (id) => App.showStep(id, STEPS);
+  const authLost = (err) => err instanceof Problem && /^AUTH_/.test(err.problem.code || ""); // see "auth-expired"
   const fanHeaders = () => ({ "X-Queue-Token": s.token });
 
   function stopTimers() {
@@ -124,6 +125,7 @@
     } catch (err) {
       showProblem(err);
       s.pollFailed = true;
+      if (authLost(err)) return;
       if (err instanceof Problem && err.status === 401) return concerts();
       const retry = err instanceof Problem && err.retryAfterMs ? err.retryAfterMs : 3000;
       s.pollTimer = setTimeout(poll, retry);
@@ -173,6 +175,7 @@
       }
     } catch (err) {
       showProblem(err);
+      if (authLost(err)) return;
       if (err instanceof Problem && (err.status === 401 || err.status === 403)) return concerts();
     }
     if (!$("step-seats").hidden) s.seatsTimer = setTimeout(refreshSeats, 2000);
@@ -334,6 +337,13 @@
     $("pay").addEventListener("click", pay);
     $("release").addEventListener("click", release);
     $("again").addEventListener("click", concerts);
+    document.addEventListener("auth-expired", (event) => {
+      stopTimers();
+      sessionStorage.removeItem("accessToken");
+      sessionStorage.removeItem("userId");
+      show("step-login");
+      showProblem(event.detail);
+    });
     takeUpstreamToken();
     if (sessionStorage.getItem("userId")) {
       $("user-id").value = sessionStorage.getItem("userId");
