@@ -17,7 +17,7 @@ def _save(fig: Any, name: str) -> Path:
     IMG.mkdir(parents=True, exist_ok=True)
     path = IMG / name
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps legends placed outside the axes
     plt.close(fig)
     return path
 
@@ -41,19 +41,18 @@ def contention(d: dict[str, Any]) -> Path:
     labels["d_optimistic"] = "(d) optimistic"
     keys = [k for k in labels if k in d["strategies"]]
     st = [d["strategies"][k] for k in keys]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    left.bar([labels[k] for k in keys], [s["holds_per_second"] for s in st], color="#4477aa")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    x = range(len(keys))
+    left.bar(list(x), [s["holds_per_second"] for s in st], color="#4477aa")
     left.set_ylabel("hold attempts / s")
     left.set_title("throughput (higher is better)")
-    x = range(len(keys))
     right.bar([i - 0.2 for i in x], [s["latency"]["p50_ms"] for s in st], width=0.4, label="p50")
     right.bar([i + 0.2 for i in x], [s["latency"]["p99_ms"] for s in st], width=0.4, label="p99")
-    right.set_xticks(list(x), [labels[k] for k in keys])
     right.set_ylabel("ms per attempt")
     right.set_title("latency (lower is better)")
-    right.legend()
+    right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     for ax in (left, right):
-        ax.tick_params(axis="x", labelsize=8)
+        ax.set_xticks(list(x), [labels[k] for k in keys], rotation=30, ha="right", fontsize=8)
     _stamp(left, d, "bench/contention_bench.py")
     return _save(fig, "bench-contention.png")
 
@@ -61,21 +60,35 @@ def contention(d: dict[str, Any]) -> Path:
 def index(d: dict[str, Any]) -> Path:
     q = d["queries"]
     keys = list(q)
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     x = range(len(keys))
     ax.bar([i - 0.3 for i in x], [q[k]["no_index"]["p50_ms"] for k in keys], width=0.2, label="no index (this run)")
     ax.bar([i - 0.1 for i in x], [q[k]["indexed"]["p50_ms"] for k in keys], width=0.2, label="indexed (this run)")
     ax.bar([i + 0.1 for i in x], [q[k]["seed"]["no_index_ms"] for k in keys], width=0.2, label="no index (seed)")
     ax.bar([i + 0.3 for i in x], [q[k]["seed"]["indexed_ms"] for k in keys], width=0.2, label="indexed (seed)")
     ax.set_yscale("log")
-    ax.set_xticks(list(x), keys)
-    ax.tick_params(axis="x", labelsize=8)
+    ax.set_xticks(list(x), keys, rotation=15, ha="right", fontsize=8)
     ax.set_ylabel("p50 ms (log)")
     prm = d["parameters"]
     ax.set_title(f"seed queries at {prm['seats']:,} seats / {prm['reservations']:,} reservations")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _stamp(ax, d, "bench/index_bench.py")
     return _save(fig, "bench-index.png")
+
+
+def pipeline(d: dict[str, Any]) -> Path:
+    p, raw, prm = d["pipeline"], d["raw_database"], d["parameters"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    names = ["partitioned\npipeline", "raw transaction\nloop"]
+    left.bar(names, [p["jobs_per_second"], raw["transactions_per_second"]], color=["#4477aa", "#999999"])
+    left.set_ylabel("hold attempts / s")
+    left.set_title(f"{prm['requests']:,} holds on {prm['seats']} seats (higher is better)", fontsize=9)
+    marks = ["latency_ms_p50", "latency_ms_p99", "latency_ms_max"]
+    right.bar(["p50", "p99", "max"], [p[m] for m in marks], color="#4477aa")
+    right.set_ylabel("ms, enqueue → job finished")
+    right.set_title(f"pipeline latency ({prm['concurrency']} client threads)", fontsize=9)
+    _stamp(left, d, "bench/pipeline_bench.py")
+    return _save(fig, "bench-pipeline.png")
 
 
 def queue(d: dict[str, Any]) -> Path:
@@ -131,5 +144,12 @@ def flash_sale(d: dict[str, Any]) -> Path:
 
 def draw_all(data: dict[str, dict[str, Any] | None]) -> list[Path]:
     """Every plot whose results exist; returns the files written."""
-    drawers = {"contention": contention, "index": index, "queue": queue, "cache": cache, "flash_sale": flash_sale}
+    drawers = {
+        "contention": contention,
+        "index": index,
+        "pipeline": pipeline,
+        "queue": queue,
+        "cache": cache,
+        "flash_sale": flash_sale,
+    }
     return [drawers[name](d) for name, d in data.items() if d and name in drawers]
