@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 
 import peewee as pw
@@ -17,6 +16,7 @@ from models.db import utcnow
 from models.errors import LimitExceeded, NotFound, ReservationNotHeld, SeatNotAvailable
 from models.reservations import CANCELLED, CONFIRMED, EXPIRED, HELD, Reservation
 from models.seed import seed_demo
+from tests.support.helpers import hold_directly
 
 HOLD_TTL = 300
 MAX_HOLDS = 4
@@ -33,14 +33,7 @@ def seats(app: Flask) -> Iterator[dict[int, list[Seat]]]:
 
 
 def hold(seat: Seat, user_id: int, *, job_id: str | None = None, ttl: int = HOLD_TTL) -> reservations.ReservationView:
-    return reservations.hold_seat(
-        user_id=user_id,
-        schedule_id=seat.schedule_id,
-        seat_id=seat.id,
-        job_id=job_id or uuid.uuid4().hex,
-        hold_ttl=ttl,
-        max_holds=MAX_HOLDS,
-    )
+    return hold_directly(seat, user_id, job_id=job_id, ttl=ttl, max_holds=MAX_HOLDS)  # type: ignore[no-any-return]
 
 
 def seat_now(seat: Seat) -> Seat:
