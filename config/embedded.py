@@ -122,25 +122,42 @@ def redacted(url: str) -> str:
 
 def main() -> None:
     """Read settings (embedded defaults), print how to use it, serve until Ctrl-C."""
+    import secrets
+
     os.environ.setdefault("ADMIN_TOKEN", "dev-admin-token")
     os.environ.setdefault("ACCESS_LOG", "1")
     setup_logging()
+    os.environ.setdefault("AUTH_DEV_LOGIN", "true")
+    if not os.environ.get("AUTH_JWT_SECRET"):  # a secret given in the environment is kept
+        os.environ["AUTH_JWT_SECRET"] = secrets.token_urlsafe(32)
     settings = settings_or_exit()
-    base = f"http://{settings.host}:{settings.port}/api/v1"
-    print(
-        f"Concert reservation service (database {redacted(settings.database_url)}, "
-        f"redis {redacted(settings.redis_url)})\n"
-        f"  fan page : http://{settings.host}:{settings.port}/\n"
-        f"  console  : http://{settings.host}:{settings.port}/admin (ADMIN_TOKEN below)\n"
-        f"  API docs : {base}/docs\n"
-        f"  try      : curl -s {base}/concerts\n"
-        f"             curl -s -X POST {base}/users/1/points/charge -H 'Content-Type: application/json' "
-        "-d '{\"amount\": 100000}'\n"
-        f"  admin    : Authorization: Bearer {settings.admin_token}\n"
-        "  Ctrl-C stops everything.",
-        flush=True,
-    )
+    print(banner(settings), flush=True)
     EmbeddedServer(settings).run()
+
+
+def banner(settings: Settings) -> str:
+    """What `make run` prints: where things are and a ready-to-paste sign-in and first call."""
+    base = f"http://{settings.host}:{settings.port}/api/v1"
+    login = (
+        f"TOKEN=$(curl -s -X POST {base}/dev/login -H 'Content-Type: application/json' -d '{{\"userId\": 1}}' "
+        "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"accessToken\"])')"
+    )
+    lines = [
+        f"Concert reservation service (database {redacted(settings.database_url)}, "
+        f"redis {redacted(settings.redis_url)})",
+        f"  fan page : http://{settings.host}:{settings.port}/",
+        f"  console  : http://{settings.host}:{settings.port}/admin (ADMIN_TOKEN below)",
+        f"  API docs : {base}/docs",
+        f"  try      : curl -s {base}/concerts",
+    ]
+    if settings.auth_dev_login:
+        lines += [
+            f"  sign in  : {login}",
+            f'             curl -s -X POST {base}/me/points/charge -H "Authorization: Bearer $TOKEN" '
+            "-H 'Content-Type: application/json' -d '{\"amount\": 100000}'",
+        ]
+    lines += [f"  admin    : Authorization: Bearer {settings.admin_token}", "  Ctrl-C stops everything."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

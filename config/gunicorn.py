@@ -11,6 +11,9 @@ from config.settings import Settings, SettingsError
 try:
     _settings = Settings.from_env()
     logconfig_dict = logs.dict_config(*logs.read_env())  # LOG_LEVEL, LOG_FORMAT; ACCESS_LOG: web/requestlog.py
+    from web.auth import Verifier
+
+    Verifier(_settings)  # the web process serves user routes: it needs a key to verify identities
 except (SettingsError, logs.LoggingConfigError) as exc:  # one line naming the variable, then exit
     raise SystemExit(f"configuration error: {exc}") from None
 

@@ -120,6 +120,23 @@ def cluster_nodes(url: str) -> list[tuple[str, int]]:
     return nodes
 
 
+def _readable_file(env: Mapping[str, str], name: str) -> str:
+    path = (env.get(name) or "").strip()
+    if path and not os.access(path, os.R_OK):
+        raise SettingsError(f"{name}={path!r} is not a readable file")
+    return path
+
+
+def _http_url(env: Mapping[str, str], name: str) -> str:
+    url = (env.get(name) or "").strip()
+    if url and (urlparse(url).scheme not in ("http", "https") or not urlparse(url).hostname):
+        raise SettingsError(f"{name}={url!r} must be an http(s):// URL")
+    return url
+
+
+AUTH_KEY_VARIABLES = "AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY_FILE or AUTH_JWKS_URL"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every tunable of the service; build it with Settings.from_env()."""
@@ -159,6 +176,12 @@ class Settings:
     rate_issue_user: str = "30/minute"
     rate_issue_ip: str = "200/second"
     rate_jobs_user: str = "20/second"
+    auth_jwt_secret: str = ""
+    auth_jwt_public_key_file: str = ""
+    auth_jwks_url: str = ""
+    auth_jwt_issuer: str = ""
+    auth_jwt_audience: str = ""
+    auth_dev_login: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -200,11 +223,24 @@ class Settings:
             rate_issue_user=_rate(e, "RATE_LIMIT_ISSUE_USER", "30/minute"),
             rate_issue_ip=_rate(e, "RATE_LIMIT_ISSUE_IP", "200/second"),
             rate_jobs_user=_rate(e, "RATE_LIMIT_JOBS_USER", "20/second"),
+            auth_jwt_secret=e.get("AUTH_JWT_SECRET") or "",
+            auth_jwt_public_key_file=_readable_file(e, "AUTH_JWT_PUBLIC_KEY_FILE"),
+            auth_jwks_url=_http_url(e, "AUTH_JWKS_URL"),
+            auth_jwt_issuer=(e.get("AUTH_JWT_ISSUER") or "").strip(),
+            auth_jwt_audience=(e.get("AUTH_JWT_AUDIENCE") or "").strip(),
+            auth_dev_login=_bool(e, "AUTH_DEV_LOGIN", False),
         )
 
     def with_(self, **changes: Any) -> Settings:
         """Return a copy with some fields changed (tests and the embedded runner use it)."""
         return replace(self, **changes)
+
+    def require_auth_key(self) -> None:
+        """A process that serves user routes needs a key to verify identities: else SettingsError."""
+        if not (self.auth_jwt_secret or self.auth_jwt_public_key_file or self.auth_jwks_url):
+            raise SettingsError(f"no key to verify user tokens: set {AUTH_KEY_VARIABLES}")
+        if self.auth_dev_login and not self.auth_jwt_secret:
+            raise SettingsError("AUTH_DEV_LOGIN=true signs with AUTH_JWT_SECRET: set it too")
 
     @property
     def is_mysql(self) -> bool:

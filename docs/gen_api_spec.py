@@ -37,6 +37,7 @@ CONSTRAINTS = [
     "format",
 ]
 SECURITY = {
+    "bearerAuth": "the signed-in user's JWT (`Authorization: Bearer <JWT>`)",
     "queueToken": "queue token (`X-Queue-Token` header)",
     "adminToken": "admin bearer token (`Authorization: Bearer $ADMIN_TOKEN`)",
 }
@@ -51,7 +52,9 @@ def build_app(workdir: Path) -> Flask:
     from models.db import init_database
     from web import create_app
 
-    settings = Settings().with_(database_url=f"sqlite:///{workdir / 'x.db'}", redis_url="embedded")
+    settings = Settings().with_(
+        database_url=f"sqlite:///{workdir / 'x.db'}", redis_url="embedded", auth_jwt_secret="docs", auth_dev_login=True
+    )
     init_database(settings.database_url)
     schema.migrate()
     app = create_app(settings)

@@ -104,6 +104,18 @@ class ValidationError(DomainError):
     code = "VALIDATION_ERROR"
 
 
+class AuthRequired(DomainError):
+    """Raised when a user-scoped call carries no `Authorization: Bearer` identity."""
+
+    code = "AUTH_REQUIRED"
+
+
+class AuthInvalid(DomainError):
+    """Raised when a bearer token's signature, expiry, issuer, audience or subject is not valid."""
+
+    code = "AUTH_INVALID"
+
+
 class TokenMissing(DomainError):
     """Raised when a queue-token-gated call carries no X-Queue-Token header."""
 

@@ -6,6 +6,7 @@ describes them.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -40,12 +41,16 @@ def new_token_for(concert_id: int) -> str:
     return f"{concert_id}.{secrets.token_urlsafe(TOKEN_BYTES)}"
 
 
+# `<concertId>.<url-safe base64>`: nothing else is a token (no spaces, no Unicode look-alikes)
+TOKEN_FORMAT = re.compile(r"([0-9]{1,19})\.[A-Za-z0-9_-]{16,44}")
+
+
 def concert_of_token(token: str) -> int:
     """The concert id a token names, or TokenInvalid for a malformed token."""
-    head, _, rest = token.partition(".")
-    if not (head.isascii() and head.isdigit()) or len(head) > 19 or len(rest) < 16 or len(token) > 64:
+    match = TOKEN_FORMAT.fullmatch(token)
+    if match is None:
         raise TokenInvalid("the queue token is malformed")
-    return int(head)
+    return int(match.group(1))
 
 
 def token_of_reply(token: str, described: list[object], *, created: bool) -> QueueToken:

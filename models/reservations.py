@@ -210,6 +210,25 @@ def get_reservation(*, reservation_id: int, user_id: int) -> ReservationView:
     return _view(r)
 
 
+def list_reservations(
+    *, user_id: int, status: str | None = None, limit: int = 50, before: int | None = None
+) -> list[ReservationView]:
+    """The user's reservations, newest first; `before` (a reservation id) pages to older ones."""
+    query = Reservation.select().where(Reservation.user_id == user_id)
+    if status is not None:
+        query = query.where(Reservation.status == status)
+    if before is not None:
+        query = query.where(Reservation.id < before)
+    rows = list(query.order_by(Reservation.id.desc()).limit(max(1, min(limit, 100))))
+    seat_ids = [r.seat_id for r in rows]
+    numbers: dict[int, int] = {}
+    if seat_ids:
+        numbers = {
+            int(sid): int(n) for sid, n in Seat.select(Seat.id, Seat.number).where(Seat.id.in_(seat_ids)).tuples()
+        }
+    return [_view(r, numbers[r.seat_id]) for r in rows]
+
+
 def cancel_reservation(*, reservation_id: int, user_id: int) -> ReservationView:
     """Cancel the user's HELD reservation; the seat is AVAILABLE again at once. Idempotent."""
     r = Reservation.get_or_none((Reservation.id == reservation_id) & (Reservation.user_id == user_id))

@@ -173,6 +173,15 @@ class WaitingRoom:
         keys = [f"{k['token_prefix']}{token}", k["waiting"], k["active"], k["pre"], k["entrants"]]
         return bool(int(self._leave(keys=keys, args=[token, k["user_prefix"]])))
 
+    def owner(self, *, token: str) -> int | None:
+        """The user a live token was issued to (None when unknown, expired or malformed)."""
+        try:
+            concert_id = concert_of_token(token)
+        except TokenInvalid:
+            return None
+        user = self.r.hget(f"{_keys(concert_id)['token_prefix']}{token}", "user")
+        return int(_text(user)) if user else None
+
     def expire_user(self, *, user_id: int, concert_id: int) -> bool:
         """End the user's live token for a concert (after payment); idempotent, True if one was live."""
         k = _keys(concert_id)

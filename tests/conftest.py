@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from config.settings import Settings
 from tests.support.env import TEST_DATABASE_URL, TEST_REDIS_CLUSTER_URL, TEST_REDIS_URL, need_service
 from tests.support.helpers import make_app
+from tests.support.identity import TEST_JWT_SECRET
 
 
 # --- unit tier ------------------------------------------------------------------------------
@@ -28,6 +29,7 @@ def unit_settings(tmp_path: Path) -> Settings:
         database_url=f"sqlite:///{tmp_path / 'unit.db'}",
         redis_url="embedded",
         admin_token="test-admin-token",
+        auth_jwt_secret=TEST_JWT_SECRET,
     )
 
 
@@ -115,7 +117,9 @@ def redis_any(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def live_settings(mysql_url: str, redis_url: str) -> Settings:
     """Settings for the integration tier: real MariaDB and Redis."""
-    return Settings().with_(database_url=mysql_url, redis_url=redis_url, admin_token="test-admin-token")
+    return Settings().with_(
+        database_url=mysql_url, redis_url=redis_url, admin_token="test-admin-token", auth_jwt_secret=TEST_JWT_SECRET
+    )
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ class SafeJSONProvider(DefaultJSONProvider):
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: services from bootstrap, blueprints under /api/v1, problem+json errors."""
-    from web import errors, limits, metrics, queue_controls, requestlog
+    from web import auth, errors, limits, metrics, queue_controls, requestlog
     from web.api import spec
 
     services = bootstrap(settings)
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     requestlog.install(app, access_log=access_log_enabled())  # first: every later hook's lines carry the id
     _attach_services(app, services)
     errors.register(app)  # before the limiter: its after_request must see the limiter's headers
+    auth.install(app, services.settings)  # before the limiter: no credentials, no count
     limits.init(app, services.settings)
     _register_blueprints(app)
     _install_request_hooks(app)
@@ -70,9 +71,22 @@ def _attach_services(app: Flask, services: Services) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     """One blueprint per resource under /api/v1; the pages at the root."""
-    from web import admin, concerts, docs, health, jobs, pages, payments, points, queue, queue_controls, reservations
+    from web import (
+        admin,
+        concerts,
+        dev,
+        docs,
+        health,
+        jobs,
+        pages,
+        payments,
+        points,
+        queue,
+        queue_controls,
+        reservations,
+    )
 
-    api = (health, queue, concerts, reservations, payments, jobs, points, admin, queue_controls, docs)
+    api = (health, queue, concerts, reservations, payments, jobs, points, admin, queue_controls, docs, dev)
     for module in api:
         app.register_blueprint(module.bp, url_prefix=API_PREFIX)
     app.register_blueprint(pages.bp)

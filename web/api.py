@@ -56,6 +56,16 @@ spec = SpecTree(
             data=SecuritySchemeData(type=SecureType.API_KEY, name="X-Queue-Token", field_in=InType.HEADER),
         ),
         SecurityScheme(name="adminToken", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer")),
+        SecurityScheme(
+            name="bearerAuth",
+            data=SecuritySchemeData(
+                type=SecureType.HTTP,
+                scheme="bearer",
+                bearer_format="JWT",
+                description="The signed-in user's JWT (sub = user id), from the identity provider or, in "
+                "development, POST /api/v1/dev/login.",
+            ),
+        ),
     ],
 )
 

@@ -13,6 +13,7 @@ from models.cache import CatalogueCache
 from models.errors import ValidationError
 from models.seat_pages import SeatMapView, SeatPages
 from web.api import described, parse_id, respond, spec
+from web.auth import public
 from web.gate import _same_concert, require_active_with
 from web.schemas import Problem
 from web.schemas.catalogue import (
@@ -39,6 +40,7 @@ def catalogue() -> CatalogueCache:
 
 
 @bp.get("/concerts")
+@public
 @spec.validate(resp=Resp(HTTP_200=ConcertList), tags=["catalogue"])
 def list_concerts() -> Response:
     """All concerts."""
@@ -49,6 +51,7 @@ def list_concerts() -> Response:
 
 
 @bp.get("/concerts/<concert_id>/fairness")
+@public
 @spec.validate(resp=Resp(HTTP_200=FairnessOut, HTTP_400=Problem, HTTP_404=Problem), tags=["catalogue"])
 def fairness(concert_id: str) -> Response:
     """A fair-start concert's draw: the seed's commitment, and after the draw the seed and the entrants in order."""
@@ -66,6 +69,7 @@ def fairness(concert_id: str) -> Response:
 
 
 @bp.get("/concerts/<concert_id>/schedules")
+@public
 @spec.validate(resp=Resp(HTTP_200=ScheduleList, HTTP_400=Problem, HTTP_404=Problem), tags=["catalogue"])
 def list_schedules(concert_id: str) -> Response:
     """A concert's schedules with total and available seats."""

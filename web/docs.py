@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, render_template, send_from_directory
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, render_template, send_from_directory
 
 from models.db import MAX_ID
 from web.api import settings, spec
+from web.auth import is_public
 from web.pages import CSP, asset
 
 bp = Blueprint("docs", __name__, template_folder="templates")
@@ -86,10 +88,31 @@ def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/problem+json": {"schema": {"$ref": ""}}}}
 
 
-def conform(document: dict[str, Any], *, max_charge: int) -> dict[str, Any]:
+def bearer_operations(app: Flask) -> set[tuple[str, str]]:
+    """(method, OpenAPI path) of every route that needs the identity (the rule web/auth.py enforces)."""
+    needed = set()
+    for rule in app.url_map.iter_rules():
+        if not is_public(app, rule.endpoint, rule.rule):
+            path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+            needed |= {(method.lower(), path) for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}}
+    return needed
+
+
+def _require_bearer(operation: dict[str, Any], problem_ref: str) -> None:
+    """Declare bearerAuth on an operation (with any scheme it already has) and its 401 answer."""
+    requirements = operation.get("security") or [{}]
+    operation["security"] = [{"bearerAuth": [], **requirement} for requirement in requirements]
+    responses = operation.setdefault("responses", {})
+    if "401" not in responses:
+        responses["401"] = _problem("AUTH_REQUIRED / AUTH_INVALID: no valid `Authorization: Bearer <JWT>`")
+        schema = responses["401"]["content"]["application/problem+json"]["schema"]
+        schema["$ref"] = f"#/components/schemas/{problem_ref}"
+
+
+def conform(document: dict[str, Any], *, max_charge: int, bearer: set[tuple[str, str]]) -> dict[str, Any]:
     """What spectree cannot say about our routes, said: integer path ids, the Prefer and
-    Idempotency-Key headers, 413/503 answers, the optional token of GET /jobs, the configured
-    MAX_CHARGE, and links from created resources to their reads."""
+    Idempotency-Key headers, 413/503 answers, the bearer identity of the `bearer` operations,
+    the configured MAX_CHARGE, and links from created resources to their reads."""
     doc = _problem_media_types(document)
     paths = doc.get("paths", {})
     schemas = doc.get("components", {}).get("schemas", {})
@@ -117,8 +140,8 @@ def conform(document: dict[str, Any], *, max_charge: int) -> dict[str, Any]:
                     responses[status]["content"]["application/problem+json"]["schema"]["$ref"] = (
                         f"#/components/schemas/{problem_ref}"
                     )
-            if path == f"{API}/jobs/{{job_id}}":
-                operation["security"] = [{}, {"queueToken": []}]
+            if (method, path) in bearer:
+                _require_bearer(operation, problem_ref)
     for (method, path), status, name, (to_method, to_path), parameters in LINKS:
         target = paths.get(API + to_path, {}).get(to_method)
         response = paths.get(API + path, {}).get(method, {}).get("responses", {}).get(status)
@@ -131,7 +154,7 @@ def conform(document: dict[str, Any], *, max_charge: int) -> dict[str, Any]:
 @bp.get("/openapi.json")
 def openapi() -> Response:
     """OpenAPI 3.1 of every route."""
-    return jsonify(conform(spec.spec, max_charge=settings().max_charge))
+    return jsonify(conform(spec.spec, max_charge=settings().max_charge, bearer=bearer_operations(current_app)))
 
 
 @bp.get("/docs")

@@ -50,9 +50,17 @@ def _ordered(body: dict[str, Any]) -> dict[str, Any]:
     return {**{k: body[k] for k in head if k in body}, **{k: v for k, v in body.items() if k not in head}}
 
 
+# RFC 6750: a 401 of the identity names the scheme the client should use
+CHALLENGE = {"AUTH_REQUIRED": "Bearer", "AUTH_INVALID": 'Bearer error="invalid_token"'}
+
+
 def domain_response(error: e.DomainError) -> Response:
-    """The problem+json response of a domain error, with Retry-After where the code table says."""
-    return problem_response(e.problem_of(error), retry_after=error.retry_after)
+    """The problem+json response of a domain error, with Retry-After where the code table says
+    and the bearer challenge on an identity's 401."""
+    response = problem_response(e.problem_of(error), retry_after=error.retry_after)
+    if error.code in CHALLENGE:
+        response.headers["WWW-Authenticate"] = CHALLENGE[error.code]
+    return response
 
 
 def _limiter_retry_after(error: HTTPException) -> int:

@@ -1,8 +1,8 @@
 """The queue-token gate: the single place every seat, reservation and payment route passes through.
 
 It reads `X-Queue-Token`, answers 401 TOKEN_MISSING / TOKEN_INVALID or 403 TOKEN_NOT_ACTIVE,
-checks the token's concert against the concert being touched (403 FORBIDDEN), and leaves the
-token (with its user id) in `flask.g` for the route.
+checks that the token is the signed-in user's (web/auth.py) and that its concert is the one
+being touched (403 FORBIDDEN), and leaves the token in `flask.g` for the route.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from flask import current_app, g, request
 
 from models import concerts, reservations
 from models.errors import Forbidden, TokenMissing, TokenNotActive
-from models.queue_tokens import QueueToken
+from models.queue_tokens import QueueToken, concert_of_token
 from models.redis_support import scripts_in_one_round_trip
 from models.reservations import ReservationView
 from models.waiting_room import ACTIVE, WaitingRoom
 from web.api import parse_id
+from web.auth import identity
 
 F = TypeVar("F", bound=Callable[..., Any])
 HEADER = "X-Queue-Token"
@@ -33,7 +34,7 @@ def waiting_room() -> WaitingRoom:
 def require_active(concert_id: int | None = None, *, claimed_user_id: int | None = None) -> QueueToken:
     """The caller's ACTIVE token (for `concert_id` when given), or the matching 401/403 error.
 
-    `claimed_user_id` is a userId the request body names: it must be the token's user.
+    `claimed_user_id` is a userId the request body names: it must be the identity's user.
     """
     return _accept(waiting_room().status(token=_token(), touch=False), concert_id, claimed_user_id)
 
@@ -51,20 +52,29 @@ def require_active_with(
     return _accept(room.status_from(token=token, found=found), concert_id, claimed_user_id), replies
 
 
-def _token() -> str:
-    token = request.headers.get(HEADER, "").strip()
-    if not token:
+def queue_token_header() -> str:
+    """The request's queue token, read once the same way by the gate and the rate limiter:
+    401 TOKEN_MISSING when absent, 401 TOKEN_INVALID unless it has a token's exact form (so
+    `<token>\\xa0` is refused, never counted under another key than the token it imitates)."""
+    raw = request.headers.get(HEADER, "").strip(" \t")
+    if not raw:
         raise TokenMissing(f"send the queue token in the {HEADER} header")
-    return token
+    concert_of_token(raw)
+    return raw
+
+
+_token = queue_token_header
 
 
 def _accept(info: QueueToken, concert_id: int | None, claimed_user_id: int | None) -> QueueToken:
+    if info.user_id != identity():
+        raise Forbidden("the queue token belongs to another user")
     if info.status != ACTIVE:
         raise TokenNotActive(f"the token is still waiting (rank {info.rank}); poll GET /api/v1/queue/token")
     if concert_id is not None:
         _same_concert(info, concert_id)
     if claimed_user_id is not None and claimed_user_id != info.user_id:
-        raise Forbidden("userId does not match the queue token's user")
+        raise Forbidden("userId does not match the signed-in user")
     g.queue_token = info
     return info
 
@@ -83,11 +93,12 @@ def queue_gate(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def own_reservation(token: QueueToken, reservation_id: int) -> ReservationView:
-    """The token user's reservation: another user's is 404 exactly like a missing one (existence
-    is not revealed); a reservation of another concert than the token's is 403."""
-    view = reservations.get_reservation(reservation_id=reservation_id, user_id=token.user_id)
-    _same_concert(token, concerts.concert_id_of_schedule(schedule_id=view.schedule_id))
+def own_reservation(token: QueueToken | None, reservation_id: int) -> ReservationView:
+    """The caller's reservation: another user's is 404 exactly like a missing one (existence is
+    not revealed); with a queue token, a reservation of another concert than the token's is 403."""
+    view = reservations.get_reservation(reservation_id=reservation_id, user_id=identity())
+    if token is not None:
+        _same_concert(token, concerts.concert_id_of_schedule(schedule_id=view.schedule_id))
     return view
 
 

@@ -13,11 +13,11 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from spectree import Response as Resp
 
-from models.errors import NotFound, TokenInvalid, Unavailable, problem, problem_of
+from models.errors import NotFound, Unavailable, problem, problem_of
 from models.redis_support import ANY_REDIS_ERROR, REDIS_ERRORS
 from web.api import respond, services, settings, spec
+from web.auth import identity
 from web.errors import problem_response
-from web.gate import HEADER, waiting_room
 from web.schemas import Problem
 from web.schemas.jobs import JobAccepted, JobOut
 from workers.broker import Actor, send
@@ -44,19 +44,6 @@ def job_store() -> JobStore:
 def new_job_id() -> str:
     """A job id: 128 random bits from `secrets` (32 hex digits); it is the capability to read the job."""
     return secrets.token_hex(16)
-
-
-def _readable(job: Job) -> bool:
-    """A job id is a bearer capability (only its creator was told it); a caller who also shows a live
-    queue token of another user is refused, exactly as if the job did not exist."""
-    header = request.headers.get(HEADER, "").strip()
-    if not header:
-        return True
-    try:
-        caller = waiting_room().status(token=header, touch=False)
-    except TokenInvalid:  # an expired token names nobody (a payer's token ends right after the payment)
-        return True
-    return caller.user_id == job.user_id
 
 
 def prefer_wait() -> float:
@@ -154,11 +141,11 @@ def job_answer(job: Job, *, location: Callable[[dict[str, Any]], str], success_s
 
 
 @bp.get("/jobs/<job_id>")
-@spec.validate(resp=Resp(HTTP_200=JobOut, HTTP_404=Problem), tags=["jobs"])
+@spec.validate(resp=Resp(HTTP_200=JobOut, HTTP_401=Problem, HTTP_404=Problem), tags=["jobs"])
 def get_job(job_id: str) -> Response:
-    """A job's status, result or problem (job ids are unguessable 128-bit values)."""
+    """The caller's job: status, result or problem (another user's job is 404, as if it did not exist)."""
     job = job_store().get(job_id)
-    if job is None or not _readable(job):
+    if job is None or job.user_id != identity():
         raise NotFound(f"job {job_id[:64]} does not exist or has expired")
     out = JobOut.model_validate(
         {

@@ -7,7 +7,9 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_qualified_name, get_remote_address
 
 from config.settings import EMBEDDED, Settings
-from models.db import MAX_ID
+from models.errors import DomainError
+from web.auth import identity
+from web.gate import queue_token_header
 
 limiter = Limiter(get_remote_address, headers_enabled=True, strategy="fixed-window")
 
@@ -49,19 +51,23 @@ def _only_on_limited_routes(app: Flask) -> None:
 
 
 def user_key() -> str:
-    """Rate-limit key of the user named in a JSON body (the caller's IP when the body names no valid user)."""
-    body = request.get_json(silent=True)
-    user = body.get("userId") if isinstance(body, dict) else None
-    if isinstance(user, int) and not isinstance(user, bool) and 1 <= user <= MAX_ID:
-        return f"user:{user}"
-    return f"ip:{get_remote_address()}"
+    """Rate-limit key of the signed-in user (the hook in web/auth.py verified it before any limit)."""
+    return f"user:{identity()}"
+
+
+def _queue_token() -> str:
+    try:
+        return queue_token_header()
+    except DomainError:  # absent or malformed: "" skips the limit; the route refuses it (401), uncounted
+        return ""
 
 
 def token_key() -> str:
-    """Rate-limit key of the queue token header."""
-    return f"token:{request.headers.get('X-Queue-Token', '')[:64]}"
+    """Rate-limit key of the queue token header, normalised exactly as the gate reads it."""
+    token = _queue_token()
+    return f"token:{token}" if token else ""
 
 
 def job_key() -> str:
-    """Rate-limit key of job creation: the queue token (one user)."""
-    return f"jobs:{request.headers.get('X-Queue-Token', '')[:64]}"
+    """Rate-limit key of job creation (holds, cancels, payments): the signed-in user's one budget."""
+    return f"jobs:{identity()}" if _queue_token() else ""

@@ -6,16 +6,17 @@ import datetime as dt
 import json
 import math
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 from spectree import Response as Resp
 
 from models import concerts, draws, fairness
 from models.db import utcnow
-from models.errors import NotFound, TokenMissing
+from models.errors import Forbidden, NotFound, TokenInvalid
 from models.prequeue import PreQueue, PrequeuedToken
 from models.queue_tokens import QueueToken, concert_of_token
 from web.api import described, respond, settings, spec
-from web.gate import HEADER, waiting_room
+from web.auth import identity
+from web.gate import queue_token_header, waiting_room
 from web.limits import limiter, user_key
 from web.queue_controls import queue_controls
 from web.schemas import Problem
@@ -73,11 +74,10 @@ def _body(t: QueueToken, status: int = 200) -> Response:
     return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
 
 
-def _header_token() -> str:
-    token = request.headers.get(HEADER, "").strip()
-    if not token:
-        raise TokenMissing(f"send the queue token in the {HEADER} header")
-    return token
+def _own(user_id: int) -> None:
+    """A queue token works only with its own user's identity (403 otherwise)."""
+    if user_id != identity():
+        raise Forbidden("the queue token belongs to another user")
 
 
 @bp.post("/queue/tokens")
@@ -86,45 +86,59 @@ def _header_token() -> str:
 @spec.validate(
     json=TokenIn,
     resp=Resp(
-        HTTP_200=TokenOut, HTTP_201=TokenOut, HTTP_400=Problem, HTTP_404=Problem, HTTP_409=Problem, HTTP_429=Problem
+        HTTP_200=TokenOut, HTTP_201=TokenOut, HTTP_400=Problem, HTTP_401=Problem, HTTP_403=Problem,
+        HTTP_404=Problem, HTTP_409=Problem, HTTP_429=Problem,
     ),
     tags=["queue"],
-)
+)  # fmt: skip
 def issue(json: TokenIn) -> Response:
-    """Join a concert's queue; asking again returns the same token and place."""
+    """Join a concert's queue as the signed-in user; asking again returns the same token and place."""
+    user_id = identity()
+    if json.userId is not None and json.userId != user_id:
+        raise Forbidden("userId does not match the signed-in user")
     if not concerts.concert_exists(concert_id=json.concertId):
         raise NotFound(f"concert {json.concertId} does not exist")
     pre = draws.join_prequeue(
-        prequeue(), user_id=json.userId, concert_id=json.concertId, window_s=settings().prequeue_window
+        prequeue(), user_id=user_id, concert_id=json.concertId, window_s=settings().prequeue_window
     )
     if pre is not None:
         return respond(_pre_out(pre), 201 if pre.created else 200)
     limit = queue_controls().current(concert_id=json.concertId).join_limit(settings().active_limit)
-    token = waiting_room().issue(user_id=json.userId, concert_id=json.concertId, limit=limit)
+    token = waiting_room().issue(user_id=user_id, concert_id=json.concertId, limit=limit)
     return _body(token, 201 if token.created else 200)
 
 
 @bp.get("/queue/token")
 @limiter.exempt  # paced instead: the poll script itself refuses an early poll (429 with Retry-After)
 @described(
-    resp=Resp(HTTP_200=TokenOut, HTTP_401=Problem, HTTP_429=Problem), tags=["queue"], security={"queueToken": []}
+    resp=Resp(HTTP_200=TokenOut, HTTP_401=Problem, HTTP_403=Problem, HTTP_429=Problem),
+    tags=["queue"],
+    security={"queueToken": []},
 )
 def poll() -> Response:
     """A token's status, rank, wait estimate and pollAfterMs; a poll keeps a waiting place alive,
     and one more than 20 % before pollAfterMs is 429 RATE_LIMITED with Retry-After."""
-    token = _header_token()
+    token = queue_token_header()
     pre = draws.prequeued_status(prequeue(), token=token, concert_id=concert_of_token(token))
     if pre is not None:
+        _own(pre.user_id)
         return respond(_pre_out(pre))
-    return _body(waiting_room().status(token=token))
+    status = waiting_room().status(token=token)
+    _own(status.user_id)
+    return _body(status)
 
 
 @bp.delete("/queue/token")
-@spec.validate(resp=Resp(HTTP_204=None, HTTP_401=Problem), tags=["queue"], security={"queueToken": []})
+@spec.validate(
+    resp=Resp(HTTP_204=None, HTTP_401=Problem, HTTP_403=Problem), tags=["queue"], security={"queueToken": []}
+)
 def leave() -> Response:
-    """Leave the queue or give up the active slot."""
-    if not waiting_room().leave(token=_header_token()):
-        from models.errors import TokenInvalid
-
+    """Leave the queue or give up the active slot (only the token's own user may)."""
+    token = queue_token_header()
+    owner = waiting_room().owner(token=token)
+    if owner is None:
+        raise TokenInvalid("the queue token is unknown or has expired")
+    _own(owner)
+    if not waiting_room().leave(token=token):
         raise TokenInvalid("the queue token is unknown or has expired")
     return Response(status=204)

@@ -7,11 +7,12 @@ from spectree import Response as Resp
 
 from models import concerts, quick_refusal, reservations
 from web.api import parse_id, respond, settings, spec
+from web.auth import identity
 from web.gate import own_reservation, require_active, require_active_with, waiting_room
 from web.jobs import MAX_WAIT, answer, create_and_enqueue, job_route_responses
 from web.limits import job_key, limiter
 from web.schemas import Problem
-from web.schemas.reservations import ReservationIn, ReservationOut
+from web.schemas.reservations import MyReservationsQuery, ReservationIn, ReservationList, ReservationOut
 from workers.reservations import cancel_reservation, hold_seat
 
 bp = Blueprint("reservations", __name__)
@@ -57,20 +58,34 @@ def create(json: ReservationIn) -> Response:
 
 @bp.get("/reservations/<reservation_id>")
 @spec.validate(
-    resp=Resp(HTTP_200=ReservationOut, HTTP_400=Problem, HTTP_401=Problem, HTTP_403=Problem, HTTP_404=Problem),
+    resp=Resp(HTTP_200=ReservationOut, HTTP_400=Problem, HTTP_401=Problem, HTTP_404=Problem),
     tags=["reservations"],
-    security={"queueToken": []},
 )
 def get(reservation_id: str) -> Response:
-    """The caller's reservation."""
-    token = require_active()
-    view = own_reservation(token, parse_id(reservation_id, "reservationId"))
+    """The caller's reservation (the identity is enough: it stays readable after the queue token ends)."""
+    view = own_reservation(None, parse_id(reservation_id, "reservationId"))
     return respond(ReservationOut.model_validate(reservations.reservation_json(view)))
 
 
-@bp.delete("/reservations/<reservation_id>")
+@bp.get("/me/reservations")
 @spec.validate(
-    resp=job_route_responses((400, 401, 403, 404, 409), HTTP_200=ReservationOut),
+    query=MyReservationsQuery,
+    resp=Resp(HTTP_200=ReservationList, HTTP_400=Problem, HTTP_401=Problem),
+    tags=["reservations"],
+)
+def mine(query: MyReservationsQuery) -> Response:
+    """The caller's reservations, newest first (`?status=`, paged with `?limit=&before=<reservationId>`)."""
+    views = reservations.list_reservations(
+        user_id=identity(), status=query.status, limit=query.limit, before=query.before
+    )
+    items = [ReservationOut.model_validate(reservations.reservation_json(v)) for v in views]
+    return respond(ReservationList(reservations=items))
+
+
+@bp.delete("/reservations/<reservation_id>")
+@limiter.shared_limit(lambda: settings().rate_jobs_user, scope="jobs", key_func=job_key)
+@spec.validate(
+    resp=job_route_responses((400, 401, 403, 404, 409, 429), HTTP_200=ReservationOut),
     tags=["reservations"],
     security={"queueToken": []},
 )

@@ -12,6 +12,7 @@ import requests
 
 from bench.chaos import Plan, Record
 from bench.chaos.service import Service
+from tests.support.identity import sign
 
 
 class Fan:
@@ -27,6 +28,7 @@ class Fan:
         self.service = service
         self.rng = rng
         self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {sign(user_id, ttl=6 * 3600)}"  # the fan is signed in
         self.token: str | None = None
 
     # HTTP with the client's own retry rules --------------------------------------------------

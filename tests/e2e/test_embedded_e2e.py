@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.api_client import ApiClient
 from tests.support.helpers import free_port
+from tests.support.identity import sign
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.e2e
 
 def test_make_run_serves_the_whole_flow_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
+    unset = ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "AUTH_JWT_SECRET", "AUTH_DEV_LOGIN")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(PORT=str(port), DATABASE_URL=f"sqlite:///{tmp_path / 'concert.db'}", HOLD_TTL="2")
     log = open(tmp_path / "run.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -37,7 +39,11 @@ def test_make_run_serves_the_whole_flow_and_stops_on_ctrl_c(tmp_path: Path) -> N
         api.wait_ready()
         status, _, concerts = api.get("/concerts")
         assert status == 200 and concerts["concerts"][0]["title"] == "Demo Night"
-        token = api.post("/queue/tokens", {"userId": 9, "concertId": 1})[2]["token"]
+        # make run generates AUTH_JWT_SECRET and enables the dev login: the README walk signs in first
+        assert api.get("/me/points", headers={"Authorization": f"Bearer {sign(9)}"})[0] == 401
+        api.dev_login(9)
+        assert api.get("/me/points")[2] == {"userId": 9, "balance": 0}
+        token = api.post("/queue/tokens", {"concertId": 1})[2]["token"]
         fan = {"X-Queue-Token": token}
         assert api.post("/users/9/points/charge", {"amount": 60_000})[2]["balance"] == 60_000
 

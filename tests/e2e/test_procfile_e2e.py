@@ -17,6 +17,7 @@ import pytest
 from tests.support.api_client import ApiClient
 from tests.support.env import drop_database, redis_db_url, sibling_database_url
 from tests.support.helpers import flush_redis, free_port
+from tests.support.identity import TEST_JWT_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_DB_URL = redis_db_url(10)  # this module's own database on the test Redis server
@@ -54,6 +55,7 @@ def e2e_env(mysql_url: str, e2e_redis: str, tmp_path: Path) -> Iterator[dict[str
         ADMIT_INTERVAL="0.5",
         OUTBOX_INTERVAL="0.5",
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+        AUTH_JWT_SECRET=TEST_JWT_SECRET,
     )
     yield env
     drop_database(database_url)

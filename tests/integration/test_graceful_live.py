@@ -25,7 +25,7 @@ from config.settings import Settings
 from models import check
 from models.db import db
 from tests.support.env import sibling_database_url
-from tests.support.helpers import free_port, fresh_schema
+from tests.support.helpers import free_port, fresh_schema, user_headers
 from tests.support.pipeline import enqueue_holds, jobs, wait_terminal
 from tests.support.procs import ROOT, Cluster, cluster, wait_for_leases
 from tests.support.redis_server import RedisServer, own_redis
@@ -136,7 +136,11 @@ def _http(port: int, method: str, path: str, body: dict[str, Any] | None = None,
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         payload = json.dumps(body) if body is not None else None
-        hdrs = {"Content-Type": "application/json", **{k.replace("_", "-"): v for k, v in headers.items()}}
+        hdrs = {
+            "Content-Type": "application/json",
+            **user_headers(1),  # every request here is user 1's
+            **{k.replace("_", "-"): v for k, v in headers.items()},
+        }
         conn.request(method, path, body=payload, headers=hdrs)
         response = conn.getresponse()
         data = response.read()

@@ -108,9 +108,12 @@ def test_500_concurrent_holds_of_one_seat_give_exactly_one_reservation(live, clu
 
 
 def test_40_concurrent_http_holds_of_one_seat_give_one_201_and_39_conflicts(live, cluster, seats):
+    from tests.support.identity import IdentityClient, with_identity
     from web import create_app
 
-    client = create_app(live.settings).test_client()
+    app = create_app(with_identity(live.settings))
+    app.test_client_class = IdentityClient  # each request signed as the user it acts for
+    client = app.test_client()
     seat = seats[3]
     concert_id = seat.schedule.concert_id
     tokens = []

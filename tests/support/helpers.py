@@ -21,6 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from config.settings import Settings
+from tests.support.identity import IdentityClient, bearer, with_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 API = "/api/v1"
@@ -38,11 +39,13 @@ def fresh_schema() -> None:
 
 
 def make_app(settings: Settings) -> Flask:
-    """A Flask app bound to these settings, with a fresh schema."""
+    """A Flask app bound to these settings (with the test JWT secret unless they name a key), with
+    a fresh schema; its test clients sign each request as the user it acts for."""
     from web import create_app
 
-    app = create_app(settings)
+    app = create_app(with_identity(settings))
     app.config["TESTING"] = True
+    app.test_client_class = IdentityClient
     fresh_schema()
     return app
 
@@ -78,8 +81,8 @@ def drop_catalogue_cache() -> None:
 
 # --- a user's way in --------------------------------------------------------------------------
 def user_headers(user_id: int) -> dict[str, str]:
-    """The headers that say who the caller is (none yet: the user id travels in the body)."""
-    return {}
+    """The headers that say who the caller is: the user's bearer JWT (signed with the test secret)."""
+    return bearer(user_id)
 
 
 def issue_token(client: FlaskClient, user_id: int, concert_id: int) -> Any:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import redis
 
+from tests.support.identity import TEST_JWT_SECRET
+
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_PATTERN = "partition:lease:*"
 
@@ -61,6 +63,7 @@ class Cluster:
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "PYTHONUNBUFFERED": "1",
+            "AUTH_JWT_SECRET": TEST_JWT_SECRET,
             **self.env,
             **env,
         }

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.support.helpers import problem_of
+from tests.support.helpers import problem_of, user_headers
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
@@ -49,7 +49,8 @@ def _deeply_nested(depth: int = 5000) -> str:
     ],
 )
 def test_a_deeply_nested_json_body_is_a_400_not_a_500(client: FlaskClient, path: str) -> None:
-    response = client.post(path, data=_deeply_nested(), content_type="application/json", headers=ADMIN)
+    headers = ADMIN if "/admin/" in path else user_headers(1)
+    response = client.post(path, data=_deeply_nested(), content_type="application/json", headers=headers)
 
     assert response.status_code == 400, response.get_data(as_text=True)
     assert problem_of(response)["code"] == "VALIDATION_ERROR"
@@ -65,9 +66,7 @@ ODD_DIGIT_TOKEN = "\xb2.AAAAAAAAAAAAAAAAAAAAAA"
         ("GET", "/api/v1/queue/token"),
         ("DELETE", "/api/v1/queue/token"),
         ("GET", "/api/v1/schedules/1/seats"),
-        ("GET", "/api/v1/reservations/1"),
         ("DELETE", "/api/v1/reservations/1"),
-        ("GET", "/api/v1/payments/1"),
     ],
 )
 def test_a_queue_token_whose_head_is_a_non_ascii_digit_is_a_401_not_a_500(

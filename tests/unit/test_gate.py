@@ -49,12 +49,14 @@ def room(app: Flask) -> WaitingRoom:
 
 @pytest.fixture
 def request_with(app: Flask) -> Iterator[object]:
-    """Enter a request context with the given X-Queue-Token header."""
+    """Enter a request context with the given X-Queue-Token header, signed in as `user` (what
+    web/auth.py's hook leaves in `g` for a verified bearer)."""
     contexts = []
 
-    def enter(token: str | None) -> None:
+    def enter(token: str | None, user: int = 1) -> None:
         ctx = app.test_request_context(headers={HEADER: token} if token is not None else {})
         ctx.push()
+        g.identity = user
         contexts.append(ctx)
 
     yield enter
@@ -89,9 +91,16 @@ def test_an_unknown_token_is_token_invalid(two: Two, request_with) -> None:
 def test_a_waiting_token_is_not_active_and_says_its_rank(app: Flask, two: Two, request_with) -> None:
     waiting = room(app).issue(user_id=2, concert_id=two.first, limit=0)
     assert waiting.status == WAITING
-    request_with(waiting.token)
+    request_with(waiting.token, user=2)
 
     with pytest.raises(e.TokenNotActive, match=f"rank {waiting.rank}"):
+        require_active(two.first)
+
+
+def test_another_users_token_is_forbidden(two: Two, request_with) -> None:
+    request_with(two.token.token, user=2)
+
+    with pytest.raises(e.Forbidden, match="another user"):
         require_active(two.first)
 
 
@@ -133,6 +142,7 @@ def test_own_reservation_hides_other_users_and_refuses_other_concerts(app: Flask
     theirs = hold_directly(Seat.get(Seat.schedule == two.first_schedule, Seat.number == 2), 2)
     elsewhere = hold_directly(Seat.get(Seat.schedule == two.second_schedule), 1)
     assert Schedule.get_by_id(two.second_schedule).concert_id == two.second
+    request_with(two.token.token)  # signed in as user 1
 
     assert own_reservation(two.token, mine.reservation_id).reservation_id == mine.reservation_id
     with pytest.raises(e.NotFound):  # exactly like a missing one: existence is not revealed

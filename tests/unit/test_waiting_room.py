@@ -142,7 +142,7 @@ def test_issue_is_201_and_asking_again_is_200_with_the_same_token_and_place(room
     assert room.issue(3).get_json()["rank"] == 2  # asking again did not take a second place
 
 
-BAD = [{}, {"userId": 11}, {"concertId": 1}, {"userId": 12, "concertId": 1, "extra": 1}, {"userId": 0, "concertId": 1}]
+BAD = [{}, {"userId": 11}, {"userId": 12, "concertId": 1, "extra": 1}, {"userId": 0, "concertId": 1}]
 BAD += [{"userId": -13, "concertId": 1}, {"userId": "14", "concertId": 1}, {"userId": 15, "concertId": "1"}]
 BAD += [{"userId": 16.5, "concertId": 1}, {"userId": True, "concertId": 1}, {"userId": 2**63, "concertId": 1}]
 BAD += [{"userId": 18, "concertId": 0}]

@@ -13,7 +13,7 @@ from flask import Flask
 from config.bootstrap import current
 from models import errors as e
 from models.seed import seed_demo
-from tests.support.helpers import problem_of
+from tests.support.helpers import problem_of, user_headers
 from web.jobs import MAX_WAIT, job_answer, job_problem, prefer_wait
 from workers.jobs import JobStore
 
@@ -129,21 +129,18 @@ def test_get_job_shows_status_result_and_error_and_404s_an_unknown_id(app: Flask
     assert (missing.status_code, problem_of(missing)["code"]) == (404, "NOT_FOUND")
 
 
-def test_a_job_is_hidden_from_a_caller_who_shows_another_users_live_token(app: Flask, store: JobStore) -> None:
+def test_a_job_is_read_by_its_users_identity_only(app: Flask, store: JobStore) -> None:
     concert = seed_demo()
     assert concert is not None
-    room = app.extensions["waiting_room"]
-    owner, other = room.issue(user_id=1, concert_id=concert), room.issue(user_id=2, concert_id=concert)
+    others_token = app.extensions["waiting_room"].issue(user_id=2, concert_id=concert).token
     job = store.create(job_type="RESERVATION", user_id=1)
     client = app.test_client()
 
-    def read(token: str | None) -> int:
-        headers = {"X-Queue-Token": token} if token else {}
-        return client.get(f"{API}/jobs/{job.job_id}", headers=headers).status_code
+    def read(user: int, **headers: str) -> int:
+        return client.get(f"{API}/jobs/{job.job_id}", headers={**user_headers(user), **headers}).status_code
 
-    assert read(None) == 200  # the job id alone is the capability
-    assert read(owner.token) == 200
-    assert read(other.token) == 404  # exactly like a missing job
-    room.leave(token=other.token)
-    assert read(other.token) == 200  # an expired token names nobody
-    assert json.loads(client.get(f"{API}/jobs/{job.job_id}").data)["status"] == "QUEUED"
+    assert read(1) == 200  # the identity is enough: no queue token needed (SPEC v2)
+    assert read(2) == 404  # another user's job is exactly like a missing one
+    assert read(2, **{"X-Queue-Token": others_token}) == 404
+    assert read(1, **{"X-Queue-Token": others_token}) == 200  # a token names nobody here
+    assert json.loads(client.get(f"{API}/jobs/{job.job_id}", headers=user_headers(1)).data)["status"] == "QUEUED"

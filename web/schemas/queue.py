@@ -12,10 +12,10 @@ from web.schemas import Body, Out, RequestId, UtcDateTime
 
 
 class TokenIn(Body):
-    """Join a concert's queue."""
+    """Join a concert's queue as the signed-in user (`userId`, if sent, must be that user)."""
 
-    userId: RequestId
     concertId: RequestId
+    userId: RequestId | None = None
 
 
 class TokenOut(Out):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.db import MAX_ID
 from web.schemas import Body, Out, RequestId
 
 
@@ -27,3 +30,22 @@ class ReservationOut(Out):
     status: Literal["HELD", "CONFIRMED", "EXPIRED", "CANCELLED"]
     expiresAt: str
     createdAt: str
+
+
+ReservationStatus = Literal["HELD", "CONFIRMED", "EXPIRED", "CANCELLED"]
+
+
+class MyReservationsQuery(BaseModel):
+    """Filter and page the caller's reservations (newest first); unknown parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: ReservationStatus | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    before: Annotated[int, Field(ge=1, le=MAX_ID)] | None = None
+
+
+class ReservationList(Out):
+    """The caller's reservations, newest first."""
+
+    reservations: list[ReservationOut]

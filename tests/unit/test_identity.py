@@ -1,0 +1,421 @@
+"""Identity (SPEC §3 "Identity (v2)"): only the signed-in user can act as that user.
+
+Keys (HS256 secret, PEM RS256/ES256, JWKS by kid), claims (exp, sub, iss, aud, 30 s leeway),
+the 401/403/404 answers, the dev login and the token CLI, and the OpenAPI declaration.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from config.settings import Settings, SettingsError
+from models.seed import seed_demo
+from tests.support.helpers import API, make_app, problem_of, queue_headers, user_headers
+from tests.support.identity import TEST_JWT_SECRET, bearer, sign
+
+ALICE, BOB = 1001, 1002
+NO_BEARER = {"Authorization": ""}
+
+
+def answer(response: Any) -> tuple[int, str]:
+    """(status, problem code) of a refused request."""
+    return response.status_code, problem_of(response)["code"]
+
+
+# --- a web process needs a key ------------------------------------------------------------------
+def test_a_web_app_without_any_key_refuses_to_start_naming_the_variables(unit_settings: Settings) -> None:
+    from web import create_app
+
+    with pytest.raises(SettingsError) as refused:
+        create_app(unit_settings.with_(auth_jwt_secret=""))
+
+    for variable in ("AUTH_JWT_SECRET", "AUTH_JWT_PUBLIC_KEY_FILE", "AUTH_JWKS_URL"):
+        assert variable in str(refused.value)
+
+
+def test_the_gunicorn_config_exits_with_one_line_naming_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    import runpy
+
+    for name in ("AUTH_JWT_SECRET", "AUTH_JWT_PUBLIC_KEY_FILE", "AUTH_JWKS_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path("config/gunicorn.py")
+
+    assert str(exited.value).startswith("configuration error: no key to verify user tokens: set AUTH_JWT_SECRET")
+
+
+def test_a_public_key_file_that_is_missing_or_not_pem_is_refused_at_start(tmp_path: Path) -> None:
+    from web.auth import Verifier
+
+    not_pem = tmp_path / "key.pem"
+    not_pem.write_text("hello")
+    with pytest.raises(SettingsError, match="AUTH_JWT_PUBLIC_KEY_FILE"):
+        Settings.from_env({"AUTH_JWT_PUBLIC_KEY_FILE": str(tmp_path / "missing.pem")})
+    with pytest.raises(SettingsError, match="AUTH_JWT_PUBLIC_KEY_FILE"):
+        Verifier(Settings().with_(auth_jwt_public_key_file=str(not_pem)))
+
+
+# --- HS256: what a valid identity is --------------------------------------------------------------
+@pytest.fixture
+def demo(client: FlaskClient) -> FlaskClient:
+    seed_demo()
+    return client
+
+
+def balance(client: FlaskClient, headers: dict[str, str]) -> Any:
+    return client.get(f"{API}/me/points", headers=headers)
+
+
+def test_a_valid_token_is_its_subject(demo: FlaskClient) -> None:
+    response = balance(demo, bearer(ALICE))
+
+    assert response.status_code == 200
+    assert response.get_json() == {"userId": ALICE, "balance": 0}
+
+
+def test_no_bearer_is_401_auth_required_with_a_bearer_challenge(demo: FlaskClient) -> None:
+    for headers in (NO_BEARER, {"Authorization": "   "}):
+        response = balance(demo, headers)
+
+        assert answer(response) == (401, "AUTH_REQUIRED")
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        sign(ALICE, secret="another-secret-of-enough-length-0123456789"),  # bad signature
+        sign(ALICE, ttl=-31),  # expired beyond the 30 s leeway
+        sign("0"),
+        sign("-5"),
+        sign("abc"),
+        sign(str(2**63)),  # past a 64-bit integer
+        sign(" 7"),
+        sign("0007"),
+        sign("7.0"),
+        jwt.encode({"sub": "7"}, TEST_JWT_SECRET, algorithm="HS256"),  # no exp
+        jwt.encode({"exp": int(time.time()) + 60}, TEST_JWT_SECRET, algorithm="HS256"),  # no sub
+        jwt.encode({"sub": 7, "exp": int(time.time()) + 60}, TEST_JWT_SECRET, algorithm="HS256"),  # sub a number
+        jwt.encode({"sub": "7", "exp": int(time.time()) + 60}, None, algorithm="none"),  # unsigned
+        jwt.encode({"sub": "7", "exp": int(time.time()) + 60}, TEST_JWT_SECRET, algorithm="HS512"),  # other alg
+        "not-a-jwt",
+    ],
+    ids=[
+        "bad-signature", "expired", "sub-0", "sub-negative", "sub-text", "sub-over-64-bit", "sub-space",
+        "sub-leading-zeros", "sub-fraction", "no-exp", "no-sub", "sub-number", "alg-none", "alg-hs512", "garbage",
+    ],
+)  # fmt: skip
+def test_an_invalid_token_is_401_auth_invalid(demo: FlaskClient, token: str) -> None:
+    response = balance(demo, {"Authorization": f"Bearer {token}"})
+
+    assert answer(response) == (401, "AUTH_INVALID")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_an_expiry_within_the_30_s_leeway_is_accepted(demo: FlaskClient) -> None:
+    assert balance(demo, bearer(ALICE, ttl=-20)).status_code == 200
+
+
+def test_the_scheme_is_case_insensitive_but_required(demo: FlaskClient) -> None:
+    token = sign(ALICE)
+
+    assert balance(demo, {"Authorization": f"bearer {token}"}).status_code == 200
+    assert answer(balance(demo, {"Authorization": token})) == (401, "AUTH_INVALID")
+    assert answer(balance(demo, {"Authorization": f"Basic {token}"})) == (401, "AUTH_INVALID")
+
+
+@pytest.fixture
+def strict_app(unit_settings: Settings) -> Iterator[Flask]:
+    yield make_app(unit_settings.with_(auth_jwt_issuer="https://id.example", auth_jwt_audience="concerts"))
+
+
+def test_issuer_and_audience_are_checked_when_configured(strict_app: Flask) -> None:
+    client = strict_app.test_client()
+    good = {"iss": "https://id.example", "aud": "concerts"}
+
+    assert balance(client, bearer(ALICE, **good)).status_code == 200
+    for claims in ({**good, "iss": "https://evil.example"}, {**good, "aud": "other"}, {"aud": "concerts"}, {}):
+        assert answer(balance(client, bearer(ALICE, **claims))) == (401, "AUTH_INVALID"), claims
+
+
+# --- PEM public keys: RS256 and ES256 -------------------------------------------------------------
+def _pem(private: Any) -> bytes:
+    return private.public_key().public_bytes(  # type: ignore[no-any-return]
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _hs256_by_hand(claims: dict[str, Any], secret: bytes) -> str:
+    """An HS256 JWS built without PyJWT (which refuses to use a PEM key as an HMAC secret)."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(json.dumps(claims).encode())
+    return signing_input + "." + b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())
+
+
+@pytest.mark.parametrize(
+    ("private", "algorithm"),
+    [(rsa.generate_private_key(65537, 2048), "RS256"), (ec.generate_private_key(ec.SECP256R1()), "ES256")],
+    ids=["RS256", "ES256"],
+)
+def test_a_pem_public_key_verifies_its_algorithm_only(
+    unit_settings: Settings, tmp_path: Path, private: Any, algorithm: str
+) -> None:
+    key_file = tmp_path / "idp.pem"
+    key_file.write_bytes(_pem(private))
+    client = make_app(unit_settings.with_(auth_jwt_secret="", auth_jwt_public_key_file=str(key_file))).test_client()
+    claims = {"sub": str(ALICE), "exp": int(time.time()) + 60}
+
+    signed = jwt.encode(claims, private, algorithm=algorithm)
+    # algorithm confusion: the public key's bytes used as an HMAC secret must not verify
+    confused = _hs256_by_hand(claims, _pem(private))
+    other = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
+
+    assert balance(client, {"Authorization": f"Bearer {signed}"}).get_json() == {"userId": ALICE, "balance": 0}
+    assert answer(balance(client, {"Authorization": f"Bearer {confused}"})) == (401, "AUTH_INVALID")
+    if algorithm == "RS256":
+        assert answer(balance(client, {"Authorization": f"Bearer {other}"})) == (401, "AUTH_INVALID")
+    assert answer(balance(client, bearer(ALICE))) == (401, "AUTH_INVALID")  # no secret configured
+
+
+# --- JWKS: keys fetched once, chosen by kid -------------------------------------------------------
+class _Jwks(BaseHTTPRequestHandler):
+    body = b""
+    fetches = 0
+
+    def do_GET(self) -> None:
+        type(self).fetches += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def jwks_server() -> Iterator[tuple[str, dict[str, Any]]]:
+    keys = {"k1": ec.generate_private_key(ec.SECP256R1()), "k2": rsa.generate_private_key(65537, 2048)}
+    jwks = []
+    for kid, private in keys.items():
+        algorithm = jwt.algorithms.ECAlgorithm if kid == "k1" else jwt.algorithms.RSAAlgorithm
+        jwk = json.loads(algorithm.to_jwk(private.public_key()))  # type: ignore[attr-defined]
+        jwks.append({**jwk, "kid": kid, "use": "sig"})
+    _Jwks.body, _Jwks.fetches = json.dumps({"keys": jwks}).encode(), 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Jwks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/jwks.json", keys
+    server.shutdown()
+    thread.join()
+
+
+def test_jwks_keys_are_chosen_by_kid_and_fetched_once(unit_settings: Settings, jwks_server: Any) -> None:
+    url, keys = jwks_server
+    client = make_app(unit_settings.with_(auth_jwt_secret="", auth_jwks_url=url)).test_client()
+    claims = {"sub": str(BOB), "exp": int(time.time()) + 60}
+    by_k1 = jwt.encode(claims, keys["k1"], algorithm="ES256", headers={"kid": "k1"})
+    by_k2 = jwt.encode(claims, keys["k2"], algorithm="RS256", headers={"kid": "k2"})
+    k1_claiming_k2 = jwt.encode(claims, keys["k1"], algorithm="ES256", headers={"kid": "k2"})
+    unknown = jwt.encode(claims, keys["k1"], algorithm="ES256", headers={"kid": "k9"})
+
+    for token in (by_k1, by_k2, by_k1, by_k2):
+        assert balance(client, {"Authorization": f"Bearer {token}"}).get_json() == {"userId": BOB, "balance": 0}
+    assert answer(balance(client, {"Authorization": f"Bearer {k1_claiming_k2}"})) == (401, "AUTH_INVALID")
+    for _ in range(5):  # an unknown kid refetches at most once a minute: no amplification
+        assert answer(balance(client, {"Authorization": f"Bearer {unknown}"})) == (401, "AUTH_INVALID")
+    assert _Jwks.fetches == 2
+
+
+def test_an_unreachable_jwks_endpoint_is_a_503_not_a_401(unit_settings: Settings) -> None:
+    from tests.support.helpers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/jwks.json"
+    client = make_app(unit_settings.with_(auth_jwt_secret="", auth_jwks_url=url)).test_client()
+    token = jwt.encode(
+        {"sub": "1", "exp": int(time.time()) + 60},
+        ec.generate_private_key(ec.SECP256R1()),
+        algorithm="ES256",
+        headers={"kid": "k1"},
+    )
+
+    assert answer(balance(client, {"Authorization": f"Bearer {token}"})) == (503, "UNAVAILABLE")
+
+
+# --- the identity is the user ---------------------------------------------------------------------
+def test_joining_takes_the_user_from_the_identity(demo: FlaskClient) -> None:
+    joined = demo.post(f"{API}/queue/tokens", json={"concertId": 1}, headers=bearer(ALICE))
+    same = demo.post(f"{API}/queue/tokens", json={"concertId": 1, "userId": ALICE}, headers=bearer(ALICE))
+    spoofed = demo.post(f"{API}/queue/tokens", json={"concertId": 1, "userId": BOB}, headers=bearer(ALICE))
+
+    assert (joined.status_code, joined.get_json()["userId"]) == (201, ALICE)
+    assert (same.status_code, same.get_json()["token"]) == (200, joined.get_json()["token"])
+    assert answer(spoofed) == (403, "FORBIDDEN")
+    assert demo.post(f"{API}/queue/tokens", json={"concertId": 1}, headers=bearer(BOB)).status_code == 201
+
+
+def test_a_queue_token_used_with_another_users_identity_is_403(demo: FlaskClient) -> None:
+    alices = queue_headers(demo, ALICE, 1)["X-Queue-Token"]
+    as_bob = {**bearer(BOB), "X-Queue-Token": alices}
+
+    refused = [
+        demo.get(f"{API}/queue/token", headers=as_bob),
+        demo.get(f"{API}/schedules/1/seats", headers=as_bob),
+        demo.post(f"{API}/reservations", json={"scheduleId": 1, "seatId": 1}, headers=as_bob),
+        demo.post(f"{API}/payments", json={"reservationId": 1}, headers=as_bob),
+        demo.delete(f"{API}/reservations/1", headers=as_bob),
+        demo.delete(f"{API}/queue/token", headers=as_bob),
+    ]
+
+    assert [answer(r) for r in refused] == [(403, "FORBIDDEN")] * len(refused)
+    mine = demo.get(f"{API}/queue/token", headers={**bearer(ALICE), "X-Queue-Token": alices})
+    assert mine.get_json()["status"] == "ACTIVE"  # Bob's attempts changed nothing
+
+
+def test_a_wallet_is_used_by_its_own_user_only(demo: FlaskClient) -> None:
+    charged = demo.post(f"{API}/me/points/charge", json={"amount": 500}, headers=bearer(ALICE))
+    by_path = demo.get(f"{API}/users/{ALICE}/points", headers=bearer(ALICE))
+    refused = [
+        demo.get(f"{API}/users/{ALICE}/points", headers=bearer(BOB)),
+        demo.post(f"{API}/users/{ALICE}/points/charge", json={"amount": 1}, headers=bearer(BOB)),
+        demo.get(f"{API}/users/{ALICE}/points/history", headers=bearer(BOB)),
+    ]
+
+    assert charged.get_json() == {"userId": ALICE, "balance": 500}
+    assert by_path.get_json() == {"userId": ALICE, "balance": 500}
+    assert [answer(r) for r in refused] == [(403, "FORBIDDEN")] * 3
+    history = demo.get(f"{API}/me/points/history", headers=bearer(ALICE)).get_json()
+    assert [(e["type"], e["amount"]) for e in history["entries"]] == [("CHARGE", 500)]
+
+
+def test_a_bad_path_user_id_is_still_a_400(demo: FlaskClient) -> None:
+    assert answer(demo.get(f"{API}/users/abc/points", headers=bearer(ALICE))) == (400, "VALIDATION_ERROR")
+
+
+# --- dev login and the token CLI ------------------------------------------------------------------
+def test_the_dev_login_is_a_404_unless_enabled(demo: FlaskClient) -> None:
+    assert answer(demo.post(f"{API}/dev/login", json={"userId": ALICE})) == (404, "NOT_FOUND")
+
+
+def test_the_dev_login_signs_a_working_token(unit_settings: Settings) -> None:
+    client = make_app(unit_settings.with_(auth_dev_login=True)).test_client()
+
+    login = client.post(f"{API}/dev/login", json={"userId": ALICE})
+    token = login.get_json()["accessToken"]
+
+    assert login.status_code == 200
+    assert login.get_json()["tokenType"] == "Bearer"
+    assert 60 <= login.get_json()["expiresIn"] <= 86_400
+    assert balance(client, {"Authorization": f"Bearer {token}"}).get_json()["userId"] == ALICE
+    assert answer(client.post(f"{API}/dev/login", json={"userId": 0})) == (400, "VALIDATION_ERROR")
+
+
+def test_python_m_web_token_prints_a_token_the_service_accepts(
+    demo: FlaskClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from web.__main__ import main
+
+    monkeypatch.setenv("AUTH_JWT_SECRET", TEST_JWT_SECRET)
+    assert main(["token", str(BOB), "--ttl", "120"]) == 0
+    token = capsys.readouterr().out.strip()
+
+    assert balance(demo, {"Authorization": f"Bearer {token}"}).get_json()["userId"] == BOB
+    assert 110 <= jwt.decode(token, TEST_JWT_SECRET, algorithms=["HS256"])["exp"] - time.time() <= 120
+    monkeypatch.delenv("AUTH_JWT_SECRET")
+    assert main(["token", "1"]) == 2
+
+
+# --- every user-scoped operation of the document needs the bearer ---------------------------------
+PUBLIC = {
+    ("get", "/concerts"),
+    ("get", "/concerts/{concert_id}/schedules"),
+    ("get", "/concerts/{concert_id}/fairness"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("post", "/dev/login"),
+}
+
+
+def _document_operations() -> list[tuple[str, str, dict[str, Any]]]:
+    """Every operation of /openapi.json of an app with every optional route (dev login) on."""
+    import tempfile
+
+    workdir = Path(tempfile.mkdtemp(prefix="identity-doc-"))
+    settings = Settings().with_(
+        database_url=f"sqlite:///{workdir / 'doc.db'}",
+        redis_url="embedded",
+        admin_token="test-admin-token",
+        auth_jwt_secret=TEST_JWT_SECRET,
+        auth_dev_login=True,
+    )
+    document = make_app(settings).test_client().get(f"{API}/openapi.json").get_json()
+    return [
+        (method, path.removeprefix(API), operation)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    ]
+
+
+OPERATIONS = _document_operations()
+
+
+def _is_public(method: str, path: str) -> bool:
+    return (method, path) in PUBLIC or path.startswith(("/admin", "/docs", "/openapi"))
+
+
+def test_the_document_declares_bearer_auth_on_exactly_the_user_scoped_operations() -> None:
+    for method, path, operation in OPERATIONS:
+        requirements = operation.get("security") or []
+        needs_bearer = bool(requirements) and all("bearerAuth" in r for r in requirements)
+        assert needs_bearer != _is_public(method, path), (method, path, requirements)
+        if needs_bearer:
+            assert "401" in operation["responses"], (method, path)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [(m, p) for m, p, _ in OPERATIONS if not _is_public(m, p)],
+    ids=[f"{m.upper()} {p}" for m, p, _ in OPERATIONS if not _is_public(m, p)],
+)
+def test_without_a_bearer_every_user_scoped_operation_is_401_auth_required(
+    demo: FlaskClient, method: str, path: str
+) -> None:
+    concrete = path.replace("{job_id}", "0" * 32)
+    for name in ("concert_id", "schedule_id", "reservation_id", "payment_id", "user_id"):
+        concrete = concrete.replace(f"{{{name}}}", "1")
+    queue_token = queue_headers(demo, ALICE, 1)["X-Queue-Token"]
+
+    response = demo.open(
+        f"{API}{concrete}",
+        method=method.upper(),
+        json={} if method in ("post", "put", "patch") else None,
+        headers={**NO_BEARER, "X-Queue-Token": queue_token},
+    )
+
+    assert answer(response) == (401, "AUTH_REQUIRED")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_user_headers_carry_the_identity(demo: FlaskClient) -> None:
+    assert balance(demo, user_headers(BOB)).get_json()["userId"] == BOB

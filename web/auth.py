@@ -1,0 +1,176 @@
+"""Identity: the one place that verifies `Authorization: Bearer <JWT>` (SPEC §3 "Identity").
+
+Every route needs the identity unless its view is marked `@public` or its blueprint is one of
+PUBLIC_BLUEPRINTS. `install()` puts the check in a `before_request` hook registered before the
+rate limiter's, so a request without credentials is refused before it is counted. The same
+markers declare the `bearerAuth` security scheme in the OpenAPI document (web/docs.py).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from flask import Flask, current_app, g, request
+
+from config.settings import Settings, SettingsError
+from models.errors import AuthInvalid, AuthRequired, Unavailable
+
+F = TypeVar("F", bound=Callable[..., Any])
+LEEWAY = 30  # seconds of clock skew tolerated on exp/nbf/iat
+MAX_USER_ID = 2**63 - 1
+_SUB = re.compile(r"[1-9][0-9]{0,18}")
+_BEARER = re.compile(r"Bearer +([A-Za-z0-9_.+/=-]+)", re.IGNORECASE)
+JWKS_REFRESH_AFTER = 60.0  # an unknown kid refetches the key set at most once a minute
+PUBLIC_BLUEPRINTS = frozenset({"health", "docs", "admin", "pages", "metrics"})
+API_PREFIX = "/api/v1/"
+ADMIN_PREFIX = "/api/v1/admin"
+
+
+def public(view: F) -> F:
+    """Mark a view as reachable without the identity."""
+    view.public = True  # type: ignore[attr-defined]
+    return view
+
+
+def is_public(app: Flask, endpoint: str, rule: str) -> bool:
+    """True when a route needs no identity: its view is @public, its blueprint is public, it is an
+    operator route under /admin (those keep ADMIN_TOKEN), or it is outside the API (pages, /metrics)."""
+    view = app.view_functions.get(endpoint)
+    blueprint = endpoint.rpartition(".")[0]
+    if view is None or endpoint == "static" or blueprint in PUBLIC_BLUEPRINTS or getattr(view, "public", False):
+        return True
+    return rule.startswith(ADMIN_PREFIX) or not rule.startswith(API_PREFIX)
+
+
+def load_public_key(path: str) -> tuple[Any, str]:
+    """The PEM public key of AUTH_JWT_PUBLIC_KEY_FILE and its algorithm (RS256 or ES256)."""
+    try:
+        key = load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"AUTH_JWT_PUBLIC_KEY_FILE={path!r} is not a PEM public key: {exc}") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return key, "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key, "ES256"
+    raise SettingsError(f"AUTH_JWT_PUBLIC_KEY_FILE={path!r} must hold an RSA or P-256 EC public key")
+
+
+class Verifier:
+    """Verifies a JWT against the configured keys and returns its user id."""
+
+    def __init__(self, settings: Settings) -> None:
+        settings.require_auth_key()
+        self.secret = settings.auth_jwt_secret
+        self.public_key: Any = None
+        self.public_alg = ""
+        if settings.auth_jwt_public_key_file:
+            self.public_key, self.public_alg = load_public_key(settings.auth_jwt_public_key_file)
+        self.jwks = jwt.PyJWKClient(settings.auth_jwks_url, lifespan=300, timeout=5) if settings.auth_jwks_url else None
+        self.issuer = settings.auth_jwt_issuer or None
+        self.audience = settings.auth_jwt_audience or None
+        self._refreshed_at = 0.0
+        self._lock = threading.Lock()
+
+    def user_id(self, token: str) -> int:
+        """The verified `sub` of a token as a user id, else AuthInvalid (Unavailable if JWKS is down)."""
+        try:
+            key, algorithm = self._key(jwt.get_unverified_header(token))
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                leeway=LEEWAY,
+                issuer=self.issuer,
+                audience=self.audience,
+                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+            )
+        except jwt.PyJWKClientConnectionError as exc:
+            raise Unavailable(f"the identity provider's keys cannot be fetched: {exc}") from None
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:  # a key of another type is a TypeError
+            raise AuthInvalid(f"the bearer token is not valid: {exc}") from None
+        sub = claims["sub"]
+        if not isinstance(sub, str) or not _SUB.fullmatch(sub) or int(sub) > MAX_USER_ID:
+            raise AuthInvalid("the bearer token's sub is not a positive 64-bit integer")
+        return int(sub)
+
+    def _key(self, header: dict[str, Any]) -> tuple[Any, str]:
+        alg = header.get("alg")
+        if alg == "HS256" and self.secret:
+            return self.secret, alg
+        if alg in ("RS256", "ES256") and self.jwks is not None and (header.get("kid") or not self.public_key):
+            return self._jwks_key(str(header.get("kid") or ""), str(alg)), str(alg)
+        if alg == self.public_alg and self.public_key is not None:
+            return self.public_key, alg
+        raise AuthInvalid(f"tokens signed with {str(alg)[:10]!r} are not accepted")
+
+    def _jwks_key(self, kid: str, alg: str) -> Any:
+        """The key set's key for `kid` (cached), which must be a key of `alg`; an unknown kid
+        refetches the set at most once a minute."""
+        assert self.jwks is not None
+        for refresh in (False, True):
+            if refresh:
+                with self._lock:
+                    if time.monotonic() - self._refreshed_at < JWKS_REFRESH_AFTER:
+                        break
+                    self._refreshed_at = time.monotonic()
+            for signing_key in self.jwks.get_signing_keys(refresh=refresh):
+                if signing_key.key_id == kid:
+                    if signing_key.algorithm_name != alg:
+                        raise AuthInvalid(f"the key {kid[:40]!r} is not a {alg} key")
+                    return signing_key.key
+        raise AuthInvalid("the bearer token's kid names no key of the identity provider")
+
+
+def sign(settings: Settings, user_id: int, ttl: int) -> str:
+    """A token for `user_id` signed with AUTH_JWT_SECRET (the dev login and `python -m web token`)."""
+    if not settings.auth_jwt_secret:
+        raise SettingsError("AUTH_JWT_SECRET is not set: nothing to sign with")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": str(user_id), "iat": now, "exp": now + ttl}
+    if settings.auth_jwt_issuer:
+        claims["iss"] = settings.auth_jwt_issuer
+    if settings.auth_jwt_audience:
+        claims["aud"] = settings.auth_jwt_audience
+    return jwt.encode(claims, settings.auth_jwt_secret, algorithm="HS256")
+
+
+def bearer_token() -> str | None:
+    """The bearer token of the request (None when no Authorization header); AuthInvalid if malformed."""
+    header = request.headers.get("Authorization")
+    if header is None or not header.strip(" \t"):
+        return None
+    match = _BEARER.fullmatch(header.strip(" \t"))
+    if match is None:
+        raise AuthInvalid("send the identity as 'Authorization: Bearer <JWT>'")
+    return match.group(1)
+
+
+def identity() -> int:
+    """The verified user id of this request (the hook has set it for every non-public route)."""
+    user_id = g.get("identity")
+    if user_id is None:
+        raise AuthRequired("send 'Authorization: Bearer <JWT>' of the signed-in user")
+    return int(user_id)
+
+
+def install(app: Flask, settings: Settings) -> None:
+    """Verify the identity before every non-public route (register before the rate limiter)."""
+    app.extensions["auth_verifier"] = Verifier(settings)
+
+    @app.before_request
+    def _require_identity() -> None:
+        rule = request.url_rule
+        if request.endpoint is None or rule is None or is_public(current_app, request.endpoint, rule.rule):
+            return
+        token = bearer_token()
+        if token is None:
+            raise AuthRequired("send 'Authorization: Bearer <JWT>' of the signed-in user")
+        g.identity = current_app.extensions["auth_verifier"].user_id(token)
