@@ -57,6 +57,7 @@ bench: $(VENV)/.dev  ## every benchmark against MariaDB + Redis (+ the Kafka-pro
 	$(BIN)/python -m bench.pipeline_bench
 	$(BIN)/python -m bench.contention_bench
 	$(BIN)/python -m bench.cache_bench
+	$(BIN)/python -m bench.relay_bench
 	$(BIN)/python -m bench.flash_sale
 	$(BIN)/python -m bench.report
 
@@ -66,6 +67,7 @@ bench-quick: $(VENV)/.dev  ## the same benchmarks at a smaller scale (< 5 min), 
 	$(BIN)/python -m bench.pipeline_bench --requests 1000
 	$(BIN)/python -m bench.contention_bench --attempts 1000
 	$(BIN)/python -m bench.cache_bench --seats 100000 -n 100 --duration 5s
+	$(BIN)/python -m bench.relay_bench --events 5000 --before-seconds 3
 	$(BIN)/python -m bench.flash_sale --quick
 	$(BIN)/python -m bench.report
 

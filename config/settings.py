@@ -146,6 +146,9 @@ class Settings:
     database_url: str = "sqlite:///var/concert.db"
     redis_url: str = EMBEDDED
     kafka_bootstrap_servers: str = ""
+    kafka_replication_factor: int = 1
+    kafka_partitions: int = 6
+    outbox_relays: int = 1
     admin_token: str = ""
     active_limit: int = 100
     admit_interval: float = 1.0
@@ -195,6 +198,9 @@ class Settings:
             database_url=_database_url(e, "DATABASE_URL", "sqlite:///var/concert.db"),
             redis_url=_redis_url(e, "REDIS_URL", EMBEDDED),
             kafka_bootstrap_servers=(e.get("KAFKA_BOOTSTRAP_SERVERS") or "").strip(),
+            kafka_replication_factor=_int(e, "KAFKA_REPLICATION_FACTOR", 1, 1, 16),
+            kafka_partitions=_int(e, "KAFKA_PARTITIONS", 6, 1, 10_000),
+            outbox_relays=_int(e, "OUTBOX_RELAYS", 1, 1, 64),
             admin_token=e.get("ADMIN_TOKEN") or "",
             active_limit=_int(e, "ACTIVE_LIMIT", 100, 1, 1_000_000),
             admit_interval=_float(e, "ADMIT_INTERVAL", 1.0, 0.05, 60.0),

@@ -12,7 +12,7 @@ from typing import Any
 
 import peewee as pw
 
-from models.db import BaseModel, UtcDateTimeField, db, utcnow
+from models.db import BaseModel, UtcDateTimeField, db, is_mysql, utcnow
 
 PENDING, PUBLISHED, FAILED = "PENDING", "PUBLISHED", "FAILED"
 PAYMENT_COMPLETED = "PaymentCompleted"
@@ -82,7 +82,12 @@ Publish = Callable[[list[OutboxEvent]], list[Exception | None]]
 
 
 def relay_once(
-    *, publish: Publish, batch: int = 100, max_attempts: int = 50, transient: Callable[[Exception], bool] | None = None
+    *,
+    publish: Publish,
+    batch: int = 100,
+    max_attempts: int = 50,
+    transient: Callable[[Exception], bool] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> RelayResult:
     """Read up to `batch` PENDING rows in id order, publish them outside any transaction, record.
 
@@ -94,8 +99,21 @@ def relay_once(
     idempotent consumer). Every failure counts in retry_count/last_error; only failures that are
     not `transient` (broker unreachable, timeouts) move a row to FAILED after `max_attempts`, so
     an outage of any length leaves rows PENDING until the broker is back.
+
+    `shard=(k, n)` takes only the rows whose aggregate id is k modulo n, so n relays split the
+    rows without overlap, and the events of one reservation (the Kafka message key) stay with
+    one relay, in id order.
     """
-    rows = list(OutboxEvent.select().where(OutboxEvent.status == PENDING).order_by(OutboxEvent.id).limit(batch))
+    pending = OutboxEvent.status == PENDING
+    if shard is not None:
+        # peewee's `%` is LIKE, PyMySQL reads a bare % as a placeholder: MOD() there, % on SQLite
+        modulo = (
+            pw.fn.MOD(OutboxEvent.aggregate_id, shard[1])
+            if is_mysql()
+            else pw.Expression(OutboxEvent.aggregate_id, "%", shard[1])
+        )
+        pending &= modulo == shard[0]
+    rows = list(OutboxEvent.select().where(pending).order_by(OutboxEvent.id).limit(batch))
     if not rows:
         return RelayResult(0, 0, 0, [])
     outcomes = publish(rows)

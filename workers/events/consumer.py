@@ -117,7 +117,7 @@ def consume(
     retries: int = RETRIES,
     interval: float = RETRY_INTERVAL,
 ) -> None:
-    """The payment-completed consumer: handle, retry, dead-letter, then commit each record."""
+    """The payment-completed consumer: handle, retry, dead-letter, then commit each poll's records."""
     from kafka import KafkaConsumer, KafkaProducer
 
     ensure_topics(bootstrap_servers)
@@ -150,7 +150,9 @@ def consume(
 
 
 class _Poll:
-    """Handle the records of one poll in order: each is handled or dead-lettered, then committed."""
+    """Handle the records of one poll in order: each is handled or dead-lettered; then one commit
+    for the poll (after processing: a crash replays at most one poll, which the event-id check
+    makes harmless)."""
 
     def __init__(
         self, consumer: Any, dlt: Any, redis: Any, handler: Callable[[bytes], object], *, retries: int, interval: float
@@ -160,6 +162,15 @@ class _Poll:
 
     def __call__(self, batches: list[tuple[Any, list[Any]]]) -> bool:
         """True when every record was settled; False when Redis went away and the rest was rewound."""
+
+        done: dict[Any, Any] = {}  # partition -> next offset, committed once for the whole poll
+        try:
+            return self._settle(batches, done)
+        finally:
+            if done:
+                self.consumer.commit(done)
+
+    def _settle(self, batches: list[tuple[Any, list[Any]]], done: dict[Any, Any]) -> bool:
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
 
@@ -180,9 +191,7 @@ class _Poll:
                 if not ok:
                     self._dead_letter(rec, error, attempts)
                 _stat(self.redis, "consumed_total")
-                self.consumer.commit(
-                    {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(rec.offset + 1, "", -1)}
-                )
+                done[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(rec.offset + 1, "", -1)
         return True
 
     def _dead_letter(self, rec: Any, error: str, attempts: int) -> None:

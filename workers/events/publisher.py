@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from config.bootstrap import Services, current
 from models import outbox
+from models.db import db
 from workers.events.consumer import RETRIES, handle_event, with_retries
 from workers.events.dead_letters import INPROCESS_KEY
 from workers.events.topics import ensure_topics
@@ -99,7 +102,11 @@ def publisher(services: Services) -> KafkaPublisher | InProcessBus:
         if _publisher is None:
             servers = services.settings.kafka_bootstrap_servers
             if servers:
-                ensure_topics(servers)
+                ensure_topics(
+                    servers,
+                    partitions=services.settings.kafka_partitions,
+                    replication_factor=services.settings.kafka_replication_factor,
+                )
                 _publisher = KafkaPublisher(servers)
             else:
                 _publisher = InProcessBus()
@@ -131,19 +138,55 @@ def _drop_publisher(pub: KafkaPublisher | InProcessBus) -> None:
             log.debug("closing the failed producer raised", exc_info=True)
 
 
+DRAIN_BATCH = 500  # rows per publish round trip
+DRAIN_BUDGET_S = 5.0  # one scheduler tick drains for at most this long, then yields to the next tick
+
+
 def relay_outbox() -> int:
-    """One relay pass (the scheduler's outbox job): publish pending rows, record stats; return published."""
+    """The scheduler's outbox job: drain the pending rows, OUTBOX_RELAYS shards side by side; published.
+
+    Each shard publishes batch after batch until it is drained (a batch shorter than DRAIN_BATCH),
+    a publish fails, or DRAIN_BUDGET_S passes: a backlog goes out at the broker's pace instead of
+    one batch per OUTBOX_INTERVAL (200 rows a second before).
+    """
     services = current()
     try:
         pub = publisher(services)
     except Exception as exc:
         log.warning("event broker unreachable, outbox rows stay PENDING: %s", exc)
         return 0
-    result = outbox.relay_once(
-        publish=pub, batch=200, max_attempts=services.settings.outbox_max_attempts, transient=is_transient
-    )
-    if result.failed_attempts:
-        _drop_publisher(pub)  # an idempotent producer does not recover from a long outage: start afresh
+    relays = services.settings.outbox_relays
+    if relays == 1:
+        return _drain(services, pub, None)
+    with ThreadPoolExecutor(relays, thread_name_prefix="outbox-relay") as pool:
+        return sum(pool.map(lambda k: _drain_on_own_connection(services, pub, (k, relays)), range(relays)))
+
+
+def _drain_on_own_connection(services: Services, pub: KafkaPublisher | InProcessBus, shard: tuple[int, int]) -> int:
+    with db.connection_context():
+        return _drain(services, pub, shard)
+
+
+def _drain(services: Services, pub: KafkaPublisher | InProcessBus, shard: tuple[int, int] | None) -> int:
+    total, deadline = 0, time.monotonic() + DRAIN_BUDGET_S
+    while True:
+        result = outbox.relay_once(
+            publish=pub,
+            batch=DRAIN_BATCH,
+            max_attempts=services.settings.outbox_max_attempts,
+            transient=is_transient,
+            shard=shard,
+        )
+        total += result.published
+        _record(services, result)
+        if result.failed_attempts:
+            _drop_publisher(pub)  # an idempotent producer does not recover from a long outage: start afresh
+            return total
+        if result.claimed < DRAIN_BATCH or time.monotonic() > deadline:
+            return total
+
+
+def _record(services: Services, result: outbox.RelayResult) -> None:
     if result.published:
         log.info("outbox: published %s event(s)", result.published)
     if result.claimed:
@@ -154,4 +197,3 @@ def relay_outbox() -> int:
             pipe.hincrbyfloat(STATS_KEY, "latency_sum_s", sum(result.latencies_s))
             pipe.hset(STATS_KEY, "last_latency_s", max(result.latencies_s))
         pipe.execute()
-    return result.published
