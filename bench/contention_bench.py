@@ -8,9 +8,11 @@ once, shuffled with a fixed seed. `--clients` threads run it closed-loop (each w
 outcome of its attempt before the next). Fresh schema and seed before each strategy.
 
   (a) pipeline  the partitioned pipeline: `--workers` `python -m workers run` processes; a client
-                enqueues as POST /reservations does (job record + message in one round trip) and waits
+                checks the quick-refusal mark, enqueues as POST /reservations does (job record + message in
+                one round trip) and waits
                 (JobStore.wait); run twice: batched (WORKER_BATCH=`--batch`) and one message at a time
                 (WORKER_BATCH=1, "a1"), to show what batching buys side by side
+  (b') redis+edge  (b) behind the same quick-refusal check (models/quick_refusal.py) as (a)
   (b) redis     a Redis lock per seat (SET NX PX, spin, compare-and-delete) around models.reservations.hold_seat
   (c) for_update  SELECT ... FOR UPDATE the seat, UPDATE it, INSERT the reservation, COMMIT (raw pymysql)
   (d) optimistic  models.reservations.hold_seat directly (its compare-and-set), retried on ConcurrentUpdate
@@ -44,10 +46,11 @@ from bench.common import connect, create_database, run_threads, summary_ms, writ
 from bench.pipeline_bench import fresh_data
 from config.bootstrap import Services, bootstrap
 from config.settings import Settings
-from models import check
+from models import check, quick_refusal
 from models import reservations as domain
 from models.db import db
 from models.errors import ConcurrentUpdate, SeatNotAvailable
+from models.redis_support import scripts_in_one_round_trip
 from tests.support.procs import Cluster, wait_for_leases
 from workers.broker import send
 from workers.jobs import SUCCEEDED, TERMINAL, JobStore
@@ -158,6 +161,8 @@ def run_pipeline(services: Services, plan: list[Attempt], clients: int) -> dict:
     store = JobStore(services.redis)
 
     def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
+        if edge_refuses(services.redis, schedule_id, seat_id):
+            return TAKEN
         job_id = uuid.uuid4().hex
         send(
             services.broker,
@@ -179,6 +184,14 @@ def run_pipeline(services: Services, plan: list[Attempt], clients: int) -> dict:
         return TAKEN if (done.error or {}).get("code") == SeatNotAvailable.code else ERROR
 
     return closed_loop(plan, clients, hold, services.redis.ping, lambda _: None)
+
+
+def edge_refuses(client: redis.Redis, schedule_id: int, seat_id: int) -> bool:
+    """The quick-refusal check POST /reservations makes in its queue-token round trip (here alone)."""
+    (reply,) = scripts_in_one_round_trip(
+        client, [quick_refusal.check_call(client, schedule_id=schedule_id, seat_id=seat_id)]
+    )
+    return quick_refusal.refusal_of(reply) is not None
 
 
 def warm_up_workers(services: Services) -> None:
@@ -234,30 +247,59 @@ def run_redis_lock(services: Services, plan: list[Attempt], clients: int) -> dic
     return result
 
 
+def run_redis_lock_edge(services: Services, plan: list[Attempt], clients: int) -> dict:
+    """(b') (b) behind the same quick-refusal check as (a), marking what it sees as (a)'s workers do."""
+    client: redis.Redis = services.redis
+    unlock = client.register_script(_UNLOCK)
+
+    def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
+        if edge_refuses(client, schedule_id, seat_id):
+            return TAKEN
+        key, token = f"lock:seat:{seat_id}", uuid.uuid4().hex
+        while not client.set(key, token, nx=True, px=LOCK_TTL_MS):
+            time.sleep(0.001)
+        try:
+            read_at = quick_refusal.now_ms()
+            with db.connection_context():  # per attempt: a web tier's pool is smaller than its clients
+                outcome = _domain_hold(user_id, seat_id, schedule_id, services.settings)
+            refusal = f"seat {seat_id} is held"
+            quick_refusal.mark(client, schedule_id=schedule_id, seat_id=seat_id, refusal=refusal, read_at_ms=read_at)
+            return outcome
+        finally:
+            unlock(keys=[key], args=[token])
+
+    return closed_loop(plan, clients, hold, services.redis.ping, lambda _: None)
+
+
+def for_update_hold(conn: Any, user_id: int, seat_id: int, schedule_id: int) -> str:
+    """(c)'s attempt on one connection: SELECT ... FOR UPDATE the seat, UPDATE + INSERT, COMMIT."""
+    with conn.cursor() as cur:
+        conn.begin()
+        cur.execute("SELECT status, version, price FROM seats WHERE id = %s FOR UPDATE", (seat_id,))
+        status, version, price = cur.fetchone()
+        if status != "AVAILABLE":
+            conn.rollback()
+            return TAKEN
+        cur.execute(
+            "UPDATE seats SET status = 'HELD', version = version + 1 WHERE id = %s AND version = %s",
+            (seat_id, version),
+        )
+        cur.execute(
+            "INSERT INTO reservations (user_id, seat_id, schedule_id, price, status, expires_at, version, "
+            "live_seat_id, hold_slot, job_id, created_at, updated_at) VALUES (%s, %s, %s, %s, 'HELD', "
+            "UTC_TIMESTAMP(6) + INTERVAL 300 SECOND, 0, %s, 1, %s, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
+            (user_id, seat_id, schedule_id, price, seat_id, uuid.uuid4().hex),
+        )
+        conn.commit()
+        return HELD
+
+
 def run_for_update(url: str, plan: list[Attempt], clients: int) -> dict:
     """(c) SELECT ... FOR UPDATE the seat, then UPDATE + INSERT in the same transaction."""
     name = urlparse(url).path.lstrip("/")
 
     def hold(user_id: int, seat_id: int, schedule_id: int, conn: Any) -> str:
-        with conn.cursor() as cur:
-            conn.begin()
-            cur.execute("SELECT status, version, price FROM seats WHERE id = %s FOR UPDATE", (seat_id,))
-            status, version, price = cur.fetchone()
-            if status != "AVAILABLE":
-                conn.rollback()
-                return TAKEN
-            cur.execute(
-                "UPDATE seats SET status = 'HELD', version = version + 1 WHERE id = %s AND version = %s",
-                (seat_id, version),
-            )
-            cur.execute(
-                "INSERT INTO reservations (user_id, seat_id, schedule_id, price, status, expires_at, version, "
-                "live_seat_id, hold_slot, job_id, created_at, updated_at) VALUES (%s, %s, %s, %s, 'HELD', "
-                "UTC_TIMESTAMP(6) + INTERVAL 300 SECOND, 0, %s, 1, %s, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
-                (user_id, seat_id, schedule_id, price, seat_id, uuid.uuid4().hex),
-            )
-            conn.commit()
-            return HELD
+        return for_update_hold(conn, user_id, seat_id, schedule_id)
 
     return closed_loop(plan, clients, hold, lambda: connect(url, name), lambda conn: conn.close())
 
@@ -355,6 +397,7 @@ def main() -> None:
     pipeline("a1_pipeline_unbatched", 1)
     try:
         measure("b_redis_lock", lambda plan: run_redis_lock(services, plan, args.clients))
+        measure("b2_redis_lock_edge", lambda plan: run_redis_lock_edge(services, plan, args.clients))
         measure("c_for_update", lambda plan: run_for_update(db_url, plan, args.clients))
         measure("d_optimistic", lambda plan: run_optimistic(services, plan, args.clients))
     finally:
@@ -370,14 +413,14 @@ def main() -> None:
         f"\n{args.attempts} hold attempts over {args.seats} seats ({args.hot_share:.0%} on {args.hot_seats} hot "
         f"seats), {args.clients} closed-loop clients; pipeline: {args.workers} workers x {args.partitions} partitions"
     )
-    header = f"{'strategy':16}{'holds/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'held':>6}{'taken':>7}{'errors':>7}"
+    header = f"{'strategy':20}{'holds/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'held':>6}{'taken':>7}{'errors':>7}"
     header += f"{'oversell':>9}{'viol.':>6}{'lock waits':>11}{'lock ms':>9}{'deadlocks':>10}"
     print(header)
     for name, r in results.items():
         o, locks = r["outcomes"], r["db_locks"]
         deadlocks = "n/a" if locks["Innodb_deadlocks"] is None else locks["Innodb_deadlocks"]
         print(
-            f"{name:16}{r['holds_per_second']:>9,.1f}{r['latency']['p50_ms']:>9.1f}{r['latency']['p99_ms']:>9.1f}"
+            f"{name:20}{r['holds_per_second']:>9,.1f}{r['latency']['p50_ms']:>9.1f}{r['latency']['p99_ms']:>9.1f}"
             f"{o.get(HELD, 0):>6}{o.get(TAKEN, 0):>7}{o.get(ERROR, 0):>7}{r['check']['oversell']:>9}"
             f"{len(r['check']['violations']):>6}{locks['Innodb_row_lock_waits']:>11}"
             f"{locks['Innodb_row_lock_time']:>9}{deadlocks!s:>10}"
