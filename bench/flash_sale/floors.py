@@ -7,8 +7,6 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-import redis
-
 from bench.common import connect
 from bench.flash_sale import FLOOR_THREADS
 
@@ -46,12 +44,14 @@ def _threads_rate(op_factory: Any, seconds: float, threads: int = FLOOR_THREADS)
 def raw_redis_rate(redis_url: str, seconds: float) -> float:
     """INCR round trips per second (no pipelining) from FLOOR_THREADS threads."""
 
+    from config.bootstrap import make_redis
+
     def factory() -> tuple[Any, Any]:
-        client = redis.Redis.from_url(redis_url)
+        client = make_redis(redis_url)
         return (lambda: client.incr("bench:floor:incr")), client.close
 
     rate = _threads_rate(factory, seconds)
-    redis.Redis.from_url(redis_url).delete("bench:floor:incr")
+    make_redis(redis_url).delete("bench:floor:incr")
     return rate
 
 
