@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from models.concerts import AVAILABLE, Seat
+from models.concerts import AVAILABLE, Seat, SeatRow, seat_row
 from models.concerts import HELD as SEAT_HELD
 from models.db import BaseModel, UtcDateTimeField, db, utcnow
 from models.errors import ConcurrentUpdate, LimitExceeded, NotFound, ReservationNotHeld, SeatNotAvailable
@@ -37,6 +37,7 @@ class Reservation(BaseModel):
     job_id = pw.CharField(max_length=64, null=True, unique=True)
     created_at = UtcDateTimeField(default=utcnow)
     updated_at = UtcDateTimeField(default=utcnow)
+    extensions_left = pw.SmallIntegerField(default=0)  # migration 008; models/extensions.py counts it down
 
     class Meta:
         table_name = "reservations"
@@ -60,12 +61,23 @@ class ReservationView:
     status: str
     expires_at: dt.datetime
     created_at: dt.datetime
+    extensions_left: int = 0
 
 
-def _view(r: Reservation, seat_number: int | None = None) -> ReservationView:
+def view_of(r: Reservation, seat_number: int | None = None) -> ReservationView:
+    """A reservation row as the API shows it."""
     number = seat_number if seat_number is not None else Seat.get_by_id(r.seat_id).number
     return ReservationView(
-        r.id, r.user_id, r.schedule_id, r.seat_id, number, r.price, r.status, r.expires_at, r.created_at
+        r.id,
+        r.user_id,
+        r.schedule_id,
+        r.seat_id,
+        number,
+        r.price,
+        r.status,
+        r.expires_at,
+        r.created_at,
+        r.extensions_left if r.status == HELD else 0,
     )
 
 
@@ -89,6 +101,7 @@ def hold_seat(
     hold_ttl: int,
     max_holds: int,
     redelivered: bool = True,
+    max_extensions: int = 2,
 ) -> ReservationView:
     """Hold an AVAILABLE seat for `hold_ttl` seconds; idempotent by job id.
 
@@ -100,8 +113,8 @@ def hold_seat(
     if redelivered:
         done = Reservation.get_or_none(Reservation.job_id == job_id)
         if done is not None:
-            return _view(done)
-    seat = _seat_row(seat_id, schedule_id)
+            return view_of(done)
+    seat = seat_row(seat_id, schedule_id)
     if seat is None:
         raise NotFound(f"seat {seat_id} does not exist in schedule {schedule_id}")
     rejection = rejection_for(status=seat.status, number=seat.number)
@@ -110,11 +123,18 @@ def hold_seat(
     slot = _free_hold_slot(user_id=user_id, schedule_id=schedule_id, max_holds=max_holds)
     try:
         reservation = _take_seat(
-            seat, seat_id=seat_id, user_id=user_id, schedule_id=schedule_id, slot=slot, job_id=job_id, hold_ttl=hold_ttl
+            seat,
+            seat_id=seat_id,
+            user_id=user_id,
+            schedule_id=schedule_id,
+            slot=slot,
+            job_id=job_id,
+            hold_ttl=hold_ttl,
+            max_extensions=max_extensions,
         )
     except pw.IntegrityError as exc:
         return _after_conflict(exc, job_id=job_id, seat_number=seat.number)
-    return _view(reservation, seat.number)
+    return view_of(reservation, seat.number)
 
 
 def _free_hold_slot(*, user_id: int, schedule_id: int, max_holds: int) -> int:
@@ -136,7 +156,15 @@ def _free_hold_slot(*, user_id: int, schedule_id: int, max_holds: int) -> int:
 
 
 def _take_seat(
-    seat: _SeatRow, *, seat_id: int, user_id: int, schedule_id: int, slot: int, job_id: str, hold_ttl: int
+    seat: SeatRow,
+    *,
+    seat_id: int,
+    user_id: int,
+    schedule_id: int,
+    slot: int,
+    job_id: str,
+    hold_ttl: int,
+    max_extensions: int = 2,
 ) -> Reservation:
     """AVAILABLE -> HELD by compare-and-set on the seat's version, and the HELD reservation, in one transaction.
 
@@ -162,40 +190,17 @@ def _take_seat(
             live_seat_id=seat_id,
             hold_slot=slot,
             job_id=job_id,
+            extensions_left=max_extensions,
             created_at=now,
             updated_at=now,
         )
-
-
-@dataclass(frozen=True)
-class _SeatRow:
-    number: int
-    price: int
-    status: str
-    version: int
-
-
-def _seat_row(seat_id: int, schedule_id: int) -> _SeatRow | None:
-    """The seat's state by primary key, as one prepared statement.
-
-    This read runs for every hold request, and under contention most requests stop here
-    (SEAT_NOT_AVAILABLE); building the query with the ORM each time cost more CPU than the
-    round trip (profiled in bench/pipeline_bench.py), so the SQL text is fixed.
-    """
-    p = db.param
-    cursor = db.execute_sql(
-        f"SELECT number, price, status, version FROM seats WHERE id = {p} AND schedule_id = {p}",
-        (seat_id, schedule_id),
-    )
-    row = cursor.fetchone()
-    return _SeatRow(int(row[0]), int(row[1]), str(row[2]), int(row[3])) if row else None
 
 
 def _after_conflict(exc: pw.IntegrityError, *, job_id: str, seat_number: int) -> ReservationView:
     """Explain a unique-key conflict of hold_seat (the transaction was rolled back)."""
     done = Reservation.get_or_none(Reservation.job_id == job_id)
     if done is not None:  # the same job ran concurrently (redelivery): same answer
-        return _view(done)
+        return view_of(done)
     text = str(exc).lower()
     if "hold_slot" in text:
         raise ConcurrentUpdate("another hold of yours landed at the same moment; retry", retry_after=1) from None
@@ -207,7 +212,7 @@ def get_reservation(*, reservation_id: int, user_id: int) -> ReservationView:
     r = Reservation.get_or_none((Reservation.id == reservation_id) & (Reservation.user_id == user_id))
     if r is None:
         raise NotFound(f"reservation {reservation_id} does not exist")
-    return _view(r)
+    return view_of(r)
 
 
 def list_reservations(
@@ -235,7 +240,7 @@ def cancel_reservation(*, reservation_id: int, user_id: int) -> ReservationView:
     if r is None:
         raise NotFound(f"reservation {reservation_id} does not exist")
     if r.status == CANCELLED:
-        return _view(r)
+        return view_of(r)
     if r.status != HELD:
         raise ReservationNotHeld(f"reservation {reservation_id} is {r.status.lower()} and cannot be cancelled")
     return _release(r, CANCELLED)
@@ -284,7 +289,7 @@ def _release(r: Reservation, status: str) -> ReservationView:
         )
         if freed != 1:
             raise ConcurrentUpdate(f"seat {r.seat_id} changed concurrently", retry_after=1)
-    return _view(Reservation.get_by_id(r.id), seat.number)
+    return view_of(Reservation.get_by_id(r.id), seat.number)
 
 
 def reservation_json(v: ReservationView) -> dict[str, object]:
@@ -301,4 +306,5 @@ def reservation_json(v: ReservationView) -> dict[str, object]:
         "status": v.status,
         "expiresAt": iso(v.expires_at),
         "createdAt": iso(v.created_at),
+        "extensionsLeft": v.extensions_left,
     }

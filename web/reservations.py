@@ -13,7 +13,7 @@ from web.jobs import MAX_WAIT, answer, create_and_enqueue, job_route_responses
 from web.limits import job_key, limiter
 from web.schemas import Problem
 from web.schemas.reservations import MyReservationsQuery, ReservationIn, ReservationList, ReservationOut
-from workers.reservations import cancel_reservation, hold_seat
+from workers.reservations import cancel_reservation, extend_hold, hold_seat
 
 bp = Blueprint("reservations", __name__)
 RESERVATION = "RESERVATION"
@@ -95,6 +95,27 @@ def cancel(reservation_id: str) -> Response:
     view = own_reservation(token, parse_id(reservation_id, "reservationId"))
     job = create_and_enqueue(
         cancel_reservation,
+        job_type=RESERVATION,
+        user_id=token.user_id,
+        route_seat=view.seat_id,
+        reservation_id=view.reservation_id,
+    )
+    return answer(job, location=_location, wait=MAX_WAIT, success_status=200, fresh=True)
+
+
+@bp.post("/reservations/<reservation_id>/extend")
+@limiter.shared_limit(lambda: settings().rate_jobs_user, scope="jobs", key_func=job_key)
+@spec.validate(
+    resp=job_route_responses((400, 401, 403, 404, 409, 429), HTTP_200=ReservationOut),
+    tags=["reservations"],
+    security={"queueToken": []},
+)
+def extend(reservation_id: str) -> Response:
+    """Extend the caller's held reservation to now + HOLD_TTL, HOLD_MAX_EXTENSIONS times, on the seat's partition."""
+    token = require_active()
+    view = own_reservation(token, parse_id(reservation_id, "reservationId"))
+    job = create_and_enqueue(
+        extend_hold,
         job_type=RESERVATION,
         user_id=token.user_id,
         route_seat=view.seat_id,

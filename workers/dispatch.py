@@ -29,6 +29,7 @@ ACTORS: dict[str, Actor] = {
     for a in (
         reservations.hold_seat,
         reservations.cancel_reservation,
+        reservations.extend_hold,
         reservations.expire_hold,
         payments.pay,
         refunds.refund_payment,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from config.bootstrap import current
-from models import quick_refusal, reservations
+from models import extensions, quick_refusal, reservations
 from models.errors import SeatNotAvailable
 from workers.broker import actor, send
 from workers.cache import mark_seat, write_through
@@ -38,6 +38,7 @@ def hold_seat(*, job_id: str, user_id: int, schedule_id: int, seat_id: int, enqu
                 hold_ttl=s.hold_ttl,
                 max_holds=s.max_holds_per_user,
                 redelivered=redelivered,
+                max_extensions=s.hold_max_extensions,
             )
         except SeatNotAvailable as exc:  # seen taken after read_at: the edge may refuse for a moment
             mark_seat(current().redis, schedule_id=schedule_id, seat_id=seat_id, refusal=exc.detail, read_at_ms=read_at)
@@ -59,6 +60,18 @@ def cancel_reservation(*, job_id: str, user_id: int, reservation_id: int, enqueu
 
     stale = current().settings.job_stale_after
     run_job(_store(), job_id, enqueued_ms=enqueued_ms, stale_after_s=stale, work=work, job_type="cancel")
+
+
+@actor("extend_hold")
+def extend_hold(*, job_id: str, user_id: int, reservation_id: int, enqueued_ms: int) -> None:
+    """Extend a user's held reservation by HOLD_TTL; the job's result is the reservation (new expiresAt)."""
+    s = current().settings
+
+    def work(redelivered: bool) -> dict[str, object]:
+        view = extensions.extend_hold(reservation_id=reservation_id, user_id=user_id, hold_ttl=s.hold_ttl)
+        return reservations.reservation_json(view)
+
+    run_job(_store(), job_id, enqueued_ms=enqueued_ms, stale_after_s=s.job_stale_after, work=work, job_type="extend")
 
 
 @actor("expire_hold")

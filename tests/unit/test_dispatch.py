@@ -11,6 +11,7 @@ from dramatiq.broker import MessageProxy
 from flask import Flask
 
 import workers.payments
+import workers.refunds
 import workers.reservations
 from config.bootstrap import current
 from workers import dispatch
@@ -32,11 +33,18 @@ def store(app: Flask, monkeypatch: pytest.MonkeyPatch) -> JobStore:
 def test_every_declared_actor_is_in_the_registry_under_its_own_name() -> None:
     declared = [
         value
-        for module in (workers.reservations, workers.payments)
+        for module in (workers.reservations, workers.payments, workers.refunds)
         for value in vars(module).values()
         if isinstance(value, Actor)
     ]
-    assert {a.name for a in declared} == {"hold_seat", "cancel_reservation", "expire_hold", "pay"}
+    assert {a.name for a in declared} == {
+        "hold_seat",
+        "cancel_reservation",
+        "extend_hold",
+        "expire_hold",
+        "pay",
+        "refund_payment",
+    }
     for a in declared:
         assert ACTORS[a.name] is a
         assert actor_of(message(a.name)) is a

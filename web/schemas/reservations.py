@@ -19,7 +19,7 @@ class ReservationIn(Body):
 
 
 class ReservationOut(Out):
-    """A reservation."""
+    """A reservation; `extensionsLeft` is how many more times a HELD one may be extended (0 otherwise)."""
 
     reservationId: int
     userId: int
@@ -27,12 +27,13 @@ class ReservationOut(Out):
     seatId: int
     seatNumber: int
     price: int
-    status: Literal["HELD", "CONFIRMED", "EXPIRED", "CANCELLED"]
+    status: Literal["HELD", "CONFIRMED", "EXPIRED", "CANCELLED", "REFUNDED"]
     expiresAt: str
     createdAt: str
+    extensionsLeft: int = 0
 
 
-ReservationStatus = Literal["HELD", "CONFIRMED", "EXPIRED", "CANCELLED"]
+ReservationStatus = Literal["HELD", "CONFIRMED", "EXPIRED", "CANCELLED", "REFUNDED"]
 
 
 class MyReservationsQuery(BaseModel):
