@@ -231,7 +231,7 @@ def list_reservations(
         numbers = {
             int(sid): int(n) for sid, n in Seat.select(Seat.id, Seat.number).where(Seat.id.in_(seat_ids)).tuples()
         }
-    return [_view(r, numbers[r.seat_id]) for r in rows]
+    return [view_of(r, numbers[r.seat_id]) for r in rows]
 
 
 def cancel_reservation(*, reservation_id: int, user_id: int) -> ReservationView:
