@@ -69,7 +69,8 @@ PLANTS: dict[str, tuple[str, list[str], list[str]]] = {
         ["UPDATE reservations SET live_seat_id = seat_id WHERE id = {held_res}"],
     ),
     "2: a RESERVED seat nobody paid for": (
-        "invariant 2: RESERVED seat without exactly one CONFIRMED reservation with one payment: ({free_seat}, 0, 0)",
+        "invariant 2: RESERVED seat without exactly one CONFIRMED reservation with one payment that is not refunded: "
+        "({free_seat}, 0, 0)",
         ["UPDATE seats SET status = 'RESERVED' WHERE id = {free_seat}"],
         ["UPDATE seats SET status = 'AVAILABLE' WHERE id = {free_seat}"],
     ),
@@ -82,6 +83,24 @@ PLANTS: dict[str, tuple[str, list[str], list[str]]] = {
         "invariant 2: payment whose reservation is not CONFIRMED: ({payment}, 'EXPIRED')",
         ["UPDATE reservations SET status = 'EXPIRED', live_seat_id = NULL WHERE id = {paid_res}"],
         ["UPDATE reservations SET status = 'CONFIRMED', live_seat_id = seat_id WHERE id = {paid_res}"],
+    ),
+    "2: a refunded payment whose reservation still stands": (
+        "invariant 2: refunded payment whose reservation is not REFUNDED: ({payment}, 'CONFIRMED')",
+        ["UPDATE payments SET status = 'REFUNDED' WHERE id = {payment}"],
+        ["UPDATE payments SET status = 'PAID' WHERE id = {payment}"],
+    ),
+    "3: a refund without its points back": (
+        "invariant 3: refunded payment without exactly one REFUND ledger entry of its amount: ({payment}, 0)",
+        [
+            "UPDATE payments SET status = 'REFUNDED' WHERE id = {payment}",
+            "UPDATE reservations SET status = 'REFUNDED', live_seat_id = NULL WHERE id = {paid_res}",
+            "UPDATE seats SET status = 'AVAILABLE' WHERE id = {paid_seat}",
+        ],
+        [
+            "UPDATE payments SET status = 'PAID' WHERE id = {payment}",
+            "UPDATE reservations SET status = 'CONFIRMED', live_seat_id = seat_id WHERE id = {paid_res}",
+            "UPDATE seats SET status = 'RESERVED' WHERE id = {paid_seat}",
+        ],
     ),
     "3: a balance its ledger does not explain": (
         "invariant 3: wallet balance differs from its ledger sum: (11, {payer_balance_plus_1}, ",
