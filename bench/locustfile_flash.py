@@ -46,6 +46,15 @@ OUTCOMES_FILE = os.environ.get("FLASH_OUTCOMES", "")
 BARE = os.environ.get("FLASH_MODE", "") == "bare"
 HOLD_ATTEMPTS = 3
 JOB_POLL = 0.5
+JWT_SECRET = os.environ.get("AUTH_JWT_SECRET", "")
+
+
+def sign(user_id: int) -> str:
+    """The bearer token an upstream identity service would give this fan (HS256, 1 h)."""
+    import jwt
+
+    return str(jwt.encode({"sub": str(user_id), "exp": int(time.time()) + 3600}, JWT_SECRET, algorithm="HS256"))
+
 
 outcomes: collections.Counter[str] = collections.Counter()
 _user_ids = itertools.count(USER_BASE)
@@ -74,9 +83,12 @@ class Fan(FastHttpUser):
     def on_start(self) -> None:
         self.user_id = next(_user_ids)
         self.token = ""
+        self.auth = f"Bearer {sign(self.user_id)}"
 
     # --- one request with an expected set of statuses ------------------------------------------
     def _call(self, method: str, path: str, name: str, ok: tuple[int, ...], **kw: Any) -> tuple[int, Any]:
+        if not BARE:
+            kw["headers"] = {"Authorization": self.auth, **(kw.get("headers") or {})}
         with self.client.request(method, path, name=name, catch_response=True, **kw) as resp:
             status = resp.status_code
             if status in ok:

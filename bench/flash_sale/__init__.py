@@ -51,6 +51,7 @@ SEATS_TOTAL = SEATS_PER_SCHEDULE * SCHEDULES
 
 
 ADMIN_TOKEN = "bench-flash-admin"
+JWT_SECRET = "bench-flash-sale-jwt-secret-0123456789abcdef"  # AUTH_JWT_SECRET of the service; fans sign with it
 
 
 FLOOR_THREADS = 4

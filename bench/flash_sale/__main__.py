@@ -26,6 +26,7 @@ from bench.flash_sale import (
     BARE_PORT,
     BIN,
     FLOOR_THREADS,
+    JWT_SECRET,
     PRICE,
     ROOT,
     SCHEDULES,
@@ -53,6 +54,8 @@ from tests.support.kafka_broker import TansuBroker
 SERVICE_ENV = {
     "HOST": "127.0.0.1",
     "ADMIN_TOKEN": ADMIN_TOKEN,
+    # the identity service's key (SPEC §3 Identity): the fans (locustfile_flash.sign) sign with it
+    "AUTH_JWT_SECRET": JWT_SECRET,
     "WEB_CONCURRENCY": "2",
     "ACTIVE_LIMIT": "100",
     "PARTITIONS": "16",

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import redis
 
 from bench.common import connect
-from bench.flash_sale import ADMIN_TOKEN, BIN, PRICE, ROOT, SCHEDULES, SEATS_PER_SCHEDULE, WEB_PORT
+from bench.flash_sale import ADMIN_TOKEN, BIN, JWT_SECRET, PRICE, ROOT, SCHEDULES, SEATS_PER_SCHEDULE, WEB_PORT
 from tests.support.api_client import ApiClient
 from tests.support.procs import lease_holders
 
@@ -154,6 +154,13 @@ def create_concert(api: ApiClient) -> tuple[int, list[int]]:
     return int(out["concertId"]), [int(s["scheduleId"]) for s in out["schedules"]]
 
 
+def _sign(user_id: int) -> str:
+    """A fan's bearer token, as the identity service would sign it (HS256, 1 h)."""
+    import jwt
+
+    return str(jwt.encode({"sub": str(user_id), "exp": int(time.time()) + 3600}, JWT_SECRET, algorithm="HS256"))
+
+
 def charge_all(port: int, users: int, amount: int, threads: int = 8) -> float:
     """Charge users 1..N `amount` points each through the API (keep-alive connections); return seconds."""
     started = time.perf_counter()
@@ -163,7 +170,8 @@ def charge_all(port: int, users: int, amount: int, threads: int = 8) -> float:
         body = json.dumps({"amount": amount})
         try:
             for uid in ids:
-                conn.request("POST", f"/api/v1/users/{uid}/points/charge", body, {"Content-Type": "application/json"})
+                headers = {"Content-Type": "application/json", "Authorization": f"Bearer {_sign(uid)}"}
+                conn.request("POST", f"/api/v1/users/{uid}/points/charge", body, headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 if resp.status != 200:

@@ -114,8 +114,10 @@ class Cluster:
 
 def lease_holders(client: redis.Redis, partitions: int = 16) -> dict[int, str]:
     """partition -> member holding its lease (`partition:lease:<N>`), for the leases that exist."""
-    keys = [f"partition:lease:{p}" for p in range(partitions)]
-    values = client.mget(keys)
+    pipe = client.pipeline(transaction=False)  # one GET per lease: on a Redis Cluster they span slots
+    for p in range(partitions):
+        pipe.get(f"partition:lease:{p}")
+    values = pipe.execute()
     return {p: _text(v) for p, v in enumerate(values) if v is not None}
 
 
