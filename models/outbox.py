@@ -158,3 +158,20 @@ def stats() -> OutboxStats:
 def retry_failed() -> int:
     """Put FAILED rows back to PENDING (attempts reset); return how many."""
     return int(OutboxEvent.update(status=PENDING, retry_count=0).where(OutboxEvent.status == FAILED).execute())
+
+
+WAKE_KEY = "outbox:wake"  # LIST: "a row was committed"; the relay's wake-up signal (at most one item)
+
+
+def wake(client: Any) -> None:
+    """After a commit that wrote an outbox row: tell the relay to run now instead of at its next tick.
+
+    Best effort: the relay's tick publishes the row anyway, so a failed signal only costs latency.
+    """
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.lpush(WAKE_KEY, 1)
+        pipe.ltrim(WAKE_KEY, 0, 0)
+        pipe.execute()
+    except Exception:  # the tick is the fallback
+        return

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
+import time
 from collections.abc import Callable
 
 from apscheduler.schedulers.base import BaseScheduler
 
 from config.bootstrap import Services
-from models import admission, concerts, draws
+from config.settings import EMBEDDED
+from models import admission, concerts, draws, outbox
 from models.db import db
 from models.prequeue import PreQueue
 from models.queue_controls import QueueControls
@@ -48,7 +51,10 @@ def install(scheduler: BaseScheduler, services: Services, lease: LeaderLease) ->
     )
     every(scheduler, lease, reservation_jobs.enqueue_expiries, seconds=1.0, job_id="expire-holds")
     every(scheduler, lease, job_records.sweep_jobs, seconds=10.0, job_id="sweep-jobs")
-    every(scheduler, lease, publisher.relay_outbox, seconds=s.outbox_interval, job_id="outbox-relay")
+    relay = one_at_a_time(publisher.relay_outbox)
+    every(scheduler, lease, relay, seconds=s.outbox_interval, job_id="outbox-relay")
+    if s.redis_url != EMBEDDED:  # fakeredis cannot block: embedded mode keeps the tick alone
+        start_wake_listener(services, lease, relay)
     prequeue = PreQueue(services.redis, waiting_ttl=s.waiting_ttl)
     every(scheduler, lease, functools.partial(draws.run_due_draws, prequeue=prequeue), seconds=1.0, job_id="draws")
 
@@ -94,6 +100,45 @@ def admission_pass(services: Services) -> Callable[[], None]:
             )
 
     return admit
+
+
+def one_at_a_time(job: Callable[[], object]) -> Callable[[], None]:
+    """`job` behind a lock: a tick that finds it running is skipped; a wake-up waits for the lock."""
+    lock = threading.Lock()
+
+    def run(wait: bool = False) -> None:
+        if lock.acquire(blocking=wait):
+            try:
+                job()
+            finally:
+                lock.release()
+
+    run.__name__ = getattr(job, "__name__", "job")
+    return run
+
+
+def start_wake_listener(services: Services, lease: LeaderLease, relay: Callable[..., None]) -> threading.Thread:
+    """Run the outbox relay as soon as a payment's commit signals it (models.outbox.wake).
+
+    The scheduler decides *when*: a BLPOP on the wake key (1 s timeout) on a daemon thread; the
+    relay's tick stays the fallback for a lost signal. Rows committed while a pass runs signal
+    again, so the next pass starts as soon as this one ends.
+    """
+
+    def listen() -> None:
+        client = services.redis
+        while True:
+            try:
+                woken = client.blpop([outbox.WAKE_KEY], timeout=1)
+            except Exception:  # Redis down: the tick relays when it is back
+                time.sleep(1)
+                continue
+            if woken and lease.is_leader:
+                leader_only(lease, lambda: relay(wait=True))()
+
+    thread = threading.Thread(target=listen, name="outbox-wake", daemon=True)
+    thread.start()
+    return thread
 
 
 def every(

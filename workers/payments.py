@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config.bootstrap import current
-from models import payments, reservations
+from models import outbox, payments, reservations
 from workers.broker import actor
 from workers.cache import write_through
 from workers.jobs import JobStore, run_job
@@ -17,6 +17,7 @@ def pay(*, job_id: str, user_id: int, reservation_id: int, idempotency_key: str 
         payment = payments.pay(
             reservation_id=reservation_id, user_id=user_id, job_id=job_id, idempotency_key=idempotency_key
         )
+        outbox.wake(current().redis)  # committed: the relay publishes PaymentCompleted now, not at its tick
         write_through(reservations.get_reservation(reservation_id=reservation_id, user_id=user_id))
         return payments.payment_json(payment)
 
