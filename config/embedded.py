@@ -98,6 +98,7 @@ class EmbeddedServer(BaseApplication):  # type: ignore[misc]
         self.cfg.set("bind", f"{self.settings_.host}:{self.settings_.port}")
         self.cfg.set("workers", 1)
         self.cfg.set("worker_class", "gthread")
+        self.cfg.set("control_socket_disable", True)  # no host-wide control socket shared between instances
         self.cfg.set("threads", 16)
         self.cfg.set("timeout", 60)
         self.cfg.set("graceful_timeout", 10)

@@ -30,7 +30,15 @@ errorlog = "-"
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="concert-metrics-")
 else:
-    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    try:
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f"configuration error: PROMETHEUS_MULTIPROC_DIR cannot be created: {exc}") from None
+
+# gunicorn's control socket defaults to one path per host ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl):
+# a second instance on the host would take it over. None unless a path per instance is given.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "gunicorn.ctl"
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
 
 
 def child_exit(server: object, worker: object) -> None:

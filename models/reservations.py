@@ -120,21 +120,25 @@ def hold_seat(
     rejection = rejection_for(status=seat.status, number=seat.number)
     if rejection is not None:
         raise rejection
-    slot = _free_hold_slot(user_id=user_id, schedule_id=schedule_id, max_holds=max_holds)
-    try:
-        reservation = _take_seat(
-            seat,
-            seat_id=seat_id,
-            user_id=user_id,
-            schedule_id=schedule_id,
-            slot=slot,
-            job_id=job_id,
-            hold_ttl=hold_ttl,
-            max_extensions=max_extensions,
-        )
-    except pw.IntegrityError as exc:
-        return _after_conflict(exc, job_id=job_id, seat_number=seat.number)
-    return view_of(reservation, seat.number)
+    for _ in range(max_holds + 1):  # a slot taken by a parallel hold of the same user: the next one
+        slot = _free_hold_slot(user_id=user_id, schedule_id=schedule_id, max_holds=max_holds)
+        try:
+            reservation = _take_seat(
+                seat,
+                seat_id=seat_id,
+                user_id=user_id,
+                schedule_id=schedule_id,
+                slot=slot,
+                job_id=job_id,
+                hold_ttl=hold_ttl,
+                max_extensions=max_extensions,
+            )
+        except pw.IntegrityError as exc:
+            if "hold_slot" in str(exc).lower() and Reservation.get_or_none(Reservation.job_id == job_id) is None:
+                continue
+            return _after_conflict(exc, job_id=job_id, seat_number=seat.number)
+        return view_of(reservation, seat.number)
+    raise ConcurrentUpdate("your other holds kept taking the free slots; retry", retry_after=1)
 
 
 def _free_hold_slot(*, user_id: int, schedule_id: int, max_holds: int) -> int:

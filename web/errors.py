@@ -88,10 +88,22 @@ def http_response(error: HTTPException) -> Response:
     return response
 
 
+def _malformed_body(error: Exception) -> bool:
+    """gunicorn raises its parse errors (ChunkMissingTerminator, InvalidChunkSize, NoMoreData) while the
+    app reads a chunked body: the client's fault, a 400, never a 500."""
+    try:
+        from gunicorn.http.errors import NoMoreData, ParseException
+    except ImportError:  # pragma: no cover - gunicorn is a runtime dependency
+        return False
+    return isinstance(error, (ParseException, NoMoreData))
+
+
 def unexpected_response(error: Exception) -> Response:
     """A lost backing service is 503 UNAVAILABLE; anything else is a logged 500 without a traceback."""
     from web.health import unavailable_error
 
+    if _malformed_body(error):
+        return domain_response(e.ValidationError("the request body is malformed (a broken chunked encoding)"))
     mapped = unavailable_error(error)
     if mapped is not None:
         log.warning("backing service unavailable on %s %s: %s", request.method, request.path, type(error).__name__)

@@ -42,12 +42,23 @@ HTTP_LATENCY = Histogram(
 SCRAPE_TIME: list[Any] = []
 
 
+def check_multiproc_dir(env: Any) -> None:
+    """PROMETHEUS_MULTIPROC_DIR, when set, must be a writable directory: prometheus-client writes
+    a file there on the first sample, so a bad path would make every request a 500. Refuse to start."""
+    from config.settings import SettingsError
+
+    path = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
+        raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a writable directory")
+
+
 def install(app: Flask) -> None:
     """Time every request and count it by route template and status; serve /metrics at the root too.
 
     The root route is the same view as `/api/v1/metrics` (web/health.py, registered before this),
     so the OpenAPI document lists both.
     """
+    check_multiproc_dir(os.environ)
     PIPELINE.app = app
     app.add_url_rule("/metrics", "metrics_root", app.view_functions["health.metrics_endpoint"], methods=["GET"])
 

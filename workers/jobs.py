@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -73,6 +74,9 @@ redis.call('EXPIRE', KEYS[2], 120)
 return 1
 """
 )
+
+
+JOB_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # new ids are 32 hex digits; never ':', '{' or '}'
 
 
 def job_key(job_id: str) -> str:
@@ -183,8 +187,8 @@ class JobStore:
         return earlier
 
     def get(self, job_id: str) -> Job | None:
-        """A job record, or None if unknown/expired."""
-        if not job_id or len(job_id) > 64:
+        """A job record, or None if unknown/expired (or not a job id: `<id>:done` names no job)."""
+        if not JOB_ID.fullmatch(job_id):
             return None
         h = {_text(k): _text(v) for k, v in self.r.hgetall(job_key(job_id)).items()}  # type: ignore[union-attr]
         if not h.get("status"):
@@ -208,13 +212,23 @@ class JobStore:
         only be there for this caller, so the first read is skipped (one round trip less).
         """
         if fresh and timeout > 0:
-            self.r.blpop([done_key(job_id)], timeout=timeout)
+            self._wait_done(job_id, timeout)
             return self.get(job_id)
         job = self.get(job_id)
         if job is None or job.status in TERMINAL or timeout <= 0:
             return job
-        self.r.blpop([done_key(job_id)], timeout=timeout)
+        self._wait_done(job_id, timeout)
         return self.get(job_id)
+
+    def _wait_done(self, job_id: str, timeout: float) -> None:
+        """BLPOP the job's end, then push it back: every waiter of the job wakes, one after another
+        (same-key payments each wait on the first request's job)."""
+        popped = self.r.blpop([done_key(job_id)], timeout=timeout)
+        if popped:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.lpush(done_key(job_id), popped[1])
+            pipe.expire(done_key(job_id), 120)
+            pipe.execute()
 
     def sweep(self, *, older_than_s: float, limit: int = 500) -> list[str]:
         """Fail jobs still open after `older_than_s` (their message was lost); return their ids."""
