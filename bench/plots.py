@@ -37,6 +37,7 @@ def _stamp(ax: Any, d: dict[str, Any], script: str) -> None:
 
 def contention(d: dict[str, Any]) -> Path:
     labels = {"a_pipeline": "(a) pipeline", "a1_pipeline_unbatched": "(a1) unbatched", "b_redis_lock": "(b) Redis lock"}
+    labels["b2_redis_lock_edge"] = "(b') lock + edge"
     labels["c_for_update"] = "(c) FOR UPDATE"
     labels["d_optimistic"] = "(d) optimistic"
     keys = [k for k in labels if k in d["strategies"]]
@@ -55,6 +56,28 @@ def contention(d: dict[str, Any]) -> Path:
         ax.set_xticks(list(x), [labels[k] for k in keys], rotation=30, ha="right", fontsize=8)
     _stamp(left, d, "bench/contention_bench.py")
     return _save(fig, "bench-contention.png")
+
+
+def contention_map(d: dict[str, Any]) -> Path:
+    """Attempts/s and p99 against attempts in flight, one line per strategy (bench/contention_map.py)."""
+    labels = {"a_pipeline": "(a) pipeline + edge", "b2_redis_edge": "(b') Redis lock + edge"}
+    labels["c_for_update"] = "(c) FOR UPDATE, 64-conn pool"
+    levels = sorted(d["levels"], key=int)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for key, label in labels.items():
+        runs = [(int(lv), d["levels"][lv][key]) for lv in levels if key in d["levels"][lv]]
+        left.plot([x for x, _ in runs], [r["holds_per_second"] for _, r in runs], marker="o", label=label)
+        right.plot([x for x, _ in runs], [r["latency"]["p99_ms"] for _, r in runs], marker="o", label=label)
+    left.set_ylabel("hold attempts / s")
+    left.set_title("throughput (higher is better)")
+    right.set_ylabel("p99 ms per attempt")
+    right.set_title("p99 latency (lower is better)")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("attempts in flight (closed-loop clients)")
+    right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    _stamp(left, d, "bench/contention_map.py")
+    return _save(fig, "bench-contention-map.png")
 
 
 def index(d: dict[str, Any]) -> Path:
@@ -146,6 +169,7 @@ def draw_all(data: dict[str, dict[str, Any] | None]) -> list[Path]:
     """Every plot whose results exist; returns the files written."""
     drawers = {
         "contention": contention,
+        "contention_map": contention_map,
         "index": index,
         "pipeline": pipeline,
         "queue": queue,

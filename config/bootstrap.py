@@ -186,12 +186,17 @@ def make_raw_redis(url: str) -> redis.Redis:
         return fakeredis.FakeRedis(server=_embedded_server)
     if url.startswith(CLUSTER_SCHEME + "://"):
         return cast(redis.Redis, make_cluster(url, decode_responses=False))
-    return BoundedRedis.from_url(
+    # Blocking, as make_redis's: redis-py's default pool of 100 fails the 101st concurrent sender
+    # with "Too many connections" (bench/contention_map.py at 256 in flight) instead of waiting.
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=256,
+        timeout=5,
         socket_timeout=REDIS_READ_TIMEOUT,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
         health_check_interval=15,
     )
+    return BoundedRedis(connection_pool=pool)
 
 
 def current() -> Services:
