@@ -107,7 +107,11 @@ def closed_loop(plan: list[Attempt], clients: int, hold: HoldFn, setup: Callable
         try:
             for user_id, seat_id, schedule_id in plan[k::clients]:
                 started = time.perf_counter()
-                seen[hold(user_id, seat_id, schedule_id, states[k])] += 1
+                try:
+                    seen[hold(user_id, seat_id, schedule_id, states[k])] += 1
+                except Exception as exc:  # a timeout or refused connection: the client saw an error
+                    seen[ERROR] += 1
+                    seen[f"error:{type(exc).__name__}"] += 1
                 mine.append(time.perf_counter() - started)
         finally:
             teardown(states[k])

@@ -16,6 +16,7 @@ tests; exhausting its 151 connections would fail theirs). Writes bench/results/c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import queue
 import threading
@@ -23,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
+
+import redis
 
 from bench import contention_bench as cb
 from bench.common import connect, create_database, write
@@ -96,6 +99,12 @@ def measure(services: Services, db_url: str, args: Any, level: int, run: Callabl
     result["db_locks"] = cb._delta(locks_before, cb.lock_status(db_url))
     result["peak_threads_connected"] = peak.peak
     result["check"] = cb.verify(args.seats)
+    r = result
+    print(
+        f"  {level} in flight, {len(plan)} attempts: {r['holds_per_second']:,.1f}/s p99 {r['latency']['p99_ms']:.1f} ms"
+        f" errors {r['outcomes'].get(cb.ERROR, 0)} peak conns {peak.peak} ok {r['check']['ok']}",
+        flush=True,
+    )
     return result
 
 
@@ -112,6 +121,7 @@ def one_level(services: Services, db_url: str, redis_url: str, args: Any, level:
     finally:
         cluster.stop()
     out["b2_redis_edge"] = measure(services, db_url, args, level, lambda p: cb.run_redis_lock_edge(services, p, level))
+    db.close_all()  # hand the pool's idle connections back: the server's 151 are shared
     out["c_for_update"] = measure(
         services, db_url, args, level, lambda p: for_update_pooled(db_url, p, level, args.pool)
     )
@@ -149,6 +159,10 @@ def main() -> None:
     create_database(db_url)
     pooled = f"{db_url}{'&' if '?' in db_url else '?'}max_connections={args.pool}"
     services = bootstrap(Settings().with_(database_url=pooled, redis_url=redis_url, partitions=args.partitions))
+    # One client process stands in for a whole web tier: each waiting attempt holds a Redis
+    # connection (BLPOP on its job), so its pool must exceed the largest level.
+    wide = redis.BlockingConnectionPool.from_url(redis_url, max_connections=2048, timeout=30, decode_responses=True)
+    services = dataclasses.replace(services, redis=redis.Redis(connection_pool=wide))
     levels: dict[str, dict[str, dict]] = {}
     for level in (int(x) for x in args.levels.split(",")):
         levels[str(level)] = one_level(services, db_url, redis_url, args, level)

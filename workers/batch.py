@@ -33,7 +33,7 @@ import redis
 from dramatiq.broker import MessageProxy
 
 from models import quick_refusal
-from models.concerts import Seat
+from models.concerts import AVAILABLE, Seat
 from models.db import db
 from models.errors import SeatNotAvailable, problem_of
 from models.redis_support import ANY_REDIS_ERROR
@@ -51,11 +51,21 @@ Handler = Callable[[MessageProxy], None]
 class SeatBatch:
     """Process a batch of one partition's messages in order (see the module docstring)."""
 
-    def __init__(self, client: redis.Redis, handler: Handler, *, stale_after_s: float, job_ttl: int = 3600) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        handler: Handler,
+        *,
+        stale_after_s: float,
+        job_ttl: int = 3600,
+        group: Callable[[Sequence[MessageProxy]], None] | None = None,
+    ) -> None:
         self.r = client
         self.handler = handler
         self.stale_after_s = stale_after_s
         self.jobs = JobStore(client, ttl=job_ttl)
+        self.group = group  # group commit of holds on free seats (workers/group.py); None: one by one
+        self._free: list[MessageProxy] = []
         self.rejected = 0  # holds answered in bulk (for tests and metrics)
         self._read_at: dict[int, int] = {}  # seat -> clock before the read `known` has it from
 
@@ -71,6 +81,7 @@ class SeatBatch:
         for message in messages:
             if not _is_hold(message):
                 self._flush(pending)
+                self._commit_free()
                 self.handler(message)
                 known.clear()
                 stale_seats.update(int(m.kwargs["seat_id"]) for m in messages if _is_hold(m))
@@ -78,6 +89,7 @@ class SeatBatch:
             seat_id = int(message.kwargs["seat_id"])
             if seat_id in stale_seats:
                 self._flush(pending)  # earlier messages first: the read must see their commits
+                self._commit_free()
                 read_at = quick_refusal.now_ms()
                 known.update(self._read(stale_seats))
                 self._read_at.update(dict.fromkeys(stale_seats, read_at))
@@ -86,10 +98,24 @@ class SeatBatch:
             if problem is not None:
                 pending.append((message, problem))
                 continue
-            self._flush(pending)
-            self.handler(message)
             stale_seats.add(seat_id)
+            if self.group is not None and (known.get(seat_id) or (0, 0, ""))[2] == AVAILABLE:
+                self._free.append(message)  # committed with the other free seats' holds
+                continue
+            self._flush(pending)
+            self._commit_free()
+            self.handler(message)
         self._flush(pending)
+        self._commit_free()
+
+    def _commit_free(self) -> None:
+        """Run the collected holds on free seats: one group commit (or the serial path for one)."""
+        free, self._free = self._free, []
+        if len(free) == 1 or self.group is None:
+            for message in free:
+                self.handler(message)
+        elif free:
+            self.group(free)
 
     def _rejection(self, message: MessageProxy, seat: tuple[int, int, str] | None) -> dict[str, Any] | None:
         """The problem to answer this hold with without running it, or None to run it."""
@@ -174,10 +200,19 @@ def _ms() -> int:
 
 def partition_worker(services: Any) -> Any:
     """The PartitionWorker of `python -m workers run` and `make run`: serial handler + batching."""
+    from workers.group import HoldGroup
     from workers.partitions import PartitionWorker
 
     settings = services.settings
-    batch = SeatBatch(services.redis, handle, stale_after_s=settings.job_stale_after)
+    stale = settings.job_stale_after
+    group = HoldGroup(
+        JobStore(services.redis),
+        handle,
+        stale_after_s=stale,
+        hold_ttl=settings.hold_ttl,
+        max_holds=settings.max_holds_per_user,
+    )
+    batch = SeatBatch(services.redis, handle, stale_after_s=stale, group=group)
     return PartitionWorker(
         services.redis,
         services.broker,

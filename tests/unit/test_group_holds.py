@@ -1,0 +1,91 @@
+"""Group commit of holds (models/group_holds.py, workers/group.py) on the unit tier."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+import pytest
+from flask import Flask
+
+from config.bootstrap import current
+from models import check
+from models.concerts import Schedule, Seat
+from models.errors import LimitExceeded, SeatNotAvailable
+from models.group_holds import HoldRequest, hold_seats
+from models.reservations import Reservation
+from models.seed import seed_demo
+from tests.support.helpers import hold_directly
+from tests.unit.test_batch import Counting, hold_message
+from workers.batch import SeatBatch
+from workers.group import HoldGroup
+from workers.jobs import FAILED, SUCCEEDED, JobStore
+
+
+@pytest.fixture
+def seats(app: Flask) -> list[Seat]:
+    concert_id = seed_demo()
+    schedule = Schedule.select().where(Schedule.concert == concert_id).order_by(Schedule.id).first()
+    return list(Seat.select().where(Seat.schedule == schedule.id).order_by(Seat.number))
+
+
+def request(user_id: int, seat: Seat, job_id: str | None = None) -> HoldRequest:
+    return HoldRequest(user_id, seat.schedule_id, seat.id, job_id or uuid.uuid4().hex)
+
+
+def test_a_group_holds_each_free_seat_once_and_answers_each_taken_or_over_limit_hold(seats):
+    hold_directly(seats[0], 99)  # taken before the group
+    holds = [request(1, seats[0]), request(2, seats[1]), request(3, seats[2]), request(4, seats[3])]
+    holds += [request(4, seats[4]), request(4, seats[5])]  # user 4's third hold with max_holds=2
+
+    outcomes = hold_seats(holds=holds, hold_ttl=300, max_holds=2)
+
+    assert outcomes is not None
+    assert isinstance(outcomes[0], SeatNotAvailable)
+    assert isinstance(outcomes[5], LimitExceeded)
+    assert [(o.user_id, o.seat_id, o.status) for o in outcomes[1:5]] == [  # type: ignore[union-attr]
+        (2, seats[1].id, "HELD"),
+        (3, seats[2].id, "HELD"),
+        (4, seats[3].id, "HELD"),
+        (4, seats[4].id, "HELD"),
+    ]
+    assert Reservation.select().count() == 5
+    assert (
+        sorted(s.status for s in Seat.select().where(Seat.id.in_([s.id for s in seats[:6]])))
+        == ["AVAILABLE"] + ["HELD"] * 5
+    )
+    assert check.violations() == []
+
+
+def test_a_unique_key_conflict_rolls_the_whole_group_back(seats):
+    taken_job = hold_directly(seats[9], 50, job_id="already-used")
+    assert taken_job is not None
+
+    outcomes = hold_seats(
+        holds=[request(1, seats[0]), request(2, seats[1], job_id="already-used")], hold_ttl=300, max_holds=4
+    )
+
+    assert outcomes is None  # the caller runs them one by one
+    assert Reservation.select().count() == 1
+    assert Seat.get_by_id(seats[0].id).status == "AVAILABLE"
+
+
+def test_a_batch_commits_its_holds_on_free_seats_as_one_group_with_the_answers_of_one_by_one(seats):
+    store = JobStore(current().redis)
+    settings = current().settings
+    serial = Counting()
+    group = HoldGroup(store, serial, stale_after_s=30, hold_ttl=300, max_holds=settings.max_holds_per_user)
+    batch = SeatBatch(current().redis, serial, stale_after_s=30, group=group)
+    # 8 holds on 8 free seats, then 8 more on the same seats by other users
+    messages = [hold_message(store, 100 + i, seats[i]) for i in range(8)]
+    messages += [hold_message(store, 200 + i, seats[i]) for i in range(8)]
+
+    batch(messages)
+
+    jobs = [store.get(m.kwargs["job_id"]) for m in messages]
+    assert Counter(j.status for j in jobs[:8]) == {SUCCEEDED: 8}
+    assert Counter((j.status, j.error["code"]) for j in jobs[8:]) == {(FAILED, "SEAT_NOT_AVAILABLE"): 8}
+    assert group.committed == 8 and serial.calls == []  # no hold ran alone
+    live = Reservation.select(Reservation.user_id).where(Reservation.status == "HELD").order_by(Reservation.user_id)
+    assert [r.user_id for r in live] == list(range(100, 108))
+    assert check.violations() == []
