@@ -23,6 +23,20 @@ PAYMENT_REFUNDED = "PaymentRefunded"
 REFUND_TOPIC = "payment-refunded"
 
 
+def seat_of_payment(*, payment_id: int, user_id: int) -> int:
+    """The seat a user's payment bought (a refund job is routed to its partition); another user's is NotFound."""
+    row = (
+        Reservation.select(Reservation.seat)
+        .join(Payment, on=(Payment.reservation == Reservation.id))
+        .where((Payment.id == payment_id) & (Payment.user_id == user_id))
+        .tuples()
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"payment {payment_id} does not exist")
+    return int(row[0])
+
+
 def refund_payment(
     *, payment_id: int, user_id: int, job_id: str, cutoff_s: int, now: dt.datetime | None = None
 ) -> PaymentView:

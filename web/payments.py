@@ -1,4 +1,4 @@
-"""Payment routes: pay (a job on the seat's partition, with Idempotency-Key), read."""
+"""Payment routes: pay (a job on the seat's partition, with Idempotency-Key), read, refund (a job too)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ import re
 from flask import Blueprint, Response, request
 from spectree import Response as Resp
 
-from models import payments
+from models import payments, refunds
 from models.errors import ValidationError
 from web.api import parse_id, respond, settings, spec
 from web.auth import identity
 from web.gate import own_reservation, require_active
-from web.jobs import answer, enqueue, job_route_responses, job_store, new_job_id
+from web.jobs import MAX_WAIT, answer, create_and_enqueue, enqueue, job_route_responses, job_store, new_job_id
 from web.limits import job_key, limiter
 from web.schemas import Problem
 from web.schemas.payments import PaymentIn, PaymentOut
 from workers.payments import pay
+from workers.refunds import refund_payment
 
 bp = Blueprint("payments", __name__)
 PAYMENT = "PAYMENT"
@@ -80,3 +81,18 @@ def get(payment_id: str) -> Response:
     """The caller's payment (the identity is enough: it stays readable after the queue token ends)."""
     view = payments.get_payment(payment_id=parse_id(payment_id, "paymentId"), user_id=identity())
     return respond(PaymentOut.model_validate(payments.payment_json(view)))
+
+
+@bp.post("/payments/<payment_id>/refund")
+@limiter.shared_limit(lambda: settings().rate_jobs_user, scope="jobs", key_func=job_key)
+@spec.validate(resp=job_route_responses((400, 401, 404, 409, 429), HTTP_200=PaymentOut), tags=["payments"])
+def refund(payment_id: str) -> Response:
+    """Refund the caller's payment through the seat's partition: points back, the seat on sale again.
+
+    The identity is enough (no queue token: a fan who cannot go asks long after the sale); 409
+    REFUND_NOT_ALLOWED when already refunded or within REFUND_CUTOFF of the show.
+    """
+    pid = parse_id(payment_id, "paymentId")
+    seat_id = refunds.seat_of_payment(payment_id=pid, user_id=identity())
+    job = create_and_enqueue(refund_payment, job_type=PAYMENT, user_id=identity(), route_seat=seat_id, payment_id=pid)
+    return answer(job, location=_location, wait=MAX_WAIT, success_status=200, fresh=True)
