@@ -613,8 +613,10 @@ def test_a_poison_event_goes_to_the_dlt_after_three_retries_later_events_flow_an
     )
     listed = json.loads(as_json.stdout)
     assert [(x["offset"], x["value"], x["headers"]["attempts"], x["replayed"]) for x in listed] == [
-        (letter["offset"], letter["value"], "4", False) for letter in letters
+        (letter["offset"], letter["value"], "4", letter is letters[1])
+        for letter in letters  # replayed above
     ]
+    assert [line.endswith("(replayed)") for line in lines[1:]] == [False, True]
     assert stack.errors == []
 
 
