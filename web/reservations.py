@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response
 from spectree import Response as Resp
 
-from models import concerts, quick_refusal, reservations
+from models import concerts, groups, quick_refusal, reservations
+from models.errors import SeatNotAvailable, ValidationError
 from web.api import parse_id, respond, settings, spec
 from web.auth import identity
 from web.gate import own_reservation, require_active, require_active_with, waiting_room
 from web.jobs import MAX_WAIT, answer, create_and_enqueue, job_route_responses
 from web.limits import job_key, limiter
 from web.schemas import Problem
-from web.schemas.reservations import MyReservationsQuery, ReservationIn, ReservationList, ReservationOut
-from workers.reservations import cancel_reservation, extend_hold, hold_seat
+from web.schemas.reservations import (
+    MyReservationsQuery,
+    ReservationCreated,
+    ReservationIn,
+    ReservationList,
+    ReservationOut,
+)
+from workers.reservations import cancel_reservation, extend_hold, hold_seat, hold_seats
 
 bp = Blueprint("reservations", __name__)
 RESERVATION = "RESERVATION"
 
 
-def _location(result: dict[str, object]) -> str:
-    return f"/api/v1/reservations/{result['reservationId']}"
+def _location(result: dict[str, Any]) -> str:
+    first = result["reservations"][0] if "reservations" in result else result
+    return f"/api/v1/reservations/{first['reservationId']}"
 
 
 @bp.post("/reservations")
 @limiter.shared_limit(lambda: settings().rate_jobs_user, scope="jobs", key_func=job_key)
 @spec.validate(
     json=ReservationIn,
-    resp=job_route_responses(HTTP_201=ReservationOut),
+    resp=job_route_responses(HTTP_201=ReservationCreated),
     tags=["reservations"],
     security={"queueToken": []},
 )
@@ -36,7 +46,10 @@ def create(json: ReservationIn) -> Response:
 
     A seat the pipeline saw taken less than a second ago is refused at once, with no job: its
     mark is read in the queue-token check's round trip (SPEC §3 quick refusal, models/quick_refusal.py).
+    `seatIds` or `quantity` hold a group, all or nothing (see `_create_group`).
     """
+    if json.seatId is None:
+        return _create_group(json)
     token, (mark,) = require_active_with(
         [quick_refusal.check_call(waiting_room().r, schedule_id=json.scheduleId, seat_id=json.seatId)],
         concerts.concert_id_of_schedule(schedule_id=json.scheduleId),
@@ -52,6 +65,35 @@ def create(json: ReservationIn) -> Response:
         route_seat=json.seatId,
         schedule_id=json.scheduleId,
         seat_id=json.seatId,
+    )
+    return answer(job, location=_location, fresh=True)
+
+
+def _create_group(json: ReservationIn) -> Response:
+    """Queue a group hold: `seatIds` on the lowest requested seat's partition, `quantity` on the
+    schedule's lowest seat's (docs/ARCHITECTURE.md "Group holds"); any requested seat marked taken
+    is refused at once, like a single hold."""
+    count = len(json.seatIds) if json.seatIds is not None else int(json.quantity or 0)
+    if count > settings().max_holds_per_user:
+        raise ValidationError(f"a group holds 1 to {settings().max_holds_per_user} seats")
+    seat_ids = json.seatIds or []
+    client = waiting_room().r
+    calls = [quick_refusal.check_call(client, schedule_id=json.scheduleId, seat_id=i) for i in seat_ids]
+    concert_id = concerts.concert_id_of_schedule(schedule_id=json.scheduleId)
+    token, marks = require_active_with(calls, concert_id, claimed_user_id=json.userId)
+    refusals = [r for r in map(quick_refusal.refusal_of, marks) if r is not None]
+    if refusals:
+        raise SeatNotAvailable("; ".join(r.detail for r in refusals))
+    route = min(seat_ids) if seat_ids else groups.lowest_seat_id(schedule_id=json.scheduleId)
+    job = create_and_enqueue(
+        hold_seats,
+        job_type=RESERVATION,
+        user_id=token.user_id,
+        route_seat=route,
+        schedule_id=json.scheduleId,
+        seat_ids=json.seatIds,
+        quantity=json.quantity,
+        together=json.together,
     )
     return answer(job, location=_location, fresh=True)
 

@@ -28,6 +28,7 @@ ACTORS: dict[str, Actor] = {
     a.name: a
     for a in (
         reservations.hold_seat,
+        reservations.hold_seats,
         reservations.cancel_reservation,
         reservations.extend_hold,
         reservations.expire_hold,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from config.bootstrap import current
-from models import extensions, quick_refusal, reservations
+from models import extensions, groups, quick_refusal, reservations
 from models.errors import SeatNotAvailable
 from workers.broker import actor, send
 from workers.cache import mark_seat, write_through
@@ -45,6 +45,47 @@ def hold_seat(*, job_id: str, user_id: int, schedule_id: int, seat_id: int, enqu
             raise
         write_through(view)
         return reservations.reservation_json(view)
+
+    run_job(_store(), job_id, enqueued_ms=enqueued_ms, stale_after_s=s.job_stale_after, work=work, job_type="hold")
+
+
+@actor("hold_seats")
+def hold_seats(
+    *,
+    job_id: str,
+    user_id: int,
+    schedule_id: int,
+    enqueued_ms: int,
+    seat_ids: list[int] | None = None,
+    quantity: int | None = None,
+    together: bool = False,
+) -> None:
+    """Hold several seats (given, or the best available) all or nothing; the result is `{"reservations":[...]}`."""
+    s = current().settings
+
+    def work(redelivered: bool) -> dict[str, object]:
+        read_at = quick_refusal.now_ms()
+        try:
+            views = groups.hold_seats(
+                user_id=user_id,
+                schedule_id=schedule_id,
+                job_id=job_id,
+                hold_ttl=s.hold_ttl,
+                max_holds=s.max_holds_per_user,
+                seat_ids=seat_ids,
+                quantity=quantity,
+                together=together,
+                max_extensions=s.hold_max_extensions,
+            )
+        except SeatNotAvailable as exc:  # seats read taken after read_at: the edge may refuse them for a moment
+            for seat_id, refusal in exc.extra.get("taken", ()):
+                mark_seat(
+                    current().redis, schedule_id=schedule_id, seat_id=seat_id, refusal=refusal, read_at_ms=read_at
+                )
+            raise
+        for view in views:
+            write_through(view)
+        return {"reservations": [reservations.reservation_json(v) for v in views]}
 
     run_job(_store(), job_id, enqueued_ms=enqueued_ms, stale_after_s=s.job_stale_after, work=work, job_type="hold")
 

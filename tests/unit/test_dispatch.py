@@ -39,6 +39,7 @@ def test_every_declared_actor_is_in_the_registry_under_its_own_name() -> None:
     ]
     assert {a.name for a in declared} == {
         "hold_seat",
+        "hold_seats",
         "cancel_reservation",
         "extend_hold",
         "expire_hold",

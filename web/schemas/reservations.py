@@ -4,18 +4,34 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from models.db import MAX_ID
-from web.schemas import Body, Out, RequestId
+from web.schemas import Body, Out, RequestId, SeatCount
+
+GROUP_MAX = 100  # the schema's bound; the route refuses more than MAX_HOLDS_PER_USER
 
 
 class ReservationIn(Body):
-    """Hold a seat of a schedule (the user is the token's user)."""
+    """Hold seats of a schedule (the user is the token's user): exactly one of `seatId` (one seat),
+    `seatIds` (these seats, all or nothing) or `quantity` (the best available; `together` asks for
+    consecutive numbers)."""
 
     scheduleId: RequestId
-    seatId: RequestId
+    seatId: RequestId | None = None
+    seatIds: Annotated[list[RequestId], Field(min_length=1, max_length=GROUP_MAX)] | None = None
+    quantity: SeatCount | None = None
+    together: bool = False
     userId: RequestId | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ReservationIn:
+        chosen = [f for f in ("seatId", "seatIds", "quantity") if getattr(self, f) is not None]
+        if len(chosen) != 1:
+            raise ValueError("send exactly one of seatId, seatIds or quantity")
+        if self.seatIds is not None and len(set(self.seatIds)) != len(self.seatIds):
+            raise ValueError("seatIds must be distinct")
+        return self
 
 
 class ReservationOut(Out):
@@ -31,6 +47,16 @@ class ReservationOut(Out):
     expiresAt: str
     createdAt: str
     extensionsLeft: int = 0
+
+
+class ReservationGroupOut(Out):
+    """The reservations of a group hold (`seatIds` or `quantity`), in the order asked (best available: by number)."""
+
+    reservations: list[ReservationOut]
+
+
+class ReservationCreated(RootModel[ReservationOut | ReservationGroupOut]):
+    """A hold's outcome: the reservation (`seatId`) or the group's reservations (`seatIds`, `quantity`)."""
 
 
 ReservationStatus = Literal["HELD", "CONFIRMED", "EXPIRED", "CANCELLED", "REFUNDED"]
