@@ -90,7 +90,14 @@ def get_payment(*, payment_id: int, user_id: int) -> PaymentView:
     return view_of(p)
 
 
-def pay(*, reservation_id: int, user_id: int, job_id: str, idempotency_key: str | None = None) -> PaymentView:
+def pay(
+    *,
+    reservation_id: int,
+    user_id: int,
+    job_id: str,
+    idempotency_key: str | None = None,
+    token_fingerprint: str | None = None,
+) -> PaymentView:
     """Pay a HELD, unexpired reservation of the user with points.
 
     One transaction: wallet debit (compare-and-set) + USE ledger row, payment row (UNIQUE per
@@ -104,7 +111,11 @@ def pay(*, reservation_id: int, user_id: int, job_id: str, idempotency_key: str 
     for attempt in range(PAY_ATTEMPTS):
         try:
             return _pay_once(
-                reservation_id=reservation_id, user_id=user_id, job_id=job_id, idempotency_key=idempotency_key
+                reservation_id=reservation_id,
+                user_id=user_id,
+                job_id=job_id,
+                idempotency_key=idempotency_key,
+                token_fingerprint=token_fingerprint,
             )
         except ConcurrentUpdate:
             if attempt == PAY_ATTEMPTS - 1:
@@ -130,7 +141,9 @@ def _earlier(*, job_id: str, user_id: int, idempotency_key: str | None, reservat
     return view_of(p) if p is not None else None
 
 
-def _pay_once(*, reservation_id: int, user_id: int, job_id: str, idempotency_key: str | None) -> PaymentView:
+def _pay_once(
+    *, reservation_id: int, user_id: int, job_id: str, idempotency_key: str | None, token_fingerprint: str | None
+) -> PaymentView:
     now = utcnow()
     with db.atomic():
         r = _payable(reservation_id=reservation_id, user_id=user_id, now=now)
@@ -158,7 +171,7 @@ def _pay_once(*, reservation_id: int, user_id: int, job_id: str, idempotency_key
         )
         if confirmed != 1 or sold != 1:
             raise ConcurrentUpdate(f"reservation {reservation_id} changed concurrently", retry_after=1)
-        _payment_completed(payment, r, now)
+        _payment_completed(payment, r, now, token_fingerprint)
     return PaymentView(payment.id, reservation_id, user_id, r.price, balance, now)
 
 
@@ -178,8 +191,11 @@ def _payable(*, reservation_id: int, user_id: int, now: dt.datetime) -> Reservat
     return r
 
 
-def _payment_completed(payment: Payment, r: Reservation, now: dt.datetime) -> None:
-    """The PaymentCompleted outbox row, in the payment's transaction (the relay publishes it after commit)."""
+def _payment_completed(payment: Payment, r: Reservation, now: dt.datetime, token_fingerprint: str | None) -> None:
+    """The PaymentCompleted outbox row, in the payment's transaction (the relay publishes it after commit).
+
+    `tokenFingerprint` names the queue token that paid (a hash, never the token): the consumer ends
+    that token only."""
     concert_id = Schedule.select(Schedule.concert).where(Schedule.id == r.schedule_id).scalar()
     outbox.add_event(
         aggregate_type="payment",
@@ -196,5 +212,6 @@ def _payment_completed(payment: Payment, r: Reservation, now: dt.datetime) -> No
             "seatId": r.seat_id,
             "amount": r.price,
             "paidAt": iso(now),
+            **({"tokenFingerprint": token_fingerprint} if token_fingerprint else {}),
         },
     )

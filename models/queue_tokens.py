@@ -45,6 +45,13 @@ def new_token_for(concert_id: int) -> str:
 TOKEN_FORMAT = re.compile(r"([0-9]{1,19})\.[A-Za-z0-9_-]{16,44}")
 
 
+def fingerprint(token: str) -> str:
+    """A queue token's fingerprint for events and logs: SHA-256 hex, never the token itself."""
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def concert_of_token(token: str) -> int:
     """The concert id a token names, or TokenInvalid for a malformed token."""
     match = TOKEN_FORMAT.fullmatch(token)

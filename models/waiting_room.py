@@ -35,7 +35,7 @@ import redis
 
 from config.settings import Settings
 from models.errors import RateLimited, TokenInvalid, ValidationError
-from models.queue_tokens import QueueToken, concert_of_token, new_token_for, token_of_reply
+from models.queue_tokens import QueueToken, concert_of_token, fingerprint, new_token_for, token_of_reply
 from models.waiting_room_lua import ADMIT, ISSUE, LEAVE, POLL, SWEEP, SWEEP_SLICE
 
 WAITING, ACTIVE = "WAITING", "ACTIVE"
@@ -182,11 +182,17 @@ class WaitingRoom:
         user = self.r.hget(f"{_keys(concert_id)['token_prefix']}{token}", "user")
         return int(_text(user)) if user else None
 
-    def expire_user(self, *, user_id: int, concert_id: int) -> bool:
-        """End the user's live token for a concert (after payment); idempotent, True if one was live."""
+    def expire_user(self, *, user_id: int, concert_id: int, token_fingerprint: str | None = None) -> bool:
+        """End the user's live token for a concert (after payment); idempotent, True if one was live.
+
+        With `token_fingerprint` (PaymentCompleted names the token that paid) only that token ends:
+        a late or replayed event never ends a newer token the user joined with since.
+        """
         k = _keys(concert_id)
         token = self.r.get(f"{k['user_prefix']}{user_id}")
         if not token:
+            return False
+        if token_fingerprint is not None and fingerprint(_text(token)) != token_fingerprint:
             return False
         return self.leave(token=_text(token))
 

@@ -9,6 +9,7 @@ from spectree import Response as Resp
 
 from models import payments, refunds
 from models.errors import ValidationError
+from models.queue_tokens import fingerprint
 from web.api import parse_id, respond, settings, spec
 from web.auth import identity
 from web.gate import own_reservation, require_active
@@ -68,6 +69,7 @@ def create(json: PaymentIn) -> Response:
         user_id=token.user_id,
         reservation_id=json.reservationId,
         idempotency_key=key,
+        token_fingerprint=fingerprint(token.token),  # the event ends this token only, never a newer one
     )
     return answer(job, location=_location, fresh=True)
 

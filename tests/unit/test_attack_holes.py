@@ -144,3 +144,33 @@ def test_gunicorn_has_no_host_wide_control_socket(monkeypatch: pytest.MonkeyPatc
 
     assert config.get("control_socket_disable") is True  # before: one shared ~/.gunicorn/gunicorn.ctl
     assert (own["control_socket_disable"], own["control_socket"]) == (False, str(tmp_path / "web-1.ctl"))
+
+
+def test_a_late_payment_completed_ends_only_the_token_that_paid(client: FlaskClient) -> None:
+    import json
+
+    from models.outbox import OutboxEvent
+    from models.queue_tokens import fingerprint
+    from workers.events.consumer import handle_payment_completed
+
+    # Given a fan who paid with token T1 (through the pipeline), then left and rejoined with T2
+    seed_demo()
+    client.post(f"{API}/me/points/charge", json={"amount": 1_000_000}, headers=user_headers(FAN))
+    paid_with = queue_headers(client, FAN, 1)
+    with worker_thread():
+        held = _hold(client, {**paid_with, "Prefer": "wait=5"}, 7).get_json()
+        paid = client.post(
+            f"{API}/payments", json={"reservationId": held["reservationId"]}, headers={**paid_with, "Prefer": "wait=5"}
+        )
+    assert paid.status_code == 201, paid.get_json()
+    event = json.loads(OutboxEvent.select().order_by(OutboxEvent.id.desc()).get().payload)
+    assert event["tokenFingerprint"] == fingerprint(paid_with["X-Queue-Token"])  # a hash...
+    assert paid_with["X-Queue-Token"] not in json.dumps(event)  # ...never the token
+    client.delete(f"{API}/queue/token", headers=paid_with)
+    rejoined = queue_headers(client, FAN, 1)
+
+    # When the PaymentCompleted event arrives late (or is replayed from the DLT)
+    handle_payment_completed(json.dumps(event))
+
+    # Then the new token lives on (before the fix the consumer ended whatever token the user held)
+    assert client.get(f"{API}/queue/token", headers=rejoined).status_code == 200

@@ -45,12 +45,15 @@ def handle_payment_completed(value: bytes | str) -> bool:
         event = json.loads(value)
         event_id = str(event["eventId"])
         user_id, concert_id = int(event["userId"]), int(event["concertId"])
+        paid_with = event.get("tokenFingerprint")
     except (ValueError, KeyError, TypeError) as exc:
         raise PoisonEvent(f"unreadable PaymentCompleted event: {exc}") from None
     services = current()
     if services.redis.exists(done_key(event_id)):
         return False
-    ended = services.waiting_room().expire_user(user_id=user_id, concert_id=concert_id)
+    ended = services.waiting_room().expire_user(
+        user_id=user_id, concert_id=concert_id, token_fingerprint=str(paid_with) if paid_with else None
+    )
     services.redis.set(done_key(event_id), 1, ex=7 * 86_400)
     log.info(
         "PaymentCompleted %s consumed: user %s's queue token for concert %s %s",
