@@ -290,8 +290,8 @@ def for_update_hold(conn: Any, user_id: int, seat_id: int, schedule_id: int) -> 
         )
         cur.execute(
             "INSERT INTO reservations (user_id, seat_id, schedule_id, price, status, expires_at, version, "
-            "live_seat_id, hold_slot, job_id, created_at, updated_at) VALUES (%s, %s, %s, %s, 'HELD', "
-            "UTC_TIMESTAMP(6) + INTERVAL 300 SECOND, 0, %s, 1, %s, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
+            "live_seat_id, hold_slot, extensions_left, job_id, created_at, updated_at) VALUES (%s, %s, %s, %s, 'HELD', "
+            "UTC_TIMESTAMP(6) + INTERVAL 300 SECOND, 0, %s, 1, 2, %s, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
             (user_id, seat_id, schedule_id, price, seat_id, uuid.uuid4().hex),
         )
         conn.commit()

@@ -120,8 +120,8 @@ def raw_run(url: str, seats: list[tuple[int, int]], requests: int, concurrency: 
                 )
                 cur.execute(
                     "INSERT INTO reservations (user_id, seat_id, schedule_id, price, status, expires_at, "
-                    "live_seat_id, hold_slot, job_id) VALUES (%s, %s, %s, %s, 'HELD', "
-                    "NOW(6) + INTERVAL 300 SECOND, %s, 1, %s)",
+                    "live_seat_id, hold_slot, extensions_left, job_id) VALUES (%s, %s, %s, %s, 'HELD', "
+                    "NOW(6) + INTERVAL 300 SECOND, %s, 1, 2, %s)",
                     (i + 1, seat_id, schedule_id, price, seat_id, uuid.uuid4().hex),
                 )
                 conn.commit()

@@ -21,7 +21,7 @@ from models.concerts import AVAILABLE, Seat
 from models.concerts import HELD as SEAT_HELD
 from models.db import db, utcnow
 from models.errors import DomainError, LimitExceeded, NotFound
-from models.reservations import HELD, Reservation, ReservationView, rejection_for
+from models.reservations import HELD, Reservation, ReservationView, rejection_for, view_of
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class _GroupConflict(Exception):
 
 
 def hold_seats(
-    *, holds: Sequence[HoldRequest], hold_ttl: int, max_holds: int
+    *, holds: Sequence[HoldRequest], hold_ttl: int, max_holds: int, max_extensions: int = 2
 ) -> list[ReservationView | DomainError] | None:
     """Hold these seats (all different) in one transaction; per hold its view or its domain error.
 
@@ -71,7 +71,7 @@ def hold_seats(
             used.add(free[0])
             todo.append((len(outcomes) - 1, hold, free[0]))
     try:
-        views = _commit(todo, seats, hold_ttl)
+        views = _commit(todo, seats, hold_ttl, max_extensions)
     except (_GroupConflict, pw.IntegrityError):
         return None
     for (index, _, _), view in zip(todo, views, strict=True):
@@ -96,7 +96,9 @@ def _used_slots(holds: Sequence[HoldRequest]) -> dict[tuple[int, int], set[int]]
     return used
 
 
-def _commit(todo: list[tuple[int, HoldRequest, int]], seats: dict[int, tuple], hold_ttl: int) -> list[ReservationView]:
+def _commit(
+    todo: list[tuple[int, HoldRequest, int]], seats: dict[int, tuple], hold_ttl: int, max_extensions: int
+) -> list[ReservationView]:
     """Every seat's compare-and-set and every reservation row, then one commit."""
     now = utcnow()
     expires = now + dt.timedelta(seconds=hold_ttl)
@@ -120,13 +122,10 @@ def _commit(todo: list[tuple[int, HoldRequest, int]], seats: dict[int, tuple], h
                 expires_at=expires,
                 live_seat_id=hold.seat_id,
                 hold_slot=slot,
+                extensions_left=max_extensions,
                 job_id=hold.job_id,
                 created_at=now,
                 updated_at=now,
             )
-            views.append(
-                ReservationView(
-                    r.id, hold.user_id, hold.schedule_id, hold.seat_id, int(number), int(price), HELD, expires, now
-                )
-            )
+            views.append(view_of(r, int(number)))
     return views

@@ -211,6 +211,7 @@ def partition_worker(services: Any) -> Any:
         stale_after_s=stale,
         hold_ttl=settings.hold_ttl,
         max_holds=settings.max_holds_per_user,
+        max_extensions=settings.hold_max_extensions,
     )
     batch = SeatBatch(services.redis, handle, stale_after_s=stale, group=group)
     return PartitionWorker(

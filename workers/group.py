@@ -41,12 +41,22 @@ _TRANSIENT: tuple[type[Exception], ...] = (pw.OperationalError, pw.InterfaceErro
 class HoldGroup:
     """Run a list of first-attempt holds on different seats as one transaction (else one by one)."""
 
-    def __init__(self, jobs: JobStore, serial: Handler, *, stale_after_s: float, hold_ttl: int, max_holds: int) -> None:
+    def __init__(
+        self,
+        jobs: JobStore,
+        serial: Handler,
+        *,
+        stale_after_s: float,
+        hold_ttl: int,
+        max_holds: int,
+        max_extensions: int = 2,
+    ) -> None:
         self.jobs = jobs
         self.serial = serial
         self.stale_after_s = stale_after_s
         self.hold_ttl = hold_ttl
         self.max_holds = max_holds
+        self.max_extensions = max_extensions
         self.committed = 0  # holds committed in groups (for tests and metrics)
 
     def __call__(self, messages: Sequence[MessageProxy]) -> None:
@@ -90,7 +100,9 @@ class HoldGroup:
         try:
             with db.connection_context():
                 read_at = quick_refusal.now_ms()
-                outcomes = group_holds.hold_seats(holds=holds, hold_ttl=self.hold_ttl, max_holds=self.max_holds)
+                outcomes = group_holds.hold_seats(
+                    holds=holds, hold_ttl=self.hold_ttl, max_holds=self.max_holds, max_extensions=self.max_extensions
+                )
                 for o in outcomes or []:
                     if not isinstance(o, DomainError):
                         write_through(o)

@@ -38,7 +38,7 @@ def test_a_group_holds_each_free_seat_once_and_answers_each_taken_or_over_limit_
     holds = [request(1, seats[0]), request(2, seats[1]), request(3, seats[2]), request(4, seats[3])]
     holds += [request(4, seats[4]), request(4, seats[5])]  # user 4's third hold with max_holds=2
 
-    outcomes = hold_seats(holds=holds, hold_ttl=300, max_holds=2)
+    outcomes = hold_seats(holds=holds, hold_ttl=300, max_holds=2, max_extensions=2)
 
     assert outcomes is not None
     assert isinstance(outcomes[0], SeatNotAvailable)
@@ -49,6 +49,7 @@ def test_a_group_holds_each_free_seat_once_and_answers_each_taken_or_over_limit_
         (4, seats[3].id, "HELD"),
         (4, seats[4].id, "HELD"),
     ]
+    assert outcomes[1].extensions_left == 2  # type: ignore[union-attr]
     assert Reservation.select().count() == 5
     assert (
         sorted(s.status for s in Seat.select().where(Seat.id.in_([s.id for s in seats[:6]])))
