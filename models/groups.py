@@ -93,9 +93,9 @@ def hold_seats(
 ) -> list[ReservationView]:
     """Hold the given seats (`seat_ids`) or the best available (`quantity`, `together`), all or nothing.
 
-    Raises ValidationError (not exactly one of seat_ids/quantity, duplicates, more than
-    `max_holds`), NotFound (a seat not in the schedule), SeatNotAvailable (naming the taken
-    seats; nothing held), LimitExceeded (not enough of the user's hold slots left).
+    Raises ValidationError (not exactly one of seat_ids/quantity, duplicates), LimitExceeded (more
+    than `max_holds` seats, or not enough of the user's hold slots left), NotFound (a seat not in
+    the schedule), SeatNotAvailable (naming the taken seats; nothing held).
     """
     count = _validate(seat_ids, quantity, max_holds)
     done = _done(job_id)
@@ -133,8 +133,10 @@ def _validate(seat_ids: Sequence[int] | None, quantity: int | None, max_holds: i
     count = len(seat_ids) if seat_ids is not None else int(quantity or 0)
     if seat_ids is not None and len(set(seat_ids)) != len(seat_ids):
         raise ValidationError("seatIds must be distinct")
-    if not 1 <= count <= max_holds:
-        raise ValidationError(f"a group holds 1 to {max_holds} seats")
+    if count < 1:
+        raise ValidationError("a group holds at least one seat")
+    if count > max_holds:
+        raise LimitExceeded(f"a group holds at most {max_holds} seats")
     return count
 
 

@@ -8,7 +8,7 @@ from flask import Blueprint, Response
 from spectree import Response as Resp
 
 from models import concerts, groups, quick_refusal, reservations
-from models.errors import SeatNotAvailable, ValidationError
+from models.errors import LimitExceeded, SeatNotAvailable
 from web.api import parse_id, respond, settings, spec
 from web.auth import identity
 from web.gate import own_reservation, require_active, require_active_with, waiting_room
@@ -75,7 +75,7 @@ def _create_group(json: ReservationIn) -> Response:
     is refused at once, like a single hold."""
     count = len(json.seatIds) if json.seatIds is not None else int(json.quantity or 0)
     if count > settings().max_holds_per_user:
-        raise ValidationError(f"a group holds 1 to {settings().max_holds_per_user} seats")
+        raise LimitExceeded(f"a group holds at most MAX_HOLDS_PER_USER = {settings().max_holds_per_user} seats")
     seat_ids = json.seatIds or []
     client = waiting_room().r
     calls = [quick_refusal.check_call(client, schedule_id=json.scheduleId, seat_id=i) for i in seat_ids]

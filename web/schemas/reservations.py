@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictBool, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from models.db import MAX_ID
 from web.schemas import Body, Out, RequestId, SeatCount
@@ -17,16 +18,27 @@ class ReservationIn(Body):
     `seatIds` (these seats, all or nothing) or `quantity` (the best available; `together` asks for
     consecutive numbers)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["seatId"]}, {"required": ["seatIds"]}, {"required": ["quantity"]}]},
+    )
+
     scheduleId: RequestId
-    seatId: RequestId | None = None
-    seatIds: Annotated[list[RequestId], Field(min_length=1, max_length=GROUP_MAX)] | None = None
-    quantity: SeatCount | None = None
-    together: bool = False
+    seatId: RequestId | SkipJsonSchema[None] = None
+    seatIds: (
+        Annotated[list[RequestId], Field(min_length=1, max_length=GROUP_MAX, json_schema_extra={"uniqueItems": True})]
+        | SkipJsonSchema[None]
+    ) = None
+    quantity: SeatCount | SkipJsonSchema[None] = None
+    together: StrictBool = False
     userId: RequestId | None = None
 
     @model_validator(mode="after")
     def _one_way(self) -> ReservationIn:
-        chosen = [f for f in ("seatId", "seatIds", "quantity") if getattr(self, f) is not None]
+        ways = ("seatId", "seatIds", "quantity")
+        if any(f in self.model_fields_set and getattr(self, f) is None for f in ways):
+            raise ValueError("seatId, seatIds and quantity are never null: leave out the ones not used")
+        chosen = [f for f in ways if getattr(self, f) is not None]
         if len(chosen) != 1:
             raise ValueError("send exactly one of seatId, seatIds or quantity")
         if self.seatIds is not None and len(set(self.seatIds)) != len(self.seatIds):
