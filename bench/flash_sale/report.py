@@ -59,6 +59,10 @@ def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
         "mean_admission_wait_s": round(outcomes.get("admitted_after_s_total_ms", 0) / 1000 / admitted, 2)
         if admitted
         else None,
+        "polls_per_admitted_fan": round(outcomes.get("polls_by_admitted", 0) / admitted, 2) if admitted else None,
+        "fixed_1s_polls_per_admitted_fan": round(outcomes.get("fixed_1s_polls_for_admitted", 0) / admitted, 2)
+        if admitted
+        else None,
         "locust_exit_code": sold["rc"],
         "first_hold_after_start_s": round(first - sold["started"], 2) if first else None,
         "sell_out_seconds": round(last - first, 2) if first and last else None,
