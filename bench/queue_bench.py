@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 from urllib.parse import urlparse
 
+import jwt
 import pymysql
 import redis
 
-from bench.common import connect, create_database, run_threads, summary_ms, write
+from bench.common import connect, create_database, pct, run_threads, summary_ms, write
+from config.settings import Settings
 from models.waiting_room import WaitingRoom, _keys
 
 CONCERT = 1
@@ -91,10 +94,55 @@ def rank_lookup(room: WaitingRoom, conn: pymysql.Connection, tokens: list[str], 
     }
 
 
+BENCH_SECRET = "bench-jwt-secret-0123456789abcdef0123456789"
+
+
+def _signed(user_id: int, key: Any, algorithm: str) -> str:
+    return jwt.encode({"sub": str(user_id), "exp": int(time.time()) + 3600}, key, algorithm=algorithm)
+
+
+def jwt_verification(samples: int) -> dict:
+    """p50/p99 of verifying one bearer JWT as web/auth.py does (HS256 secret; ES256 P-256 PEM key)."""
+    import tempfile
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from web.auth import Verifier
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with tempfile.NamedTemporaryFile(suffix=".pem", delete=False) as f:
+        f.write(pem)
+    out: dict[str, Any] = {}
+    for name, settings, key, alg in (
+        ("HS256", Settings().with_(auth_jwt_secret=BENCH_SECRET), BENCH_SECRET, "HS256"),
+        ("ES256", Settings().with_(auth_jwt_public_key_file=f.name), private, "ES256"),
+    ):
+        verifier = Verifier(settings)
+        tokens = [_signed(1 + i, key, alg) for i in range(samples)]
+        times = []
+        for token in tokens:
+            t0 = time.perf_counter()
+            verifier.user_id(token)
+            times.append((time.perf_counter() - t0) * 1e6)
+        out[name] = {"p50_us": round(pct(times, 0.5), 1), "p99_us": round(pct(times, 0.99), 1), "samples": samples}
+    os.unlink(f.name)
+    return out
+
+
 def issue_throughput(url: str, issues: int, n_threads: int) -> dict:
-    """Domain issue() vs raw ZADD, same thread and connection count, alternating, 3 rounds each."""
+    """Domain issue() vs raw ZADD, same thread and connection count, alternating, 3 rounds each.
+
+    The domain side is what POST /queue/tokens does past HTTP: verify the fan's bearer JWT (HS256,
+    web/auth.py) for the user id, then issue() (tokens signed beforehand, as the identity provider would).
+    """
+    from web.auth import Verifier
+
     per = issues // n_threads
-    results: dict[str, list[float]] = {"domain": [], "raw_zadd": []}
+    verifier = Verifier(Settings().with_(auth_jwt_secret=BENCH_SECRET))
+    bearers = [_signed(1 + n, BENCH_SECRET, "HS256") for n in range(per * n_threads)]
+    results: dict[str, list[float]] = {"domain": [], "raw_zadd": [], "domain_without_jwt": []}
     for round_no in range(3):
         concert = 1000 + round_no
         clients = [redis.Redis.from_url(url, decode_responses=True) for _ in range(n_threads)]
@@ -102,7 +150,7 @@ def issue_throughput(url: str, issues: int, n_threads: int) -> dict:
 
         def domain(i: int, concert: int = concert, rooms: list[WaitingRoom] = rooms) -> None:
             for j in range(per):
-                rooms[i].issue(user_id=1 + i * per + j, concert_id=concert)
+                rooms[i].issue(user_id=verifier.user_id(bearers[i * per + j]), concert_id=concert)
 
         def raw(i: int, concert: int = concert, clients: list[redis.Redis] = clients) -> None:
             c = clients[i]
@@ -110,7 +158,12 @@ def issue_throughput(url: str, issues: int, n_threads: int) -> dict:
             for j in range(per):
                 c.zadd(key, {f"u{i}-{j}": i * per + j})
 
+        def bare(i: int, concert: int = concert + 100, rooms: list[WaitingRoom] = rooms) -> None:
+            for j in range(per):
+                rooms[i].issue(user_id=1 + i * per + j, concert_id=concert)
+
         results["domain"].append(per * n_threads / run_threads(n_threads, domain))
+        results["domain_without_jwt"].append(per * n_threads / run_threads(n_threads, bare))
         results["raw_zadd"].append(per * n_threads / run_threads(n_threads, raw))
         for c in clients:
             c.close()
@@ -119,6 +172,7 @@ def issue_throughput(url: str, issues: int, n_threads: int) -> dict:
         "issues_per_s_domain": round(best["domain"]),
         "zadd_per_s_raw": round(best["raw_zadd"]),
         "ratio": round(best["domain"] / best["raw_zadd"], 2),
+        "ratio_without_jwt": round(best["domain_without_jwt"] / best["raw_zadd"], 2),
         "threads": n_threads,
         "ops_per_round": per * n_threads,
         "rounds": {k: [round(x) for x in v] for k, v in results.items()},
@@ -132,6 +186,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--issues", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--jwt-samples", type=int, default=2000)
     args = parser.parse_args()
     db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_queue")
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
@@ -151,7 +206,11 @@ def main() -> None:
 
     ranks = rank_lookup(room, conn, tokens, args.rounds)
     throughput = issue_throughput(redis_url, args.issues, args.threads)
-    path = write("queue", {"tokens": args.tokens, "rank_lookup": ranks, "issue_throughput": throughput})
+    verification = jwt_verification(args.jwt_samples)
+    path = write(
+        "queue",
+        {"tokens": args.tokens, "rank_lookup": ranks, "issue_throughput": throughput, "jwt_verification": verification},
+    )
     r.flushdb()
     with conn.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS queue_tokens")
@@ -164,8 +223,12 @@ def main() -> None:
     print(f"  MySQL / Redis (p50): {ranks['ratio_p50']}x   (seed: ~150 ms vs ~0.1 ms)")
     print(
         f"\ntoken issue, {throughput['threads']} threads: domain {throughput['issues_per_s_domain']:,}/s, "
-        f"raw ZADD {throughput['zadd_per_s_raw']:,}/s, ratio {throughput['ratio']} (target >= 0.5)"
+        f"raw ZADD {throughput['zadd_per_s_raw']:,}/s, ratio {throughput['ratio']} (target >= 0.5; the domain "
+        "side verifies each fan's JWT)"
     )
+    print(f"  without the JWT check: ratio {throughput['ratio_without_jwt']}")
+    for name, figures in verification.items():
+        print(f"JWT verification {name}: p50 {figures['p50_us']} us, p99 {figures['p99_us']} us")
     print(f"\nwrote {path}")
 
 
