@@ -148,3 +148,24 @@ def test_the_consumer_without_a_broker_explains_and_waits_for_a_signal(tmp_path:
         assert proc.wait(timeout=10) == 0
     assert "KAFKA_BOOTSTRAP_SERVERS is not set" in log.read_text()
     assert "make broker" in log.read_text()
+
+
+def test_a_seed_reports_its_progress_batch_by_batch(app) -> None:  # type: ignore[no-untyped-def]
+    from models import seed
+
+    steps: list[int] = []
+    result = seed.seed(concerts=1, schedules=2, seats=seed.BATCH + 5, progress=steps.append)
+
+    assert result.seats == 2 * (seed.BATCH + 5)
+    assert steps == [seed.BATCH, 5, seed.BATCH, 5]
+
+
+def test_seed_help_names_each_option_and_its_default(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit):
+        _main("models")(["seed", "--help"])
+    out = capsys.readouterr().out
+
+    flat = " ".join(out.split())
+    for option, default in (("--concerts", "1"), ("--schedules", "2"), ("--seats", "50"), ("--price", "50000")):
+        entry = flat.split(f" {option} ", 1)[1].split(" --", 1)[0]
+        assert entry.endswith(f"(default: {default})"), (option, entry)
