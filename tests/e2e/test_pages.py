@@ -160,6 +160,15 @@ def test_a_fan_waits_through_a_pause_races_for_a_seat_and_pays_while_the_console
         assert re.fullmatch(r"[45]:[0-5][0-9]", first), first
         winner.wait(lambda: winner.text("#countdown") != first, "the countdown to move")
         winner.shot("hold", readme="fan-hold.png")
+        if winner.visible("#extend"):  # the API offers extensions (extensionsLeft > 0)
+
+            def left() -> int:
+                minutes, seconds = winner.text("#countdown").split(":")
+                return int(minutes) * 60 + int(seconds)
+
+            before = left()
+            winner.find("#extend").click()
+            winner.wait(lambda: left() > before, "the countdown to restart after extending")
         winner.fill("#charge-amount", "100000")
         winner.find("#charge-form button").click()
         winner.wait(lambda: winner.text("#balance") == "100000", "the balance after charging")

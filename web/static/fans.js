@@ -239,6 +239,7 @@
     $("hold-seat").textContent = r.seatNumber;
     $("hold-price").textContent = r.price;
     $("extend").hidden = !(Number.isInteger(r.extensionsLeft) && r.extensionsLeft > 0);
+    $("extend").textContent = `Extend the hold (${r.extensionsLeft} left)`;
     show("step-hold");
     tick();
     clearInterval(s.countdownTimer);
