@@ -19,6 +19,8 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False) ->
         refunded_at=DateTime6(null=True),
         refund_job_id=pw.CharField(max_length=64, null=True, unique=True),
     )
+    if isinstance(database, pw.MySQLDatabase):  # add_fields leaves no SQL default; raw INSERTs need one
+        migrator.sql("ALTER TABLE payments ALTER COLUMN status SET DEFAULT 'PAID'")
 
 
 def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:

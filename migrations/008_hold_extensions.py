@@ -9,6 +9,8 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False) ->
     migrator.add_fields(
         "reservations", extensions_left=pw.SmallIntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
     )
+    if isinstance(database, pw.MySQLDatabase):  # add_fields leaves no SQL default; raw INSERTs need one
+        migrator.sql("ALTER TABLE reservations ALTER COLUMN extensions_left SET DEFAULT 0")
 
 
 def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api_client import ApiClient
+from tests.support.identity import TEST_JWT_SECRET
 from tests.support.helpers import free_port
 from tests.support.procs import ROOT
 
@@ -38,7 +39,13 @@ def _wait_for(path: Path, needle: str, timeout: float = 60) -> None:
 def test_make_run_is_quiet_when_idle_and_logs_json_lines_with_request_and_job_ids(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
-    env.update(PORT=str(port), DATABASE_URL=f"sqlite:///{tmp_path / 'concert.db'}", LOG_FORMAT="json")
+    # the API client signs each request with the test secret: the service must verify with it
+    env.update(
+        PORT=str(port),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'concert.db'}",
+        LOG_FORMAT="json",
+        AUTH_JWT_SECRET=TEST_JWT_SECRET,
+    )
     env.pop("LOG_LEVEL", None)
     env.pop("ACCESS_LOG", None)
     out = tmp_path / "run.log"
