@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.api_client import ApiClient
-from tests.support.identity import TEST_JWT_SECRET
 from tests.support.helpers import free_port
+from tests.support.identity import TEST_JWT_SECRET
 from tests.support.procs import ROOT
 
 pytestmark = pytest.mark.e2e
