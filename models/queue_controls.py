@@ -100,8 +100,10 @@ def validate(changes: dict[str, Any]) -> dict[str, Any]:
     for name, value in changes.items():
         if name not in FIELDS:
             raise ValidationError(f"{name} is not a queue control")
+        if name == "paused" and value is None:  # null restores the default, as for every control
+            value = False
         if name == "paused" and not isinstance(value, bool):
-            raise ValidationError("paused must be true or false")
+            raise ValidationError("paused must be true, false or null")
         if name in ("activeLimit", "admitPerSecond") and value is not None:
             low = 0 if name == "activeLimit" else 1
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_LIMIT:

@@ -8,27 +8,30 @@ from typing import Annotated, Any
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
-from pydantic import Field, StrictBool, StrictInt, StrictStr
+from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from spectree import Response as Resp
 
 from models import concerts
 from models.db import db
-from models.errors import NotFound
+from models.errors import NotFound, ValidationError
 from models.queue_controls import MAX_LIMIT, MAX_NOTICE, QueueControls, fingerprint
 from web import metrics
 from web.admin import admin_only
 from web.api import parse_id, respond, settings, spec
 from web.gate import waiting_room
-from web.schemas import Body, Out, Problem, UtcDateTime
+from web.schemas import Body, Out, Problem, UtcDateTime, whole_number
 
 bp = Blueprint("queue_controls", __name__)
 
-Limit = Annotated[StrictInt, Field(ge=0, le=MAX_LIMIT)]
-Rate = Annotated[StrictInt, Field(ge=1, le=MAX_LIMIT)]
+# a zero fraction (2.0) is an integer to JSON Schema, as for every integer of the API (web/schemas)
+Limit = Annotated[StrictInt, Field(ge=0, le=MAX_LIMIT), BeforeValidator(whole_number)]
+Rate = Annotated[StrictInt, Field(ge=1, le=MAX_LIMIT), BeforeValidator(whole_number)]
 
 
 class QueueControlsIn(Body):
-    """Any of the controls; a field left out is unchanged, `null` restores the default."""
+    """Any of the controls, at least one; a field left out is unchanged, `null` restores the default."""
+
+    model_config = ConfigDict(**Body.model_config, json_schema_extra={"minProperties": 1})
 
     paused: StrictBool | None = None
     activeLimit: Limit | None = None
@@ -120,9 +123,11 @@ def get_queue(concert_id: str) -> Response:
 def patch_queue(concert_id: str, json: QueueControlsIn) -> Response:
     """Change controls; the admission pass applies them within a second in every process."""
     cid = parse_id(concert_id, "concert_id")
+    given = {name: getattr(json, name) for name in json.model_fields_set}
+    if not given:  # no body (spectree reads it as {}) or an empty object: nothing would change
+        raise ValidationError("send at least one of paused, activeLimit, admitPerSecond, notice")
     if not concerts.concert_exists(concert_id=cid):
         raise NotFound(f"concert {cid} does not exist")
-    given = {name: getattr(json, name) for name in json.model_fields_set}
     queue_controls().change(concert_id=cid, who=fingerprint(settings().admin_token or ""), changes=given)
     return respond(_state(cid))
 

@@ -28,7 +28,7 @@ def _iso(value: dt.datetime) -> str:
 UtcDateTime = Annotated[dt.datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
 
 
-def _whole_number(value: Any) -> Any:
+def whole_number(value: Any) -> Any:
     """JSON Schema's `integer` admits 1.0: a float with no fractional part is that integer."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -37,10 +37,10 @@ def _whole_number(value: Any) -> Any:
 
 # Integer fields of request bodies: JSON integers and whole floats (1.0); no strings, no booleans.
 # The bounds come before the validator so that they stay `minimum`/`maximum` in the JSON Schema.
-RequestId = Annotated[StrictInt, Field(ge=1, le=MAX_ID), BeforeValidator(_whole_number)]
-Amount = Annotated[StrictInt, Field(ge=1, le=MAX_ID), BeforeValidator(_whole_number)]
-SeatCount = Annotated[StrictInt, Field(ge=1, le=1000), BeforeValidator(_whole_number)]
-Price = Annotated[StrictInt, Field(ge=0, le=1_000_000_000), BeforeValidator(_whole_number)]
+RequestId = Annotated[StrictInt, Field(ge=1, le=MAX_ID), BeforeValidator(whole_number)]
+Amount = Annotated[StrictInt, Field(ge=1, le=MAX_ID), BeforeValidator(whole_number)]
+SeatCount = Annotated[StrictInt, Field(ge=1, le=1000), BeforeValidator(whole_number)]
+Price = Annotated[StrictInt, Field(ge=0, le=1_000_000_000), BeforeValidator(whole_number)]
 
 
 class Body(BaseModel):
