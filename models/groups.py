@@ -26,7 +26,7 @@ from models.concerts import AVAILABLE, Seat
 from models.concerts import HELD as SEAT_HELD
 from models.db import db, utcnow
 from models.errors import ConcurrentUpdate, LimitExceeded, NotFound, SeatNotAvailable, ValidationError
-from models.reservations import HELD, Reservation, ReservationView, view_of
+from models.reservations import HELD, Reservation, ReservationView, free_hold_slots, view_of
 
 PICK_ATTEMPTS = 3  # best available re-picks when a chosen seat was taken between the read and the write
 
@@ -104,7 +104,7 @@ def hold_seats(
     for attempt in range(PICK_ATTEMPTS):
         seats = _seats(schedule_id)
         chosen = _given(seats, seat_ids, schedule_id) if seat_ids is not None else _best(seats, count, together)
-        slots = _free_slots(user_id=user_id, schedule_id=schedule_id, max_holds=max_holds, count=count)
+        slots = free_hold_slots(user_id=user_id, schedule_id=schedule_id, max_holds=max_holds, count=count)
         try:
             rows = _take_all(chosen, user_id, schedule_id, slots, job_id, hold_ttl, max_extensions)
         except SeatNotAvailable:
@@ -173,24 +173,6 @@ def _best(seats: list[GroupSeat], quantity: int, together: bool) -> list[GroupSe
         how = "consecutive " if together else ""
         raise SeatNotAvailable(f"there are not {quantity} {how}seats available")
     return chosen
-
-
-def _free_slots(*, user_id: int, schedule_id: int, max_holds: int, count: int) -> list[int]:
-    """`count` of the user's unused hold slots in the schedule (lowest first), or LimitExceeded."""
-    used = {
-        slot
-        for (slot,) in Reservation.select(Reservation.hold_slot)
-        .where(
-            (Reservation.user_id == user_id)
-            & (Reservation.schedule_id == schedule_id)
-            & Reservation.hold_slot.is_null(False)
-        )
-        .tuples()
-    }
-    free = [s for s in range(1, max_holds + 1) if s not in used]
-    if len(free) < count:
-        raise LimitExceeded(f"you may hold {max_holds} seats of this schedule and already hold {len(used)}")
-    return free[:count]
 
 
 def _take_all(

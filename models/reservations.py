@@ -121,7 +121,7 @@ def hold_seat(
     if rejection is not None:
         raise rejection
     for _ in range(max_holds + 1):  # a slot taken by a parallel hold of the same user: the next one
-        slot = _free_hold_slot(user_id=user_id, schedule_id=schedule_id, max_holds=max_holds)
+        [slot] = free_hold_slots(user_id=user_id, schedule_id=schedule_id, max_holds=max_holds)
         try:
             reservation = _take_seat(
                 seat,
@@ -141,9 +141,12 @@ def hold_seat(
     raise ConcurrentUpdate("your other holds kept taking the free slots; retry", retry_after=1)
 
 
-def _free_hold_slot(*, user_id: int, schedule_id: int, max_holds: int) -> int:
-    """The lowest of the user's `max_holds` hold slots in the schedule not in use, or LimitExceeded."""
-    taken = {
+def free_hold_slots(*, user_id: int, schedule_id: int, max_holds: int, count: int = 1) -> list[int]:
+    """`count` of the user's unused hold slots in the schedule (lowest first), or LimitExceeded.
+
+    The one per-user cap (MAX_HOLDS_PER_USER) of single holds and group holds (models/groups.py):
+    every held seat takes a slot, and UNIQUE (user_id, schedule_id, hold_slot) enforces it."""
+    used = {
         slot
         for (slot,) in Reservation.select(Reservation.hold_slot)
         .where(
@@ -153,10 +156,10 @@ def _free_hold_slot(*, user_id: int, schedule_id: int, max_holds: int) -> int:
         )
         .tuples()
     }
-    free = [s for s in range(1, max_holds + 1) if s not in taken]
-    if not free:
-        raise LimitExceeded(f"you already hold {max_holds} seats of this schedule")
-    return free[0]
+    free = [s for s in range(1, max_holds + 1) if s not in used]
+    if len(free) < count:
+        raise LimitExceeded(f"you may hold {max_holds} seats of this schedule and already hold {len(used)}")
+    return free[:count]
 
 
 def _take_seat(
