@@ -12,6 +12,10 @@ Best available, `together`: among the blocks of N consecutive seat numbers that 
 AVAILABLE, the lowest block that does not leave a single empty seat between itself and a taken
 (HELD/RESERVED) seat; when every block would leave one, the lowest block (pretix #1324: a lone
 seat between two bookings is a seat nobody buys).
+
+Best available re-picks from the fresh state each time another writer takes a seat of its pick
+between the read and the compare-and-set, so 409 SEAT_NOT_AVAILABLE means "no block (or not N
+seats) of that size is free", never "lost a few races"; `_lost_pick` bounds the loop.
 """
 
 from __future__ import annotations
@@ -27,8 +31,6 @@ from models.concerts import HELD as SEAT_HELD
 from models.db import db, utcnow
 from models.errors import ConcurrentUpdate, LimitExceeded, NotFound, SeatNotAvailable, ValidationError
 from models.reservations import HELD, Reservation, ReservationView, free_hold_slots, view_of
-
-PICK_ATTEMPTS = 3  # best available re-picks when a chosen seat was taken between the read and the write
 
 
 @dataclass(frozen=True)
@@ -101,15 +103,19 @@ def hold_seats(
     done = _done(job_id)
     if done:
         return done
-    for attempt in range(PICK_ATTEMPTS):
+    picks, limit = 0, 1
+    while True:
         seats = _seats(schedule_id)
+        limit = max(limit, len(seats))
         chosen = _given(seats, seat_ids, schedule_id) if seat_ids is not None else _best(seats, count, together)
         slots = free_hold_slots(user_id=user_id, schedule_id=schedule_id, max_holds=max_holds, count=count)
+        picks += 1
         try:
             rows = _take_all(chosen, user_id, schedule_id, slots, job_id, hold_ttl, max_extensions)
         except SeatNotAvailable:
-            if seat_ids is not None or attempt == PICK_ATTEMPTS - 1:
+            if seat_ids is not None:
                 raise
+            _lost_pick(picks, limit)
             continue
         except pw.IntegrityError as exc:
             again = _done(job_id)
@@ -119,12 +125,24 @@ def hold_seats(
                 raise ConcurrentUpdate(
                     "another hold of yours landed at the same moment; retry", retry_after=1
                 ) from None
-            if seat_ids is not None or attempt == PICK_ATTEMPTS - 1:
+            if seat_ids is not None:
                 raise SeatNotAvailable("a seat of the group was just taken") from None
+            _lost_pick(picks, limit)
             continue
         numbers = {s.seat_id: s.number for s in chosen}
         return [view_of(r, numbers[r.seat_id]) for r in rows]
-    raise SeatNotAvailable("the seats were just taken")  # pragma: no cover (the loop returns or raises)
+
+
+def _lost_pick(picks: int, limit: int) -> None:
+    """After best available lost a seat of its pick to another writer: pick again from the fresh state
+    (until `_best` finds no candidate, which is SEAT_NOT_AVAILABLE), unless it lost `limit` times.
+
+    Every lost pick means another writer took a seat in between, so without releases a schedule of
+    N seats cannot make it lose more than N times; the bound only stops a pathological churn of
+    holds and releases, and says so (CONCURRENT_UPDATE, retry) instead of claiming no block is free.
+    """
+    if picks >= limit:
+        raise ConcurrentUpdate(f"best available lost {picks} picks to other holds in a row; retry", retry_after=1)
 
 
 def _validate(seat_ids: Sequence[int] | None, quantity: int | None, max_holds: int) -> int:

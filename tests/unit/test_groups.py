@@ -7,7 +7,7 @@ from flask import Flask
 
 from models import check, groups
 from models.concerts import AVAILABLE, HELD, Seat
-from models.errors import LimitExceeded, NotFound, SeatNotAvailable, ValidationError
+from models.errors import ConcurrentUpdate, LimitExceeded, NotFound, SeatNotAvailable, ValidationError
 from models.groups import GroupSeat, pick_lowest, pick_together
 from models.reservations import Reservation
 from models.seed import seed_demo
@@ -94,6 +94,64 @@ def test_the_cap_counts_every_seat_of_a_group(seats: list[Seat]) -> None:
     with pytest.raises(LimitExceeded):
         group(seats, job_id="g3", seat_ids=[seats[10].id])
     assert Reservation.select().where(Reservation.hold_slot.is_null(False)).count() == 4
+
+
+def rival_before_each_pick(monkeypatch: pytest.MonkeyPatch, times: int, *, release: bool = False) -> list[list[int]]:
+    """Another writer takes the lowest seat of best available's pick between its read and its
+    compare-and-set, `times` times (release=True: it only bumps the version, a hold and release)."""
+    picks: list[list[int]] = []
+    real = groups._take_all
+
+    def take_all(chosen, *args):  # type: ignore[no-untyped-def]
+        picks.append([s.number for s in chosen])
+        if len(picks) <= times:
+            fields = {"version": Seat.version + 1} if release else {"status": HELD, "version": Seat.version + 1}
+            Seat.update(**fields).where(Seat.id == chosen[0].seat_id).execute()
+        return real(chosen, *args)
+
+    monkeypatch.setattr(groups, "_take_all", take_all)
+    return picks
+
+
+def test_best_available_picks_again_while_a_block_is_free(seats: list[Seat], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hidden failure: 409 SEAT_NOT_AVAILABLE after a few lost races although a block is still free."""
+    # Given another writer takes a seat of the first 5 picks just before they commit
+    picks = rival_before_each_pick(monkeypatch, 5)
+
+    views = group(seats, quantity=3, together=True)
+
+    # Then the sixth pick holds the next free block
+    assert len(picks) == 6
+    assert [v.seat_number for v in views] == picks[-1]
+    assert picks[-1] == [n + 1 for n in range(picks[-1][0] - 1, picks[-1][0] + 2)]
+
+
+def test_best_available_is_refused_only_when_no_block_is_left(
+    seats: list[Seat], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hidden failure: SEAT_NOT_AVAILABLE while blocks exist, or a loop that never ends when none does."""
+    # Given every seat but 1-6 taken, and a rival that takes the lowest seat of every pick
+    Seat.update(status=HELD).where(Seat.id.in_([s.id for s in seats[6:]])).execute()
+    picks = rival_before_each_pick(monkeypatch, 100)
+
+    # Then four picks are lost one seat at a time, and only then, with no block of 3 left, refused
+    with pytest.raises(SeatNotAvailable, match="not 3 consecutive seats"):
+        group(seats, quantity=3, together=True)
+    assert picks == [[1, 2, 3], [2, 3, 4], [3, 4, 5], [4, 5, 6]]
+
+
+def test_best_available_under_endless_churn_says_retry_not_sold_out(
+    seats: list[Seat], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hidden failure: an unbounded loop, or SEAT_NOT_AVAILABLE when blocks exist but keep churning."""
+    # Given a rival that holds and releases a seat of every pick (the seat is AVAILABLE again, its version moved)
+    picks = rival_before_each_pick(monkeypatch, 10_000, release=True)
+
+    with pytest.raises(ConcurrentUpdate):
+        group(seats, quantity=2, together=True)
+
+    assert len(picks) == len(seats)  # one pick per seat of the schedule, then CONCURRENT_UPDATE (retry)
+    assert Reservation.select().count() == 0
 
 
 def test_requests_out_of_bounds_are_refused(seats: list[Seat]) -> None:
