@@ -14,10 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kafka import ConsumerRebalanceListener
+
 from config import heartbeat
 from config.bootstrap import current
 from models.outbox import PAYMENT_COMPLETED
 from models.refunds import PAYMENT_REFUNDED
+from workers.events.retries import Settler
 from workers.events.topics import DLT_TOPIC, PAYMENT_TOPIC, REFUND_TOPIC, ensure_topics
 
 log = logging.getLogger("workers.events")
@@ -120,14 +123,14 @@ def consume(
     retries: int = RETRIES,
     interval: float = RETRY_INTERVAL,
 ) -> None:
-    """The payment-completed consumer: handle, retry, dead-letter, then commit each poll's records."""
+    """The payment-completed consumer: handle each record; a failing one is retried from the
+    in-memory retry queue (workers/events/retries.py) while its partition goes on, then
+    dead-lettered; offsets are committed after each poll, never past an unsettled record."""
     from kafka import KafkaConsumer, KafkaProducer
 
     ensure_topics(bootstrap_servers)
     servers = bootstrap_servers.split(",")
     consumer = KafkaConsumer(
-        PAYMENT_TOPIC,
-        REFUND_TOPIC,
         bootstrap_servers=servers,
         group_id=GROUP,
         enable_auto_commit=False,
@@ -135,83 +138,100 @@ def consume(
         **CONSUMER_OPTS,
     )
     dlt = KafkaProducer(bootstrap_servers=servers, acks="all", enable_idempotence=True)
-    run = _Poll(consumer, dlt, current().redis, handler, retries=retries, interval=interval)
+    redis = current().redis
+    settler = Settler(
+        handler,
+        dead_letter=lambda rec, error, attempts: _dead_letter(dlt, redis, rec, error, attempts),
+        settled=lambda: _stat(redis, "consumed_total"),
+        redis_up=lambda: _reachable(redis),
+        retries=retries,
+        interval=interval,
+    )
+    consumer.subscribe([PAYMENT_TOPIC, REFUND_TOPIC], listener=_Rebalance(consumer, settler))
     last_lag = 0.0
     try:
         while not stop.is_set():
             heartbeat.beat()  # the poll loop is alive (docker-compose.yml's health check)
-            if not run(list(consumer.poll(timeout_ms=500, max_records=100).items())):
+            settler.retry_due()
+            due_in = settler.next_due_in()
+            wait_ms = 500 if due_in is None else int(min(0.5, due_in) * 1000)
+            rewind = settler.take(list(consumer.poll(timeout_ms=wait_ms, max_records=100).items()))
+            for tp, offset in rewind:
+                consumer.seek(tp, offset)
+            _commit(consumer, settler)
+            _pace(consumer, settler)
+            if rewind:
                 stop.wait(interval)
                 continue
             if time.monotonic() - last_lag > LAG_EVERY_S:
                 last_lag = time.monotonic()
                 with contextlib.suppress(Exception):  # metrics only: never worth stopping the consumer
-                    run.redis.hset(STATS_KEY, "lag", _lag(consumer))
+                    redis.hset(STATS_KEY, "lag", _lag(consumer))
     finally:
-        consumer.close()
+        consumer.close(autocommit=False)
         dlt.close(timeout=5)
 
 
-class _Poll:
-    """Handle the records of one poll in order: each is handled or dead-lettered; then one commit
-    for the poll (after processing: a crash replays at most one poll, which the event-id check
-    makes harmless)."""
+def _commit(consumer: Any, settler: Settler, only: Any = None) -> None:
+    """Commit each partition up to its oldest unsettled record (after processing, one request for
+    the poll); a refused commit only means a redelivery the event-id marker absorbs."""
+    from kafka.structs import OffsetAndMetadata
 
-    def __init__(
-        self, consumer: Any, dlt: Any, redis: Any, handler: Callable[[bytes], object], *, retries: int, interval: float
-    ) -> None:
-        self.consumer, self.dlt, self.redis, self.handler = consumer, dlt, redis, handler
-        self.retries, self.interval = retries, interval
+    points = settler.commit_points()
+    if only is not None:
+        points = {tp: offset for tp, offset in points.items() if tp in only}
+    if not points:
+        return
+    try:
+        consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in points.items()})
+    except Exception as exc:
+        log.warning("offset commit failed (the records will be redelivered): %s", exc)
+        return
+    settler.committed(points)
 
-    def __call__(self, batches: list[tuple[Any, list[Any]]]) -> bool:
-        """True when every record was settled; False when Redis went away and the rest was rewound."""
 
-        done: dict[Any, Any] = {}  # partition -> next offset, committed once for the whole poll
-        try:
-            return self._settle(batches, done)
-        finally:
-            if done:
-                self.consumer.commit(done)
+def _pace(consumer: Any, settler: Settler) -> None:
+    """Pause a partition whose retry queue is full, resume it once it drained below the bound."""
+    paused = consumer.paused()
+    for tp in consumer.assignment():
+        if settler.full(tp) and tp not in paused:
+            log.warning("%s[%s]: %s records in retry, fetching paused", tp.topic, tp.partition, settler.pending(tp))
+            consumer.pause(tp)
+        elif tp in paused and not settler.full(tp):
+            consumer.resume(tp)
 
-    def _settle(self, batches: list[tuple[Any, list[Any]]], done: dict[Any, Any]) -> bool:
-        from kafka import TopicPartition
-        from kafka.structs import OffsetAndMetadata
 
-        for i, (tp, records) in enumerate(batches):
-            for rec in records:
-                ok, error, attempts = with_retries(
-                    self.handler, rec.value, retries=self.retries, interval=self.interval
-                )
-                if not ok and not _reachable(self.redis):
-                    # Redis (where the handler works) is down: the event is fine, so it is neither
-                    # dead-lettered nor committed. Rewind to it (and to every record of this poll not
-                    # handled yet) and come back once Redis answers.
-                    log.warning("Redis unreachable: holding %s[%s]@%s until it returns", *_where(rec))
-                    self.consumer.seek(tp, rec.offset)
-                    for later_tp, later in batches[i + 1 :]:
-                        self.consumer.seek(later_tp, later[0].offset)
-                    return False
-                if not ok:
-                    self._dead_letter(rec, error, attempts)
-                _stat(self.redis, "consumed_total")
-                done[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(rec.offset + 1, "", -1)
-        return True
+class _Rebalance(ConsumerRebalanceListener):
+    """On losing partitions: commit what is settled, then drop their retry queue (the next owner
+    redelivers the unsettled records from the committed offset)."""
 
-    def _dead_letter(self, rec: Any, error: str, attempts: int) -> None:
-        self.dlt.send(
-            DLT_TOPIC,
-            key=rec.key,
-            value=rec.value,
-            headers=[
-                ("error", error.encode()),
-                ("attempts", str(attempts).encode()),
-                ("original-topic", rec.topic.encode()),
-                ("original-partition", str(rec.partition).encode()),
-                ("original-offset", str(rec.offset).encode()),
-            ],
-        ).get(timeout=10)
-        log.warning("dead-lettered %s[%s]@%s after %s attempts: %s", *_where(rec), attempts, error)
-        _stat(self.redis, "dead_lettered_total")
+    def __init__(self, consumer: Any, settler: Settler) -> None:
+        self.consumer, self.settler = consumer, settler
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        _commit(self.consumer, self.settler, only=set(revoked))
+        self.settler.forget(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.settler.forget(assigned)  # a fresh start from the committed offsets
+
+
+def _dead_letter(dlt: Any, redis: Any, rec: Any, error: str, attempts: int) -> None:
+    """Publish a record to the DLT with why and where it came from (acks=all, waited for)."""
+    dlt.send(
+        DLT_TOPIC,
+        key=rec.key,
+        value=rec.value,
+        headers=[
+            ("error", error.encode()),
+            ("attempts", str(attempts).encode()),
+            ("original-topic", rec.topic.encode()),
+            ("original-partition", str(rec.partition).encode()),
+            ("original-offset", str(rec.offset).encode()),
+        ],
+    ).get(timeout=10)
+    log.warning("dead-lettered %s[%s]@%s after %s attempts: %s", *_where(rec), attempts, error)
+    _stat(redis, "dead_lettered_total")
 
 
 def _reachable(client: Any) -> bool:
