@@ -161,19 +161,20 @@ def _domain_hold(user_id: int, seat_id: int, schedule_id: int, settings: Setting
 
 
 def run_pipeline(services: Services, plan: list[Attempt], clients: int) -> dict:
-    """(a) Enqueue like POST /reservations (record + message in one round trip) and wait for the outcome."""
+    """(a) Enqueue like POST /reservations (record + message + wake-up in one script) and wait for the outcome."""
     store = JobStore(services.redis)
 
     def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
         if edge_refuses(services.redis, schedule_id, seat_id):
             return TAKEN
         job_id = uuid.uuid4().hex
+        _, record = store.new(job_type="RESERVATION", user_id=user_id, job_id=job_id)
         send(
             services.broker,
             hold_seat,
             route_seat=seat_id,
             partitions=services.settings.partitions,
-            before=lambda pipe: store.create(job_type="RESERVATION", user_id=user_id, job_id=job_id, pipe=pipe),
+            job=record,
             job_id=job_id,
             user_id=user_id,
             schedule_id=schedule_id,

@@ -169,11 +169,17 @@ class CatalogueCache:
         return [s for s in seats if status is None or s.status == status]
 
     # --- write-through --------------------------------------------------------------------
-    def seat_changed(self, *, schedule_id: int, seat_id: int, number: int, price: int, status: str) -> None:
-        """After a seat transition committed: update the cached seat and available count in place."""
+    def seat_changed(
+        self, *, schedule_id: int, seat_id: int, number: int, price: int, status: str, client: Any = None
+    ) -> None:
+        """After a seat transition committed: update the cached seat and available count in place.
+
+        With `client` (a pipeline) the update is only added to it (the group commit's one round trip).
+        """
         keys = list(schedule_keys(schedule_id))
         try:
-            self._seat_changed(keys=keys, args=[seat_id, f"{status}|{number}|{price}", status])
+            args = [seat_id, f"{status}|{number}|{price}", status]
+            run_script(self._seat_changed, keys=keys, args=args, client=client)
         except REDIS_ERRORS as exc:  # the TTL bounds how long a missed write-through can show
             log.warning("cache write-through failed for seat %s: %s", seat_id, exc)
 

@@ -1,8 +1,9 @@
 """Group commit: holds of several different free seats in one transaction (workers/group.py).
 
 Each seat is still taken by its own compare-and-set on its version, and each hold is its own
-reservation row under the same unique keys as `reservations.hold_seat`; only the reads, the
-transaction and its commit (the log flush) are shared. Anything unexpected inside the
+reservation row under the same unique keys as `reservations.hold_seat`; the statements are
+set-based (two reads, one UPDATE, one INSERT, one read of the new ids, one commit: a fixed cost
+per group, not per hold). Anything unexpected inside the
 transaction (a seat changed since the read, a unique key) rolls the whole group back and
 returns None: the caller then runs each hold alone through `reservations.hold_seat`, which
 knows how to answer every conflict.
@@ -21,7 +22,7 @@ from models.concerts import AVAILABLE, Seat
 from models.concerts import HELD as SEAT_HELD
 from models.db import db, utcnow
 from models.errors import DomainError, LimitExceeded, NotFound
-from models.reservations import HELD, Reservation, ReservationView, rejection_for, view_of
+from models.reservations import HELD, Reservation, ReservationView, rejection_for
 
 
 @dataclass(frozen=True)
@@ -99,33 +100,61 @@ def _used_slots(holds: Sequence[HoldRequest]) -> dict[tuple[int, int], set[int]]
 def _commit(
     todo: list[tuple[int, HoldRequest, int]], seats: dict[int, tuple], hold_ttl: int, max_extensions: int
 ) -> list[ReservationView]:
-    """Every seat's compare-and-set and every reservation row, then one commit."""
+    """Every seat's compare-and-set in one UPDATE, every reservation row in one INSERT, one commit.
+
+    A fixed number of statements per group, whatever its size: the UPDATE takes each seat only
+    at the version read (CASE per id) and only while AVAILABLE, and must change exactly one row
+    per seat, else the group is rolled back (_GroupConflict). The new ids are read back by the
+    UNIQUE job_id (portable: no RETURNING, no assumption about consecutive auto-increments).
+    """
+    if not todo:
+        return []
     now = utcnow()
     expires = now + dt.timedelta(seconds=hold_ttl)
-    views = []
+    ids = [hold.seat_id for _, hold, _ in todo]
+    version_at_read = pw.Case(Seat.id, [(seat_id, int(seats[seat_id][5])) for seat_id in ids])
+    rows = [
+        {
+            Reservation.user_id: hold.user_id,
+            Reservation.seat: hold.seat_id,
+            Reservation.schedule_id: hold.schedule_id,
+            Reservation.price: seats[hold.seat_id][3],
+            Reservation.status: HELD,
+            Reservation.expires_at: expires,
+            Reservation.version: 0,
+            Reservation.live_seat_id: hold.seat_id,
+            Reservation.hold_slot: slot,
+            Reservation.extensions_left: max_extensions,
+            Reservation.job_id: hold.job_id,
+            Reservation.created_at: now,
+            Reservation.updated_at: now,
+        }
+        for _, hold, slot in todo
+    ]
     with db.atomic():
-        for _, hold, slot in todo:
-            _id, _schedule, number, price, _status, version = seats[hold.seat_id]
-            changed = (
-                Seat.update(status=SEAT_HELD, version=Seat.version + 1)
-                .where((Seat.id == hold.seat_id) & (Seat.status == AVAILABLE) & (Seat.version == version))
-                .execute()
-            )
-            if changed != 1:
-                raise _GroupConflict(hold.seat_id)
-            r = Reservation.create(
-                user_id=hold.user_id,
-                seat=hold.seat_id,
-                schedule_id=hold.schedule_id,
-                price=price,
-                status=HELD,
-                expires_at=expires,
-                live_seat_id=hold.seat_id,
-                hold_slot=slot,
-                extensions_left=max_extensions,
-                job_id=hold.job_id,
-                created_at=now,
-                updated_at=now,
-            )
-            views.append(view_of(r, int(number)))
-    return views
+        changed = (
+            Seat.update(status=SEAT_HELD, version=Seat.version + 1)
+            .where(Seat.id.in_(ids) & (Seat.status == AVAILABLE) & (Seat.version == version_at_read))
+            .execute()
+        )
+        if changed != len(ids):
+            raise _GroupConflict(ids)
+        Reservation.insert_many(rows).execute()
+        job_ids = [hold.job_id for _, hold, _ in todo]
+        query = Reservation.select(Reservation.job_id, Reservation.id).where(Reservation.job_id.in_(job_ids))
+        new_ids = {str(job_id): int(rid) for job_id, rid in query.tuples()}  # type: ignore[misc]
+    return [
+        ReservationView(
+            int(new_ids[hold.job_id]),
+            hold.user_id,
+            hold.schedule_id,
+            hold.seat_id,
+            int(seats[hold.seat_id][2]),
+            int(seats[hold.seat_id][3]),
+            HELD,
+            expires,
+            now,
+            max_extensions,
+        )
+        for _, hold, _ in todo
+    ]

@@ -66,23 +66,21 @@ def enqueue(job: Job, actor: Actor, *, route_seat: int, **kwargs: Any) -> None:
 
 
 def create_and_enqueue(actor: Actor, *, job_type: str, user_id: int, route_seat: int, **kwargs: Any) -> Job:
-    """Record a new job and send its message in one Redis round trip (the record goes first).
+    """Record a new job and send its message in one Redis round trip, one script (the record goes first).
 
     If the message cannot be sent (Redis unavailable: the caller gets a 503), a record that did
     get written is failed at once, so it never waits in `jobs:open` for the sweeper. On one Redis
     both fail together; on a Redis Cluster the record's node may answer while the queue's does not.
     """
     store, job_id = job_store(), new_job_id()
-    created: list[Job] = []
+    job, record = store.new(job_type=job_type, user_id=user_id, job_id=job_id)
     try:
         send(
             services().broker,
             actor,
             route_seat=route_seat,
             partitions=settings().partitions,
-            before=lambda pipe: created.append(
-                store.create(job_type=job_type, user_id=user_id, job_id=job_id, pipe=pipe)
-            ),
+            job=record,
             durable=[job_key(job_id)],
             job_id=job_id,
             user_id=user_id,
@@ -93,7 +91,7 @@ def create_and_enqueue(actor: Actor, *, job_type: str, user_id: int, route_seat:
         with contextlib.suppress(*ANY_REDIS_ERROR):
             store.fail(job_id, problem_of(Unavailable("the job could not be queued; send the request again")))
         raise
-    return created[0]
+    return job
 
 
 def answer(

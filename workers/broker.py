@@ -36,6 +36,27 @@ from dramatiq.common import current_millis
 
 from config.logs import REQUEST_ID
 from models.redis_support import is_cluster, run_script, wait_replicated
+from workers.jobs import OPEN_KEY, NewRecord
+
+# Enqueue a message as Dramatiq's dispatch script does ("enqueue": HSET the message into the
+# queue's .msgs hash, RPUSH its id on the queue) and wake the partition's consumer; with five
+# keys, first write the job's QUEUED record and its jobs:open entry. One EVALSHA, one round trip.
+# KEYS: queue .msgs, queue, wake[, job record, jobs:open]
+# ARGV: message id, message data[, job id, created ms, record TTL s, field, value, ...]
+_ENQUEUE = """
+if #KEYS == 5 then
+  local fields = {}
+  for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[4], unpack(fields))
+  redis.call('EXPIRE', KEYS[4], ARGV[5])
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[3])
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('LPUSH', KEYS[3], 1)
+redis.call('LTRIM', KEYS[3], 0, 0)
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -112,19 +133,24 @@ def send(
     route_seat: int,
     partitions: int,
     before: Callable[[Any], None] | None = None,
+    job: NewRecord | None = None,
     durable: Sequence[str] = (),
     **kwargs: Any,
 ) -> Message:  # type: ignore[type-arg]
     """Enqueue a message for `actor` on the seat's partition, and wake its consumer.
 
-    One round trip: `before(pipe)` (e.g. JobStore.create writing the job record) and the message
-    go in one pipeline, in that order, so the record always exists before its message can run.
-    On a Redis Cluster the record and the queue live on different nodes, which a pipeline would
-    write in parallel: there `before` goes first, in its own round trip, and the call returns
-    only once a replica has the message and the `durable` keys (the job record): a master killed
-    right after the answer cannot take an accepted job with it.
-    The message is stored exactly as RedisBroker.enqueue stores it (Dramatiq's dispatch script);
-    the broker's enqueue middleware hooks are not run (this project configures none).
+    One round trip, one script (`_ENQUEUE`) on one Redis: the job's QUEUED record (`job`, from
+    JobStore.new) and its jobs:open entry, then the message, then the wake-up, in that order,
+    so the record always exists before its message can run. `before(pipe)` (an older form of
+    the same: commands added ahead of the script in one pipeline) is still accepted.
+    On a Redis Cluster the record and the queue live in different slots, and a script touches
+    one slot: there the record goes first, in its own round trip, then the script with the
+    message and the wake-up (both in the partition's slot), and the call returns only once a
+    replica has the message and the `durable` keys (the job record): a master killed right after
+    the answer cannot take an accepted job with it.
+    The message is stored exactly as Dramatiq's dispatch script stores it (tests/unit/test_broker.py
+    consumes one with Dramatiq's consumer); the broker's enqueue middleware hooks are not run (this
+    project configures none), nor its maintenance pass, which the partition's consumer runs.
     """
     partition = partition_of(route_seat, partitions)
     queue = queue_of(partition)
@@ -136,22 +162,35 @@ def send(
     if request_id:  # the worker's log lines about this message name the request that sent it
         options["request_id"] = request_id
     message = message.copy(options=options)
-    pipe = pbroker.client.pipeline(transaction=False)
-    if before is not None:
-        if is_cluster(pipe):
-            first = pbroker.client.pipeline(transaction=False)
+    client = pbroker.client
+    cluster = is_cluster(client)
+    keys = [f"{queue_key(partition)}.msgs", queue_key(partition), wake_key(partition)]
+    args: list[Any] = [message.options["redis_message_id"], message.encode()]
+    if before is not None or (job is not None and cluster):
+        first = client.pipeline(transaction=False)
+        if before is not None:
             before(first)
-            first.execute()
-        else:
-            before(pipe)
-    dispatch(pbroker, "enqueue", queue, message.options["redis_message_id"], message.encode(), client=pipe)
-    pipe.lpush(wake_key(partition), 1)
-    pipe.ltrim(wake_key(partition), 0, 0)
-    pipe.execute()
-    if is_cluster(pipe):
+        if job is not None:
+            first.hset(job.key, mapping=job.fields)  # type: ignore[arg-type]
+            first.expire(job.key, job.ttl_s)
+            first.zadd(OPEN_KEY, {job.job_id: job.created_ms})
+        first.execute()
+    elif job is not None:
+        keys += [job.key, OPEN_KEY]
+        args += [job.job_id, job.created_ms, job.ttl_s, *[x for kv in job.fields.items() for x in kv]]
+    run_script(_enqueue_script(pbroker), keys=keys, args=args, client=client)
+    if cluster:
         for key in (*durable, queue_key(partition)):
-            wait_replicated(pbroker.client, key)
+            wait_replicated(client, key)
     return message
+
+
+def _enqueue_script(pbroker: Any) -> Any:
+    """The registered `_ENQUEUE` of a partition broker's client (registered once, kept on it)."""
+    script = pbroker.__dict__.get("_enqueue_script")
+    if script is None:
+        script = pbroker.__dict__.setdefault("_enqueue_script", pbroker.client.register_script(_ENQUEUE))
+    return script
 
 
 def dispatch(

@@ -23,13 +23,15 @@ from typing import Any
 import peewee as pw
 from dramatiq.broker import MessageProxy
 
+from config.bootstrap import current
 from models import group_holds, quick_refusal
+from models.cache import CatalogueCache
+from models.concerts import HELD as SEAT_HELD
 from models.db import db
 from models.errors import DomainError, SeatNotAvailable, problem_of
 from models.redis_support import ANY_REDIS_ERROR, REDIS_ERRORS, run_script
-from models.reservations import reservation_json
+from models.reservations import ReservationView, rejection_for, reservation_json
 from workers import jobstats
-from workers.cache import mark_seat, write_through
 from workers.jobs import FAILED, OPEN_KEY, QUEUED, SUCCEEDED, JobStore, done_key, job_key
 
 log = logging.getLogger("workers.group")
@@ -58,6 +60,7 @@ class HoldGroup:
         self.max_holds = max_holds
         self.max_extensions = max_extensions
         self.committed = 0  # holds committed in groups (for tests and metrics)
+        self._cache: CatalogueCache | None = None
 
     def __call__(self, messages: Sequence[MessageProxy]) -> None:
         now = _ms()
@@ -72,12 +75,12 @@ class HoldGroup:
         mine = self._start(fresh)
         if not mine:
             return
-        outcomes = self._commit(mine)
-        if outcomes is None:
+        committed = self._commit(mine)
+        if committed is None:
             for message in mine:
                 self.serial(message)  # RUNNING now: the serial path looks for this attempt first
             return
-        self._finish(mine, outcomes)
+        self._finish(mine, *committed)
 
     def _start(self, messages: list[MessageProxy]) -> list[MessageProxy]:
         """Mark every job RUNNING in one round trip; the QUEUED ones are the group's, RUNNING ones run alone."""
@@ -90,7 +93,8 @@ class HoldGroup:
                 self.serial(m)
         return [m for m, was in zip(messages, previous, strict=True) if was == QUEUED]
 
-    def _commit(self, messages: list[MessageProxy]) -> list[Any] | None:
+    def _commit(self, messages: list[MessageProxy]) -> tuple[list[Any], int] | None:
+        """The group's transaction; its outcomes and the clock before its reads (None: one by one)."""
         holds = [
             group_holds.HoldRequest(
                 int(m.kwargs["user_id"]), int(m.kwargs["schedule_id"]), int(m.kwargs["seat_id"]), m.kwargs["job_id"]
@@ -103,28 +107,21 @@ class HoldGroup:
                 outcomes = group_holds.hold_seats(
                     holds=holds, hold_ttl=self.hold_ttl, max_holds=self.max_holds, max_extensions=self.max_extensions
                 )
-                for o in outcomes or []:
-                    if not isinstance(o, DomainError):
-                        write_through(o)
         except _TRANSIENT as exc:
             log.warning("group commit of %s holds failed (%s); one by one", len(holds), exc)
             return None
         if outcomes is None:
             log.info("group of %s holds conflicted; one by one", len(holds))
             return None
-        for hold, o in zip(holds, outcomes, strict=True):
-            if isinstance(o, SeatNotAvailable):
-                mark_seat(
-                    self.jobs.r,
-                    schedule_id=hold.schedule_id,
-                    seat_id=hold.seat_id,
-                    refusal=o.detail,
-                    read_at_ms=read_at,
-                )
-        return outcomes
+        return outcomes, read_at
 
-    def _finish(self, messages: list[MessageProxy], outcomes: list[Any]) -> None:
-        """Every job's SUCCEEDED/FAILED, the open index and the counters in one round trip."""
+    def _finish(self, messages: list[MessageProxy], outcomes: list[Any], read_at: int) -> None:
+        """Every job's SUCCEEDED/FAILED, the open index, the counters and the write-through in one round trip.
+
+        The write-through (catalogue cache and quick-refusal marks, workers/cache.py) uses the
+        state this group committed, HELD, without reading the seat back: these are first attempts
+        (a redelivery takes the serial path), and the partition is the seats' only writer.
+        """
         pipe = self.jobs.r.pipeline(transaction=False)
         counted, now = [], _ms()
         for m, o in zip(messages, outcomes, strict=True):
@@ -139,6 +136,7 @@ class HoldGroup:
             counted.append(("hold", outcome, max(0.0, (now - int(m.kwargs.get("enqueued_ms", now))) / 1000)))
         pipe.zrem(OPEN_KEY, *[m.kwargs["job_id"] for m in messages])
         jobstats.record(self.jobs.r, counted, pipe=pipe)
+        self._write_through(pipe, messages, outcomes, read_at)
         with contextlib.suppress(*ANY_REDIS_ERROR):
             pipe.execute()
             return
@@ -147,6 +145,27 @@ class HoldGroup:
                 self.jobs.fail(m.kwargs["job_id"], problem_of(o))
             else:
                 self.jobs.succeed(m.kwargs["job_id"], reservation_json(o))
+
+    def _write_through(self, pipe: Any, messages: list[MessageProxy], outcomes: list[Any], read_at: int) -> None:
+        """Add the cache update and the taken mark of every seat the group held or found taken."""
+        if self._cache is None:
+            self._cache = current().catalogue_cache()
+        for m, o in zip(messages, outcomes, strict=True):
+            schedule_id, seat_id = int(m.kwargs["schedule_id"]), int(m.kwargs["seat_id"])
+            if isinstance(o, ReservationView):
+                self._cache.seat_changed(
+                    schedule_id=schedule_id,
+                    seat_id=seat_id,
+                    number=o.seat_number,
+                    price=o.price,
+                    status=SEAT_HELD,
+                    client=pipe,
+                )
+                refusal = rejection_for(status=SEAT_HELD, number=o.seat_number)
+                detail = refusal.detail if refusal is not None else None
+                quick_refusal.mark(pipe, schedule_id=schedule_id, seat_id=seat_id, refusal=detail, read_at_ms=read_at)
+            elif isinstance(o, SeatNotAvailable):
+                quick_refusal.mark(pipe, schedule_id=schedule_id, seat_id=seat_id, refusal=o.detail, read_at_ms=read_at)
 
 
 def _ms() -> int:

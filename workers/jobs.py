@@ -60,6 +60,8 @@ return st
 
 # End a job (status, finished, result|error) unless it is missing or terminal; with ARGV[5] set,
 # only if its status is still that one (the batch fails a job only if nobody started it).
+# The done list's element is the whole final record ("v2" then field and value lines: no value
+# holds a raw newline, result and error are json.dumps output), so a waiter needs no second read.
 _FINISH = (
     NOW_MS_LUA
     + """
@@ -69,7 +71,8 @@ if st == 'SUCCEEDED' or st == 'FAILED' then return 0 end
 if ARGV[5] ~= '' and st ~= ARGV[5] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished', now_ms(), ARGV[2], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('RPUSH', KEYS[2], ARGV[1])
+local record = redis.call('HGETALL', KEYS[1])
+redis.call('RPUSH', KEYS[2], 'v2\\n' .. table.concat(record, '\\n'))
 redis.call('EXPIRE', KEYS[2], 120)
 return 1
 """
@@ -104,6 +107,17 @@ class Job:
     attempts: int
 
 
+@dataclass(frozen=True)
+class NewRecord:
+    """A QUEUED job's record as written: its key, fields and TTL, and its `jobs:open` score."""
+
+    job_id: str
+    key: str
+    fields: dict[str, Any]
+    ttl_s: int
+    created_ms: int
+
+
 class JobStore:
     """Create, run and read job records."""
 
@@ -116,23 +130,28 @@ class JobStore:
     def create(self, *, job_type: str, user_id: int, job_id: str | None = None, pipe: Any = None) -> Job:
         """Record a QUEUED job (before its message is sent).
 
-        With `pipe`, the commands are only added to that pipeline (workers.broker.send's `before`
-        hook), so the record and the message travel in one round trip. The pipeline is not a
-        MULTI: the record and `jobs:open` live in different slots of a Redis Cluster.
+        With `pipe`, the commands are only added to that pipeline, so the record and the message
+        travel in one round trip. The pipeline is not a MULTI: the record and `jobs:open` live in
+        different slots of a Redis Cluster. (`new` + workers.broker.send(job=...) writes the
+        record inside the send's script instead.)
         """
-        job_id = job_id or uuid.uuid4().hex
-        now = _ms()
+        job, record = self.new(job_type=job_type, user_id=user_id, job_id=job_id)
         execute = pipe is None
         pipe = self.r.pipeline(transaction=False) if pipe is None else pipe
-        pipe.hset(
-            job_key(job_id),
-            mapping={"id": job_id, "type": job_type, "status": QUEUED, "user": user_id, "created": now, "attempts": 0},
-        )
-        pipe.expire(job_key(job_id), self.ttl * 24)
-        pipe.zadd(OPEN_KEY, {job_id: now})
+        pipe.hset(record.key, mapping=record.fields)
+        pipe.expire(record.key, record.ttl_s)
+        pipe.zadd(OPEN_KEY, {job.job_id: job.created_ms})
         if execute:
             pipe.execute()
-        return Job(job_id, job_type, QUEUED, user_id, now, None, None, None, 0)
+        return job
+
+    def new(self, *, job_type: str, user_id: int, job_id: str | None = None) -> tuple[Job, NewRecord]:
+        """A QUEUED job and the record to write for it (by `create`, or inside workers.broker.send)."""
+        job_id = job_id or uuid.uuid4().hex
+        now = _ms()
+        fields = {"id": job_id, "type": job_type, "status": QUEUED, "user": user_id, "created": now, "attempts": 0}
+        record = NewRecord(job_id, job_key(job_id), fields, self.ttl * 24, now)
+        return Job(job_id, job_type, QUEUED, user_id, now, None, None, None, 0), record
 
     def discard(self, job_id: str) -> None:
         """Forget a QUEUED job whose message was never sent (e.g. it lost an Idempotency-Key race)."""
@@ -191,44 +210,33 @@ class JobStore:
         if not JOB_ID.fullmatch(job_id):
             return None
         h = {_text(k): _text(v) for k, v in self.r.hgetall(job_key(job_id)).items()}  # type: ignore[union-attr]
-        if not h.get("status"):
-            return None
-        return Job(
-            job_id=h["id"],
-            type=h["type"],
-            status=h["status"],
-            user_id=int(h.get("user") or 0),
-            created_ms=int(h["created"]),
-            finished_ms=int(h["finished"]) if h.get("finished") else None,
-            result=json.loads(h["result"]) if h.get("result") else None,
-            error=json.loads(h["error"]) if h.get("error") else None,
-            attempts=int(h.get("attempts") or 0),
-        )
+        return _job_of(h)
 
     def wait(self, job_id: str, timeout: float, *, fresh: bool = False) -> Job | None:
         """Block (no polling) until the job ends or `timeout` seconds pass; return the record.
 
-        `fresh=True` is for the creator of a job nobody else knows yet: its done-list element can
-        only be there for this caller, so the first read is skipped (one round trip less).
+        `fresh=True` is for the creator of a job nobody else knows yet: the first read is skipped.
+        The end of the job carries the final record, so a waiter that sees it reads nothing more:
+        a fresh wait is one round trip (before: BLPOP, a push back and HGETALL, three).
         """
         if fresh and timeout > 0:
-            self._wait_done(job_id, timeout)
-            return self.get(job_id)
+            return self._wait_done(job_id, timeout) or self.get(job_id)
         job = self.get(job_id)
         if job is None or job.status in TERMINAL or timeout <= 0:
             return job
-        self._wait_done(job_id, timeout)
-        return self.get(job_id)
+        return self._wait_done(job_id, timeout) or self.get(job_id)
 
-    def _wait_done(self, job_id: str, timeout: float) -> None:
-        """BLPOP the job's end, then push it back: every waiter of the job wakes, one after another
-        (same-key payments each wait on the first request's job)."""
-        popped = self.r.blpop([done_key(job_id)], timeout=timeout)
-        if popped:
-            pipe = self.r.pipeline(transaction=False)
-            pipe.lpush(done_key(job_id), popped[1])
-            pipe.expire(done_key(job_id), 120)
-            pipe.execute()
+    def _wait_done(self, job_id: str, timeout: float) -> Job | None:
+        """The record pushed when the job ended, or None (timed out, or an element without it).
+
+        BRPOPLPUSH from the done list onto itself is an atomic rotation: the element stays for
+        every other waiter of the job (same-key payments each wait on the first request's job),
+        with no second round trip to push it back. (Not BLMOVE, its newer name: the embedded
+        fakeredis does not block on it.)
+        """
+        key = done_key(job_id)
+        element = self.r.brpoplpush(key, key, timeout)
+        return None if element is None else _job_of_done(_text(element))
 
     def sweep(self, *, older_than_s: float, limit: int = 500) -> list[str]:
         """Fail jobs still open after `older_than_s` (their message was lost); return their ids."""
@@ -245,6 +253,31 @@ class JobStore:
 
 def _ms() -> int:
     return int(time.time() * 1000)
+
+
+def _job_of(h: dict[str, str]) -> Job | None:
+    """A job from its record's fields (None if it has no status: unknown or expired)."""
+    if not h.get("status"):
+        return None
+    return Job(
+        job_id=h["id"],
+        type=h["type"],
+        status=h["status"],
+        user_id=int(h.get("user") or 0),
+        created_ms=int(h["created"]),
+        finished_ms=int(h["finished"]) if h.get("finished") else None,
+        result=json.loads(h["result"]) if h.get("result") else None,
+        error=json.loads(h["error"]) if h.get("error") else None,
+        attempts=int(h.get("attempts") or 0),
+    )
+
+
+def _job_of_done(element: str) -> Job | None:
+    """The final record a done-list element carries (_FINISH), or None for an older bare status."""
+    if not element.startswith("v2\n"):
+        return None
+    lines = element.split("\n")[1:]
+    return _job_of(dict(zip(lines[::2], lines[1::2], strict=False)))
 
 
 def _text(value: object) -> str:

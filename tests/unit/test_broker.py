@@ -156,3 +156,45 @@ def test_messages_fetched_before_a_dropped_connection_are_requeued_by_their_own_
     again.ack(got)
     assert requeue_own_unacked(pbroker, queue_of(0)) == 0  # acknowledged: nothing left to put back
     again.close()
+
+
+def _count_round_trips(client: Any) -> list[str]:
+    """Record each connection checkout of `client` (one per command or pipeline: a round trip)."""
+    seen: list[str] = []
+    pool = client.connection_pool
+    original = pool.get_connection
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        seen.append("rt")
+        return original(*args, **kwargs)
+
+    pool.get_connection = counting
+    return seen
+
+
+def test_a_job_record_its_message_and_the_wake_up_go_in_one_round_trip(broker: Any) -> None:
+    """send(job=...) writes the QUEUED record, its jobs:open entry, the message and the wake-up in
+    one script. Hidden ways it fails: a second round trip (a pipeline asking SCRIPT EXISTS first),
+    a message Dramatiq's own consumer cannot read, a record written after its message, or a
+    record or index entry missing."""
+    from workers.jobs import JobStore
+
+    store = JobStore(broker.client)
+    job, record = store.new(job_type="RESERVATION", user_id=7, job_id="a" * 32)
+    send(broker, noop, route_seat=5, partitions=4, job=record, job_id=job.job_id)  # loads the script once
+    trips = _count_round_trips(broker.client)
+    job2, record2 = store.new(job_type="RESERVATION", user_id=8, job_id="b" * 32)
+    message = send(broker, noop, route_seat=5, partitions=4, job=record2, job_id=job2.job_id)
+    assert len(trips) == 1
+    assert broker.client.llen(wake_key(1)) == 1
+    got = store.get(job2.job_id)
+    assert got is not None and got.status == "QUEUED" and got.user_id == 8 and got.type == "RESERVATION"
+    assert broker.client.zscore("jobs:open", job2.job_id) == job2.created_ms
+
+    consumer = partition_broker(broker, 1).consume(queue_of(1), prefetch=2, timeout=5)
+    first, second = next(consumer), next(consumer)
+    assert first is not None and first.kwargs == {"job_id": "a" * 32}
+    assert second is not None and second.message_id == message.message_id and second.kwargs == {"job_id": "b" * 32}
+    ack_all(consumer, [first, second])
+    assert broker.client.hlen(f"{queue_key(1)}.msgs") == 0
+    consumer.close()

@@ -90,3 +90,41 @@ def test_a_batch_commits_its_holds_on_free_seats_as_one_group_with_the_answers_o
     live = Reservation.select(Reservation.user_id).where(Reservation.status == "HELD").order_by(Reservation.user_id)
     assert [r.user_id for r in live] == list(range(100, 108))
     assert check.violations() == []
+
+
+@pytest.mark.parametrize("size", [2, 12])
+def test_a_group_costs_the_same_statements_whatever_its_size_and_writes_each_seat_through(seats, size):
+    """Group commit is only worth having if its cost is per group, not per hold: the same SQL
+    statements for 2 holds as for 12, and every held seat written through to the catalogue cache
+    and the quick-refusal mark from the state committed (no read back of each seat).
+
+    Hidden ways it fails: a statement per seat (an UPDATE or INSERT per hold, a read per
+    write-through), a write-through missed (the edge would queue holds on a held seat), or a
+    group whose rows or versions differ from one-by-one holds."""
+    from models import quick_refusal
+    from models.db import db
+
+    store = JobStore(current().redis)
+    group = HoldGroup(store, Counting(), stale_after_s=30, hold_ttl=300, max_holds=2)
+    messages = [hold_message(store, 300 + i, seats[i]) for i in range(size)]
+    statements: list[str] = []
+    real = db.obj.execute_sql
+
+    def counting(sql, params=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+        statements.append(sql.split()[0].upper())
+        return real(sql, params, *args, **kwargs)
+
+    db.obj.execute_sql = counting
+    try:
+        group(messages)
+    finally:
+        del db.obj.execute_sql
+    assert group.committed == size
+    assert Counter(statements) == {"SELECT": 3, "UPDATE": 1, "INSERT": 1}, statements
+    held = Seat.select().where(Seat.id.in_([s.id for s in seats[:size]]))
+    assert {(s.status, s.version) for s in held} == {("HELD", 1)}
+    r = current().redis
+    for seat in seats[:size]:
+        mark = r.get(quick_refusal.taken_key(seat.schedule_id, seat.id))
+        assert mark is not None and "is held" in (mark.decode() if isinstance(mark, bytes) else mark)
+    assert check.violations() == []

@@ -96,3 +96,31 @@ def test_run_job_records_results_and_domain_errors_and_drops_stale_messages(stor
     dropped = store.get(stale.job_id)
     assert dropped is not None and dropped.error["code"] == "UNAVAILABLE"  # type: ignore[index]
     assert "waited more than 30 s" in dropped.error["detail"]  # type: ignore[index]
+
+
+def test_the_creator_and_a_second_waiter_get_the_outcome_in_one_round_trip_each(store: JobStore) -> None:
+    """The end of a job carries its final record: a waiter blocked on it reads nothing more.
+
+    Hidden ways it fails: the waiter reads the record after the wake-up (a second round trip),
+    pops the element so a second waiter of the same job (same Idempotency-Key) blocks until its
+    timeout, or gets a record without the result."""
+    job = store.create(job_type="R", user_id=1)
+    trips: list[str] = []
+    original = store.r.connection_pool.get_connection
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        trips.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    threading.Timer(0.2, store.succeed, args=(job.job_id, {"reservationId": 9})).start()
+    store.r.connection_pool.get_connection = counting  # type: ignore[method-assign]
+    done = store.wait(job.job_id, 5, fresh=True)
+    mine = [t for t in trips if t == threading.current_thread().name]
+    assert done is not None and done.status == SUCCEEDED and done.result == {"reservationId": 9}
+    assert done.finished_ms is not None and done.user_id == 1
+    assert len(mine) == 1
+
+    started = time.monotonic()
+    again = store._wait_done(job.job_id, 3)  # another waiter of the same job, after the first
+    assert again is not None and again.result == {"reservationId": 9}
+    assert time.monotonic() - started < 1
