@@ -46,3 +46,10 @@ def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """Write the exiting worker's last request tally into its metrics file (web/metrics.py)."""
+    from web.metrics import TALLY
+
+    TALLY.flush()

@@ -8,6 +8,7 @@ markers declare the `bearerAuth` security scheme in the OpenAPI document (web/do
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -29,6 +30,8 @@ MAX_USER_ID = 2**63 - 1
 _SUB = re.compile(r"[1-9][0-9]{0,18}")
 _BEARER = re.compile(r"Bearer +([A-Za-z0-9_.+/=-]+)", re.IGNORECASE)
 JWKS_REFRESH_AFTER = 60.0  # an unknown kid refetches the key set at most once a minute
+VERIFIED_FOR = 60.0  # a verified token is believed again for at most this long (and never past its exp)
+VERIFIED_MAX = 65_536  # tokens remembered per process
 PUBLIC_BLUEPRINTS = frozenset({"health", "docs", "admin", "pages", "metrics"})
 API_PREFIX = "/api/v1/"
 ADMIN_PREFIX = "/api/v1/admin"
@@ -78,9 +81,31 @@ class Verifier:
         self.audience = settings.auth_jwt_audience or None
         self._refreshed_at = 0.0
         self._lock = threading.Lock()
+        self._verified: dict[str, tuple[int, float]] = {}  # token -> (user id, believed until)
 
     def user_id(self, token: str) -> int:
-        """The verified `sub` of a token as a user id, else AuthInvalid (Unavailable if JWKS is down)."""
+        """The verified `sub` of a token as a user id, else AuthInvalid (Unavailable if JWKS is down).
+
+        A token that verified is remembered for VERIFIED_FOR seconds, and never past its `exp`
+        (+ LEEWAY): a fan's requests repeat the same token, and PyJWT's decode is ~40 µs, the
+        largest cost of a seat-map read after its Redis round trip (bench/request_profile.py).
+        The verdict cannot change in that time: the signature and `nbf`/`iat` stay as checked,
+        the keys of a secret or PEM file never change in a process, and JWKS keys are cached
+        longer (300 s) by PyJWKClient anyway. Refusals are never remembered.
+        """
+        now = time.time()
+        known = self._verified.get(token)
+        if known is not None and now < known[1]:
+            return known[0]
+        user_id, exp = self._verify(token)
+        if len(self._verified) >= VERIFIED_MAX:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread got there first
+                del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = (user_id, min(now + VERIFIED_FOR, exp + LEEWAY))
+        return user_id
+
+    def _verify(self, token: str) -> tuple[int, float]:
+        """The verified `sub` as a user id and the token's `exp`."""
         try:
             key, algorithm = self._key(jwt.get_unverified_header(token))
             claims = jwt.decode(
@@ -99,7 +124,7 @@ class Verifier:
         sub = claims["sub"]
         if not isinstance(sub, str) or not _SUB.fullmatch(sub) or int(sub) > MAX_USER_ID:
             raise AuthInvalid("the bearer token's sub is not a positive 64-bit integer")
-        return int(sub)
+        return int(sub), float(claims["exp"])
 
     def _key(self, header: dict[str, Any]) -> tuple[Any, str]:
         alg = header.get("alg")
@@ -164,11 +189,18 @@ def identity() -> int:
 def install(app: Flask, settings: Settings) -> None:
     """Verify the identity before every non-public route (register before the rate limiter)."""
     app.extensions["auth_verifier"] = Verifier(settings)
+    public_routes: dict[tuple[str, str], bool] = {}  # is_public() once per route (they do not change)
 
     @app.before_request
     def _require_identity() -> None:
         rule = request.url_rule
-        if request.endpoint is None or rule is None or is_public(current_app, request.endpoint, rule.rule):
+        if rule is None or rule.endpoint is None:
+            return
+        route = (rule.endpoint, rule.rule)
+        exempt = public_routes.get(route)
+        if exempt is None:
+            exempt = public_routes[route] = is_public(current_app, *route)
+        if exempt:
             return
         token = bearer_token()
         if token is None:

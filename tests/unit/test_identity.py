@@ -419,3 +419,48 @@ def test_without_a_bearer_every_user_scoped_operation_is_401_auth_required(
 
 def test_user_headers_carry_the_identity(demo: FlaskClient) -> None:
     assert balance(demo, user_headers(BOB)).get_json()["userId"] == BOB
+
+
+# --- verified tokens are remembered, never past their exp ---------------------------------------
+def test_a_verified_token_is_not_decoded_again_but_is_refused_once_its_exp_passes(
+    demo: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hidden ways to fail: a remembered token outliving its `exp` (+ 30 s leeway) because the
+    memory only counts its own 60 s; the memory keyed by user instead of token; a refusal
+    remembered, so a token signed a moment later would still be refused."""
+    import web.auth
+
+    decodes = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(web.auth.jwt, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+    token = sign(ALICE, ttl=-29)  # within the 30 s leeway for one more second
+
+    assert [balance(demo, {"Authorization": f"Bearer {token}"}).status_code for _ in range(3)] == [200] * 3
+    assert len(decodes) == 1  # verified once, then remembered
+
+    # When: the clock passes exp + leeway (but not the 60 s the memory allows)
+    time.sleep(1.2)
+    assert answer(balance(demo, {"Authorization": f"Bearer {token}"})) == (401, "AUTH_INVALID")
+
+    # And: a refusal is not remembered, and the memory is per token, not per user
+    bad = sign(ALICE, secret="another-secret-of-enough-length-0123456789")
+    assert answer(balance(demo, {"Authorization": f"Bearer {bad}"})) == (401, "AUTH_INVALID")
+    assert answer(balance(demo, {"Authorization": f"Bearer {bad}"})) == (401, "AUTH_INVALID")
+    assert balance(demo, bearer(BOB)).get_json()["userId"] == BOB  # keyed by token, not by user
+
+
+def test_a_verified_token_is_believed_for_60_s_at_most(demo: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hidden way to fail: a token remembered until its exp (hours), so a key rotated out of a
+    JWKS would keep admitting its tokens long after PyJWKClient's own cache let go."""
+    import web.auth
+
+    decodes = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(web.auth.jwt, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+    token = {"Authorization": f"Bearer {sign(ALICE, ttl=3600)}"}
+    now = time.time()
+    for later in (0, 30, 59, 61):
+        monkeypatch.setattr(web.auth.time, "time", lambda later=later: now + later)
+        assert balance(demo, token).status_code == 200
+
+    assert len(decodes) == 2  # at 0 and again at 61

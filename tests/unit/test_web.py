@@ -254,3 +254,40 @@ def test_the_grafana_dashboard_is_json_and_plots_only_series_the_service_serves(
             names = set(re.findall(r"\b([a-z_]+)\b(?!\s*\()", expr))
             assert names, target["expr"]
             assert names <= served, (panel["title"], names - served)
+
+
+# --- what every request pays -------------------------------------------------------------------
+def test_flask_asks_whether_a_hook_is_a_coroutine_once_per_function(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flask asks inspect.iscoroutinefunction of every hook and the view on every request (13
+    times a request here); the app remembers the answer. Hidden way to fail: remembering the
+    wrapper of one function for another (the answer must stay per function)."""
+    import flask.app
+
+    asked: list[object] = []
+    real = flask.app.iscoroutinefunction
+    monkeypatch.setattr(flask.app, "iscoroutinefunction", lambda f: asked.append(f) or real(f))
+    assert client.get("/api/v1/healthz").status_code == 200
+    first = len(asked)
+
+    for _ in range(3):
+        assert client.get("/api/v1/healthz").get_json() == {"status": "ok"}
+    assert len(asked) == first  # nothing asked again
+    assert client.get("/api/v1/concerts").status_code == 200  # another view: asked once, answered right
+
+
+def test_the_limiter_hooks_run_only_on_limited_routes(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unlimited route (healthz) skips Flask-Limiter's before, after and teardown hooks; a
+    limited one (joining the queue) still runs them and carries X-RateLimit-* headers.
+    Hidden way to fail: the limited route losing its headers because the after hook was dropped."""
+    from flask_limiter import Limiter
+
+    looked: list[int] = []
+    real = Limiter.current_limit
+    monkeypatch.setattr(Limiter, "current_limit", property(lambda self: looked.append(1) or real.fget(self)))  # type: ignore[attr-defined]
+    assert client.get("/api/v1/healthz").status_code == 200
+    assert looked == []
+
+    joined = client.post("/api/v1/queue/tokens", json={"concertId": 1})
+    assert looked and joined.headers.get("X-RateLimit-Limit")
