@@ -90,6 +90,39 @@ def get_payment(*, payment_id: int, user_id: int) -> PaymentView:
     return view_of(p)
 
 
+@dataclass(frozen=True)
+class KeyedPayment:
+    """The payment an Idempotency-Key made, as it was first answered, and the job that made it."""
+
+    job_id: str | None
+    view: PaymentView
+
+
+def payment_for_key(*, user_id: int, idempotency_key: str, reservation_id: int) -> KeyedPayment | None:
+    """The payment this user's Idempotency-Key made (the row keeps the key), None if it made none.
+
+    The view is the first answer: status PAID and the balance right after the debit (its USE ledger
+    entry). Raises IdempotencyKeyReused when the key paid another reservation.
+    """
+    p = Payment.get_or_none((Payment.user_id == user_id) & (Payment.idempotency_key == idempotency_key))
+    if p is None:
+        return None
+    if p.reservation_id != reservation_id:
+        raise IdempotencyKeyReused("this Idempotency-Key was used for another payment")
+    balance = (
+        points.LedgerEntry.select(points.LedgerEntry.balance_after)
+        .where(
+            (points.LedgerEntry.user_id == user_id)
+            & (points.LedgerEntry.type == points.USE)
+            & (points.LedgerEntry.reference == f"reservation:{p.reservation_id}")
+        )
+        .scalar()
+    )
+    if balance is None:  # a payment written without its ledger entry (never by pay()): the balance now
+        balance = points.get_balance(user_id=user_id).balance
+    return KeyedPayment(p.job_id, PaymentView(p.id, p.reservation_id, user_id, p.amount, balance, p.created_at))
+
+
 def pay(
     *,
     reservation_id: int,

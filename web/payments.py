@@ -8,15 +8,16 @@ from flask import Blueprint, Response, request
 from spectree import Response as Resp
 
 from models import payments, refunds
-from models.errors import ValidationError
+from models.errors import Forbidden, ValidationError
 from models.queue_tokens import fingerprint
 from web.api import parse_id, respond, settings, spec
 from web.auth import identity
-from web.gate import own_reservation, require_active
+from web.gate import own_reservation, queue_token_header, require_active
 from web.jobs import MAX_WAIT, answer, create_and_enqueue, enqueue, job_route_responses, job_store, new_job_id
 from web.limits import job_key, limiter
 from web.schemas import Problem
 from web.schemas.payments import PaymentIn, PaymentOut
+from workers.jobs import Job, finished_job
 from workers.payments import pay
 from workers.refunds import refund_payment
 
@@ -54,9 +55,13 @@ def _idempotency_key() -> str | None:
 )
 def create(json: PaymentIn) -> Response:
     """Queue a payment on the seat's partition; the same Idempotency-Key returns the first job."""
+    key = _idempotency_key()
+    if key is not None:
+        earlier = _first_answer(key, json)
+        if earlier is not None:
+            return answer(earlier, location=_location)
     token = require_active(claimed_user_id=json.userId)
     seat_id = own_reservation(token, json.reservationId).seat_id
-    key = _idempotency_key()
     job = job_store().create(job_type=PAYMENT, user_id=token.user_id, job_id=new_job_id())
     if key is not None:
         claimed = job_store().claim_idempotency_key(user_id=token.user_id, key=key, request=json.model_dump(), job=job)
@@ -72,6 +77,33 @@ def create(json: PaymentIn) -> Response:
         token_fingerprint=fingerprint(token.token),  # the event ends this token only, never a newer one
     )
     return answer(job, location=_location, fresh=True)
+
+
+def _first_answer(key: str, body: PaymentIn) -> Job | None:
+    """What the first request with this key was answered, for 24 h, without needing a live token.
+
+    Its job while the record lives (1 h after it ends); after that, the payment the key made (the
+    row keeps the key), as a SUCCEEDED job again. None for a new key, or one whose first request
+    paid nothing (it runs afresh through the gate). The queue token header must still be sent:
+    a retry is the same request, only its token may have ended (a payment ends it).
+    """
+    queue_token_header()
+    user = identity()
+    if body.userId is not None and body.userId != user:
+        raise Forbidden("userId does not match the signed-in user")
+    earlier = job_store().idempotent_job(user_id=user, key=key, request=body.model_dump())
+    if earlier is not None:
+        return earlier
+    paid = payments.payment_for_key(user_id=user, idempotency_key=key, reservation_id=body.reservationId)
+    if paid is None:
+        return None
+    return finished_job(
+        job_id=paid.job_id or new_job_id(),
+        job_type=PAYMENT,
+        user_id=user,
+        result=payments.payment_json(paid.view),
+        at=paid.view.paid_at,
+    )
 
 
 @bp.get("/payments/<payment_id>")

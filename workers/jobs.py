@@ -14,6 +14,7 @@ server's clock (TIME), not from whichever host runs the caller.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ from typing import Any
 import redis
 
 from config.bootstrap import current
-from models.errors import DomainError, IdempotencyKeyReused, Unavailable, problem_of
+from models.errors import ConcurrentUpdate, DomainError, IdempotencyKeyReused, Unavailable, problem_of
 from models.redis_support import ANY_REDIS_ERROR, run_script
 from workers import jobstats
 
@@ -79,6 +80,14 @@ return 1
 )
 
 
+# Replace an Idempotency-Key's binding only if it is still the one the caller read.
+_REBIND = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+
 JOB_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # new ids are 32 hex digits; never ':', '{' or '}'
 
 
@@ -90,6 +99,15 @@ def job_key(job_id: str) -> str:
 def done_key(job_id: str) -> str:
     """The list a job's end is pushed to (same slot as its record)."""
     return f"job:{{j:{job_id}}}:done"
+
+
+def idempotency_key(user_id: int, key: str) -> str:
+    """The binding of a user's Idempotency-Key to its first job (the key itself only as a hash)."""
+    return f"idem:{user_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _digest(request: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -118,6 +136,12 @@ class NewRecord:
     created_ms: int
 
 
+def finished_job(*, job_id: str, job_type: str, user_id: int, result: Any, at: dt.datetime) -> Job:
+    """A SUCCEEDED job rebuilt from what it made (its record has expired), to answer a replay with."""
+    ms = int(at.replace(tzinfo=at.tzinfo or dt.UTC).timestamp() * 1000)
+    return Job(job_id, job_type, SUCCEEDED, user_id, ms, ms, result, None, 1)
+
+
 class JobStore:
     """Create, run and read job records."""
 
@@ -126,6 +150,7 @@ class JobStore:
         self.ttl = ttl
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
+        self._rebind = client.register_script(_REBIND)
 
     def create(self, *, job_type: str, user_id: int, job_id: str | None = None, pipe: Any = None) -> Job:
         """Record a QUEUED job (before its message is sent).
@@ -189,21 +214,46 @@ class JobStore:
     def claim_idempotency_key(self, *, user_id: int, key: str, request: dict[str, Any], job: Job) -> Job:
         """Bind (user, Idempotency-Key) to `job` for IDEMPOTENCY_TTL; the job to answer with.
 
-        If the key is already bound, `job` (not yet sent) is discarded and the first job returned;
-        raises IdempotencyKeyReused when the first request differs or its job has expired.
+        If the key is already bound to a job whose record still exists, `job` (not yet sent) is
+        discarded and that first job returned; IdempotencyKeyReused when the first request had
+        another body. A key whose first job record has expired (records live `ttl` after they end)
+        is bound to `job` again: the caller has looked for the payment that key made first
+        (web/payments.py), so that job changed nothing and this request runs afresh.
         """
-        digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
-        rkey = f"idem:{user_id}:{hashlib.sha256(key.encode()).hexdigest()}"
-        if self.r.set(rkey, json.dumps({"jobId": job.job_id, "body": digest}), nx=True, ex=IDEMPOTENCY_TTL):
-            return job
-        first = json.loads(_text(self.r.get(rkey) or "{}"))
+        digest, rkey = _digest(request), idempotency_key(user_id, key)
+        value = json.dumps({"jobId": job.job_id, "body": digest})
+        for _ in range(3):
+            if self.r.set(rkey, value, nx=True, ex=IDEMPOTENCY_TTL):
+                return job
+            raw = self.r.get(rkey)
+            if raw is None:  # expired between the two commands: try to bind again
+                continue
+            first = json.loads(_text(raw))
+            if first.get("body") != digest:
+                self.discard(job.job_id)
+                raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request body")
+            earlier = self.get(str(first.get("jobId", "")))
+            if earlier is not None:
+                self.discard(job.job_id)
+                return earlier
+            if int(self._rebind(keys=[rkey], args=[_text(raw), value, IDEMPOTENCY_TTL])):
+                return job
         self.discard(job.job_id)
-        if first.get("body") != digest:
+        raise ConcurrentUpdate("this Idempotency-Key is being used by another request right now; retry", retry_after=1)
+
+    def idempotent_job(self, *, user_id: int, key: str, request: dict[str, Any]) -> Job | None:
+        """The job (user, Idempotency-Key) is bound to while its record lives, without binding anything.
+
+        None when the key is unbound or its job record has expired; IdempotencyKeyReused when the
+        key was first sent with another body.
+        """
+        raw = self.r.get(idempotency_key(user_id, key))
+        if raw is None:
+            return None
+        first = json.loads(_text(raw))
+        if first.get("body") != _digest(request):
             raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request body")
-        earlier = self.get(first.get("jobId", ""))
-        if earlier is None:
-            raise IdempotencyKeyReused("this Idempotency-Key was used for a request whose job has expired")
-        return earlier
+        return self.get(str(first.get("jobId", "")))
 
     def get(self, job_id: str) -> Job | None:
         """A job record, or None if unknown/expired (or not a job id: `<id>:done` names no job)."""

@@ -74,6 +74,21 @@ def test_an_idempotency_key_answers_with_its_first_job_and_refuses_another_body(
         store.claim_idempotency_key(user_id=1, key="k", request={"r": 2}, job=store.create(job_type="P", user_id=1))
 
 
+def test_a_key_whose_first_job_record_expired_is_bound_to_the_new_job(store: JobStore) -> None:
+    """web/payments.py has already looked for the payment that key made: none, so the first job
+    changed nothing and the new one runs (before: 422 "job expired" for the rest of the 24 h)."""
+    first = store.create(job_type="PAYMENT", user_id=1)
+    store.claim_idempotency_key(user_id=1, key="k", request={"r": 1}, job=first)
+    store.discard(first.job_id)  # its record expired
+    assert store.idempotent_job(user_id=1, key="k", request={"r": 1}) is None
+
+    again = store.create(job_type="PAYMENT", user_id=1)
+    assert store.claim_idempotency_key(user_id=1, key="k", request={"r": 1}, job=again) == again
+    assert store.idempotent_job(user_id=1, key="k", request={"r": 1}) == again
+    with pytest.raises(IdempotencyKeyReused):
+        store.idempotent_job(user_id=1, key="k", request={"r": 2})
+
+
 def test_run_job_records_results_and_domain_errors_and_drops_stale_messages(store: JobStore) -> None:
     ok, taken, stale = (store.create(job_type="R", user_id=1) for _ in range(3))
     seen: list[bool] = []
