@@ -71,8 +71,8 @@ bench-quick: $(VENV)/.dev  ## the same benchmarks at a smaller scale (< 5 min), 
 	$(BIN)/python -m bench.flash_sale --quick
 	$(BIN)/python -m bench.report
 
-chaos: $(VENV)/.dev  ## a flash sale through the real processes under injected faults; prints the fault table
-	$(BIN)/python -m bench.chaos
+chaos: $(VENV)/.dev  ## a flash sale through the real processes under injected faults; prints the fault table (CHAOS_ARGS="--redis-cluster --quick ...")
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 bench-report: $(VENV)/.dev
 	$(BIN)/python -m bench.report

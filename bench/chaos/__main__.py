@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.chaos import DEFAULT_DB, FULL, QUICK, REDIS_PORT, WEB_PORT, Plan, Record
+from bench.chaos import BROKER_PORT, CLUSTER_NODES, DEFAULT_DB, FULL, QUICK, REDIS_PORT, WEB_PORT, Plan, Record
 from bench.chaos.checks import (
     database_checks,
     event_state,
@@ -24,14 +24,25 @@ from bench.chaos.checks import (
     per_bucket,
     settle,
 )
-from bench.chaos.faults import FaultScript, fault_schedule
+from bench.chaos.faults import FaultScript, fault_schedule, faults_of
 from bench.chaos.load import load
 from bench.chaos.report import failure_detail, result_of, table
 from bench.chaos.service import Service, port_free, start_service, stop_service
 from bench.common import RESULTS, machine
 
 
-def run(plan: Plan, *, seed: int, db_url: str, web_port: int, mode: str, faults_on: bool = True) -> dict[str, Any]:
+def run(
+    plan: Plan,
+    *,
+    seed: int,
+    db_url: str,
+    web_port: int,
+    mode: str,
+    faults_on: bool = True,
+    redis_port: int = REDIS_PORT,
+    redis_cluster: bool = False,
+    broker_port: int = BROKER_PORT,
+) -> dict[str, Any]:
     """One chaos run; returns the result (also printed as a table)."""
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     print(
@@ -40,10 +51,17 @@ def run(plan: Plan, *, seed: int, db_url: str, web_port: int, mode: str, faults_
         flush=True,
     )
     started = time.monotonic()
-    service = start_service(plan, db_url, workdir, web_port)
+    service = start_service(
+        plan, db_url, workdir, web_port, redis_port=redis_port, redis_cluster=redis_cluster, broker_port=broker_port
+    )
+    where = (
+        f"Redis Cluster :{redis_port}-{redis_port + CLUSTER_NODES - 1} (3 masters + 3 replicas)"
+        if redis_cluster
+        else f"redis :{redis_port} (AOF)"
+    )
     print(
         f"  service up in {time.monotonic() - started:.1f} s: web :{web_port}, 2 workers, 2 schedulers, consumer, "
-        f"redis :{REDIS_PORT} (AOF), broker {service.broker.bootstrap}",
+        f"{where}, broker {service.broker.bootstrap}, database {db_url.rsplit('/', 1)[-1]}",
         flush=True,
     )
     rec = Record()
@@ -61,7 +79,7 @@ def drive(service: Service, plan: Plan, rec: Record, seed: int, faults_on: bool)
     t0, t0_wall = time.monotonic(), time.time()
     stop_at = t0 + plan.duration
     fans = load(service, plan, rec, seed, stop_at)
-    faults = FaultScript(service, fault_schedule(plan, rng) if faults_on else [], t0, rng)
+    faults = FaultScript(service, fault_schedule(plan, rng, faults_of(service)) if faults_on else [], t0, rng)
     faults.start()
     faults.join(timeout=plan.duration + 120)
     for t in fans:
@@ -95,24 +113,53 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized: each fault once in ~60 s")
     parser.add_argument("--seed", type=int, default=None, help="fault/load RNG seed (default: random, printed)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "chaos.json", help="where to write the JSON result")
-    parser.add_argument("--port", type=int, default=WEB_PORT)
+    parser.add_argument(
+        "--out", type=Path, help="where to write the JSON result (default chaos.json, chaos_cluster.json on a cluster)"
+    )
+    parser.add_argument("--port", type=int, default=WEB_PORT, help="the web's port (CHAOS_WEB_PORT, default 8282)")
+    parser.add_argument(
+        "--redis-port",
+        type=int,
+        default=REDIS_PORT,
+        help="the Redis server's port, or the first of the cluster's six (CHAOS_REDIS_PORT, default 6390)",
+    )
+    parser.add_argument(
+        "--broker-port",
+        type=int,
+        default=BROKER_PORT,
+        help="the Kafka broker's port (CHAOS_BROKER_PORT; 0: any free one)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("CHAOS_DATABASE_URL", DEFAULT_DB),
+        help=f"the MariaDB database, dropped and recreated (CHAOS_DATABASE_URL, default {DEFAULT_DB})",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="run on a 6-node Redis Cluster of its own (--redis-port .. +5); a master kill replaces the Redis restart",
+    )
     parser.add_argument("--no-faults", action="store_true", help="baseline: the same load without faults")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
-    taken = [port for port in (REDIS_PORT, args.port) if not port_free(port)]
+    redis_ports = [args.redis_port + i for i in range(CLUSTER_NODES if args.redis_cluster else 1)]
+    wanted = [*redis_ports, args.port] + ([args.broker_port] if args.broker_port else [])
+    taken = [port for port in wanted if not port_free(port)]
     if taken:
         print(f"port(s) {taken} are taken: another chaos run is going on", file=sys.stderr)
         return 2
-    mode = ("quick" if args.quick else "full") + (" baseline, no faults" if args.no_faults else "")
-    db_url = os.environ.get("CHAOS_DATABASE_URL", DEFAULT_DB)
+    mode = ("quick" if args.quick else "full") + (", Redis Cluster" if args.redis_cluster else "")
+    mode += " baseline, no faults" if args.no_faults else ""
     run_result = run(
         QUICK if args.quick else FULL,
         seed=seed,
-        db_url=db_url,
+        db_url=args.database_url,
         web_port=args.port,
         mode=mode,
         faults_on=not args.no_faults,
+        redis_port=args.redis_port,
+        redis_cluster=args.redis_cluster,
+        broker_port=args.broker_port,
     )
     result = {"machine": machine(), **run_result}
     print()
@@ -121,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         print("fault errors:", *result["fault_errors"], sep="\n  ")
     if not result["ok"]:
         print(json.dumps(failure_detail(result), indent=2, default=str))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {args.out}")
+    out = args.out or RESULTS / ("chaos_cluster.json" if args.redis_cluster else "chaos.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
     return 0 if result["ok"] else 1
 
 

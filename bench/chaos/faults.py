@@ -15,19 +15,34 @@ from urllib.parse import urlparse
 
 import pymysql
 import redis
+import requests
 
 from bench.chaos import PARTITIONS, Plan
-from bench.chaos.service import RedisServer, Service, http_ok, leader_pid, wait_for
+from bench.chaos.service import RedisClusterNodes, RedisServer, Service, http_ok, leader_pid, wait_for
 from bench.common import connect
+from tests.support.identity import sign
 from tests.support.procs import lease_holders, pid_of_member
+from tests.support.redis_cluster import kill_node, restart_node, role_of
 
 FAULTS = ("worker_kill", "scheduler_leader_kill", "broker_stop_10s", "redis_restart", "db_connections_kill")
+
+
+CLUSTER_FAULTS = ("worker_kill", "scheduler_leader_kill", "broker_stop_10s", "redis_master_kill", "db_connections_kill")
+
+
+PROBE_USER = 999_999_999  # the master kill's probe: a user no fan is, who never pays
+
+
+def faults_of(service: Service) -> tuple[str, ...]:
+    """The fault list for the service's Redis: on a cluster a master kill replaces the restart."""
+    return CLUSTER_FAULTS if isinstance(service.redis, RedisClusterNodes) else FAULTS
 
 
 @dataclass
 class FaultLog:
     """Every fault injected: when, what, and what recovery looked like."""
 
+    planned: tuple[str, ...] = FAULTS
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, kind: str, at: float, **detail: Any) -> None:
@@ -36,12 +51,12 @@ class FaultLog:
 
     def counts(self) -> dict[str, int]:
         c = Counter(e["fault"] for e in self.events)
-        return {k: c.get(k, 0) for k in FAULTS}
+        return {k: c.get(k, 0) for k in self.planned}
 
 
-def fault_schedule(plan: Plan, rng: random.Random) -> list[tuple[float, str]]:
+def fault_schedule(plan: Plan, rng: random.Random, planned: tuple[str, ...] = FAULTS) -> list[tuple[float, str]]:
     """Each fault `each_fault` times, shuffled, at random moments of equal slots of the fault window."""
-    faults = [f for f in FAULTS for _ in range(plan.each_fault)]
+    faults = [f for f in planned for _ in range(plan.each_fault)]
     rng.shuffle(faults)
     start, end = 5.0, plan.duration - 12.0
     slot = (end - start) / len(faults)
@@ -57,7 +72,7 @@ class FaultScript(threading.Thread):
         self.schedule = schedule
         self.t0 = t0
         self.rng = rng
-        self.log = FaultLog()
+        self.log = FaultLog(faults_of(service))
         self.errors: list[str] = []
 
     def now(self) -> float:
@@ -153,14 +168,16 @@ class FaultScript(threading.Thread):
     def redis_restart(self) -> None:
         """SHUTDOWN (AOF fsynced) and restart from the same directory; time it was down."""
         at = self.now()
-        keys_before = _dbsize(self.service.redis)
+        server = self.service.redis
+        assert isinstance(server, RedisServer), "on a Redis Cluster the fault is redis_master_kill"
+        keys_before = _dbsize(server)
         down = time.monotonic()
-        self.service.redis.shutdown()
+        server.shutdown()
         shutdown_s = time.monotonic() - down
         time.sleep(self.rng.uniform(1.0, 3.0))
-        self.service.redis.start()
+        server.start()
         downtime = time.monotonic() - down
-        keys_after = _dbsize(self.service.redis)
+        keys_after = _dbsize(server)
         ready = wait_for(lambda: http_ok(f"{self.service.base}/readyz"), 60, "/readyz after the Redis restart")
         caught_up = self.consumer_caught_up(time.monotonic() - ready)
         self.log.add(
@@ -172,6 +189,61 @@ class FaultScript(threading.Thread):
             keys_after_aof_replay=keys_after,
             readyz_ok_after_s=round(ready, 1),
             consumer_caught_up_after_restart_s=caught_up,
+        )
+
+    def redis_master_kill(self) -> None:
+        """kill -9 the cluster master serving the concert's slot; its replica must be promoted and the
+        service serve the concert again with no restart; then the killed node is started again on its
+        data dir and rejoins as a replica. Times are from the kill."""
+        from models.waiting_room import _keys
+
+        nodes = self.service.redis
+        assert isinstance(nodes, RedisClusterNodes), "redis_master_kill needs --redis-cluster"
+        key = _keys(self.service.concert_id)["waiting"]
+        port = _slot_master(nodes.ports[0], key)  # the cluster's own view, not a client's cached slot map
+        if port is None or role_of(port) != "master":
+            raise RuntimeError(f"node {port} serves the concert's slot in CLUSTER SLOTS but is not a master")
+        probe = _Probe(self.service.base, self.service.concert_id)
+        at = self.now()
+        killed = time.monotonic()  # kill_node sends SIGKILL first, then waits (with redis-py's retries) until gone
+        kill_node(port, directory=nodes.dir)
+        survivor = next(p for p in nodes.ports if p != port)
+        seen: dict[str, float] = {}  # step -> seconds after the kill, all polled side by side every 0.1 s
+        steps: dict[str, Any] = {
+            "promoted": lambda: _slot_master(survivor, key) not in (None, port),
+            "served": probe.served,
+            # /readyz reads CLUSTER INFO, still "ok" until the nodes agree the master failed: after the promotion
+            "ready": lambda: "promoted" in seen and http_ok(f"{self.service.base}/readyz"),
+        }
+        while len(seen) < len(steps):
+            if time.monotonic() - killed > 60:
+                raise RuntimeError(f"no recovery within 60 s of the master kill: {seen}")
+            for step, done in steps.items():
+                with contextlib.suppress(Exception):
+                    if step not in seen and done():
+                        seen[step] = time.monotonic() - killed
+            time.sleep(0.1)
+        promoted, served, ready = seen["promoted"], seen["served"], seen["ready"]
+        new_master = _slot_master(survivor, key)
+        time.sleep(self.rng.uniform(1.0, 3.0))
+        back = time.monotonic()
+        restart_node(port, timeout=60, directory=nodes.dir)
+        rejoined = time.monotonic() - killed
+        role = role_of(port)
+        probe.leave()
+        caught_up = self.consumer_caught_up(back)
+        self.log.add(
+            "redis_master_kill",
+            at,
+            port=port,
+            new_master=new_master,
+            probe_5xx=probe.failures,
+            replica_promoted_after_s=round(promoted, 1),
+            concert_served_after_s=round(served, 1),
+            readyz_ok_after_s=round(ready, 1),
+            killed_node_rejoined_after_s=round(rejoined, 1),
+            killed_node_role=role,
+            consumer_caught_up_after_rejoin_s=caught_up,
         )
 
     def db_connections_kill(self) -> None:
@@ -189,6 +261,53 @@ class FaultScript(threading.Thread):
                     killed += 1
         ready = wait_for(lambda: http_ok(f"{self.service.base}/readyz"), 60, "/readyz after KILL")
         self.log.add("db_connections_kill", at, threads_killed=killed, readyz_ok_after_s=round(ready, 1))
+
+
+class _Probe:
+    """A signed-in user holding a queue token of the concert: its poll reads the concert's slot."""
+
+    def __init__(self, base: str, concert_id: int) -> None:
+        self.base = base
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {sign(PROBE_USER, ttl=3600)}"
+        self.failures = 0
+        for _ in range(20):  # a 429 or a 503 left by an earlier fault: try again
+            resp = self.http.post(
+                f"{base}/queue/tokens", json={"userId": PROBE_USER, "concertId": concert_id}, timeout=10
+            )
+            if resp.status_code in (200, 201):
+                break
+            time.sleep(0.5)
+        resp.raise_for_status()
+        self.token = str(resp.json()["token"])
+
+    def served(self) -> bool:
+        """True once a poll of the token is answered below 500 (a 404 is an answer too)."""
+        try:
+            resp = self.http.get(f"{self.base}/queue/token", headers={"X-Queue-Token": self.token}, timeout=3)
+        except requests.RequestException:
+            self.failures += 1
+            return False
+        if resp.status_code >= 500:
+            self.failures += 1
+            return False
+        return True
+
+    def leave(self) -> None:
+        with contextlib.suppress(requests.RequestException):
+            self.http.delete(f"{self.base}/queue/token", headers={"X-Queue-Token": self.token}, timeout=5)
+
+
+def _slot_master(port: int, key: str) -> int | None:
+    """The port of the master serving `key`'s slot as the node on `port` sees it (None while unserved)."""
+    from redis.cluster import key_slot
+
+    node = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=1)
+    slot = key_slot(key.encode())
+    for start, end, master, *_ in node.execute_command("CLUSTER SLOTS"):
+        if int(start) <= slot <= int(end):
+            return int(master[1])
+    return None
 
 
 def _pending(db_url: str) -> int:

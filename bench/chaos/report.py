@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos import Plan, Record
-from bench.chaos.faults import FAULTS
 from bench.common import pct
 
 MUST_BE_ZERO = (
@@ -30,7 +29,7 @@ def result_of(plan: Plan, rec: Record, *, mode: str, seed: int, workdir: Path, *
         "mode": mode,
         "seed": seed,
         "plan": plan.__dict__,
-        "faults_planned": list(FAULTS),
+        "faults_planned": list(faults.log.planned),
         "faults": faults.log.counts(),
         "fault_events": faults.log.events,
         "fault_errors": faults.errors,
@@ -93,6 +92,28 @@ def failure_detail(result: dict[str, Any]) -> dict[str, Any]:
     return {k: result[k] for k in keys}
 
 
+MASTER_KILL_TIMES = (
+    ("replica_promoted_after_s", "replica promoted"),
+    ("concert_served_after_s", "concert's slot served"),
+    ("readyz_ok_after_s", "/readyz 200"),
+    ("killed_node_rejoined_after_s", "killed node back as a replica"),
+)
+
+
+def master_kill_rows(events: list[dict[str, Any]]) -> list[str]:
+    """One row per Redis Cluster master kill: seconds from the kill to each step of the recovery."""
+    kills = [e for e in events if e["fault"] == "redis_master_kill"]
+    if not kills:
+        return []
+    head = " | ".join(words for _, words in MASTER_KILL_TIMES)
+    lines = ["", f"{'master kill (s after kill -9)':<28}| {head} | probe 5xx", f"{'-' * 28}|{'-' * (len(head) + 12)}"]
+    for e in kills:
+        times = " | ".join(f"{e.get(key)}" for key, _ in MASTER_KILL_TIMES)
+        where = f"at {e['at_s']} s, :{e['port']} -> :{e['new_master']}"
+        lines.append(f"{where:<28}| {times} | {e['probe_5xx']}")
+    return lines
+
+
 def table(result: dict[str, Any]) -> str:
     """The run as a plain-text table."""
     m = result["machine"]
@@ -104,6 +125,7 @@ def table(result: dict[str, Any]) -> str:
         f"{'-' * 28}|---------------",
     ]
     lines += [f"{k:<28}| {v}" for k, v in result["faults"].items()]
+    lines += master_kill_rows(result["fault_events"])
     rows = [
         ("requests sent / jobs accepted", f"{result['requests_sent']} / {result['jobs_accepted']}"),
         ("payments (db / client saw)", f"{result['payments']} / {result['client_payments']}"),

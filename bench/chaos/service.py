@@ -1,4 +1,4 @@
-"""The service under test: its own Redis (AOF), the broker, the database and the Procfile's processes."""
+"""The service under test: its own Redis (AOF) or Redis Cluster, the broker, the database, the Procfile's processes."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from urllib.parse import urlparse
 import redis
 import requests
 
-from bench.chaos import LEADER_KEY, PARTITIONS, REDIS_PORT, ROOT, Plan
+from bench.chaos import CLUSTER_NODES, LEADER_KEY, PARTITIONS, REDIS_PORT, ROOT, Plan
 from bench.common import connect
 from tests.support.kafka_broker import TansuBroker
 from tests.support.procs import Cluster, Proc, lease_holders
+from tests.support.redis_cluster import start_cluster, stop_cluster
 
 
 class RedisServer:
@@ -81,12 +82,48 @@ class RedisServer:
         return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
 
 
+class RedisClusterNodes:
+    """Our own Redis Cluster: CLUSTER_NODES fresh nodes on ports base .. base + 5 (3 masters + 3 replicas,
+    cluster-node-timeout 1 s), data under `directory`; one cluster client shared by the run."""
+
+    def __init__(self, base_port: int, directory: Path) -> None:
+        self.ports = [base_port + i for i in range(CLUSTER_NODES)]
+        self.port = base_port
+        self.dir = directory / "redis-cluster"
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+        self._client: redis.Redis | None = None
+
+    def start(self) -> None:
+        start_cluster(self.ports, self.dir)
+
+    def client(self) -> redis.Redis:
+        """A RedisCluster (decoded), typed as redis.Redis like config.bootstrap does."""
+        if self._client is None:
+            from config.bootstrap import make_redis
+
+            self._client = make_redis(self.url)
+        return self._client
+
+    def shutdown(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        stop_cluster(self.ports, self.dir)
+
+    def tail(self) -> str:
+        return "\n".join(
+            f"--- node {p} ---\n" + (self.dir / str(p) / "redis.log").read_text(errors="replace")[-800:]
+            for p in self.ports
+            if (self.dir / str(p) / "redis.log").exists()
+        )
+
+
 @dataclass
 class Service:
     """Everything started for one run."""
 
     db_url: str
-    redis: RedisServer
+    redis: RedisServer | RedisClusterNodes
     broker: TansuBroker
     cluster: Cluster
     web_port: int
@@ -126,11 +163,20 @@ def prepare_database(db_url: str, env: dict[str, str], seats: int) -> None:
         subprocess.run([sys.executable, "-m", "models", *args], cwd=ROOT, env=env, check=True, capture_output=True)
 
 
-def start_service(plan: Plan, db_url: str, workdir: Path, web_port: int) -> Service:
-    """Redis, the broker, the database, then web, 2 workers, 2 schedulers and the consumer."""
-    server = RedisServer(REDIS_PORT, workdir)
+def start_service(
+    plan: Plan,
+    db_url: str,
+    workdir: Path,
+    web_port: int,
+    *,
+    redis_port: int = REDIS_PORT,
+    redis_cluster: bool = False,
+    broker_port: int | None = None,
+) -> Service:
+    """Redis (or a Redis Cluster), the broker, the database, then web, 2 workers, 2 schedulers and the consumer."""
+    server = RedisClusterNodes(redis_port, workdir) if redis_cluster else RedisServer(redis_port, workdir)
     server.start()
-    broker = TansuBroker()
+    broker = TansuBroker(broker_port or None)
     broker.start()
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,

@@ -10,8 +10,8 @@ from typing import Any
 
 from bench.chaos import QUICK, Record
 from bench.chaos.checks import longest_gap, per_bucket, wallets_off
-from bench.chaos.faults import FAULTS, FaultLog
-from bench.chaos.report import MUST_BE_ZERO, result_of
+from bench.chaos.faults import CLUSTER_FAULTS, FAULTS, FaultLog, fault_schedule
+from bench.chaos.report import MUST_BE_ZERO, master_kill_rows, result_of
 
 CLEAN_CHECKS = {
     "oversold": 0,
@@ -102,6 +102,33 @@ def test_a_planned_fault_that_was_not_injected_spoils_the_run() -> None:
     assert r["faults"] == {**dict.fromkeys(FAULTS, 0), "worker_kill": 1}
     assert r["must_be_zero"] == dict.fromkeys(MUST_BE_ZERO, 0)
     assert r["ok"] is False
+
+
+def test_on_a_cluster_the_master_kill_is_planned_and_a_run_without_it_is_not_ok() -> None:
+    """Hidden ways to fail: the cluster run still planning the single server's restart (a fault it
+    cannot inject), or counting only the single server's faults so a missing master kill passes."""
+    import random
+
+    planned = {kind for _, kind in fault_schedule(QUICK, random.Random(3), CLUSTER_FAULTS)}
+    events = [{"fault": f, "at_s": 10.0 * i} for i, f in enumerate(CLUSTER_FAULTS) if f != "redis_master_kill"]
+    faults = SimpleNamespace(log=FaultLog(CLUSTER_FAULTS, events), errors=[])
+
+    r = result(faults=faults)
+
+    assert planned == set(CLUSTER_FAULTS) and "redis_master_kill" in planned and "redis_restart" not in planned
+    assert r["faults_planned"] == list(CLUSTER_FAULTS)
+    assert (r["faults"]["redis_master_kill"], r["ok"]) == (0, False)
+
+
+def test_each_master_kill_prints_its_recovery_times() -> None:
+    kill = {"fault": "redis_master_kill", "at_s": 39.5, "port": 25100, "new_master": 25105, "probe_5xx": 4}
+    kill |= {"replica_promoted_after_s": 2.1, "concert_served_after_s": 2.3, "readyz_ok_after_s": 2.4}
+    kill |= {"killed_node_rejoined_after_s": 6.0}
+
+    rows = master_kill_rows([{"fault": "worker_kill", "at_s": 1.0}, kill])
+
+    assert rows[-1] == "at 39.5 s, :25100 -> :25105 | 2.1 | 2.3 | 2.4 | 6.0 | 4"
+    assert master_kill_rows([{"fault": "worker_kill", "at_s": 1.0}]) == []
 
 
 def test_a_wallet_off_its_ledger_or_off_what_the_client_saw_is_reported() -> None:

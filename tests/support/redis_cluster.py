@@ -1,5 +1,6 @@
-"""Faults on the test Redis Cluster (tests/support/redis_cluster.sh): which master serves a key,
-kill it, bring it back. Shared by the failover test and the chaos run."""
+"""Faults on a Redis Cluster started by tests/support/redis_cluster.sh: which master serves a key,
+kill it, bring it back; start and stop a whole cluster of one's own. Shared by the failover test
+and the chaos run (`python -m bench.chaos --redis-cluster`)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,27 @@ def master_port_of(client: Any, key: str) -> int:
     return int(client.get_node_from_key(key).port)
 
 
-def kill_node(port: int, host: str = "127.0.0.1") -> None:
+def start_cluster(ports: list[int], directory: Path, *, host: str = "127.0.0.1") -> str:
+    """Six (or len(ports)) fresh nodes joined as masters + replicas by the harness script, data in
+    `directory`; returns the `redis+cluster://` URL naming every node. Whatever still answers on
+    those ports (a run that died before its cleanup) is shut down first, never reused."""
+    directory.mkdir(parents=True, exist_ok=True)
+    env = _env(directory, ports, host)
+    subprocess.run([str(SCRIPT), "stop"], check=False, capture_output=True, env=env)
+    subprocess.run([str(SCRIPT), "start"], check=True, capture_output=True, env=env)
+    return "redis+cluster://" + ",".join(f"{host}:{p}" for p in ports)
+
+
+def stop_cluster(ports: list[int], directory: Path, *, host: str = "127.0.0.1") -> None:
+    """Stop the nodes `start_cluster` started (their data stays in `directory`)."""
+    subprocess.run([str(SCRIPT), "stop"], check=False, capture_output=True, env=_env(directory, ports, host))
+
+
+def kill_node(port: int, host: str = "127.0.0.1", *, directory: Path | None = None) -> None:
     """SIGKILL the node on `port` (started by the harness: its pid file), and wait until it is gone."""
     import redis
 
-    pid = int((DIR / str(port) / "redis.pid").read_text().strip())
+    pid = int(((directory or DIR) / str(port) / "redis.pid").read_text().strip())
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -35,11 +52,20 @@ def kill_node(port: int, host: str = "127.0.0.1") -> None:
     raise AssertionError(f"the node on {port} still answers after SIGKILL")
 
 
-def restart_node(port: int, *, timeout: float = 30.0) -> None:
+def restart_node(port: int, *, timeout: float = 30.0, directory: Path | None = None) -> None:
     """Start a killed node again on its data dir; it rejoins as a replica. Waits until the
     cluster sees all its nodes connected and every slot served."""
-    subprocess.run([str(SCRIPT), "restart-node", str(port)], check=True, capture_output=True)
+    env = {**os.environ, "REDIS_CLUSTER_DIR": str(directory)} if directory else None
+    subprocess.run([str(SCRIPT), "restart-node", str(port)], check=True, capture_output=True, env=env)
     wait_until_healthy(port, timeout=timeout)
+
+
+def role_of(port: int, host: str = "127.0.0.1") -> str:
+    """'master' or 'slave' (ROLE of the node on `port`)."""
+    import redis
+
+    role = redis.Redis(host=host, port=port, socket_connect_timeout=0.5).execute_command("ROLE")
+    return role[0].decode() if isinstance(role[0], bytes) else str(role[0])
 
 
 def wait_until_healthy(port: int = 7000, *, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
@@ -60,3 +86,12 @@ def wait_until_healthy(port: int = 7000, *, timeout: float = 30.0, host: str = "
             last = str(exc)
         time.sleep(0.2)
     raise AssertionError(f"the cluster did not heal within {timeout} s: {last}")
+
+
+def _env(directory: Path, ports: list[int], host: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_CLUSTER_DIR": str(directory),
+        "REDIS_CLUSTER_PORTS": " ".join(map(str, ports)),
+        "REDIS_CLUSTER_HOST": host,
+    }
