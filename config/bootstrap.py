@@ -34,6 +34,52 @@ _BLOCKING_TIMEOUT_LAST = frozenset({"BLPOP", "BRPOP", "BRPOPLPUSH", "BZPOPMIN", 
 _READ_TIMEOUT_OPTION = "_bounded_read_timeout"
 
 
+class ScriptPipeline(redis.client.Pipeline):
+    """A pipeline that asks SCRIPT EXISTS only for scripts its connection pool has not seen run.
+
+    redis-py's pipeline sends SCRIPT EXISTS (its own round trip) before every execute that holds
+    a script call: the batch's start, finish and ack pipelines each paid two round trips
+    (bench/job_costs.py: about 10 % of a partition worker's time). Here a script that ran on
+    the pool once is sent as EVALSHA directly. If the server has lost it since (a restart, a
+    failover, SCRIPT FLUSH), those EVALSHAs fail with NOSCRIPT and did not run: the scripts are
+    loaded and exactly those calls sent again, in their order, in one more round trip. Commands
+    without a script ran once, as before; a MULTI pipeline keeps redis-py's way.
+    """
+
+    def _multi(self) -> bool:
+        return bool(vars(self).get("transaction") or vars(self).get("explicit_transaction"))
+
+    def load_scripts(self) -> None:
+        known: set[str] = self.connection_pool.__dict__.setdefault("_scripts_seen", set())
+        if self._multi() or not {s.sha for s in self.scripts} <= known:
+            super().load_scripts()
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self._multi() or not self.scripts:
+            return super().execute(raise_on_error)
+        scripts = {s.sha: s for s in self.scripts}
+        stack = [args for args, _ in self.command_stack]
+        replies = super().execute(raise_on_error=False)  # resets the pipeline
+        known: set[str] = self.connection_pool.__dict__.setdefault("_scripts_seen", set())
+        missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+        if missing:
+            known.clear()
+            for sha in {str(stack[i][1]) for i in missing}:
+                if sha in scripts:
+                    self.immediate_execute_command("SCRIPT LOAD", scripts[sha].script)
+            self.reset()
+            for i in missing:
+                self.execute_command(*stack[i])
+            for i, reply in zip(missing, super().execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        known.update(scripts)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+
 class BoundedRedis(redis.Redis):
     """redis.Redis whose replies are awaited at most REDIS_READ_TIMEOUT, except blocking commands.
 
@@ -50,6 +96,10 @@ class BoundedRedis(redis.Redis):
                 wait = 0.0
             options[_READ_TIMEOUT_OPTION] = wait + REDIS_READ_TIMEOUT if wait > 0 else None
         return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        """A ScriptPipeline (no SCRIPT EXISTS round trip for scripts already run on this pool)."""
+        return ScriptPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
     def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
         if _READ_TIMEOUT_OPTION not in options:

@@ -89,3 +89,42 @@ def test_readiness_on_a_cluster_requires_cluster_state_ok(monkeypatch: pytest.Mo
         health.redis_ready(cluster)
     cluster.state = "ok"
     health.redis_ready(cluster)
+
+
+def test_a_pipeline_asks_script_exists_once_per_pool_and_survives_a_flushed_script_cache() -> None:
+    """Every batch start, finish and ack pipeline of a partition holds script calls; redis-py
+    asked SCRIPT EXISTS (its own round trip) before each. ScriptPipeline asks only until the
+    pool has seen the scripts run, and after the server lost them (restart, failover, SCRIPT
+    FLUSH) it loads them and re-sends exactly the failed calls.
+
+    Hidden ways it fails: SCRIPT EXISTS on every execute, a NOSCRIPT error raised to the caller,
+    a command without a script run twice on the retry, or replies out of order."""
+    import fakeredis
+
+    from config.bootstrap import BoundedRedis, ScriptPipeline
+
+    client = BoundedRedis(connection_pool=fakeredis.FakeRedis(decode_responses=True).connection_pool)
+    script = client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    asked: list[str] = []
+    original = ScriptPipeline.immediate_execute_command
+
+    def noting(self, *args, **options):  # type: ignore[no-untyped-def]
+        asked.append(str(args[0]))
+        return original(self, *args, **options)
+
+    def run() -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        script(keys=["s"], args=[1], client=pipe)
+        pipe.incr("plain")
+        script(keys=["s"], args=[10], client=pipe)
+        return list(pipe.execute())
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ScriptPipeline, "immediate_execute_command", noting)
+        assert run() == [1, 1, 11]
+        assert run() == [12, 2, 22]
+        assert asked.count("SCRIPT EXISTS") == 1
+        client.script_flush()
+        assert run() == [23, 3, 33]  # NOSCRIPT: loaded and the two calls sent again, INCR once
+        assert "SCRIPT LOAD" in asked and asked.count("SCRIPT EXISTS") == 1
+        assert run() == [34, 4, 44]
