@@ -124,3 +124,25 @@ def test_a_key_whose_first_payment_failed_runs_afresh_once_its_job_record_is_gon
     assert again.get_json() == paid.get_json()
     assert Payment.select().where(Payment.user_id == poor).count() == 1
     assert points.get_balance(user_id=poor).balance == 10_000
+
+
+def test_keys_that_differ_only_in_case_are_two_keys_on_mariadb(live: Live) -> None:
+    """SPEC: keys compare exactly in every database (migration 009, utf8mb4_bin).
+
+    Hidden way to fail: the tables' utf8mb4_unicode_ci made `ORDER-ABC` find the payment of
+    `order-abc` (422 IDEMPOTENCY_KEY_REUSED), or the UNIQUE (user_id, idempotency_key) refused it.
+    """
+    lower, upper = hold(live.seats[3], PAYER), hold(live.seats[4], PAYER)
+
+    first = pay(live, lower, "order-abc")
+    second = pay(live, upper, "ORDER-ABC")
+
+    assert first.status_code == 201, first.get_data(as_text=True)
+    assert second.status_code == 201, second.get_data(as_text=True)
+    assert first.get_json()["paymentId"] != second.get_json()["paymentId"]
+    keys = {p.reservation_id: p.idempotency_key for p in Payment.select()}
+    assert keys == {lower: "order-abc", upper: "ORDER-ABC"}
+    assert points.get_balance(user_id=PAYER).balance == 100_000
+    # each key still answers with its own payment, exactly
+    assert pay(live, upper, "ORDER-ABC").get_json() == second.get_json()
+    assert pay(live, lower, "order-abc").get_json() == first.get_json()
