@@ -89,6 +89,16 @@ def _database_url(env: Mapping[str, str], name: str, default: str) -> str:
     return url
 
 
+def _replica_url(env: Mapping[str, str], name: str, primary_url: str) -> str:
+    """DATABASE_REPLICA_URL: empty (every read on the primary), or a mysql:// URL beside a MySQL primary."""
+    if not (env.get(name) or "").strip():
+        return ""
+    url = _database_url(env, name, "")
+    if not url.startswith("mysql") or not primary_url.startswith("mysql"):
+        raise SettingsError(f"{name}={url!r}: a replica needs mysql:// here and in DATABASE_URL")
+    return url
+
+
 def _redis_url(env: Mapping[str, str], name: str, default: str) -> str:
     url = env.get(name) or default
     if url == EMBEDDED:
@@ -144,6 +154,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     database_url: str = "sqlite:///var/concert.db"
+    database_replica_url: str = ""
     redis_url: str = EMBEDDED
     kafka_bootstrap_servers: str = ""
     kafka_replication_factor: int = 1
@@ -192,10 +203,12 @@ class Settings:
         """Read and validate every variable; raise SettingsError naming the first bad one."""
         e = os.environ if env is None else env
         host = e.get("HOST") or "127.0.0.1"
+        database_url = _database_url(e, "DATABASE_URL", "sqlite:///var/concert.db")
         return cls(
             host=host,
             port=_int(e, "PORT", 8080, 1, 65535),
-            database_url=_database_url(e, "DATABASE_URL", "sqlite:///var/concert.db"),
+            database_url=database_url,
+            database_replica_url=_replica_url(e, "DATABASE_REPLICA_URL", database_url),
             redis_url=_redis_url(e, "REDIS_URL", EMBEDDED),
             kafka_bootstrap_servers=(e.get("KAFKA_BOOTSTRAP_SERVERS") or "").strip(),
             kafka_replication_factor=_int(e, "KAFKA_REPLICATION_FACTOR", 1, 1, 16),

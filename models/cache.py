@@ -12,7 +12,10 @@ touches one schedule's keys only); the key names are built by `sched_key` and `s
 Write-through: after a seat transition commits, `seat_changed` updates the seat's field and
 the count in place (one Lua script, no delete-then-refill). A rebuild reads the schedule's
 version before querying the database and writes only if no transition happened meanwhile,
-so a slow rebuild can never overwrite a newer state with an older one. When a seat map is
+so a slow rebuild can never overwrite a newer state with an older one. That check assumes the
+rebuild's query sees every transition committed before the version was read, which a lagging
+replica does not: rebuilds therefore read the primary (`on_primary()`), and only the Redis-down
+fallback reads (nothing is stored from them) may go to the replica. When a seat map is
 not cached the count cannot tell whether a transition was already counted (redelivered
 messages repeat write-throughs), so it is dropped and recounted from the index on the next
 read. Redis errors fall back to the database.
@@ -34,6 +37,7 @@ from prometheus_client import Counter
 
 from models import concerts
 from models.concerts import ScheduleView, SeatView
+from models.db import on_primary
 from models.redis_support import REDIS_ERRORS, run_script
 
 log = logging.getLogger("models.cache")
@@ -150,6 +154,13 @@ class CatalogueCache:
 
     def seat_map(self, *, schedule_id: int, status: str | None = None) -> list[SeatView]:
         """A schedule's seats by number, optionally one status (cache, else database)."""
+        seats, _ = self.seat_map_read(schedule_id=schedule_id, status=status)
+        return seats
+
+    def seat_map_read(self, *, schedule_id: int, status: str | None = None) -> tuple[list[SeatView], bool]:
+        """The seat map and whether it may be stored under a version read before this call: True
+        when it came from the cache or a rebuild on the primary, False for the Redis-down fallback
+        (which may have read a lagging replica)."""
         try:
             seats = self._cached_seats(schedule_id)
             if seats is None:
@@ -165,8 +176,8 @@ class CatalogueCache:
         except REDIS_ERRORS as exc:
             CACHE_EVENTS.labels("seats", "fallback").inc()
             log.warning("cache unavailable, reading the seat map from the database: %s", exc)
-            return concerts.seat_map(schedule_id=schedule_id, status=status)
-        return [s for s in seats if status is None or s.status == status]
+            return concerts.seat_map(schedule_id=schedule_id, status=status), False
+        return [s for s in seats if status is None or s.status == status], True
 
     # --- write-through --------------------------------------------------------------------
     def seat_changed(
@@ -215,12 +226,14 @@ class CatalogueCache:
     def _rebuild_schedules(self, concert_id: int) -> list[ScheduleView]:
         self.rebuilds += 1
         CACHE_EVENTS.labels("schedules", "rebuild").inc()
-        ids = [
-            s.id for s in concerts.Schedule.select(concerts.Schedule.id).where(concerts.Schedule.concert == concert_id)
-        ]
-        raw_versions = _gets(self.r, [schedule_keys(sid)[0] for sid in ids])
-        versions = {sid: _text(v or "0") for sid, v in zip(ids, raw_versions, strict=True)}
-        views = concerts.list_schedules(concert_id=concert_id)
+        with on_primary():  # the version check below holds only against the primary (module docstring)
+            ids = [
+                s.id
+                for s in concerts.Schedule.select(concerts.Schedule.id).where(concerts.Schedule.concert == concert_id)
+            ]
+            raw_versions = _gets(self.r, [schedule_keys(sid)[0] for sid in ids])
+            versions = {sid: _text(v or "0") for sid, v in zip(ids, raw_versions, strict=True)}
+            views = concerts.list_schedules(concert_id=concert_id)
         ttl = self._ttl(self.schedule_ttl, self.schedule_jitter)
         self.r.set(
             sched_key(concert_id),
@@ -253,7 +266,8 @@ class CatalogueCache:
         self.rebuilds += 1
         CACHE_EVENTS.labels("seats", "rebuild").inc()
         version = _text(self.r.get(schedule_keys(schedule_id)[0]) or "0")
-        seats = concerts.seat_map(schedule_id=schedule_id)
+        with on_primary():  # a replica may not have the transitions this version counts yet
+            seats = concerts.seat_map(schedule_id=schedule_id)
         args: list[str | int] = [version, self._ttl(self.seats_ttl, self.seats_jitter)]
         for s in seats:
             args += [s.seat_id, f"{s.status}|{s.number}|{s.price}"]

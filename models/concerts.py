@@ -11,7 +11,7 @@ from typing import Any
 import peewee as pw
 
 from models import fairness
-from models.db import BaseModel, UtcDateTimeField, db, utcnow
+from models.db import BaseModel, UtcDateTimeField, db, replica_read, utcnow
 from models.errors import NotFound, ValidationError
 
 AVAILABLE, HELD, RESERVED = "AVAILABLE", "HELD", "RESERVED"
@@ -107,6 +107,7 @@ class NewSchedule:
     price: int
 
 
+@replica_read
 def list_concerts() -> list[ConcertView]:
     """All concerts, oldest first."""
     rows = Concert.select(Concert.id, Concert.title, Concert.venue).order_by(Concert.id)
@@ -121,6 +122,7 @@ def get_schedule(*, schedule_id: int) -> Schedule:
     return schedule
 
 
+@replica_read
 def list_schedules(*, concert_id: int) -> list[ScheduleView]:
     """A concert's schedules with total and available seat counts, by start time."""
     if not Concert.select().where(Concert.id == concert_id).exists():
@@ -143,6 +145,7 @@ def available_counts(*, schedule_ids: Sequence[int]) -> dict[int, int]:
     return {int(row[0]): int(row[1]) for row in query.execute()}  # type: ignore[index]
 
 
+@replica_read
 def seat_map(*, schedule_id: int, status: str | None = None) -> list[SeatView]:
     """The seats of a schedule by number, optionally only those with one status."""
     if status is not None and status not in SEAT_STATUSES:
@@ -230,6 +233,7 @@ def is_sold_out(*, concert_id: int) -> bool:
     return not Seat.select(Seat.id).join(Schedule).where(Schedule.concert == concert_id, sellable).exists()
 
 
+@replica_read
 def seat_counts(*, concert_id: int) -> dict[str, int]:
     """Seats of every schedule of the concert by status (every status present, 0 when none)."""
     query = (
@@ -244,6 +248,7 @@ def seat_counts(*, concert_id: int) -> dict[str, int]:
     return counts
 
 
+@replica_read
 def concerts_starting_within(*, days: int = 7) -> list[int]:
     """Ids of concerts with a schedule starting in the next `days` days (the cache's warm-up set)."""
     now = utcnow()

@@ -2,20 +2,194 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
+import logging
 import os
 import select
+import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qs, unquote, urlparse
 
 import peewee as pw
 from playhouse.pool import PooledMySQLDatabase
+from prometheus_client import Counter
 from pymysql.constants.SERVER_STATUS import SERVER_STATUS_IN_TRANS
+
+from models.errors import NotFound
 
 MAX_ID = 2**63 - 1  # the largest BIGINT: every id and amount the API accepts is at most this
 
-db = pw.DatabaseProxy()
+log = logging.getLogger("models.db")
+P = ParamSpec("P")
+T = TypeVar("T")
+
+REPLICA_READS = Counter(
+    "database_replica_reads_total",
+    "Lag-tolerant reads by where they ran: replica, or primary when the replica failed or is resting",
+    ["served_by"],
+)
+PRIMARY, REPLICA, PINNED = "primary", "replica", "pinned"
+
+
+class _Route(threading.local):
+    """This thread's routing stack: the innermost on_replica()/on_primary() decides."""
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+
+
+class RoutingDatabase(pw.DatabaseProxy):
+    """The deferred database every table is bound to: the primary, or, inside `on_replica()` on
+    a thread with no open transaction, the replica (DATABASE_REPLICA_URL) when one is set.
+
+    Routing is per thread and explicit: queries go to the primary unless a caller asked for the
+    replica, so a forgotten annotation costs load, never correctness. `on_primary()` pins a
+    block to the primary (a nested `on_replica()` stays there): the catalogue cache fills from
+    the primary under it. A replica that fails to connect rests for REPLICA_REST_S seconds, and
+    lag-tolerant reads run on the primary meanwhile.
+    """
+
+    __slots__ = ("_primary", "_replica", "_rest_until", "_route")
+    REPLICA_REST_S = 5.0
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_primary", None)
+        object.__setattr__(self, "_replica", None)
+        object.__setattr__(self, "_route", _Route())
+        object.__setattr__(self, "_rest_until", 0.0)
+        super().__init__()
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        object.__setattr__(self, attr, value)
+
+    @property  # type: ignore[override]
+    def obj(self) -> Any:  # pw.Database, None before init_database (typed as peewee's Proxy.obj)
+        """The database this thread's queries go to now."""
+        stack = self._route.stack
+        if stack and stack[-1] == REPLICA and self._replica is not None:
+            return self._replica  # type: ignore[no-any-return]
+        return self._primary  # type: ignore[no-any-return]
+
+    @obj.setter
+    def obj(self, value: Any) -> None:
+        object.__setattr__(self, "_primary", value)
+
+    @property
+    def primary(self) -> pw.Database | None:
+        """The primary database (every write, decision and read-your-own-write)."""
+        return self._primary  # type: ignore[no-any-return]
+
+    @property
+    def replica(self) -> pw.Database | None:
+        """The replica database, or None when DATABASE_REPLICA_URL is unset."""
+        return self._replica  # type: ignore[no-any-return]
+
+    def set_replica(self, database: pw.Database | None) -> None:
+        """Use `database` for lag-tolerant reads (None: everything on the primary)."""
+        object.__setattr__(self, "_replica", database)
+        object.__setattr__(self, "_rest_until", 0.0)
+
+    def replica_resting(self) -> bool:
+        """True while a replica that failed recently is being left alone."""
+        return time.monotonic() < self._rest_until
+
+    def rest_replica(self, error: BaseException) -> None:
+        """Leave the replica alone for REPLICA_REST_S (its reads run on the primary meanwhile)."""
+        if not self.replica_resting():
+            log.warning("replica unavailable, reading from the primary for %gs: %s", self.REPLICA_REST_S, error)
+        object.__setattr__(self, "_rest_until", time.monotonic() + self.REPLICA_REST_S)
+
+    @contextlib.contextmanager
+    def on_primary(self) -> Iterator[None]:
+        """Run the block on the primary, also where it calls code that asks for the replica."""
+        stack = self._route.stack
+        stack.append(PINNED)
+        try:
+            yield
+        finally:
+            stack.pop()
+
+    @contextlib.contextmanager
+    def on_replica(self) -> Iterator[bool]:
+        """Run the block's reads on the replica when there is one (yields True), else on the primary.
+
+        Stays on the primary inside `on_primary()`, inside an open transaction (its reads must see
+        its own writes), with no replica configured, and while the replica rests after a failure.
+        The replica connection is opened here and closed (returned to the pool) on exit; one that
+        cannot be opened sends the block to the primary.
+        """
+        stack = self._route.stack
+        route = self._choose()
+        opened = False
+        if route == REPLICA:
+            try:
+                opened = bool(self._replica.connect(reuse_if_open=True))
+            except Exception as exc:  # refused, timed out, pool exhausted: read from the primary
+                self.rest_replica(exc)
+                route = PRIMARY
+        stack.append(route)
+        try:
+            yield route == REPLICA
+        finally:
+            stack.pop()
+            if opened:
+                self._replica.close()
+
+    def _choose(self) -> str:
+        stack = self._route.stack
+        if stack and stack[-1] == PINNED:
+            return PINNED
+        if self._replica is None or self.replica_resting():
+            return PRIMARY
+        primary = self._primary
+        if primary is not None and not primary.is_closed() and primary.in_transaction():
+            return PRIMARY
+        return REPLICA
+
+
+db = RoutingDatabase()
+
+# Errors after which a read that ran on the replica runs again on the primary: the replica went
+# away or failed mid-query (any database error: a read cannot violate a constraint), and
+# NotFound (a row committed on the primary a moment ago that the replica has not applied yet).
+_RETRY_ON_PRIMARY: tuple[type[BaseException], ...] = (pw.DatabaseError, pw.InterfaceError, NotFound)
+
+
+def on_replica() -> contextlib.AbstractContextManager[bool]:
+    """Send the block's reads to the replica when one is configured (see RoutingDatabase.on_replica)."""
+    return db.on_replica()
+
+
+def on_primary() -> contextlib.AbstractContextManager[None]:
+    """Pin the block to the primary (see RoutingDatabase.on_primary)."""
+    return db.on_primary()
+
+
+def replica_read(fn: Callable[P, T]) -> Callable[P, T]:
+    """Mark a lag-tolerant read: it runs on the replica when there is one, and again on the
+    primary if the replica fails (or says NotFound); never inside a transaction or on_primary()."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        on_replica_now = False
+        try:
+            with db.on_replica() as on_replica_now:
+                result = fn(*args, **kwargs)
+        except _RETRY_ON_PRIMARY as exc:
+            if not on_replica_now:
+                raise
+            if not isinstance(exc, NotFound):
+                db.rest_replica(exc)
+            REPLICA_READS.labels(PRIMARY).inc()
+            return fn(*args, **kwargs)
+        REPLICA_READS.labels(REPLICA if on_replica_now else PRIMARY).inc()
+        return result
+
+    return wrapper
 
 
 class BaseModel(pw.Model):
@@ -193,10 +367,11 @@ def make_database(url: str, *, max_connections: int = 32) -> pw.Database:
     raise ValueError(f"unsupported database URL {url!r}")
 
 
-def init_database(url: str) -> pw.Database:
-    """Point the deferred `db` at a real database and return it."""
+def init_database(url: str, *, replica_url: str | None = None) -> pw.Database:
+    """Point the deferred `db` at a real database (and its replica, when given) and return the primary."""
     database = make_database(url)
     db.initialize(database)
+    db.set_replica(make_database(replica_url) if replica_url else None)
     return database
 
 

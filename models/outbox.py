@@ -12,7 +12,7 @@ from typing import Any
 
 import peewee as pw
 
-from models.db import BaseModel, UtcDateTimeField, db, is_mysql, utcnow
+from models.db import BaseModel, UtcDateTimeField, db, is_mysql, replica_read, utcnow
 
 PENDING, PUBLISHED, FAILED = "PENDING", "PUBLISHED", "FAILED"
 PAYMENT_COMPLETED = "PaymentCompleted"
@@ -140,6 +140,7 @@ def relay_once(
     return RelayResult(len(rows), len(published), failures, latencies)
 
 
+@replica_read
 def stats() -> OutboxStats:
     """Counts by status and the oldest pending age (seconds)."""
     counts = {

@@ -14,7 +14,7 @@ import peewee as pw
 
 from models.concerts import AVAILABLE, Seat, SeatRow, seat_row
 from models.concerts import HELD as SEAT_HELD
-from models.db import BaseModel, UtcDateTimeField, db, utcnow
+from models.db import BaseModel, UtcDateTimeField, db, replica_read, utcnow
 from models.errors import ConcurrentUpdate, LimitExceeded, NotFound, ReservationNotHeld, SeatNotAvailable
 
 HELD, CONFIRMED, EXPIRED, CANCELLED, REFUNDED = "HELD", "CONFIRMED", "EXPIRED", "CANCELLED", "REFUNDED"
@@ -264,6 +264,7 @@ def expire_hold(*, reservation_id: int, now: dt.datetime | None = None) -> Reser
         return None
 
 
+@replica_read
 def find_expired(*, limit: int = 500, now: dt.datetime | None = None) -> list[tuple[int, int]]:
     """(reservation id, seat id) of HELD reservations past expires_at, oldest first (status, expires_at index)."""
     rows = (

@@ -86,7 +86,10 @@ class SeatPages:
             CACHE_EVENTS.labels("seats", "hit").inc()
             etag, _, body = (cached.encode() if isinstance(cached, str) else bytes(cached)).partition(b"\n")
             return Page(etag.decode(), body)
-        page = render(view, self.catalogue.seat_map(schedule_id=view.schedule_id, status=view.status))
+        seats, storable = self.catalogue.seat_map_read(schedule_id=view.schedule_id, status=view.status)
+        page = render(view, seats)
+        if not storable:  # read from the database while Redis failed: maybe a lagging replica's state
+            return page
         field = f"{_text(version)}|{view.field}"
         value = page.etag.encode() + b"\n" + page.body
         with contextlib.suppress(*REDIS_ERRORS):  # served anyway; the next read renders again

@@ -16,9 +16,17 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from config.settings import Settings
-from tests.support.env import TEST_DATABASE_URL, TEST_REDIS_CLUSTER_URL, TEST_REDIS_URL, need_service
+from tests.support.env import (
+    TEST_DATABASE_PRIMARY_URL,
+    TEST_DATABASE_REPLICA_URL,
+    TEST_DATABASE_URL,
+    TEST_REDIS_CLUSTER_URL,
+    TEST_REDIS_URL,
+    need_service,
+)
 from tests.support.helpers import make_app
 from tests.support.identity import TEST_JWT_SECRET
+from tests.support.mariadb_pair import Pair as MariaDBPair
 
 
 # --- unit tier ------------------------------------------------------------------------------
@@ -102,6 +110,26 @@ def redis_cluster_url() -> str:
     except Exception as exc:
         need_service(f"the Redis Cluster at {TEST_REDIS_CLUSTER_URL} (TEST_REDIS_CLUSTER_URL)", exc)
     return TEST_REDIS_CLUSTER_URL
+
+
+@pytest.fixture(scope="session")
+def mariadb_pair() -> MariaDBPair:
+    """The MariaDB primary + replica (tests/support/mariadb_pair.sh starts them on 127.0.0.1:3307 and
+    3308); skips or fails unless both answer and the replica replicates."""
+    from tests.support.mariadb_pair import Pair
+
+    pair = Pair(TEST_DATABASE_PRIMARY_URL, TEST_DATABASE_REPLICA_URL)
+    try:
+        if not pair.replicating():
+            raise RuntimeError("the replica's IO or SQL thread is not running")
+        pair.wait_caught_up()
+    except Exception as exc:
+        need_service(
+            f"the MariaDB pair at {TEST_DATABASE_PRIMARY_URL} and {TEST_DATABASE_REPLICA_URL} "
+            "(TEST_DATABASE_PRIMARY_URL, TEST_DATABASE_REPLICA_URL)",
+            exc,
+        )
+    return pair
 
 
 @pytest.fixture(params=["single", "cluster"])

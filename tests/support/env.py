@@ -15,6 +15,9 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "mysql://root:@127.0.0.1
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # SPEC §8: tests/support/redis_cluster.sh starts a 6-node cluster there (.ci/run calls it)
 TEST_REDIS_CLUSTER_URL = os.environ.get("TEST_REDIS_CLUSTER_URL", "redis+cluster://127.0.0.1:7000")
+# tests/support/mariadb_pair.sh starts a MariaDB primary + replica there (.ci/run calls it)
+TEST_DATABASE_PRIMARY_URL = os.environ.get("TEST_DATABASE_PRIMARY_URL", "mysql://root:@127.0.0.1:3307/test")
+TEST_DATABASE_REPLICA_URL = os.environ.get("TEST_DATABASE_REPLICA_URL", "mysql://root:@127.0.0.1:3308/test")
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
 

@@ -84,6 +84,9 @@ def test_good_values_are_parsed() -> None:
         ("ADMIT_MODE", "greedy"),
         ("POLL_MAX_INTERVAL", "0"),
         ("MAX_BODY_BYTES", "10"),
+        ("DATABASE_REPLICA_URL", "mysql:///nohost"),
+        ("DATABASE_REPLICA_URL", "sqlite:///replica.db"),
+        ("DATABASE_REPLICA_URL", "mysql://replica:3306/concert"),  # beside the default SQLite primary
     ],
 )
 def test_a_bad_value_raises_settings_error_naming_the_variable(name: str, value: str) -> None:
@@ -93,6 +96,14 @@ def test_a_bad_value_raises_settings_error_naming_the_variable(name: str, value:
     message = str(excinfo.value)
     assert name in message
     assert "\n" not in message
+
+
+def test_a_replica_url_beside_a_mysql_primary_is_kept_and_unset_means_none() -> None:
+    primary = {"DATABASE_URL": "mysql://app:secret@db:3306/concert"}
+    replica = "mysql://app:secret@db-replica:3306/concert"
+    assert Settings.from_env({**primary, "DATABASE_REPLICA_URL": replica}).database_replica_url == replica
+    assert Settings.from_env({**primary, "DATABASE_REPLICA_URL": " "}).database_replica_url == ""
+    assert Settings.from_env(primary).database_replica_url == ""
 
 
 def test_from_env_reads_the_process_environment_when_given_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
