@@ -43,7 +43,11 @@ from models.redis_support import REDIS_ERRORS, run_script
 log = logging.getLogger("models.cache")
 T = TypeVar("T")
 
-CACHE_EVENTS = Counter("cache_events_total", "Catalogue cache hits, misses, rebuilds and fallbacks", ["cache", "event"])
+CACHE_EVENTS = Counter(
+    "cache_events_total",
+    "Catalogue cache hits, misses, rebuilds, fallbacks, and local hits (a seat map from the process's own copy)",
+    ["cache", "event"],
+)
 
 _SEAT_CHANGED = """
 local ver, seats, avail = KEYS[1], KEYS[2], KEYS[3]
@@ -107,6 +111,15 @@ def _gets(client: redis.Redis, keys: list[str]) -> list[Any]:
     for key in keys:
         pipe.get(key)
     return list(pipe.execute())
+
+
+_CHANGES_HERE = [0]
+
+
+def changes_here() -> int:
+    """How many seat transitions this process has written through (a local copy of a seat-map
+    page made before the latest one is stale: models/seat_pages.py)."""
+    return _CHANGES_HERE[0]
 
 
 class CatalogueCache:
@@ -188,6 +201,7 @@ class CatalogueCache:
         With `client` (a pipeline) the update is only added to it (the group commit's one round trip).
         """
         keys = list(schedule_keys(schedule_id))
+        _CHANGES_HERE[0] += 1
         try:
             args = [seat_id, f"{status}|{number}|{price}", status]
             run_script(self._seat_changed, keys=keys, args=args, client=client)

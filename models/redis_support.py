@@ -57,6 +57,8 @@ def scripts_in_one_round_trip(client: Any, calls: Sequence[tuple[Any, Sequence[A
     every call); scripts a server does not know yet are loaded and the batch is sent once more.
     On a Redis Cluster the scripts go as EVAL (see run_script), one round trip per node.
     """
+    if len(calls) <= 1:  # no pipeline for one script (cheaper on the client: the seat map's common case)
+        return [run_script(script, keys=keys, args=args) for script, keys, args in calls]
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         for script, keys, args in calls:

@@ -15,15 +15,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from models.cache import CACHE_EVENTS, CatalogueCache, schedule_keys
+from models.cache import CACHE_EVENTS, CatalogueCache, changes_here, schedule_keys
 from models.redis_support import REDIS_ERRORS, run_script
 
 MAX_VIEWS = 64
+RECENT_S = 0.5  # a page read from Redis is served again from this process's memory for this long
+RECENT_MAX = 4096  # pages kept per process (cleared when full)
+_LOCAL_HITS = CACHE_EVENTS.labels("seats", "local")  # served from this process's copy
 
 _READ = """
 local v = redis.call('GET', KEYS[1]) or '0'
@@ -74,6 +78,28 @@ class SeatPages:
         self.ttl_ms = ttl_s * 1000
         self._read = client.register_script(_READ)
         self._store = client.register_script(_STORE)
+        self._recent: dict[SeatMapView, tuple[float, int, Page]] = {}  # view -> (until, changes_here, page)
+
+    def recent(self, view: SeatMapView) -> tuple[int, Page | None]:
+        """(a stamp for remember(), the page of `view` this process read less than RECENT_S ago).
+
+        Under load one process serves a popular seat map hundreds of times a second: its copy
+        saves the Redis round trip of all but one read every RECENT_S. A copy is dropped sooner
+        when this process writes a seat transition through (in-process workers, tests). What it
+        costs: a transition made by another process shows up to RECENT_S later.
+        """
+        stamp = changes_here()
+        found = self._recent.get(view)
+        if found is not None and found[1] == stamp and time.monotonic() < found[0]:
+            _LOCAL_HITS.inc()
+            return stamp, found[2]
+        return stamp, None
+
+    def remember(self, view: SeatMapView, page: Page, stamp: int) -> None:
+        """Keep `page` for recent() (stamped before it was read, so a transition meanwhile voids it)."""
+        if len(self._recent) >= RECENT_MAX:
+            self._recent.clear()
+        self._recent[view] = (time.monotonic() + RECENT_S, stamp, page)
 
     def read_call(self, view: SeatMapView) -> tuple[Any, list[str], list[str]]:
         """The read script's (script, keys, args), to run in one round trip with the token check."""

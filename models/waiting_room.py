@@ -40,6 +40,16 @@ from models.waiting_room_lua import ADMIT, ISSUE, LEAVE, POLL, SWEEP, SWEEP_SLIC
 
 WAITING, ACTIVE = "WAITING", "ACTIVE"
 CONCERTS_KEY = "wr:concerts"
+RECENT_S = 0.5  # an ACTIVE status read from Redis is believed again in this process for this long
+RECENT_MAX = 65_536  # statuses kept per process (cleared when full)
+_ENDS_HERE = [0]  # tokens this process ended (leave, payment): a status kept before is void
+
+
+def ends_here() -> int:
+    """A stamp to read before a status, for remember_active()."""
+    return _ENDS_HERE[0]
+
+
 RATE_WINDOW_MS = 60_000
 
 
@@ -99,6 +109,7 @@ class WaitingRoom:
         self._leave = client.register_script(LEAVE)
         self._sweep = client.register_script(SWEEP)
         self._admit = client.register_script(ADMIT)
+        self._recent: dict[str, tuple[float, int, QueueToken]] = {}  # token -> (until, ends here, status)
 
     @classmethod
     def for_settings(cls, client: redis.Redis, settings: Settings) -> WaitingRoom:
@@ -166,8 +177,32 @@ class WaitingRoom:
             raise RateLimited(f"poll again in {wait_ms} ms (pollAfterMs)", retry_after=max(1, -(-wait_ms // 1000)))
         return token_of_reply(token, found, created=False)
 
+    def recent_active(self, token: str) -> QueueToken | None:
+        """The ACTIVE status of `token` this process read less than RECENT_S ago (else None).
+
+        For read-only routes (the seat map): a fan browsing the map repeats the same token check.
+        Never past the token's own expiry; dropped sooner when this process ends a token (leave,
+        payment). What it costs: a token ended by another process still reads for up to RECENT_S.
+        """
+        found = self._recent.get(token)
+        if found is None or found[1] != _ENDS_HERE[0]:
+            return None
+        if time.monotonic() < found[0] and _now_ms() < found[2].expires_at_ms:
+            return found[2]
+        return None
+
+    def remember_active(self, info: QueueToken, stamp: int) -> None:
+        """Keep an ACTIVE status for recent_active(), stamped with ends_here() as it was before the
+        read (a token ended meanwhile voids it); other statuses are never kept."""
+        if info.status != ACTIVE:
+            return
+        if len(self._recent) >= RECENT_MAX:
+            self._recent.clear()
+        self._recent[info.token] = (time.monotonic() + RECENT_S, stamp, info)
+
     def leave(self, *, token: str) -> bool:
         """Give up the place or the active slot; True if the token existed."""
+        _ENDS_HERE[0] += 1
         concert_id = concert_of_token(token)
         k = _keys(concert_id)
         keys = [f"{k['token_prefix']}{token}", k["waiting"], k["active"], k["pre"], k["entrants"]]

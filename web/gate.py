@@ -18,7 +18,7 @@ from models.errors import Forbidden, TokenMissing, TokenNotActive
 from models.queue_tokens import QueueToken, concert_of_token
 from models.redis_support import scripts_in_one_round_trip
 from models.reservations import ReservationView
-from models.waiting_room import ACTIVE, WaitingRoom
+from models.waiting_room import ACTIVE, WaitingRoom, ends_here
 from web.api import parse_id
 from web.auth import identity
 
@@ -40,16 +40,32 @@ def require_active(concert_id: int | None = None, *, claimed_user_id: int | None
 
 
 def require_active_with(
-    calls: list[tuple[Any, Any, Any]], concert_id: int | None = None, *, claimed_user_id: int | None = None
+    calls: list[tuple[Any, Any, Any]],
+    concert_id: int | None = None,
+    *,
+    claimed_user_id: int | None = None,
+    recent: bool = False,
 ) -> tuple[QueueToken, list[Any]]:
     """require_active() and these read scripts in one round trip: the token and the scripts' replies.
 
     The replies are read only after the token passed, so nothing leaks to a caller without one.
+    `recent` (read-only routes): an ACTIVE status this process read less than 0.5 s ago is
+    believed without asking Redis again (WaitingRoom.recent_active); the identity, concert and
+    user checks still run on every request.
     """
     room = waiting_room()
     token = _token()
+    if recent:
+        known = room.recent_active(token)
+        if known is not None:
+            accepted = _accept(known, concert_id, claimed_user_id)
+            return accepted, scripts_in_one_round_trip(room.r, calls)
+    stamp = ends_here()
     found, *replies = scripts_in_one_round_trip(room.r, [room.status_call(token=token), *calls])
-    return _accept(room.status_from(token=token, found=found), concert_id, claimed_user_id), replies
+    info = room.status_from(token=token, found=found)
+    if recent:
+        room.remember_active(info, stamp)
+    return _accept(info, concert_id, claimed_user_id), replies
 
 
 def queue_token_header() -> str:
