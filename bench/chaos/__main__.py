@@ -12,7 +12,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.chaos import BROKER_PORT, CLUSTER_NODES, DEFAULT_DB, FULL, QUICK, REDIS_PORT, WEB_PORT, Plan, Record
+from bench.chaos import (
+    BROKER_PORT,
+    BUS_OFFSET,
+    CLUSTER_NODES,
+    DEFAULT_DB,
+    FULL,
+    QUICK,
+    REDIS_PORT,
+    WEB_PORT,
+    Plan,
+    Record,
+)
 from bench.chaos.checks import (
     database_checks,
     event_state,
@@ -42,6 +53,7 @@ def run(
     redis_port: int = REDIS_PORT,
     redis_cluster: bool = False,
     broker_port: int = BROKER_PORT,
+    bus_offset: int = BUS_OFFSET,
 ) -> dict[str, Any]:
     """One chaos run; returns the result (also printed as a table)."""
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
@@ -52,7 +64,14 @@ def run(
     )
     started = time.monotonic()
     service = start_service(
-        plan, db_url, workdir, web_port, redis_port=redis_port, redis_cluster=redis_cluster, broker_port=broker_port
+        plan,
+        db_url,
+        workdir,
+        web_port,
+        redis_port=redis_port,
+        redis_cluster=redis_cluster,
+        broker_port=broker_port,
+        bus_offset=bus_offset,
     )
     where = (
         f"Redis Cluster :{redis_port}-{redis_port + CLUSTER_NODES - 1} (3 masters + 3 replicas)"
@@ -139,10 +158,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run on a 6-node Redis Cluster of its own (--redis-port .. +5); a master kill replaces the Redis restart",
     )
+    parser.add_argument(
+        "--redis-bus-offset",
+        type=int,
+        default=BUS_OFFSET,
+        help="--redis-cluster: each node's cluster bus port is its port + this (CHAOS_REDIS_BUS_OFFSET, default "
+        "10000; use a small one, e.g. 10, for ports above 22767)",
+    )
     parser.add_argument("--no-faults", action="store_true", help="baseline: the same load without faults")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     redis_ports = [args.redis_port + i for i in range(CLUSTER_NODES if args.redis_cluster else 1)]
+    if args.redis_cluster:
+        redis_ports += [p + args.redis_bus_offset for p in redis_ports]
     wanted = [*redis_ports, args.port] + ([args.broker_port] if args.broker_port else [])
     taken = [port for port in wanted if not port_free(port)]
     if taken:
@@ -160,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         redis_port=args.redis_port,
         redis_cluster=args.redis_cluster,
         broker_port=args.broker_port,
+        bus_offset=args.redis_bus_offset,
     )
     result = {"machine": machine(), **run_result}
     print()

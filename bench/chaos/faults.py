@@ -227,7 +227,7 @@ class FaultScript(threading.Thread):
         new_master = _slot_master(survivor, key)
         time.sleep(self.rng.uniform(1.0, 3.0))
         back = time.monotonic()
-        restart_node(port, timeout=60, directory=nodes.dir)
+        restart_node(port, timeout=60, directory=nodes.dir, bus_offset=nodes.bus_offset)
         rejoined = time.monotonic() - killed
         role = role_of(port)
         probe.leave()

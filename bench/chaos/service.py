@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import redis
 import requests
 
-from bench.chaos import CLUSTER_NODES, LEADER_KEY, PARTITIONS, REDIS_PORT, ROOT, Plan
+from bench.chaos import BUS_OFFSET, CLUSTER_NODES, LEADER_KEY, PARTITIONS, REDIS_PORT, ROOT, Plan
 from bench.common import connect
 from tests.support.kafka_broker import TansuBroker
 from tests.support.procs import Cluster, Proc, lease_holders
@@ -86,15 +86,16 @@ class RedisClusterNodes:
     """Our own Redis Cluster: CLUSTER_NODES fresh nodes on ports base .. base + 5 (3 masters + 3 replicas,
     cluster-node-timeout 1 s), data under `directory`; one cluster client shared by the run."""
 
-    def __init__(self, base_port: int, directory: Path) -> None:
+    def __init__(self, base_port: int, directory: Path, bus_offset: int = BUS_OFFSET) -> None:
         self.ports = [base_port + i for i in range(CLUSTER_NODES)]
+        self.bus_offset = bus_offset
         self.port = base_port
         self.dir = directory / "redis-cluster"
         self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
         self._client: redis.Redis | None = None
 
     def start(self) -> None:
-        start_cluster(self.ports, self.dir)
+        start_cluster(self.ports, self.dir, bus_offset=self.bus_offset)
 
     def client(self) -> redis.Redis:
         """A RedisCluster (decoded), typed as redis.Redis like config.bootstrap does."""
@@ -172,9 +173,12 @@ def start_service(
     redis_port: int = REDIS_PORT,
     redis_cluster: bool = False,
     broker_port: int | None = None,
+    bus_offset: int = BUS_OFFSET,
 ) -> Service:
     """Redis (or a Redis Cluster), the broker, the database, then web, 2 workers, 2 schedulers and the consumer."""
-    server = RedisClusterNodes(redis_port, workdir) if redis_cluster else RedisServer(redis_port, workdir)
+    server: RedisServer | RedisClusterNodes = (
+        RedisClusterNodes(redis_port, workdir, bus_offset) if redis_cluster else RedisServer(redis_port, workdir)
+    )
     server.start()
     broker = TansuBroker(broker_port or None)
     broker.start()

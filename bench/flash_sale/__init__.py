@@ -2,11 +2,15 @@
 
     .venv/bin/python -m bench.flash_sale            # 5,000 fans arriving at 500/s (1.5-2 minutes)
     .venv/bin/python -m bench.flash_sale --quick    # 1,000 fans arriving at 200/s (under a minute)
+    .venv/bin/python -m bench.flash_sale --quick --redis-cluster --pairs 2
+        # one Redis and the 6-node Redis Cluster back to back (pairs alternate which goes first), same
+        # invocation: sell-out rate cluster / single per pair and their median -> flash_sale_cluster.json
 
 1. Physical floor (quiet machine, before anything starts): raw Redis INCR round trips and raw MariaDB
    single-row INSERT + COMMIT, each from FLOOR_THREADS threads with one connection each.
 2. The service: a fresh database (dropped, created, `python -m models migrate`), Redis db flushed, a Tansu
-   broker on a free port, then `honcho start` of the Procfile (web gunicorn on :8181 with config/gunicorn.py,
+   broker on a free port, then `honcho start` of the Procfile (web gunicorn on :8181 (--port, BENCH_WEB_PORT)
+   with config/gunicorn.py,
    `worker` x --workers, scheduler, consumer). One concert with 2 schedules x 50 seats is created through
    `POST /api/v1/admin/concerts`; every fan is charged the seat price through
    `POST /api/v1/users/{id}/points/charge` before the sale (the route a fan would use; not timed).
@@ -17,7 +21,7 @@
    row to the moment all seats are RESERVED.
 4. After the sale: waits for the outbox to be PUBLISHED and every event consumed, then
    `python -m models check`, plus oversold / double-payment / unpublished / open-job counts.
-5. Framework floor: gunicorn with the same config serving bench/bare_app.py on :8182, loaded by the same
+5. Framework floor: gunicorn with the same config serving bench/bare_app.py on the next port, loaded by the same
    locustfile (FLASH_MODE=bare: GET back to back) with the same user count and spawn rate, a short run.
 
 The rate limiter stays on, with the per-IP limits raised (RATE_LIMIT_ISSUE_IP, RATE_LIMIT_POLL_IP): every
@@ -25,13 +29,16 @@ fan comes from 127.0.0.1. ACTIVE_LIMIT, ADMIT_INTERVAL and OUTBOX_INTERVAL keep 
 
 Env: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_flash, dropped and recreated; left in
 place afterwards for inspection), BENCH_REDIS_URL (default redis://127.0.0.1:6379/7, flushed before and
-after). Writes bench/results/flash_sale.json and bench/results/locust/flash_{sale,bare}_{stats,failures}.csv.
+after), BENCH_REDIS_CLUSTER_URL (--redis-cluster; default redis+cluster://127.0.0.1:7000, flushed too).
+Writes bench/results/flash_sale.json (--redis-cluster: flash_sale_cluster.json, every run of the pairs with
+the comparison) and bench/results/locust/flash_{sale,bare}_{stats,failures}.csv.
 Every process it starts (Tansu, honcho and the Procfile's process groups, locust, gunicorn) is stopped on
 exit, on an exception, on Ctrl-C and on SIGTERM.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -41,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-WEB_PORT, BARE_PORT = 8181, 8182
+WEB_PORT = int(os.environ.get("BENCH_WEB_PORT", "8181"))  # --port; the bare floor's gunicorn on the next port
 
 
 SEATS_PER_SCHEDULE, SCHEDULES, PRICE = 50, 2, 50_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import glob
 import json
 import os
@@ -23,7 +24,6 @@ import redis
 from bench.common import write
 from bench.flash_sale import (
     ADMIN_TOKEN,
-    BARE_PORT,
     BIN,
     FLOOR_THREADS,
     JWT_SECRET,
@@ -37,7 +37,7 @@ from bench.flash_sale import (
 from bench.flash_sale.checks import invariant_check, server_metrics, settle
 from bench.flash_sale.floors import raw_db_commit_rate, raw_redis_rate
 from bench.flash_sale.load import SellOutWatch, read_stats, run_locust
-from bench.flash_sale.report import print_table, sale_result
+from bench.flash_sale.report import compare_redis, print_comparison, print_table, sale_result
 from bench.flash_sale.service import (
     Honcho,
     charge_all,
@@ -87,6 +87,12 @@ class Run:
     watch: SellOutWatch | None = None
 
     cluster: bool = False
+    web_port: int = WEB_PORT
+    pairs: int = 1  # --redis-cluster: single/cluster pairs in one invocation (0: the cluster run alone)
+
+    @property
+    def bare_port(self) -> int:
+        return self.web_port + 1
 
     @property
     def redis(self) -> redis.Redis:
@@ -108,8 +114,16 @@ def parse(argv: list[str] | None) -> Run:
         "--redis-cluster",
         action="store_true",
         help="run the Procfile stack on the Redis Cluster of BENCH_REDIS_CLUSTER_URL (default "
-        "redis+cluster://127.0.0.1:7000, tests/support/redis_cluster.sh); writes flash_sale_cluster.json",
+        "redis+cluster://127.0.0.1:7000, tests/support/redis_cluster.sh) right after (or before) the same run on "
+        "the single server of BENCH_REDIS_URL; writes flash_sale_cluster.json with the cluster/single ratios",
     )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        help="--redis-cluster: single/cluster pairs, alternating which goes first (default 1; 0: the cluster alone)",
+    )
+    parser.add_argument("--port", type=int, default=WEB_PORT, help="the web's port (BENCH_WEB_PORT, default 8181)")
     args = parser.parse_args(argv)
     cluster_url = os.environ.get("BENCH_REDIS_CLUSTER_URL", "redis+cluster://127.0.0.1:7000")
     return Run(
@@ -122,6 +136,8 @@ def parse(argv: list[str] | None) -> Run:
         db_url=os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_flash"),
         redis_url=cluster_url if args.redis_cluster else os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"),
         cluster=args.redis_cluster,
+        web_port=args.port,
+        pairs=args.pairs,
     )
 
 
@@ -166,12 +182,12 @@ def start_service(run: Run, params: dict[str, Any], t0: float) -> tuple[int, lis
     run.broker.start()
     run.env["KAFKA_BOOTSTRAP_SERVERS"] = run.broker.bootstrap
     run.env["PROMETHEUS_MULTIPROC_DIR"] = str(run.tmp / "metrics")
-    run.honcho = Honcho(run.env, run.workers, run.tmp / "honcho.log")
-    api = ApiClient(f"http://127.0.0.1:{WEB_PORT}/api/v1")
-    wait_http(f"http://127.0.0.1:{WEB_PORT}/api/v1/readyz", 60, run.honcho.proc)
+    run.honcho = Honcho(run.env, run.workers, run.tmp / "honcho.log", run.web_port)
+    api = ApiClient(f"http://127.0.0.1:{run.web_port}/api/v1")
+    wait_http(f"http://127.0.0.1:{run.web_port}/api/v1/readyz", 60, run.honcho.proc)
     wait_for_partitions(run.redis, 16)
     concert_id, schedule_ids = create_concert(api)
-    charge_s = charge_all(WEB_PORT, run.users, PRICE)
+    charge_s = charge_all(run.web_port, run.users, PRICE)
     params["charge_seconds"] = round(charge_s, 1)
     params["startup_seconds"] = round(time.perf_counter() - t0, 1)
     print(
@@ -196,7 +212,7 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
         "FLASH_OUTCOMES": str(run.tmp / "outcomes.json"),
     }
     rc, seconds, cpu = run_locust(
-        f"http://127.0.0.1:{WEB_PORT}", run.users, run.rate, run.run_time, run.tmp / "sale", locust_env,
+        f"http://127.0.0.1:{run.web_port}", run.users, run.rate, run.run_time, run.tmp / "sale", locust_env,
         run.tmp / "locust-sale.log",
     )  # fmt: skip
     run.watch.done.set()
@@ -214,7 +230,7 @@ def after_sale(run: Run) -> dict[str, Any]:
     """4. Settle, read the server's counters, run the invariant check, stop the Procfile."""
     assert run.honcho is not None
     facts = settle(run.db_url, run.redis, timeout=30 if run.quick else 60)
-    server_5xx, seat_cache = server_metrics(WEB_PORT)
+    server_5xx, seat_cache = server_metrics(run.web_port)
     ok, violations = invariant_check(run.env)
     clean_stop = run.honcho.stop()
     tail = run.honcho.tail()
@@ -225,10 +241,10 @@ def after_sale(run: Run) -> dict[str, Any]:
 
 def bare_floor(run: Run) -> dict[str, Any]:
     """5. The framework floor: the same locust load against a bare Flask app under the same gunicorn config."""
-    run.bare = gunicorn("bench.bare_app:app", run.env, BARE_PORT, "/bare", run.tmp / "bare.log")
+    run.bare = gunicorn("bench.bare_app:app", run.env, run.bare_port, "/bare", run.tmp / "bare.log")
     bare_env = {**run.env, "FLASH_MODE": "bare"}
     _, seconds, cpu = run_locust(
-        f"http://127.0.0.1:{BARE_PORT}", run.users, run.rate, run.bare_run_time, run.tmp / "bare", bare_env,
+        f"http://127.0.0.1:{run.bare_port}", run.users, run.rate, run.bare_run_time, run.tmp / "bare", bare_env,
         run.tmp / "locust-bare.log",
     )  # fmt: skip
     stop_group(run.bare)
@@ -274,14 +290,8 @@ def execute(run: Run, params: dict[str, Any], t0: float) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    run = parse(argv)
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C also when started with SIGINT ignored
+def one_run(run: Run) -> dict[str, Any]:
+    """Flush Redis, run the five steps, stop everything; the run's result (Interrupted propagates)."""
     t0 = time.perf_counter()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     run.redis.flushdb()
@@ -291,9 +301,6 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"parameters": parameters(run)}
     try:
         result.update(execute(run, result["parameters"], t0))
-    except (KeyboardInterrupt, Interrupted) as exc:
-        print(f"interrupted ({str(exc) or 'Ctrl-C'}): stopping everything", file=sys.stderr)
-        return 130
     finally:
         cleanup(run)
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
@@ -302,10 +309,57 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     result["parameters"]["redis"] = "cluster 3+3" if run.cluster else "single server"
-    written = write("flash_sale_cluster" if run.cluster else "flash_sale", result)
-    print_table(result)
-    print(f"wrote {written.relative_to(ROOT)} in {result['total_seconds']} s")
-    return 0 if result["check"]["ok"] else 1
+    return result
+
+
+def paired_runs(run: Run) -> list[Run]:
+    """--redis-cluster --pairs N: N single/cluster pairs; odd pairs start with the cluster (order effects cancel)."""
+    single_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
+    runs = []
+    for i in range(run.pairs):
+        for cluster in (False, True) if i % 2 == 0 else (True, False):
+            runs.append(
+                dataclasses.replace(
+                    run, cluster=cluster, redis_url=run.redis_url if cluster else single_url, tmp=_tmp(), env={}
+                )
+            )
+    return runs
+
+
+def _tmp() -> Path:
+    return Path(tempfile.mkdtemp(prefix="flash-sale-"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    run = parse(argv)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C also when started with SIGINT ignored
+    t0 = time.perf_counter()
+    try:
+        if not run.cluster or run.pairs <= 0:
+            result = one_run(run)
+            written = write("flash_sale_cluster" if run.cluster else "flash_sale", result)
+            print_table(result)
+            print(f"wrote {written.relative_to(ROOT)} in {result['total_seconds']} s")
+            return 0 if result["check"]["ok"] else 1
+        results = []
+        for n, each in enumerate(paired_runs(run), 1):
+            print(f"=== run {n}/{2 * run.pairs}: {'Redis Cluster 3+3' if each.cluster else 'one Redis server'}")
+            results.append(one_run(each))
+            print_table(results[-1])
+    except (KeyboardInterrupt, Interrupted) as exc:
+        print(f"interrupted ({str(exc) or 'Ctrl-C'}): stopping everything", file=sys.stderr)
+        return 130
+    comparison = compare_redis(results)
+    comparison["total_seconds"] = round(time.perf_counter() - t0, 1)
+    written = write("flash_sale_cluster", comparison)
+    print_comparison(comparison)
+    print(f"wrote {written.relative_to(ROOT)} in {comparison['total_seconds']} s")
+    return 0 if comparison["all_clean"] else 1
 
 
 if __name__ == "__main__":

@@ -161,3 +161,88 @@ def print_table(result: dict[str, Any]) -> None:
         f"{result['mean_estimate_on_join_s']} s"
     )
     print("ratios: " + ", ".join(f"{k}={v}" for k, v in result["ratios"].items()))
+
+
+def _brief(result: dict[str, Any]) -> dict[str, Any]:
+    """One run of a single/cluster pair: what the comparison needs."""
+    c, e = result["check"], result["endpoints"]
+    sold, took = result["seats_sold"], result["sell_out_seconds"]
+    return {
+        "redis": result["parameters"]["redis"],
+        "seats_sold": sold,
+        "seats_total": result["seats_total"],
+        "sell_out_seconds": took,
+        "sell_out_seats_per_s": round(sold / took, 2) if took else None,
+        "holds_per_s": result["holds_per_s"],
+        "all_requests_rps": e.get("Aggregated", {}).get("rps"),
+        "p50_ms": {name: e[name]["p50_ms"] for name in ("/queue/tokens", "/reservations", "/payments") if name in e},
+        "p99_ms": {name: e[name]["p99_ms"] for name in ("/queue/tokens", "/reservations", "/payments") if name in e},
+        "bare_flask_rps": result["floors"]["bare_flask"]["rps"],
+        "raw_redis_ops_per_s": result["floors"]["raw_redis_ops_per_s"],
+        "checker_clean": bool(c["ok"]),
+        "oversold": c["oversold"],
+        "double_payments": c["double_payments"],
+        "server_5xx": c["server_5xx"],
+        "open_jobs": c["open_jobs"],
+        "loadavg_at_start": result["machine_load"]["loadavg_at_start"],
+    }
+
+
+def compare_redis(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Single-server and cluster runs in pairs (as run, in order): cluster / single ratios per pair, medians."""
+    import statistics
+
+    def div(a: Any, b: Any) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    pairs = []
+    for first, second in zip(results[0::2], results[1::2], strict=True):
+        runs = {r["parameters"]["redis"]: _brief(r) for r in (first, second)}
+        single, cluster = runs["single server"], runs["cluster 3+3"]
+        pairs.append({
+            "first": first["parameters"]["redis"],
+            "single": single,
+            "cluster": cluster,
+            "cluster_over_single": {
+                "sell_out_seats_per_s": div(cluster["sell_out_seats_per_s"], single["sell_out_seats_per_s"]),
+                "holds_per_s": div(cluster["holds_per_s"], single["holds_per_s"]),
+                "all_requests_rps": div(cluster["all_requests_rps"], single["all_requests_rps"]),
+                "bare_flask_rps (the machine, not Redis)": div(cluster["bare_flask_rps"], single["bare_flask_rps"]),
+            },
+        })  # fmt: skip
+    ratios = [p["cluster_over_single"]["sell_out_seats_per_s"] for p in pairs]
+    known = [r for r in ratios if r is not None]
+    every = [r for p in pairs for r in (p["single"], p["cluster"])]
+    return {
+        "parameters": {**results[0]["parameters"], "redis": "pairs: single server and cluster 3+3, back to back"},
+        "pairs": pairs,
+        "sell_out_ratio_cluster_over_single": ratios,
+        "sell_out_ratio_median": round(statistics.median(known), 3) if known else None,
+        "all_clean": all(
+            r["checker_clean"]
+            and r["seats_sold"] == r["seats_total"]
+            and r["oversold"] == 0
+            and r["double_payments"] == 0
+            and r["server_5xx"] == 0
+            for r in every
+        ),
+    }
+
+
+def print_comparison(comparison: dict[str, Any]) -> None:
+    """The pairs as a table: each run's sell-out and checks, then the cluster / single ratio."""
+    print(f"\n{'pair':<5}{'redis':<15}{'sold':>8}{'sell-out s':>11}{'seats/s':>9}{'holds/s':>9}{'RPS':>8}"
+          f"{'bare RPS':>9}  checks (clean, oversold, double, 5xx)")  # fmt: skip
+    for n, p in enumerate(comparison["pairs"], 1):
+        for r in (p["single"], p["cluster"]):
+            print(
+                f"{n:<5}{r['redis']:<15}{r['seats_sold']:>4}/{r['seats_total']:<3}{r['sell_out_seconds'] or 0:>11}"
+                f"{r['sell_out_seats_per_s'] or 0:>9}{r['holds_per_s'] or 0:>9}{r['all_requests_rps'] or 0:>8}"
+                f"{r['bare_flask_rps'] or 0:>9}  {r['checker_clean']}, {r['oversold']}, {r['double_payments']}, "
+                f"{r['server_5xx']}"
+            )
+        print(f"     cluster / single: {p['cluster_over_single']} ({p['first']} ran first)")
+    print(
+        f"sell-out rate cluster / single: {comparison['sell_out_ratio_cluster_over_single']}, median "
+        f"{comparison['sell_out_ratio_median']}; every run clean: {comparison['all_clean']}"
+    )

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import redis
 
 from bench.common import connect
-from bench.flash_sale import ADMIN_TOKEN, BIN, JWT_SECRET, PRICE, ROOT, SCHEDULES, SEATS_PER_SCHEDULE, WEB_PORT
+from bench.flash_sale import ADMIN_TOKEN, BIN, JWT_SECRET, PRICE, ROOT, SCHEDULES, SEATS_PER_SCHEDULE
 from tests.support.api_client import ApiClient
 from tests.support.procs import lease_holders
 
@@ -29,9 +29,9 @@ from tests.support.procs import lease_holders
 class Honcho:
     """`honcho start` of the Procfile in its own session; stop() sends SIGTERM, then SIGKILL to what is left."""
 
-    def __init__(self, env: dict[str, str], workers: int, log: Path) -> None:
+    def __init__(self, env: dict[str, str], workers: int, log: Path, port: int) -> None:
         self.log = log
-        cmd = [str(BIN / "honcho"), "-e", os.devnull, "start", "-p", str(WEB_PORT), "-c", f"worker={workers}"]
+        cmd = [str(BIN / "honcho"), "-e", os.devnull, "start", "-p", str(port), "-c", f"worker={workers}"]
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

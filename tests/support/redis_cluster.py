@@ -20,20 +20,23 @@ def master_port_of(client: Any, key: str) -> int:
     return int(client.get_node_from_key(key).port)
 
 
-def start_cluster(ports: list[int], directory: Path, *, host: str = "127.0.0.1") -> str:
+def start_cluster(ports: list[int], directory: Path, *, host: str = "127.0.0.1", bus_offset: int = 10000) -> str:
     """Six (or len(ports)) fresh nodes joined as masters + replicas by the harness script, data in
     `directory`; returns the `redis+cluster://` URL naming every node. Whatever still answers on
     those ports (a run that died before its cleanup) is shut down first, never reused."""
     directory.mkdir(parents=True, exist_ok=True)
-    env = _env(directory, ports, host)
+    env = _env(directory, ports, host, bus_offset)
     subprocess.run([str(SCRIPT), "stop"], check=False, capture_output=True, env=env)
-    subprocess.run([str(SCRIPT), "start"], check=True, capture_output=True, env=env)
+    done = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        logs = "".join(f"\n--- {p} ---\n" + _tail(directory / str(p) / "redis.log") for p in ports)
+        raise RuntimeError(f"the Redis Cluster on {ports} did not start: {done.stdout}{done.stderr}{logs}")
     return "redis+cluster://" + ",".join(f"{host}:{p}" for p in ports)
 
 
 def stop_cluster(ports: list[int], directory: Path, *, host: str = "127.0.0.1") -> None:
     """Stop the nodes `start_cluster` started (their data stays in `directory`)."""
-    subprocess.run([str(SCRIPT), "stop"], check=False, capture_output=True, env=_env(directory, ports, host))
+    subprocess.run([str(SCRIPT), "stop"], check=False, capture_output=True, env=_env(directory, ports, host, 10000))
 
 
 def kill_node(port: int, host: str = "127.0.0.1", *, directory: Path | None = None) -> None:
@@ -52,10 +55,16 @@ def kill_node(port: int, host: str = "127.0.0.1", *, directory: Path | None = No
     raise AssertionError(f"the node on {port} still answers after SIGKILL")
 
 
-def restart_node(port: int, *, timeout: float = 30.0, directory: Path | None = None) -> None:
-    """Start a killed node again on its data dir; it rejoins as a replica. Waits until the
-    cluster sees all its nodes connected and every slot served."""
-    env = {**os.environ, "REDIS_CLUSTER_DIR": str(directory)} if directory else None
+def restart_node(
+    port: int, *, timeout: float = 30.0, directory: Path | None = None, bus_offset: int | None = None
+) -> None:
+    """Start a killed node again on its data dir (and bus port); it rejoins as a replica. Waits
+    until the cluster sees all its nodes connected and every slot served."""
+    env = dict(os.environ)
+    if directory is not None:
+        env["REDIS_CLUSTER_DIR"] = str(directory)
+    if bus_offset is not None:
+        env["REDIS_CLUSTER_BUS_OFFSET"] = str(bus_offset)
     subprocess.run([str(SCRIPT), "restart-node", str(port)], check=True, capture_output=True, env=env)
     wait_until_healthy(port, timeout=timeout)
 
@@ -88,10 +97,15 @@ def wait_until_healthy(port: int = 7000, *, timeout: float = 30.0, host: str = "
     raise AssertionError(f"the cluster did not heal within {timeout} s: {last}")
 
 
-def _env(directory: Path, ports: list[int], host: str) -> dict[str, str]:
+def _env(directory: Path, ports: list[int], host: str, bus_offset: int) -> dict[str, str]:
     return {
         **os.environ,
         "REDIS_CLUSTER_DIR": str(directory),
         "REDIS_CLUSTER_PORTS": " ".join(map(str, ports)),
         "REDIS_CLUSTER_HOST": host,
+        "REDIS_CLUSTER_BUS_OFFSET": str(bus_offset),
     }
+
+
+def _tail(path: Path, chars: int = 600) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"

@@ -9,11 +9,15 @@
 # started and joined with `redis-cli --cluster create --cluster-replicas 1`.
 # cluster-node-timeout is 1000 ms so a failover in the tests takes ~2 s, not ~20.
 # Env: REDIS_CLUSTER_DIR (default /tmp/concert-redis-cluster), REDIS_CLUSTER_PORTS
-# (default "7000 7001 7002 7003 7004 7005"), REDIS_CLUSTER_HOST (default 127.0.0.1).
+# (default "7000 7001 7002 7003 7004 7005"), REDIS_CLUSTER_HOST (default 127.0.0.1),
+# REDIS_CLUSTER_BUS_OFFSET (default 10000: each node's cluster bus on its port + 10000; a port
+# above 22767 puts its bus in Linux's ephemeral range 32768-60999, where an outgoing connection
+# may hold it and the node fails to start: give such ports a smaller offset, e.g. 10).
 set -euo pipefail
 
 DIR=${REDIS_CLUSTER_DIR:-/tmp/concert-redis-cluster}
 HOST=${REDIS_CLUSTER_HOST:-127.0.0.1}
+BUS_OFFSET=${REDIS_CLUSTER_BUS_OFFSET:-10000}
 read -r -a PORTS <<<"${REDIS_CLUSTER_PORTS:-7000 7001 7002 7003 7004 7005}"
 
 log() { printf '[redis-cluster] %s\n' "$*"; }
@@ -51,7 +55,8 @@ stop_nodes() {
 node() {  # start one node on its own dir (its nodes.conf, if any, makes it rejoin the cluster)
   local port=$1
   mkdir -p "$DIR/$port"
-  redis-server --port "$port" --bind "$HOST" --cluster-enabled yes --cluster-config-file nodes.conf \
+  redis-server --port "$port" --cluster-port $((port + BUS_OFFSET)) --bind "$HOST" \
+    --cluster-enabled yes --cluster-config-file nodes.conf \
     --cluster-node-timeout 1000 --cluster-replica-validity-factor 0 --appendonly no --save "" \
     --dir "$DIR/$port" --pidfile "$DIR/$port/redis.pid" --logfile "$DIR/$port/redis.log" \
     --daemonize yes --maxmemory-policy noeviction --enable-debug-command local
