@@ -27,12 +27,22 @@ def write_through(view: ReservationView) -> None:
     read_at = quick_refusal.now_ms()
     seat = Seat.get_by_id(view.seat_id)
     services = current()
-    services.catalogue_cache().seat_changed(
-        schedule_id=view.schedule_id, seat_id=seat.id, number=seat.number, price=seat.price, status=seat.status
-    )
     rejection = rejection_for(status=seat.status, number=seat.number)
     refusal = None if rejection is None else rejection.detail
-    mark_seat(services.redis, schedule_id=view.schedule_id, seat_id=seat.id, refusal=refusal, read_at_ms=read_at)
+    pipe = services.redis.pipeline(transaction=False)  # the cache and the mark in one round trip
+    services.catalogue_cache().seat_changed(
+        schedule_id=view.schedule_id,
+        seat_id=seat.id,
+        number=seat.number,
+        price=seat.price,
+        status=seat.status,
+        client=pipe,
+    )
+    quick_refusal.mark(pipe, schedule_id=view.schedule_id, seat_id=seat.id, refusal=refusal, read_at_ms=read_at)
+    try:
+        pipe.execute()
+    except ANY_REDIS_ERROR as exc:  # the TTLs bound how long a missed write-through can show
+        log.warning("write-through failed for seat %s: %s", seat.id, exc)
 
 
 def mark_seat(client: Any, *, schedule_id: int, seat_id: int, refusal: str | None, read_at_ms: int) -> None:

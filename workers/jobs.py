@@ -28,7 +28,7 @@ import redis
 
 from config.bootstrap import current
 from models.errors import ConcurrentUpdate, DomainError, IdempotencyKeyReused, Unavailable, problem_of
-from models.redis_support import ANY_REDIS_ERROR, run_script
+from models.redis_support import ANY_REDIS_ERROR, is_cluster, run_script
 from workers import jobstats
 
 log = logging.getLogger("workers.jobs")
@@ -206,10 +206,15 @@ class JobStore:
         run_script(self._finish, keys=keys, args=args, client=pipe)
 
     def _end(self, job_id: str, status: str, field: str, value: str) -> bool:
-        keys = [job_key(job_id), done_key(job_id)]
-        ended = bool(int(self._finish(keys=keys, args=[status, field, value, self.ttl, ""])))
-        self.r.zrem(OPEN_KEY, job_id)  # only now: a job leaves the index once it is terminal
-        return ended
+        keys, args = [job_key(job_id), done_key(job_id)], [status, field, value, str(self.ttl), ""]
+        if is_cluster(self.r):  # the index is on another node: only once the job is terminal
+            ended = bool(int(self._finish(keys=keys, args=args)))
+            self.r.zrem(OPEN_KEY, job_id)
+            return ended
+        pipe = self.r.pipeline(transaction=False)  # one Redis runs them in order: the same, one round trip
+        run_script(self._finish, keys=keys, args=args, client=pipe)
+        pipe.zrem(OPEN_KEY, job_id)
+        return bool(int(pipe.execute()[0]))
 
     def claim_idempotency_key(self, *, user_id: int, key: str, request: dict[str, Any], job: Job) -> Job:
         """Bind (user, Idempotency-Key) to `job` for IDEMPOTENCY_TTL; the job to answer with.
