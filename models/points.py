@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 from models.db import MAX_ID, BaseModel, UtcDateTimeField, db, utcnow
-from models.errors import ConcurrentUpdate, InsufficientPoints, LimitExceeded, ValidationError
+from models.errors import ConcurrentUpdate, IdempotencyKeyReused, InsufficientPoints, LimitExceeded, ValidationError
 
 CHARGE, USE, REFUND = "CHARGE", "USE", "REFUND"
 CHARGE_ATTEMPTS = 5
@@ -38,10 +38,11 @@ class LedgerEntry(BaseModel):
     balance_after = pw.BigIntegerField()
     reference = pw.CharField(max_length=64, null=True)
     created_at = UtcDateTimeField(default=utcnow)
+    idempotency_key = pw.CharField(max_length=128, null=True)  # a charge's Idempotency-Key (migration 010)
 
     class Meta:
         table_name = "point_ledger"
-        indexes = ((("user_id", "id"), False),)
+        indexes = ((("user_id", "id"), False), (("user_id", "idempotency_key"), True))
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,21 @@ def get_balance(*, user_id: int) -> Balance:
     return Balance(user_id, wallet.balance if wallet else 0)
 
 
-def charge(*, user_id: int, amount: int, max_charge: int, max_balance: int, reference: str | None = None) -> Balance:
+def charge(
+    *,
+    user_id: int,
+    amount: int,
+    max_charge: int,
+    max_balance: int,
+    reference: str | None = None,
+    idempotency_key: str | None = None,
+) -> Balance:
     """Add points: compare-and-set on the wallet version plus a CHARGE ledger row, in one transaction.
 
-    Retries a few times when another writer wins the race, then raises ConcurrentUpdate.
+    With an Idempotency-Key the ledger row keeps it (UNIQUE per user): the same key again answers
+    the first charge's balance and charges nothing, also when both arrive at once; another amount
+    is IdempotencyKeyReused. Retries a few times when another writer wins the race, then raises
+    ConcurrentUpdate.
     """
     check_user_id(user_id)
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
@@ -88,15 +100,40 @@ def charge(*, user_id: int, amount: int, max_charge: int, max_balance: int, refe
     if amount > max_charge:
         raise LimitExceeded(f"amount {amount} exceeds the per-charge limit {max_charge}")
     for attempt in range(CHARGE_ATTEMPTS):
-        with db.atomic():
-            balance = _try_change(user_id=user_id, delta=amount, max_balance=max_balance)
-            if balance is not None:
-                LedgerEntry.create(
-                    user_id=user_id, type=CHARGE, amount=amount, balance_after=balance, reference=reference
-                )
-                return Balance(user_id, balance)
+        try:
+            with db.atomic():
+                first = _charged_with(user_id=user_id, key=idempotency_key, amount=amount)
+                if first is not None:
+                    return first
+                balance = _try_change(user_id=user_id, delta=amount, max_balance=max_balance)
+                if balance is not None:
+                    LedgerEntry.create(
+                        user_id=user_id,
+                        type=CHARGE,
+                        amount=amount,
+                        balance_after=balance,
+                        reference=reference,
+                        idempotency_key=idempotency_key,
+                    )
+                    return Balance(user_id, balance)
+        except pw.IntegrityError:
+            if idempotency_key is None:
+                raise
+            continue  # a charge with this key committed first: the next attempt answers with it
         time.sleep(random.uniform(0.001, 0.005) * (attempt + 1))
     raise ConcurrentUpdate("the wallet changed concurrently; retry the charge", retry_after=1)
+
+
+def _charged_with(*, user_id: int, key: str | None, amount: int) -> Balance | None:
+    """The first answer of the charge this user's Idempotency-Key made, if any."""
+    if key is None:
+        return None
+    entry = LedgerEntry.get_or_none((LedgerEntry.user_id == user_id) & (LedgerEntry.idempotency_key == key))
+    if entry is None:
+        return None
+    if entry.amount != amount:
+        raise IdempotencyKeyReused(f"this Idempotency-Key was used for a charge of {entry.amount}")
+    return Balance(user_id, entry.balance_after)
 
 
 def debit(*, user_id: int, amount: int, reference: str) -> int:

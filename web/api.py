@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Request, Response, current_app, jsonify
+from flask import Request, Response, current_app, jsonify, request
 from pydantic import BaseModel
 from spectree import SecurityScheme, SpecTree
 from spectree.models import InType, SecureType, SecuritySchemeData
@@ -123,3 +123,20 @@ def settings() -> Settings:
 def services() -> Services:
     """The process services (database, Redis, broker) of the running app."""
     return current_app.extensions["services"]  # type: ignore[no-any-return]
+
+
+# what /openapi.json declares for the header: 1-128 printable ASCII characters, no space at either end
+IDEMPOTENCY_KEY = re.compile(r"[!-~](?:[ -~]{0,126}[!-~])?")
+
+
+def idempotency_key_header() -> str | None:
+    """The request's Idempotency-Key (payments, points charges), None when absent; 400 when malformed."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ValidationError(
+            "Idempotency-Key must be 1-128 printable ASCII characters",
+            errors=[{"field": "Idempotency-Key", "message": "invalid key"}],
+        )
+    return key

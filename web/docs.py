@@ -64,7 +64,18 @@ IDEMPOTENCY_KEY = {
     "description": "The same key from the same user returns the first request's job for 24 h "
     "(422 IDEMPOTENCY_KEY_REUSED with another body).",
 }
-HEADERS = {("post", "/reservations"): [PREFER], ("post", "/payments"): [PREFER, IDEMPOTENCY_KEY]}
+CHARGE_KEY = {
+    **IDEMPOTENCY_KEY,
+    "description": "The same key from the same user answers the first charge again (200, the balance "
+    "right after it) and charges nothing, also when both arrive at once; another amount is 422 "
+    "IDEMPOTENCY_KEY_REUSED. Kept with the ledger entry (at least the 24 h SPEC promises).",
+}
+HEADERS = {
+    ("post", "/reservations"): [PREFER],
+    ("post", "/payments"): [PREFER, IDEMPOTENCY_KEY],
+    ("post", "/users/{user_id}/points/charge"): [CHARGE_KEY],
+    ("post", "/me/points/charge"): [CHARGE_KEY],
+}
 # (from, status) -> (link name, to, {path parameter: runtime expression}): lets a stateful fuzzer chain calls
 LINKS = [
     (("post", "/admin/concerts"), "201", "GetSchedules", ("get", "/concerts/{concert_id}/schedules"),

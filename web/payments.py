@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 from spectree import Response as Resp
 
 from models import payments, refunds
-from models.errors import Forbidden, ValidationError
+from models.errors import Forbidden
 from models.queue_tokens import fingerprint
-from web.api import parse_id, respond, settings, spec
+from web.api import idempotency_key_header, parse_id, respond, settings, spec
 from web.auth import identity
 from web.gate import own_reservation, queue_token_header, require_active
 from web.jobs import MAX_WAIT, answer, create_and_enqueue, enqueue, job_route_responses, job_store, new_job_id
@@ -29,22 +27,6 @@ def _location(result: dict[str, object]) -> str:
     return f"/api/v1/payments/{result['paymentId']}"
 
 
-# what /openapi.json declares for the header: 1-128 printable ASCII characters, no space at either end
-IDEMPOTENCY_KEY = re.compile(r"[!-~](?:[ -~]{0,126}[!-~])?")
-
-
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise ValidationError(
-            "Idempotency-Key must be 1-128 printable ASCII characters",
-            errors=[{"field": "Idempotency-Key", "message": "invalid key"}],
-        )
-    return key
-
-
 @bp.post("/payments")
 @limiter.shared_limit(lambda: settings().rate_jobs_user, scope="jobs", key_func=job_key)
 @spec.validate(
@@ -55,7 +37,7 @@ def _idempotency_key() -> str | None:
 )
 def create(json: PaymentIn) -> Response:
     """Queue a payment on the seat's partition; the same Idempotency-Key returns the first job."""
-    key = _idempotency_key()
+    key = idempotency_key_header()
     if key is not None:
         earlier = _first_answer(key, json)
         if earlier is not None:

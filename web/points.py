@@ -7,7 +7,7 @@ from spectree import Response as Resp
 
 from models import points
 from models.errors import Forbidden
-from web.api import parse_id, respond, settings, spec
+from web.api import idempotency_key_header, parse_id, respond, settings, spec
 from web.auth import identity
 from web.schemas import Problem
 from web.schemas.points import BalanceOut, ChargeIn, HistoryOut, LedgerEntryOut
@@ -35,7 +35,13 @@ def _balance(user_id: str | None) -> Response:
 def _charge(user_id: str | None, body: ChargeIn) -> Response:
     s = settings()
     user = _own(user_id)
-    result = points.charge(user_id=user, amount=body.amount, max_charge=s.max_charge, max_balance=s.max_balance)
+    result = points.charge(
+        user_id=user,
+        amount=body.amount,
+        max_charge=s.max_charge,
+        max_balance=s.max_balance,
+        idempotency_key=idempotency_key_header(),
+    )
     return respond(BalanceOut(userId=result.user_id, balance=result.balance))
 
 
@@ -66,7 +72,8 @@ def balance(user_id: str) -> Response:
 @bp.post("/users/<user_id>/points/charge")
 @spec.validate(json=ChargeIn, resp=CHARGE, tags=["points"])
 def charge(user_id: str, json: ChargeIn) -> Response:
-    """Add points to the signed-in user's wallet (created on first charge)."""
+    """Add points to the signed-in user's wallet (created on first charge); the same Idempotency-Key
+    answers the first charge again and charges nothing."""
     return _charge(user_id, json)
 
 
@@ -87,7 +94,8 @@ def my_balance() -> Response:
 @bp.post("/me/points/charge")
 @spec.validate(json=ChargeIn, resp=CHARGE, tags=["points"])
 def my_charge(json: ChargeIn) -> Response:
-    """Add points to the caller's wallet (created on first charge)."""
+    """Add points to the caller's wallet (created on first charge); the same Idempotency-Key answers
+    the first charge again and charges nothing."""
     return _charge(None, json)
 
 

@@ -151,6 +151,9 @@ def test_prefer_and_idempotency_key_are_declared_headers(client: FlaskClient) ->
     assert set(headers("post", "/payments")) == {"Prefer", "Idempotency-Key"}
     key = headers("post", "/payments")["Idempotency-Key"]["schema"]
     assert (key["minLength"], key["maxLength"]) == (1, 128)
+    for path in ("/users/{user_id}/points/charge", "/me/points/charge"):  # charges honour it too (SPEC §3 v2)
+        assert set(headers("post", path)) == {"Idempotency-Key"}
+        assert headers("post", path)["Idempotency-Key"]["schema"] == key
 
 
 @pytest.mark.parametrize(
@@ -158,7 +161,7 @@ def test_prefer_and_idempotency_key_are_declared_headers(client: FlaskClient) ->
     [("k", True), ("a b", True), ("~" * 128, True), ("~" * 129, False), (" lead", False), ("caf\xe9", False)],
 )
 def test_an_idempotency_key_is_checked_exactly_as_declared(client: FlaskClient, key: str, accepted: bool) -> None:
-    from web.payments import IDEMPOTENCY_KEY
+    from web.api import IDEMPOTENCY_KEY
 
     parameters = operation(openapi(client), "post", "/payments")["parameters"]
     (schema,) = [p["schema"] for p in parameters if p["name"] == "Idempotency-Key"]

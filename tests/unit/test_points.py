@@ -15,6 +15,7 @@ from models import points
 from models.errors import ConcurrentUpdate
 from models.points import LedgerEntry, Wallet
 from tests.support.helpers import make_app, problem_of
+from tests.support.identity import bearer
 
 USER = 7
 
@@ -290,3 +291,41 @@ def test_concurrent_charges_on_the_embedded_sqlite_all_succeed_and_add_up(app) -
     with db.connection_context():
         assert points.get_balance(user_id=77).balance == 16 * 25 * 10
         assert len(points.history(user_id=77, limit=1000)) == 400
+
+
+def test_a_charge_sent_again_with_its_idempotency_key_answers_the_first_answer_and_charges_nothing(
+    client: FlaskClient,
+) -> None:
+    """A retry after a lost answer (SPEC §3 v2). Hidden ways to fail: the header ignored (charged
+    twice), the balance of now answered instead of the first one, another amount accepted."""
+    key = {"Idempotency-Key": "top-up-1"}
+    first = client.post(f"/api/v1/users/{USER}/points/charge", json={"amount": 100}, headers=key)
+    charge(client, 5)  # the balance moves on between the two
+    again = client.post("/api/v1/me/points/charge", json={"amount": 100}, headers={**key, **bearer(USER)})
+    other = client.post(f"/api/v1/users/{USER}/points/charge", json={"amount": 101}, headers=key)
+    case = client.post(
+        f"/api/v1/users/{USER}/points/charge", json={"amount": 100}, headers={"Idempotency-Key": "TOP-UP-1"}
+    )
+
+    assert (first.status_code, first.get_json()) == (200, {"userId": USER, "balance": 100})
+    assert (again.status_code, again.get_json()) == (200, {"userId": USER, "balance": 100})
+    assert (other.status_code, problem_of(other)["code"]) == (422, "IDEMPOTENCY_KEY_REUSED")
+    assert case.get_json() == {"userId": USER, "balance": 205}  # keys compare exactly
+    assert [e["amount"] for e in history_of(client)] == [100, 5, 100]
+    assert balance_of(client) == 205
+    # another user's same key is their own
+    assert charge_as(client, 8, 100, key).get_json() == {"userId": 8, "balance": 100}
+
+
+def charge_as(client: FlaskClient, user: int, amount: int, headers: dict[str, str]) -> Any:
+    return client.post(f"/api/v1/users/{user}/points/charge", json={"amount": amount}, headers=headers)
+
+
+@pytest.mark.parametrize("key", ["k" * 129, " lead", "caf\xe9"])
+def test_a_malformed_charge_key_is_400_and_charges_nothing(client: FlaskClient, key: str) -> None:
+    response = client.post(
+        f"/api/v1/users/{USER}/points/charge", json={"amount": 100}, headers={"Idempotency-Key": key}
+    )
+
+    assert (response.status_code, problem_of(response)["code"]) == (400, "VALIDATION_ERROR")
+    assert rows() == (0, 0)
