@@ -213,7 +213,11 @@ def bootstrap(settings: Settings | None = None, *, force: bool = False) -> Servi
         if _services is not None and not force and (settings is None or settings == _services.settings):
             return _services
     settings = settings or Settings.from_env()
-    database = init_database(settings.database_url, replica_url=settings.database_replica_url or None)
+    database = init_database(
+        settings.database_url,
+        replica_url=settings.database_replica_url or None,
+        replica_max_lag=settings.database_replica_max_lag,
+    )
     client = make_redis(settings.redis_url)
     # heartbeat_timeout + a 10% maintenance chance: a killed worker's unacked messages are put
     # back on their queues ~10-15 s after its last heartbeat (the default is 60 s and 0.1%).

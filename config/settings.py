@@ -155,6 +155,7 @@ class Settings:
     port: int = 8080
     database_url: str = "sqlite:///var/concert.db"
     database_replica_url: str = ""
+    database_replica_max_lag: float = 10.0
     redis_url: str = EMBEDDED
     kafka_bootstrap_servers: str = ""
     kafka_replication_factor: int = 1
@@ -209,6 +210,7 @@ class Settings:
             port=_int(e, "PORT", 8080, 1, 65535),
             database_url=database_url,
             database_replica_url=_replica_url(e, "DATABASE_REPLICA_URL", database_url),
+            database_replica_max_lag=_float(e, "DATABASE_REPLICA_MAX_LAG", 10.0, 0.0, 86_400.0),
             redis_url=_redis_url(e, "REDIS_URL", EMBEDDED),
             kafka_bootstrap_servers=(e.get("KAFKA_BOOTSTRAP_SERVERS") or "").strip(),
             kafka_replication_factor=_int(e, "KAFKA_REPLICATION_FACTOR", 1, 1, 16),

@@ -49,18 +49,23 @@ class RoutingDatabase(pw.DatabaseProxy):
     Routing is per thread and explicit: queries go to the primary unless a caller asked for the
     replica, so a forgotten annotation costs load, never correctness. `on_primary()` pins a
     block to the primary (a nested `on_replica()` stays there): the catalogue cache fills from
-    the primary under it. A replica that fails to connect rests for REPLICA_REST_S seconds, and
-    lag-tolerant reads run on the primary meanwhile.
+    the primary under it. A replica that fails to connect, or lags more than its max lag (checked
+    at most every LAG_CHECK_S by one thread), rests for REPLICA_REST_S seconds, and lag-tolerant
+    reads run on the primary meanwhile.
     """
 
-    __slots__ = ("_primary", "_replica", "_rest_until", "_route")
+    __slots__ = ("_lag_checked", "_lag_lock", "_max_lag", "_primary", "_replica", "_rest_until", "_route")
     REPLICA_REST_S = 5.0
+    LAG_CHECK_S = 1.0
 
     def __init__(self) -> None:
         object.__setattr__(self, "_primary", None)
         object.__setattr__(self, "_replica", None)
         object.__setattr__(self, "_route", _Route())
         object.__setattr__(self, "_rest_until", 0.0)
+        object.__setattr__(self, "_max_lag", 0.0)
+        object.__setattr__(self, "_lag_checked", 0.0)
+        object.__setattr__(self, "_lag_lock", threading.Lock())
         super().__init__()
 
     def __setattr__(self, attr: str, value: Any) -> None:
@@ -88,10 +93,29 @@ class RoutingDatabase(pw.DatabaseProxy):
         """The replica database, or None when DATABASE_REPLICA_URL is unset."""
         return self._replica  # type: ignore[no-any-return]
 
-    def set_replica(self, database: pw.Database | None) -> None:
-        """Use `database` for lag-tolerant reads (None: everything on the primary)."""
+    def set_replica(self, database: pw.Database | None, *, max_lag: float = 0.0) -> None:
+        """Use `database` for lag-tolerant reads (None: everything on the primary) while it is at most
+        `max_lag` seconds behind (0: any lag; only a MySQL/MariaDB replica reports its lag)."""
         object.__setattr__(self, "_replica", database)
         object.__setattr__(self, "_rest_until", 0.0)
+        object.__setattr__(self, "_max_lag", max_lag)
+        object.__setattr__(self, "_lag_checked", 0.0)
+
+    def _check_lag(self) -> None:
+        """Raise ReplicaBehind when the replica is more than max_lag behind or not replicating."""
+        if self._max_lag <= 0 or not isinstance(self._replica, pw.MySQLDatabase):
+            return
+        if time.monotonic() - self._lag_checked < self.LAG_CHECK_S or not self._lag_lock.acquire(blocking=False):
+            return  # checked a moment ago, or another thread is checking: its verdict stands
+        try:
+            object.__setattr__(self, "_lag_checked", time.monotonic())
+            lag = replica_lag(self._replica)
+        finally:
+            self._lag_lock.release()
+        if lag is None:
+            raise ReplicaBehind("the replica is not replicating (its IO or SQL thread is stopped)")
+        if lag > self._max_lag:
+            raise ReplicaBehind(f"the replica is {lag:g} s behind (DATABASE_REPLICA_MAX_LAG={self._max_lag:g})")
 
     def replica_resting(self) -> bool:
         """True while a replica that failed recently is being left alone."""
@@ -128,7 +152,11 @@ class RoutingDatabase(pw.DatabaseProxy):
         if route == REPLICA:
             try:
                 opened = bool(self._replica.connect(reuse_if_open=True))
-            except Exception as exc:  # refused, timed out, pool exhausted: read from the primary
+                self._check_lag()
+            except Exception as exc:  # refused, timed out, pool exhausted, too far behind: the primary
+                if opened:
+                    self._replica.close()
+                    opened = False
                 self.rest_replica(exc)
                 route = PRIMARY
         stack.append(route)
@@ -149,6 +177,27 @@ class RoutingDatabase(pw.DatabaseProxy):
         if primary is not None and not primary.is_closed() and primary.in_transaction():
             return PRIMARY
         return REPLICA
+
+
+class ReplicaBehind(Exception):
+    """Raised when the replica lags more than DATABASE_REPLICA_MAX_LAG or does not replicate."""
+
+
+def replica_lag(database: pw.Database) -> float | None:
+    """Seconds the replica is behind its primary (Seconds_Behind_Master/Source); None when it does
+    not replicate; 0 for a server that is no replica. Needs SLAVE MONITOR (MariaDB) or
+    REPLICATION CLIENT (MySQL): without it the error says so and the replica is not used."""
+    try:
+        cursor = database.execute_sql("SHOW REPLICA STATUS")  # MariaDB 10.5+, MySQL 8.0.22+
+    except pw.ProgrammingError:
+        cursor = database.execute_sql("SHOW SLAVE STATUS")
+    row = cursor.fetchone()
+    if row is None:
+        return 0.0
+    names = [d[0] for d in cursor.description]
+    column = "Seconds_Behind_Source" if "Seconds_Behind_Source" in names else "Seconds_Behind_Master"
+    value = row[names.index(column)]
+    return None if value is None else float(value)
 
 
 db = RoutingDatabase()
@@ -367,11 +416,11 @@ def make_database(url: str, *, max_connections: int = 32) -> pw.Database:
     raise ValueError(f"unsupported database URL {url!r}")
 
 
-def init_database(url: str, *, replica_url: str | None = None) -> pw.Database:
+def init_database(url: str, *, replica_url: str | None = None, replica_max_lag: float = 0.0) -> pw.Database:
     """Point the deferred `db` at a real database (and its replica, when given) and return the primary."""
     database = make_database(url)
     db.initialize(database)
-    db.set_replica(make_database(replica_url) if replica_url else None)
+    db.set_replica(make_database(replica_url) if replica_url else None, max_lag=replica_max_lag)
     return database
 
 

@@ -18,6 +18,7 @@ Hidden ways this can fail, each checked below:
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,11 +50,14 @@ def replica_reads(served_by: str) -> float:
 
 
 @pytest.fixture
-def pair_settings(mariadb_pair: Pair, redis_url: str) -> Settings:
-    """Settings with the pair's primary as DATABASE_URL and its replica as DATABASE_REPLICA_URL."""
+def pair_settings(mariadb_pair: Pair, redis_url: str, request: pytest.FixtureRequest) -> Settings:
+    """Settings with the pair's primary as DATABASE_URL and its replica as DATABASE_REPLICA_URL; no
+    lag limit unless a test asks for one (indirect parameter): lag is how these tests tell the
+    servers apart."""
     return Settings().with_(
         database_url=mariadb_pair.primary_url,
         database_replica_url=mariadb_pair.replica_url,
+        database_replica_max_lag=getattr(request, "param", 0.0),
         redis_url=redis_url,
         admin_token="test-admin-token",
         auth_jwt_secret=TEST_JWT_SECRET,
@@ -66,7 +70,8 @@ def pair_app(pair_settings: Settings, mariadb_pair: Pair) -> Iterator[Flask]:
     app = make_app(pair_settings)
     current().redis.flushdb()
     mariadb_pair.wait_caught_up()
-    db.set_replica(db.replica)  # the warm-up before the fresh schema found no tables there: no rest
+    # the warm-up ran before the fresh schema and found no tables on the replica: no rest for that
+    db.set_replica(db.replica, max_lag=pair_settings.database_replica_max_lag)
     try:
         yield app
     finally:
@@ -201,10 +206,39 @@ def test_a_replica_that_goes_down_sends_lag_tolerant_reads_to_the_primary_and_is
 
     # When it is back, after the rest period the replica serves again
     mariadb_pair.restart_replica()
-    import time
-
     time.sleep(0.6)
     assert titles(client) == ["Replicated"]
+    assert replica_reads("replica") == served + 1
+
+
+@pytest.mark.parametrize("pair_settings", [1.0], indirect=True)
+def test_a_replica_that_stops_replicating_is_left_alone_until_it_caught_up(
+    pair_app: Flask, mariadb_pair: Pair, concert: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DATABASE_REPLICA_MAX_LAG=1: a replica whose replication stopped (an error on the replica, an
+    operator's STOP SLAVE) would serve an ever older catalogue and never show new holds to the
+    expiry scan; it is noticed within LAG_CHECK_S and the reads go to the primary until it is back."""
+    monkeypatch.setattr(RoutingDatabase, "REPLICA_REST_S", 0.3)
+    monkeypatch.setattr(RoutingDatabase, "LAG_CHECK_S", 0.1)
+    client = pair_app.test_client()
+    assert titles(client) == ["Replicated"]
+
+    # Given replication stops and a concert is created on the primary
+    mariadb_pair.stop_replication()
+    create_concert(title="New", venue="Hall", schedules=[NewSchedule(utcnow() + dt.timedelta(days=3), 2, 10)])
+    db.close()
+
+    # Then the lists come from the primary (the replica alone would not have it)
+    time.sleep(0.15)
+    served = replica_reads("replica")
+    assert titles(client) == ["Replicated", "New"]
+    assert titles(client) == ["Replicated", "New"]
+    assert replica_reads("replica") == served
+
+    # When replication resumes, after the rest the replica serves again
+    mariadb_pair.start_replication()
+    time.sleep(0.4)
+    assert titles(client) == ["Replicated", "New"]
     assert replica_reads("replica") == served + 1
 
 

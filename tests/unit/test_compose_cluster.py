@@ -72,6 +72,10 @@ def test_a_mysql_primary_and_a_read_only_replica_joined_by_gtid_replication() ->
     assert "--server-id=2" in replica and "--read-only=ON" in replica and "--super-read-only=ON" in replica
     setup = " ".join(_words(SERVICES["mysql-replication"]["command"]))
     assert "SOURCE_HOST='mysql-primary'" in setup and "SOURCE_AUTO_POSITION=1" in setup and "START REPLICA" in setup
+    # both servers' init create the app's database and user: replaying the primary's must not stop
+    # replication; configured once; the app user may read the replica's lag
+    assert "--replica-skip-errors=1007,1396" in replica
+    assert "SHOW REPLICA STATUS" in setup and "GRANT REPLICATION CLIENT ON *.* TO 'concert'@'%'" in setup
 
 
 def test_app_processes_are_scaled_out_and_configured_for_the_cluster_with_valid_settings() -> None:
@@ -85,3 +89,4 @@ def test_app_processes_are_scaled_out_and_configured_for_the_cluster_with_valid_
         assert settings.kafka_bootstrap_servers.split(",") == [f"{k}:9092" for k in KAFKA]
         assert (settings.kafka_replication_factor, settings.kafka_partitions) == (3, 6)
         assert "mysql-primary" in settings.database_url
+        assert "@mysql-replica:3306/concert" in settings.database_replica_url and settings.database_replica_max_lag > 0

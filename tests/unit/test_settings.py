@@ -87,6 +87,7 @@ def test_good_values_are_parsed() -> None:
         ("DATABASE_REPLICA_URL", "mysql:///nohost"),
         ("DATABASE_REPLICA_URL", "sqlite:///replica.db"),
         ("DATABASE_REPLICA_URL", "mysql://replica:3306/concert"),  # beside the default SQLite primary
+        ("DATABASE_REPLICA_MAX_LAG", "-1"),
     ],
 )
 def test_a_bad_value_raises_settings_error_naming_the_variable(name: str, value: str) -> None:
