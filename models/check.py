@@ -51,6 +51,17 @@ CHECKS: list[tuple[str, str]] = [
         "WHERE p.status = 'REFUNDED' AND r.status <> 'REFUNDED'",
     ),
     (
+        "2: refunded reservation still holding its seat's live key",
+        "SELECT id, seat_id FROM reservations WHERE status = 'REFUNDED' AND live_seat_id IS NOT NULL",
+    ),
+    (
+        "2: refunded seat not on sale again (neither AVAILABLE nor taken by a later live reservation)",
+        "SELECT r.id, s.id, s.status FROM payments p JOIN reservations r ON r.id = p.reservation_id "
+        "JOIN seats s ON s.id = r.seat_id WHERE p.status = 'REFUNDED' AND s.status <> 'AVAILABLE' "
+        "AND NOT EXISTS (SELECT 1 FROM reservations later WHERE later.seat_id = r.seat_id "
+        "AND later.id > r.id AND later.status IN ('HELD','CONFIRMED'))",
+    ),
+    (
         "3: refunded payment without exactly one REFUND ledger entry of its amount",
         "SELECT p.id, COUNT(l.id) FROM payments p LEFT JOIN point_ledger l ON l.user_id = p.user_id "
         "AND l.type = 'REFUND' AND l.reference = {refund_reference} AND l.amount = p.amount "
@@ -73,6 +84,17 @@ CHECKS: list[tuple[str, str]] = [
         "SELECT p.id, COUNT(o.id) FROM payments p LEFT JOIN outbox_events o "
         "ON o.aggregate_type = 'payment' AND o.aggregate_id = p.id AND o.event_type = 'PaymentCompleted' "
         "GROUP BY p.id HAVING COUNT(o.id) <> 1",
+    ),
+    (
+        "4: refunded payment without exactly one PaymentRefunded outbox row",
+        "SELECT p.id, COUNT(o.id) FROM payments p LEFT JOIN outbox_events o "
+        "ON o.aggregate_type = 'payment' AND o.aggregate_id = p.id AND o.event_type = 'PaymentRefunded' "
+        "WHERE p.status = 'REFUNDED' GROUP BY p.id HAVING COUNT(o.id) <> 1",
+    ),
+    (
+        "4: PaymentRefunded outbox row of a payment that is not refunded",
+        "SELECT o.id, o.aggregate_id FROM outbox_events o LEFT JOIN payments p ON p.id = o.aggregate_id "
+        "WHERE o.event_type = 'PaymentRefunded' AND (p.id IS NULL OR p.status <> 'REFUNDED')",
     ),
     (
         "4: outbox row FAILED (the relay gave up on it; never published)",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 from flask import Flask
 
-from models import check, outbox, payments, points
+from models import check, outbox, payments, points, refunds
 from models.concerts import Seat
 from models.db import db
 from models.seed import seed_demo
@@ -51,6 +51,31 @@ def world(live_app: Flask) -> Iterator[World]:
     held_res = hold(held, HOLDER)
     yield World(paid_res, paid.id, payment.payment_id, held_res, held.id, free.id, payment.balance)
 
+
+# A refund as models/refunds.py writes it (payment, reservation, seat, ledger, wallet, event), and its undo.
+REFUNDED_IN_FULL = [
+    "UPDATE payments SET status = 'REFUNDED', refunded_at = UTC_TIMESTAMP(6) WHERE id = {payment}",
+    "UPDATE reservations SET status = 'REFUNDED', live_seat_id = NULL WHERE id = {paid_res}",
+    "UPDATE seats SET status = 'AVAILABLE' WHERE id = {paid_seat}",
+    "INSERT INTO point_ledger (user_id, type, amount, balance_after, reference, created_at) SELECT user_id, "
+    "'REFUND', amount, {payer_balance} + amount, CONCAT('refund:payment:', id), UTC_TIMESTAMP(6) FROM payments "
+    "WHERE id = {payment}",
+    "UPDATE point_wallets w JOIN payments p ON p.user_id = w.user_id SET w.balance = w.balance + p.amount "
+    "WHERE p.id = {payment}",
+    "INSERT INTO outbox_events (event_id, aggregate_type, aggregate_id, event_type, topic, message_key, payload, "
+    "status, created_at, published_at, retry_count) SELECT 'planted-refunded', aggregate_type, aggregate_id, "
+    "'PaymentRefunded', 'payment-refunded', message_key, payload, status, created_at, published_at, retry_count "
+    "FROM outbox_events WHERE aggregate_id = {payment} AND event_type = 'PaymentCompleted'",
+]
+UNDO_REFUND = [
+    "UPDATE payments SET status = 'PAID', refunded_at = NULL WHERE id = {payment}",
+    "UPDATE reservations SET status = 'CONFIRMED', live_seat_id = seat_id WHERE id = {paid_res}",
+    "UPDATE seats SET status = 'RESERVED' WHERE id = {paid_seat}",
+    "UPDATE point_wallets w JOIN payments p ON p.user_id = w.user_id SET w.balance = w.balance - p.amount "
+    "WHERE p.id = {payment}",
+    "DELETE FROM point_ledger WHERE type = 'REFUND'",
+    "DELETE FROM outbox_events WHERE event_type = 'PaymentRefunded'",
+]
 
 # (expected line, plant, undo): the SQL is formatted with the World's fields.
 PLANTS: dict[str, tuple[str, list[str], list[str]]] = {
@@ -101,6 +126,32 @@ PLANTS: dict[str, tuple[str, list[str], list[str]]] = {
             "UPDATE reservations SET status = 'CONFIRMED', live_seat_id = seat_id WHERE id = {paid_res}",
             "UPDATE seats SET status = 'RESERVED' WHERE id = {paid_seat}",
         ],
+    ),
+    "2: a refunded reservation keeping its seat's live key": (
+        "invariant 2: refunded reservation still holding its seat's live key: ({paid_res}, {paid_seat})",
+        [*REFUNDED_IN_FULL, "UPDATE reservations SET live_seat_id = seat_id WHERE id = {paid_res}"],
+        UNDO_REFUND,
+    ),
+    "2: a refunded seat never put back on sale": (
+        "invariant 2: refunded seat not on sale again (neither AVAILABLE nor taken by a later live reservation): "
+        "({paid_res}, {paid_seat}, 'RESERVED')",
+        [*REFUNDED_IN_FULL, "UPDATE seats SET status = 'RESERVED' WHERE id = {paid_seat}"],
+        UNDO_REFUND,
+    ),
+    "4: a refund without its event": (
+        "invariant 4: refunded payment without exactly one PaymentRefunded outbox row: ({payment}, 0)",
+        [*REFUNDED_IN_FULL, "DELETE FROM outbox_events WHERE event_type = 'PaymentRefunded'"],
+        UNDO_REFUND,
+    ),
+    "4: a refund event of a paid seat": (
+        "invariant 4: PaymentRefunded outbox row of a payment that is not refunded: (",
+        [
+            "INSERT INTO outbox_events (event_id, aggregate_type, aggregate_id, event_type, topic, message_key, "
+            "payload, status, created_at, published_at, retry_count) SELECT 'planted-refund', aggregate_type, "
+            "aggregate_id, 'PaymentRefunded', 'payment-refunded', message_key, payload, status, created_at, "
+            "published_at, retry_count FROM outbox_events WHERE aggregate_id = {payment}"
+        ],
+        ["DELETE FROM outbox_events WHERE event_id = 'planted-refund'"],
     ),
     "3: a balance its ledger does not explain": (
         "invariant 3: wallet balance differs from its ledger sum: (11, {payer_balance_plus_1}, ",
@@ -198,3 +249,16 @@ def test_a_pending_event_younger_than_the_deadline_is_in_flight_not_a_violation(
     assert relaxed.returncode == 0, relaxed.stdout
     assert strict.returncode == 1, strict.stdout
     assert "invariant 4: outbox row PENDING past the publish deadline" in strict.stdout
+
+
+def test_a_refund_as_written_by_models_refunds_and_as_planted_here_is_checked_clean(world: World) -> None:
+    """Hidden failure: a new refund check that flags the refund's own correct state (or a plant
+    base above that is itself a violation, so every refund plant would pass for the wrong reason)."""
+    execute(REFUNDED_IN_FULL, world)
+    assert check.violations() == []
+    execute(UNDO_REFUND, world)
+    assert check.violations() == []
+
+    refunds.refund_payment(payment_id=world.payment, user_id=PAYER, job_id="refund-1", cutoff_s=0)
+
+    assert check.violations() == []
