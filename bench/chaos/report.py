@@ -14,6 +14,7 @@ MUST_BE_ZERO = (
     "oversold",
     "double_charges",
     "wallets_off",
+    "refunds_off",
     "events_unpublished",
     "events_unconsumed",
     "invariant_violations",
@@ -37,7 +38,10 @@ def result_of(plan: Plan, rec: Record, *, mode: str, seed: int, workdir: Path, *
         "invariant_violations": seen["violations"],
         "invariant_check_output": seen["check_output"].strip().splitlines()[-20:],
         "events": events,
-        "events_unpublished": events["pending"] + events["failed"] + checks["payments_without_one_published_event"],
+        "events_unpublished": events["pending"]
+        + events["failed"]
+        + checks["payments_without_one_published_event"]
+        + checks["refunds_without_one_published_event"],
         "events_unconsumed": events["unconsumed"],
         "settle_s": round(max(v if v is not None else plan.settle_timeout for v in seen["settled"].values()), 1),
         "settle_detail": seen["settled"],
@@ -88,7 +92,15 @@ def _client_side(rec: Record, states: Counter[str], seen: dict[str, Any]) -> dic
 
 def failure_detail(result: dict[str, Any]) -> dict[str, Any]:
     """What to look at first when a run is not OK."""
-    keys = ("must_be_zero", "jobs_open_detail", "wallets_off_detail", "http_500_samples", "events", "logs")
+    keys = (
+        "must_be_zero",
+        "jobs_open_detail",
+        "wallets_off_detail",
+        "refunds_off_detail",
+        "http_500_samples",
+        "events",
+        "logs",
+    )
     return {k: result[k] for k in keys}
 
 
@@ -129,6 +141,15 @@ def table(result: dict[str, Any]) -> str:
     rows = [
         ("requests sent / jobs accepted", f"{result['requests_sent']} / {result['jobs_accepted']}"),
         ("payments (db / client saw)", f"{result['payments']} / {result['client_payments']}"),
+        (
+            "refunds (requested / db / client saw)",
+            f"{result['refunds_requested']} / {result['refunds']} / {result['client_refunds']}",
+        ),
+        ("refunds off (db vs client, ledger, seat)", result["refunds_off"]),
+        (
+            "PaymentRefunded published / consumed",
+            f"{result['events'].get('refunds_published', 0)} / {result['events'].get('refunds_consumed', 0)}",
+        ),
         (
             "jobs accepted / terminal / lost",
             f"{result['jobs_accepted']} / {result['jobs_terminal']} / {result['jobs_lost']}",

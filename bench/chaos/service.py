@@ -154,14 +154,46 @@ class Service:
         return [p for p in self.cluster.procs if p.name == name and p.alive()]
 
 
+REFUNDS_OPEN_FOR = 30  # days between the run and the show: refunds stay allowed (REFUND_CUTOFF 1 day)
+
+
 def prepare_database(db_url: str, env: dict[str, str], seats: int) -> None:
-    """Drop and recreate the chaos database, migrate it and seed one concert with one schedule."""
+    """Drop and recreate the chaos database, migrate it and seed one concert with one schedule that
+    starts REFUNDS_OPEN_FOR days from now (the seed's next-evening start is within REFUND_CUTOFF
+    for part of each day)."""
     name = urlparse(db_url).path.lstrip("/")
     with connect(db_url, None) as conn, conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     for args in (["migrate"], ["seed", "--concerts", "1", "--schedules", "1", "--seats", str(seats)]):
         subprocess.run([sys.executable, "-m", "models", *args], cwd=ROOT, env=env, check=True, capture_output=True)
+    with connect(db_url, name) as conn, conn.cursor() as cur:
+        cur.execute(f"UPDATE concert_schedules SET starts_at = UTC_TIMESTAMP() + INTERVAL {REFUNDS_OPEN_FOR} DAY")
+
+
+class RunLock:
+    """A MariaDB named lock on the run's database, held on its own connection for the whole run, so
+    a second run against the same database (which would drop it) is refused instead."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self.name = f"bench.chaos:{urlparse(db_url).path.lstrip('/')}"
+        self.conn: Any = None
+
+    def acquire(self) -> bool:
+        self.conn = connect(self.db_url, None)  # no database: the connection-kill fault spares it
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT GET_LOCK(%s, 0)", (self.name,))
+            got = cur.fetchone()[0] == 1
+        if not got:
+            self.release()
+        return got
+
+    def release(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()  # the server frees the lock with the connection
+            self.conn = None
 
 
 def start_service(

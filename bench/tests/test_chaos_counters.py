@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench.chaos import QUICK, Record
-from bench.chaos.checks import longest_gap, per_bucket, wallets_off
+from bench.chaos.checks import longest_gap, per_bucket, refunds_off, wallets_off
 from bench.chaos.faults import CLUSTER_FAULTS, FAULTS, FaultLog, fault_schedule
 from bench.chaos.report import MUST_BE_ZERO, master_kill_rows, result_of
 
@@ -22,6 +22,14 @@ CLEAN_CHECKS = {
     "paid_total": 100,
     "client_payments": 2,
     "payments_without_one_published_event": 0,
+    "refunds": 1,
+    "client_refunds": 1,
+    "refunds_requested": 1,
+    "refunds_unclear_to_client": 0,
+    "refunds_refused": {},
+    "refunds_off": 0,
+    "refunds_off_detail": {},
+    "refunds_without_one_published_event": 0,
 }
 
 
@@ -81,6 +89,44 @@ def test_pending_failed_and_missing_events_are_each_unpublished_and_unconsumed_o
     )
 
     assert (r["events_unpublished"], r["events_unconsumed"], r["ok"]) == (6, 1, False)
+
+
+def test_a_refund_without_its_published_event_is_unpublished() -> None:
+    r = result(checks={**CLEAN_CHECKS, "refunds_without_one_published_event": 1})
+
+    assert (r["events_unpublished"], r["ok"]) == (1, False)
+
+
+def test_refunds_the_database_made_and_the_clients_saw_are_compared_and_unclear_ones_left_out() -> None:
+    rec = Record()
+    rec.refunded[1].append((10, 40))  # both agree
+    rec.refunded[2].append((20, 50))  # the client saw a refund the database does not have
+    rec.refund_unknown[40] = (4, 70)  # the answer never came: either way is fine
+    db = {10: (1, 40), 30: (3, 60), 40: (4, 70)}  # 30: refunded, but no client was told
+
+    off = refunds_off(db, rec)
+
+    assert [o["payment"] for o in off] == [20, 30]
+
+
+def test_a_wallet_counts_the_refunds_the_client_saw_not_the_ledger_s() -> None:
+    """Hidden failure: expected balances built from the database's own REFUND entries (a refund the
+    client never asked for, or one credited twice, would then look right)."""
+    rec = Record()
+    rec.charged.update({1: 100, 2: 100, 3: 100})
+    for user in (1, 2, 3):
+        rec.paid[user].append((user, 40))
+    rec.refunded[1].append((11, 40))
+    rec.refund_unknown[13] = (3, 40)
+    wallets = {
+        1: (100, 100, 40),  # paid 40, refunded 40 as the client saw: right
+        2: (100, 100, 40),  # a refund the client never saw
+        3: (100, 100, 40),  # the refund whose answer was lost landed: allowed
+    }
+
+    off = wallets_off(wallets, {}, rec)
+
+    assert [o["user"] for o in off] == [2]
 
 
 def test_a_500_and_a_client_error_are_counted_and_spoil_the_run() -> None:

@@ -30,6 +30,7 @@ MUST_BE_ZERO = (
     "oversold",
     "double_charges",
     "wallets_off",
+    "refunds_off",
     "events_unpublished",
     "events_unconsumed",
     "invariant_violations",
@@ -52,6 +53,7 @@ def test_quick_chaos_run_injects_every_fault_and_loses_nothing(mysql_url: str, t
         **os.environ,
         "CHAOS_DATABASE_URL": sibling_database_url(mysql_url, "chaos"),
         "CHAOS_REDIS_PORT": str(free_port()),
+        "CHAOS_WEB_PORT": str(free_port()),
     }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
 
@@ -64,8 +66,6 @@ def test_quick_chaos_run_injects_every_fault_and_loses_nothing(mysql_url: str, t
             "--quick",
             "--seed",
             str(SEED),
-            "--port",
-            str(free_port()),
             "--out",
             str(out),
         ],
@@ -88,6 +88,11 @@ def test_quick_chaos_run_injects_every_fault_and_loses_nothing(mysql_url: str, t
     assert result["payments"] >= 20, report
     assert result["client_payments"] == result["payments"], report
     assert result["jobs_terminal"] == result["jobs_accepted"], report
+    # And some fans refunded: every refund the database made is one a client saw, its event was
+    # published and consumed, its seat went back on sale (refunds_off and the models check below)
+    assert result["refunds"] >= 1, report
+    assert result["client_refunds"] + result["refunds_unclear_to_client"] >= result["refunds"], report
+    assert result["events"]["refunds_published"] == result["events"]["refunds_consumed"] == result["refunds"], report
     # And every must-be-zero figure is zero, so the run exits 0
     assert {k: result[k] for k in MUST_BE_ZERO} == dict.fromkeys(MUST_BE_ZERO, 0), report
     assert result["ok"] is True and done.returncode == 0, report
