@@ -104,7 +104,6 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
     import redis
 
     sys.path.insert(0, os.getcwd())
-    import models.waiting_room as wr
     from bench.bare_app import app as bare
     from config.settings import Settings
     from web import create_app
@@ -128,8 +127,10 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
     k = 20  # requests per operation under MONITOR
     tokens = [room.issue(user_id=u, concert_id=concert).token for u in range(1, n + k + 101)]
     active, on_time, watched = tokens[0], tokens[100 : 100 + n], tokens[100 + n :]
-    real = wr._now_ms
-    wr._now_ms = lambda: real() + 60_000  # every join's pollAfterMs has passed: on-time polls
+    # every fan polled "now" and is due "now" (the scripts read the server's clock): on-time polls
+    server_ms = int(r.time()[0]) * 1000
+    for token in tokens[100:]:
+        r.hset(f"wr:{{c:{concert}}}:t:{token}", "p", f"{server_ms}:{server_ms}")
     poll, seats = "/api/v1/queue/token", "/api/v1/schedules/1/seats"
 
     def envs(op: str, fans: list[str], first_user: int) -> list[Any]:
@@ -158,7 +159,6 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
         stats = r.info("commandstats")
         usec = sum(v["usec"] for key, v in stats.items() if key not in ("cmdstat_config", "cmdstat_info"))
         out[op].update(web_cpu_us=round(cpu, 1), redis_server_us=round(usec / n, 2), statuses=statuses)
-    wr._now_ms = real
     return out
 
 

@@ -118,10 +118,7 @@ def join_prequeue(
         raise refuse_early(start, window_s=window_s)
     if current == "prequeue":
         opens_ms = int(start.opens_at.replace(tzinfo=dt.UTC).timestamp() * 1000)
-        now_ms = int(now.replace(tzinfo=dt.UTC).timestamp() * 1000)
-        return prequeue.join(
-            user_id=user_id, concert_id=concert_id, seed=start.seed, opens_at_ms=opens_ms, now_ms=now_ms
-        )
+        return prequeue.join(user_id=user_id, concert_id=concert_id, seed=start.seed, opens_at_ms=opens_ms)
     if now < start.opens_at + RELEASE_GRACE:
         return prequeue.find(user_id=user_id, concert_id=concert_id)
     return None

@@ -35,15 +35,18 @@ import redis
 
 from models import fairness
 from models.queue_tokens import new_token_for
+from models.redis_support import NOW_MS_LUA
 from models.waiting_room import CONCERTS_KEY
 
 PREQUEUED = "PREQUEUED"
 SNAPSHOT_SLICE = 2_000  # members read per call while snapshotting the draw (bench/draw_bench.py)
 
-_JOIN = """
+_JOIN = (
+    NOW_MS_LUA
+    + """
 local pre, ukey, newhk, gate, entrants = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local tag, token, now, user, concert, member, entrant, opens =
-  ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local tag, token, user, concert, member, entrant, opens = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local now = now_ms()
 local existing = redis.call('GET', ukey)
 if existing then
   local h = redis.call('HMGET', tag .. ':t:' .. existing, 'status', 'p', 'entrant')
@@ -57,6 +60,7 @@ redis.call('HSET', entrants, token, entrant)
 redis.call('SET', gate, '1')
 return {token, 1, 'PREQUEUED', opens .. ':0', entrant}
 """
+)
 
 # The token while it waits for the draw (in the pre-queue, gate closed): {user, concert, status, p,
 # entrant}, else false (after the opening the waiting room describes it, as WAITING with its rank).
@@ -135,7 +139,7 @@ class PreQueue:
         self._find = client.register_script(_FIND)
         self._snapshot = client.register_script(_SNAPSHOT)
 
-    def join(self, *, user_id: int, concert_id: int, seed: bytes, opens_at_ms: int, now_ms: int) -> PrequeuedToken:
+    def join(self, *, user_id: int, concert_id: int, seed: bytes, opens_at_ms: int) -> PrequeuedToken:
         """Join a concert's pre-queue; a user with a live token of the concert gets that token back.
 
         The place is kept without polling until the opening; from the opening the fan has
@@ -148,7 +152,7 @@ class PreQueue:
         k = keys(concert_id)
         found = self._join(
             keys=[k["pre"], f"{tag}:u:{user_id}", f"{tag}:t:{token}", k["gate"], k["entrants"]],
-            args=[tag, token, now_ms, user_id, concert_id, member, entrant, opens_at_ms],
+            args=[tag, token, user_id, concert_id, member, entrant, opens_at_ms],
         )
         got, created, status, p, got_entrant = (_text(v) for v in found)
         self.r.sadd(CONCERTS_KEY, concert_id)  # global (own slot): next to the script, never in it

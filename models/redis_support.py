@@ -8,6 +8,9 @@
 * `wait_replicated(client, key)`: on a cluster, block (briefly) until a replica of the master
   serving `key` has every write made to it so far, so an answer given after it survives that
   master's death (Redis replicates asynchronously; a failover otherwise loses the last writes).
+* `NOW_MS_LUA`: a Lua `now_ms()` on the Redis server's clock (`TIME`), for every script that
+  needs "now": one clock per concert's slot instead of each caller host's (Redis 7 replicates a
+  script's effects, so `TIME` is allowed in a script that writes).
 * `run_script(script, keys, args, client)`: a registered Lua script on a client or pipeline.
   A cluster pipeline does not load missing scripts (EVALSHA answers NOSCRIPT on a node that
   never saw it, e.g. a freshly promoted replica), so there the script goes as EVAL with its body.
@@ -23,6 +26,14 @@ from typing import Any
 import redis
 import redis.exceptions as rex
 from redis.cluster import ClusterPipeline, RedisCluster
+
+# The Redis server's clock in ms, for scripts (never a caller's clock: hosts drift, Redis is one clock per slot).
+NOW_MS_LUA = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
 
 REDIS_ERRORS: tuple[type[Exception], ...] = (
     redis.ConnectionError,

@@ -36,7 +36,7 @@ import redis
 from config.settings import Settings
 from models.errors import RateLimited, TokenInvalid, ValidationError
 from models.queue_tokens import QueueToken, concert_of_token, fingerprint, new_token_for, token_of_reply
-from models.waiting_room_lua import ADMIT, ISSUE, LEAVE, POLL, SWEEP, SWEEP_SLICE
+from models.waiting_room_lua import ADMIT, COUNTS, ISSUE, LEAVE, POLL, RATE, SWEEP, SWEEP_SLICE
 
 WAITING, ACTIVE = "WAITING", "ACTIVE"
 CONCERTS_KEY = "wr:concerts"
@@ -109,6 +109,8 @@ class WaitingRoom:
         self._leave = client.register_script(LEAVE)
         self._sweep = client.register_script(SWEEP)
         self._admit = client.register_script(ADMIT)
+        self._counts = client.register_script(COUNTS)
+        self._rate = client.register_script(RATE)
         self._recent: dict[str, tuple[float, int, QueueToken]] = {}  # token -> (until, ends here, status)
 
     @classmethod
@@ -123,10 +125,10 @@ class WaitingRoom:
         )
 
     def _args(self, concert_id: int) -> list[str | int]:
-        """The prelude's ARGV[1..6]: tag, now, limit, waiting ttl, active ttl, longest poll interval."""
+        """The prelude's ARGV[1..5]: tag, limit, waiting ttl, active ttl, longest poll interval (no
+        "now": the scripts read the Redis server's clock)."""
         return [
             _tag(concert_id),
-            _now_ms(),
             self.active_limit,
             self.waiting_ttl_ms,
             self.active_ttl_ms,
@@ -234,7 +236,7 @@ class WaitingRoom:
     def sweep(self, *, concert_id: int, slice_size: int = SWEEP_SLICE) -> tuple[int, int, bool, int]:
         """One bounded slice of the abandoned-waiter sweep: (examined, dropped, wrapped, waiting)."""
         k = _keys(concert_id)
-        args: list[str | int] = [k["token_prefix"], k["user_prefix"], _now_ms(), self.waiting_ttl_ms, slice_size]
+        args: list[str | int] = [k["token_prefix"], k["user_prefix"], self.waiting_ttl_ms, slice_size]
         examined, dropped, wrapped, waiting = (int(v) for v in self._sweep(keys=[k["waiting"], k["sweep"]], args=args))
         return examined, dropped, bool(wrapped), waiting
 
@@ -265,7 +267,6 @@ class WaitingRoom:
         keys = [k["waiting"], k["active"], k["admits"], k["soldout"], k["gate"], k["pre"]]
         args: list[str | int] = [
             k["token_prefix"],
-            _now_ms(),
             self.active_limit if limit is None else limit,
             self.active_ttl_ms,
             self.waiting_ttl_ms,
@@ -303,24 +304,20 @@ class WaitingRoom:
     def counts(self, *, concert_id: int) -> tuple[int, int]:
         """(waiting, active-and-unexpired) of a concert; fans waiting for a fair start's draw are not counted."""
         k = _keys(concert_id)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.zcard(k["waiting"])
-        pipe.zcard(k["pre"])
-        pipe.exists(k["gate"])
-        pipe.zcount(k["active"], f"({_now_ms()}", "+inf")
-        waiting, prequeued, gated, active = pipe.execute()
+        keys = [k["waiting"], k["pre"], k["gate"], k["active"]]
+        waiting, prequeued, gated, active = (int(v) for v in self._counts(keys=keys))
         # a fair start's pre-queue counts as waiting once its gate is open (before, it is "prequeued")
         return int(waiting) + (0 if gated else int(prequeued)), int(active)
 
     def admission_rate(self, *, concert_id: int) -> float:
         """Tokens admitted per second over the last minute."""
-        now = _now_ms()
-        entries = self.r.zrangebyscore(_keys(concert_id)["admits"], now - RATE_WINDOW_MS, "+inf")
+        entries = self._rate(keys=[_keys(concert_id)["admits"]], args=[RATE_WINDOW_MS])
         total = sum(int(_text(e).rsplit(":", 1)[1]) for e in entries)  # type: ignore[union-attr]
         return total / (RATE_WINDOW_MS / 1000)
 
 
 def _now_ms() -> int:
+    """This host's clock, for the in-process status cache only (scripts read the server's TIME)."""
     return int(time.time() * 1000)
 
 

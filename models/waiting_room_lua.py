@@ -6,19 +6,24 @@ so all keys of one call share one Redis Cluster slot.
 
 from __future__ import annotations
 
+from models.redis_support import NOW_MS_LUA
+
 MIN_POLL_MS = 1_000  # near the front a fan polls once a second
 EARLY_FRACTION = 0.2  # a poll more than 20 % before its pollAfterMs is refused
 SWEEP_SLICE = 1_000  # waiting tokens examined per abandoned-waiter slice (one short script call)
 
-# Shared by the issue and poll scripts. ARGV[1..6] = tag, now, limit, waiting ttl, active ttl,
-# longest poll interval (ms). describe() reads a token in one go {user, concert, status, rank,
-# expires, soldout, poll field}; pace() turns a rank into (estimated wait s, pollAfterMs). The
-# token's `p` field "<last poll ms>:<due ms>" is the only thing a poll writes: it paces polls and
-# is what the abandoned-waiter sweep reads. Key names derive from the concert's tag (one slot).
+# Shared by the issue and poll scripts. ARGV[1..5] = tag, limit, waiting ttl, active ttl, longest
+# poll interval (ms); NOW is the Redis server's clock (TIME), never the caller's. describe()
+# reads a token in one go {user, concert, status, rank, expires, soldout, poll field}; pace()
+# turns a rank into (estimated wait s, pollAfterMs). The token's `p` field "<last poll ms>:<due
+# ms>" is the only thing a poll writes: it paces polls and is what the abandoned-waiter sweep
+# reads. Key names derive from the concert's tag (one slot).
 PRELUDE = (
-    """
-local TAG, NOW, LIMIT = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local WTTL, ATTL, MAXP = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+    NOW_MS_LUA
+    + """
+local TAG, LIMIT = ARGV[1], tonumber(ARGV[2])
+local WTTL, ATTL, MAXP = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local NOW = now_ms()
 local function last_poll(p) return tonumber(string.match(p or '', '^(%d+)')) or 0 end
 local function describe(token)
   local h = redis.call('HMGET', TAG .. ':t:' .. token, 'user', 'concert', 'status', 'expires', 'p', 'member')
@@ -62,8 +67,8 @@ end
 ISSUE = (
     PRELUDE
     + """
-local new_token, user, concert = ARGV[7], ARGV[8], ARGV[9]
-local join_limit = tonumber(ARGV[10])  -- operator controls: the limit for admission on join (-1: LIMIT)
+local new_token, user, concert = ARGV[6], ARGV[7], ARGV[8]
+local join_limit = tonumber(ARGV[9])  -- operator controls: the limit for admission on join (-1: LIMIT)
 if join_limit < 0 then join_limit = LIMIT end
 local waiting, active, ukey = TAG .. ':waiting', TAG .. ':active', TAG .. ':u:' .. user
 local existing = redis.call('GET', ukey)
@@ -109,7 +114,7 @@ return {new_token, 1, user, concert, 'WAITING', nwaiting + 1, NOW + WTTL, soldou
 POLL = (
     PRELUDE
     + """
-local token, touch = ARGV[7], ARGV[8]
+local token, touch = ARGV[6], ARGV[7]
 local found = describe(token)
 if not found then return false end
 local wait_s, after = pace(found[4])
@@ -145,12 +150,15 @@ if redis.call('GET', ukey) == token then redis.call('DEL', ukey) end
 return existed
 """
 
-# One bounded slice of the abandoned-waiter sweep: the next ARGV[5] waiting tokens after the
+# One bounded slice of the abandoned-waiter sweep: the next ARGV[4] waiting tokens after the
 # cursor (an arrival score), dropping those whose last poll is WAITING_TTL old. Returns
 # {examined, dropped, wrapped (the cursor went back to the front), waiting}.
-SWEEP = """
+SWEEP = (
+    NOW_MS_LUA
+    + """
 local waiting, cursor_key = KEYS[1], KEYS[2]
-local prefix, ukprefix, now, wttl, count = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local prefix, ukprefix, wttl, count = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
 local cursor = redis.call('GET', cursor_key) or '-inf'
 if cursor ~= '-inf' then cursor = '(' .. cursor end
 local slice = redis.call('ZRANGEBYSCORE', waiting, cursor, '+inf', 'WITHSCORES', 'LIMIT', 0, count)
@@ -174,14 +182,18 @@ else
 end
 return {#slice / 2, dropped, wrapped, redis.call('ZCARD', waiting)}
 """
+)
 
 # An admission pass: expire actives, then pop waiters into the free slots (FIFO); a popped
 # waiter whose last poll is WAITING_TTL old is dropped instead (bounded: at most free + 1,000 pops).
-ADMIT = """
+ADMIT = (
+    NOW_MS_LUA
+    + """
 local waiting, active, admits, soldout, gate, pre = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local prefix, now, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local attl, wttl, ukprefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local cap = tonumber(ARGV[7])  -- operator controls: at most this many per pass (-1: no cap)
+local prefix, limit = ARGV[1], tonumber(ARGV[2])
+local attl, wttl, ukprefix = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local cap = tonumber(ARGV[6])
+local now = now_ms()  -- operator controls: at most this many per pass (-1: no cap)
 redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
 redis.call('ZREMRANGEBYSCORE', admits, '-inf', now - 60000)
 if redis.call('EXISTS', soldout) == 1 or redis.call('EXISTS', gate) == 1 then
@@ -228,3 +240,21 @@ end
 redis.call('SET', string.sub(admits, 1, -8) .. ':rate', total .. ':' .. oldest, 'PX', 120000)
 return {admitted, redis.call('ZCARD', waiting) + redis.call('ZCARD', pre), redis.call('ZCARD', active), dropped}
 """
+)
+
+# The operator's counts in one round trip: {waiting, pre-queued, gate closed, active and unexpired}.
+COUNTS = (
+    NOW_MS_LUA
+    + """
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), redis.call('EXISTS', KEYS[3]),
+        redis.call('ZCOUNT', KEYS[4], '(' .. now_ms(), '+inf')}
+"""
+)
+
+# The admissions of the last ARGV[1] ms (members "<ms or token>:<count>").
+RATE = (
+    NOW_MS_LUA
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], now_ms() - tonumber(ARGV[1]), '+inf')
+"""
+)

@@ -28,7 +28,7 @@ import redis
 
 from config.bootstrap import current
 from models.errors import ConcurrentUpdate, DomainError, IdempotencyKeyReused, Unavailable, problem_of
-from models.redis_support import ANY_REDIS_ERROR, is_cluster, run_script
+from models.redis_support import ANY_REDIS_ERROR, NOW_MS_LUA, is_cluster, run_script
 from workers import jobstats
 
 log = logging.getLogger("workers.jobs")
@@ -38,13 +38,6 @@ TERMINAL = (SUCCEEDED, FAILED)
 OPEN_KEY = "jobs:open"
 IDEMPOTENCY_TTL = 86_400  # an Idempotency-Key answers with its first job for 24 h (SPEC §3)
 
-# The Redis server's clock in ms, for timestamps written by scripts.
-NOW_MS_LUA = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-"""
 
 _START = (
     NOW_MS_LUA

@@ -34,7 +34,7 @@ from dramatiq.broker import MessageProxy
 
 from config import heartbeat
 from models.leases import Leases, holder_id
-from models.redis_support import ANY_REDIS_ERROR
+from models.redis_support import ANY_REDIS_ERROR, NOW_MS_LUA
 from workers.broker import (
     ack_all,
     fetched_ahead,
@@ -48,6 +48,18 @@ from workers.broker import (
 log = logging.getLogger("workers.partitions")
 
 MEMBERS_KEY = "workers:members"
+
+# Heartbeat on the Redis server's clock and count the live members, one round trip: a worker
+# host whose clock is off neither drops the others' heartbeats nor is dropped itself.
+_HEARTBEAT = (
+    NOW_MS_LUA
+    + """
+local now = now_ms()
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now - tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])
+"""
+)
 LEASE_PREFIX = "partition:lease:"
 
 Handler = Callable[[MessageProxy], None]
@@ -144,6 +156,7 @@ class PartitionWorker:
         tick_interval: float = 2.0,
     ) -> None:
         self.r = client
+        self._beat = self.r.register_script(_HEARTBEAT)
         self.broker = broker
         self.handler = handler
         self.batch = batch
@@ -163,10 +176,7 @@ class PartitionWorker:
 
     def tick(self) -> None:
         """Heartbeat, renew leases, then shed or claim partitions toward the fair share."""
-        now = int(time.time() * 1000)
-        self.r.zadd(MEMBERS_KEY, {self.member: now})
-        self.r.zremrangebyscore(MEMBERS_KEY, 0, now - self.lease_ttl_ms)
-        live = max(1, int(self.r.zcard(MEMBERS_KEY)))
+        live = max(1, int(self._beat(keys=[MEMBERS_KEY], args=[self.member, self.lease_ttl_ms])))
         share = math.ceil(self.partitions / live)
 
         lost = [p for p in self.consumers if not self._renew_lease(p)]

@@ -45,9 +45,7 @@ def test_drawn_fans_are_admitted_first_in_drawn_order_and_later_joiners_after_th
     room = WaitingRoom(client, active_limit=50, active_ttl=600, waiting_ttl=300)
     users = list(range(1, 201))
     random.Random(7).shuffle(users)
-    tokens = {
-        u: pq.join(user_id=u, concert_id=CONCERT, seed=seed, opens_at_ms=opens, now_ms=opens - 60_000) for u in users
-    }
+    tokens = {u: pq.join(user_id=u, concert_id=CONCERT, seed=seed, opens_at_ms=opens) for u in users}
     assert room.admit(concert_id=CONCERT).admitted == 0  # the gate holds admission until the draw
     # When one fan leaves, the draw is snapshotted in slices, the gate opens and 10 more fans join
     assert room.leave(token=tokens[users[0]].token)

@@ -53,12 +53,10 @@ def test_the_prequeue_is_the_head_of_the_queue_in_drawn_order(r: fakeredis.FakeR
     room = WaitingRoom(r, active_limit=5, active_ttl=600, waiting_ttl=300)
     users = list(range(1, 51))
     random.Random(5).shuffle(users)
-    tokens = {u: pq.join(user_id=u, concert_id=1, seed=seed, opens_at_ms=opens, now_ms=opens - 1000) for u in users}
+    tokens = {u: pq.join(user_id=u, concert_id=1, seed=seed, opens_at_ms=opens) for u in users}
     assert {t.status for t in tokens.values()} == {PREQUEUED}
     # Asking again returns the same token
-    assert pq.join(user_id=users[0], concert_id=1, seed=seed, opens_at_ms=opens, now_ms=opens).token == (
-        tokens[users[0]].token
-    )
+    assert pq.join(user_id=users[0], concert_id=1, seed=seed, opens_at_ms=opens).token == (tokens[users[0]].token)
     # When the draw is snapshotted in slices of 7 and the gate opens, and a late fan joins
     assert pq.snapshot(concert_id=1, size=7) == 50
     pq.open_gate(concert_id=1)
@@ -85,8 +83,8 @@ def test_a_fan_who_leaves_the_prequeue_is_not_drawn(r: fakeredis.FakeRedis) -> N
     seed = fairness.new_seed()
     pq = PreQueue(r, waiting_ttl=300)
     room = WaitingRoom(r, active_limit=5, active_ttl=600, waiting_ttl=300)
-    a = pq.join(user_id=1, concert_id=3, seed=seed, opens_at_ms=10_000, now_ms=0)
-    pq.join(user_id=2, concert_id=3, seed=seed, opens_at_ms=10_000, now_ms=0)
+    a = pq.join(user_id=1, concert_id=3, seed=seed, opens_at_ms=10_000)
+    pq.join(user_id=2, concert_id=3, seed=seed, opens_at_ms=10_000)
     assert room.leave(token=a.token)
     assert pq.status(token=a.token, concert_id=3) is None
     assert pq.snapshot(concert_id=3) == 1
@@ -98,7 +96,7 @@ def test_a_leader_dying_mid_snapshot_leaves_a_draw_the_next_one_redoes_whole(r: 
     seed = fairness.new_seed()
     pq = PreQueue(r, waiting_ttl=300)
     for u in range(1, 31):
-        pq.join(user_id=u, concert_id=2, seed=seed, opens_at_ms=10_000, now_ms=0)
+        pq.join(user_id=u, concert_id=2, seed=seed, opens_at_ms=10_000)
     r.rpush("wr:{c:2}:drawn", "half-written")  # the first leader died mid-snapshot: no snap marker
     second = PreQueue(r, waiting_ttl=300)
     assert second.snapshotted(concert_id=2) is None
@@ -124,7 +122,7 @@ def test_a_closed_gate_admits_nobody_until_the_opening(r: fakeredis.FakeRedis) -
     pq = PreQueue(r, waiting_ttl=300)
     room = WaitingRoom(r, active_limit=5, active_ttl=600, waiting_ttl=300)
     now = int(time.time() * 1000)
-    drawn = pq.join(user_id=1, concert_id=4, seed=seed, opens_at_ms=now, now_ms=now - 1000)
+    drawn = pq.join(user_id=1, concert_id=4, seed=seed, opens_at_ms=now)
     early_bird = room.issue(user_id=2, concert_id=4)  # joins the ordinary queue at the opening
     assert early_bird.status == "WAITING" and early_bird.rank == 2
     assert room.admit(concert_id=4).admitted == 0
@@ -156,7 +154,7 @@ def test_the_draw_job_snapshots_stores_and_reveals_once(app, tmp_path) -> None: 
     pq = PreQueue(bootstrap.current().redis, waiting_ttl=300)
     now_ms = int(time.time() * 1000)
     for user in (11, 22, 33):
-        pq.join(user_id=user, concert_id=concert_id, seed=start.seed, opens_at_ms=now_ms + 60_000, now_ms=now_ms)
+        pq.join(user_id=user, concert_id=concert_id, seed=start.seed, opens_at_ms=now_ms + 60_000)
     # Before the opening: nothing drawn, the seed secret, the commitment public
     assert draws.run_due_draws(prequeue=pq) == []
     before = draws.published(concert_id=concert_id)

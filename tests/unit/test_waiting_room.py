@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -109,12 +110,20 @@ class Clock:
         return dt.datetime.fromtimestamp(self.ms / 1000, dt.UTC)
 
 
+def fake_redis_time(monkeypatch: pytest.MonkeyPatch, now_ms: Callable[[], int]) -> None:
+    """Make fakeredis's TIME (what the waiting room's scripts read as "now") answer `now_ms()`."""
+    from fakeredis.commands_mixins import server_mixin
+
+    monkeypatch.setattr(server_mixin, "time", SimpleNamespace(time=lambda: now_ms() / 1000))
+
+
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     import models.waiting_room as wr
 
     fake = Clock()
-    monkeypatch.setattr(wr, "_now_ms", lambda: fake.ms)
+    fake_redis_time(monkeypatch, lambda: fake.ms)  # the scripts' clock
+    monkeypatch.setattr(wr, "_now_ms", lambda: fake.ms)  # the in-process status cache's
     return fake
 
 
@@ -446,10 +455,8 @@ def test_the_wait_estimate_follows_the_admission_rate_of_a_sale_that_just_opened
 
     Found by bench/flash_sale/: fans were told ~3,200 s and were admitted after ~2.6 s.
     """
-    import models.waiting_room as wr
-
     clock = [1_000_000_000]
-    monkeypatch.setattr(wr, "_now_ms", lambda: clock[0])
+    fake_redis_time(monkeypatch, lambda: clock[0])
     room = room_with(active_limit=100, active_ttl=600)
     wroom = room.waiting_room
     first = [wroom.issue(user_id=u, concert_id=room.concert_id) for u in range(1, 101)]
