@@ -378,8 +378,9 @@ def _peer_closed(conn: Any) -> bool:
         return True
 
 
-def make_database(url: str, *, max_connections: int = 32) -> pw.Database:
-    """Build (not connect) a peewee database for a sqlite:/// or mysql:// URL."""
+def make_database(url: str, *, max_connections: int = 32, read_timeout: float = 10.0) -> pw.Database:
+    """Build (not connect) a peewee database for a sqlite:/// or mysql:// URL (`?read_timeout=N`
+    overrides `read_timeout`, the seconds a query may wait for an answer)."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         path = url[len("sqlite:///") :] or ":memory:"
@@ -411,16 +412,22 @@ def make_database(url: str, *, max_connections: int = 32) -> pw.Database:
             connect_timeout=float(opts.get("connect_timeout", 3)),
             # A query that gets no answer for this long fails (the server froze or the network
             # dropped); ?read_timeout=N raises it for long maintenance queries.
-            query_timeout=float(opts.get("read_timeout", 10)),
+            query_timeout=float(opts.get("read_timeout", read_timeout)),
         )
     raise ValueError(f"unsupported database URL {url!r}")
+
+
+# A replica answers index lookups in milliseconds; one that has not answered in 2 s is frozen or
+# overloaded and the primary is asked instead (the primary's queries may take 10 s).
+REPLICA_READ_TIMEOUT = 2.0
 
 
 def init_database(url: str, *, replica_url: str | None = None, replica_max_lag: float = 0.0) -> pw.Database:
     """Point the deferred `db` at a real database (and its replica, when given) and return the primary."""
     database = make_database(url)
     db.initialize(database)
-    db.set_replica(make_database(replica_url) if replica_url else None, max_lag=replica_max_lag)
+    replica = make_database(replica_url, read_timeout=REPLICA_READ_TIMEOUT) if replica_url else None
+    db.set_replica(replica, max_lag=replica_max_lag)
     return database
 
 

@@ -31,7 +31,7 @@ from config.bootstrap import current
 from config.settings import Settings
 from models.cache import schedule_keys
 from models.concerts import NewSchedule, Seat, create_concert
-from models.db import RoutingDatabase, db, utcnow
+from models.db import REPLICA_READ_TIMEOUT, RoutingDatabase, db, utcnow
 from models.seat_pages import pages_key
 from tests.support.helpers import make_app, worker_thread
 from tests.support.identity import TEST_JWT_SECRET
@@ -209,6 +209,27 @@ def test_a_replica_that_goes_down_sends_lag_tolerant_reads_to_the_primary_and_is
     time.sleep(0.6)
     assert titles(client) == ["Replicated"]
     assert replica_reads("replica") == served + 1
+
+
+def test_a_frozen_replica_costs_one_read_two_seconds_then_the_primary_answers(
+    pair_app: Flask, mariadb_pair: Pair, concert: tuple[int, int]
+) -> None:
+    """A replica that accepts connections and never answers (frozen, or a dropped network path):
+    the read in flight on it gives up after REPLICA_READ_TIMEOUT (2 s, not the primary's 10 s)
+    and is answered by the primary; the reads after it skip the resting replica."""
+    client = pair_app.test_client()
+    assert titles(client) == ["Replicated"]  # a replica connection just back in the pool: no ping
+    with mariadb_pair.frozen_replica():
+        started = time.monotonic()
+        assert titles(client) == ["Replicated"]
+        first = time.monotonic() - started
+        started = time.monotonic()
+        for _ in range(5):
+            assert titles(client) == ["Replicated"]
+        next_five = time.monotonic() - started
+    print(f"frozen replica: first read {first:.2f} s, next five {next_five:.3f} s")
+    assert REPLICA_READ_TIMEOUT - 0.1 <= first < REPLICA_READ_TIMEOUT + 1.0
+    assert next_five < 0.5
 
 
 @pytest.mark.parametrize("pair_settings", [1.0], indirect=True)

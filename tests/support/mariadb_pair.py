@@ -7,8 +7,11 @@ the replica shut down and started again, and a wait until the replica has caught
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,3 +94,14 @@ class Pair:
         ports = f"{urlparse(self.primary_url).port or 3306} {urlparse(self.replica_url).port or 3306}"
         env = {**os.environ, "MARIADB_PAIR_PORTS": ports}
         subprocess.run([str(SCRIPT), "start-replica"], env=env, check=True, capture_output=True, timeout=60)
+
+    @contextlib.contextmanager
+    def frozen_replica(self) -> Iterator[None]:
+        """SIGSTOP the replica's mariadbd for the block (it accepts TCP, never answers), then SIGCONT."""
+        [(pid_file,)] = sql(self.replica_url, "SELECT @@pid_file")
+        pid = int(Path(pid_file).read_text().strip())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
