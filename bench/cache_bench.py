@@ -36,7 +36,7 @@ from typing import Any
 import redis
 from flask import Flask, Response, g
 
-from bench.common import create_database, machine, pct, write
+from bench.common import BENCH_JWT_SECRET, bearer, create_database, machine, pct, sign, write
 from config.bootstrap import current
 from config.settings import Settings
 from models import schema, seed
@@ -163,9 +163,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def locust(base: str, path: str, tokens: list[str], users: int, duration: str, out: Path) -> dict[str, Any]:
+def locust(
+    base: str, path: str, tokens: list[str], users: int, duration: str, out: Path, bearers: list[str] | None = None
+) -> dict[str, Any]:
     """One headless locust run against `base`; the aggregated row of its CSV."""
-    env = {**os.environ, "LOCUST_PATH": path, "LOCUST_TOKENS": ",".join(tokens)}
+    env = {
+        **os.environ,
+        "LOCUST_PATH": path,
+        "LOCUST_TOKENS": ",".join(tokens),
+        "LOCUST_BEARERS": ",".join(bearers or []),
+    }
     cmd = [str(BIN / "locust"), "-f", "bench/locustfile_cache.py", "--headless", "-u", str(users), "-r", str(users)]
     cmd += ["-t", duration, "--csv", str(out), "--host", base, "--only-summary", "--loglevel", "WARNING"]
     subprocess.run(cmd, cwd=ROOT, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -208,6 +215,7 @@ def throughput(
         "WEB_CONCURRENCY": "2",
         "HOST": "127.0.0.1",
         "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+        "AUTH_JWT_SECRET": BENCH_JWT_SECRET,  # the fans sign in with it (every user route needs the identity)
     }
     env.pop("WEB_THREADS", None)  # the config default, for both servers
     seats = f"/api/v1/schedules/{schedule_id}/seats"
@@ -215,10 +223,12 @@ def throughput(
     with tempfile.TemporaryDirectory(prefix="cache-bench-") as tmp:
         proc, base = serve("web:create_app()", env, "/api/v1/healthz")
         try:
-            req = urllib.request.Request(base + seats, headers={"X-Queue-Token": tokens[0].token})
+            req = urllib.request.Request(base + seats, headers={"X-Queue-Token": tokens[0].token, **bearer(1)})
             with urllib.request.urlopen(req, timeout=10) as resp:  # primes the seat-map cache
                 assert resp.status == 200
-            result["seat_map"] = locust(base, seats, [t.token for t in tokens], users, duration, Path(tmp) / "seats")
+            bearers = [sign(t.user_id) for t in tokens]
+            out = Path(tmp) / "seats"
+            result["seat_map"] = locust(base, seats, [t.token for t in tokens], users, duration, out, bearers)
             result["seat_map"]["cache_events"] = seat_cache_events(base)
         finally:
             stop(proc)
@@ -246,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     create_database(db_url)
     redis.Redis.from_url(redis_url).flushdb()
     settings = Settings().with_(
-        database_url=db_url, redis_url=redis_url, rate_limit_enabled=False, active_limit=100_000
+        database_url=db_url,
+        redis_url=redis_url,
+        rate_limit_enabled=False,
+        active_limit=100_000,
+        auth_jwt_secret=BENCH_JWT_SECRET,
     )
     app = create_app(settings)
     load_started = time.perf_counter()

@@ -17,6 +17,20 @@ from urllib.parse import unquote, urlparse
 import pymysql
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# AUTH_JWT_SECRET of the services the benchmarks start themselves; their fans sign with it
+BENCH_JWT_SECRET = "bench-jwt-secret-for-local-benchmarks-0123456789"
+
+
+def sign(user_id: int, secret: str = BENCH_JWT_SECRET, ttl: int = 3600) -> str:
+    """A fan's bearer JWT as the identity service would sign it (HS256, `sub` = the user id)."""
+    import jwt
+
+    return str(jwt.encode({"sub": str(user_id), "exp": int(time.time()) + ttl}, secret, algorithm="HS256"))
+
+
+def bearer(user_id: int, secret: str = BENCH_JWT_SECRET) -> dict[str, str]:
+    """The `Authorization` header of a signed-in fan."""
+    return {"Authorization": f"Bearer {sign(user_id, secret)}"}
 
 
 def machine() -> dict[str, Any]:

@@ -21,16 +21,16 @@ from typing import Any
 import redis
 
 from bench.cache_bench import serve, stop
-from bench.common import machine
+from bench.common import BENCH_JWT_SECRET, bearer, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "rps.json"
 
 
-def wrk(url: str, seconds: int, connections: int, header: str | None = None) -> float:
+def wrk(url: str, seconds: int, connections: int, headers: list[str] | None = None) -> float:
     """Requests/s wrk measured (2 threads)."""
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url]
-    if header:
+    for header in headers or []:
         cmd[1:1] = ["-H", header]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -53,6 +53,7 @@ def main() -> None:
         "RATE_LIMIT_ENABLED": "false",
         "ADMIN_TOKEN": "bench",
         "WEB_CONCURRENCY": "2",
+        "AUTH_JWT_SECRET": BENCH_JWT_SECRET,  # user routes need the fan's identity
     }
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()  # the bench's own Redis database: an empty queue
     subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "models", "migrate"], cwd=ROOT, env=env, check=True)
@@ -63,11 +64,11 @@ def main() -> None:
     try:
         req = urllib.request.Request(
             f"{base}/api/v1/queue/tokens",
-            data=json.dumps({"userId": 1, "concertId": 1}).encode(),
-            headers={"Content-Type": "application/json"},
+            data=json.dumps({"concertId": 1}).encode(),
+            headers={"Content-Type": "application/json", **bearer(1)},
         )
         token = json.loads(urllib.request.urlopen(req, timeout=10).read())["token"]
-        header = f"X-Queue-Token: {token}"
+        header = [f"X-Queue-Token: {token}", f"Authorization: {bearer(1)['Authorization']}"]
         targets = {
             "bare": (f"{bare_base}/bare", None),
             "healthz": (f"{base}/api/v1/healthz", None),

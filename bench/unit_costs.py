@@ -40,6 +40,18 @@ def _environ(path: str, method: str = "GET", headers: dict[str, str] | None = No
     return EnvironBuilder(path=path, method=method, headers=headers or {}, json=body).get_environ()
 
 
+# the app's AUTH_JWT_SECRET (kept here, not imported: --before runs this module in an older checkout)
+BENCH_JWT_SECRET = "bench-jwt-secret-for-local-benchmarks-0123456789"
+
+
+def bearer(user_id: int) -> dict[str, str]:
+    """The `Authorization` header of a signed-in fan (HS256 with BENCH_JWT_SECRET)."""
+    import jwt
+
+    claims = {"sub": str(user_id), "exp": int(time.time()) + 3600}
+    return {"Authorization": f"Bearer {jwt.encode(claims, BENCH_JWT_SECRET, algorithm='HS256')}"}
+
+
 def _call(app: Any, environ: Any) -> str:
     status: list[str] = []
     body = app(environ, lambda s, h, e=None: status.append(s))
@@ -112,6 +124,8 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
     settings = Settings().with_(
         database_url=f"sqlite:///{db_file}", redis_url=redis_url, admin_token="x", rate_issue_ip="1000000/second"
     )
+    with contextlib.suppress(TypeError):  # checkouts before the identity have no such setting
+        settings = settings.with_(auth_jwt_secret=BENCH_JWT_SECRET)
     app = create_app(settings)
     try:
         from tests.support.helpers import fresh_schema
@@ -133,14 +147,16 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
         r.hset(f"wr:{{c:{concert}}}:t:{token}", "p", f"{server_ms}:{server_ms}")
     poll, seats = "/api/v1/queue/token", "/api/v1/schedules/1/seats"
 
+    users = {t: u for u, t in enumerate(tokens, start=1)}  # each fan is signed in as its token's user
+
     def envs(op: str, fans: list[str], first_user: int) -> list[Any]:
         if op in ("poll", "early_poll"):  # early_poll: the same tokens again, right after `poll`
-            return [_environ(poll, headers={"X-Queue-Token": t}) for t in fans]
+            return [_environ(poll, headers={"X-Queue-Token": t, **bearer(users[t])}) for t in fans]
         if op == "issue":
-            body = [{"userId": 10**9 + first_user + i, "concertId": concert} for i in range(len(fans))]
-            return [_environ("/api/v1/queue/tokens", "POST", body=b) for b in body]
+            ids = [10**9 + first_user + i for i in range(len(fans))]
+            return [_environ("/api/v1/queue/tokens", "POST", {**bearer(u)}, {"concertId": concert}) for u in ids]
         path = {"bare": "/bare", "healthz": "/api/v1/healthz", "seat_map": seats}[op]
-        return [_environ(path, headers={"X-Queue-Token": active}) for _ in fans]
+        return [_environ(path, headers={"X-Queue-Token": active, **bearer(1)}) for _ in fans]
 
     target = {op: bare if op == "bare" else app for op in OPS}
     _call(app, envs("seat_map", [active], 0)[0])  # the seat map is cached from here on

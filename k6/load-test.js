@@ -7,12 +7,14 @@
 // Env: BASE_URL (http://127.0.0.1:8080), CONCERT_ID (1), VUS (50: peak of the ramp),
 //      DURATION (60s: ramp up 1/4, hold 1/2, ramp down 1/4), MAX_WAIT_S (60: queue deadline),
 //      POLL_INTERVAL_S (1), CHARGE (100000), USER_BASE (0: added to user ids, change it to
-//      re-run against the same database).
+//      re-run against the same database), AUTH_JWT_SECRET (sign the users' bearer tokens here;
+//      else each user signs in through the dev login, see k6/auth.js).
 // 201 (held/paid), 202 (job still running after Prefer: wait) and 409 (lost the race / seat
 // gone) are all expected outcomes of POST /reservations and POST /payments.
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
+import { signIn } from './auth.js';
 
 const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
 const API = `${BASE_URL}/api/v1`;
@@ -105,11 +107,17 @@ function awaitJob(res, headers) {
 
 export default function (data) {
   const userId = USER_BASE + __VU * 100000 + __ITER;
+  // 0. sign in: every user-scoped route needs the user's bearer JWT
+  const me = signIn(API, userId);
+  if (!check(me, { 'sign in': (m) => m !== null })) {
+    sleep(POLL_INTERVAL_S);
+    return;
+  }
   const started = Date.now();
 
-  // 1. join the queue
-  const issue = http.post(`${API}/queue/tokens`, JSON.stringify({ userId, concertId: CONCERT_ID }), {
-    headers: { 'Content-Type': 'application/json' },
+  // 1. join the queue (the user is the identity's)
+  const issue = http.post(`${API}/queue/tokens`, JSON.stringify({ concertId: CONCERT_ID }), {
+    headers: Object.assign({ 'Content-Type': 'application/json' }, me),
     tags: { name: 'queue_issue' },
   });
   const token = body(issue);
@@ -120,7 +128,7 @@ export default function (data) {
     sleep(POLL_INTERVAL_S);
     return;
   }
-  const auth = { 'X-Queue-Token': token.token };
+  const auth = Object.assign({ 'X-Queue-Token': token.token }, me);
 
   // 2. poll until ACTIVE (or give up at the deadline), as often as the server's pollAfterMs says
   let status = token.status;
@@ -141,19 +149,20 @@ export default function (data) {
   admitted.add(1);
   timeToAdmission.add(Date.now() - started);
 
-  buyOneSeat(data, userId, auth);
+  buyOneSeat(data, me, auth);
   // give the ACTIVE slot back so the next users are admitted
   http.del(`${API}/queue/token`, null, { headers: auth, tags: { name: 'queue_leave' } });
 }
 
 // Steps 3-6 for one admitted user; returns early on a lost race or a sold-out schedule.
-function buyOneSeat(data, userId, auth) {
+function buyOneSeat(data, me, auth) {
   // 3. charge points (a client retries 503/429 after Retry-After, at most 3 tries; every
   // refused try still counts in http_req_failed)
   let charge;
+  const chargeKey = `k6-charge-${__VU}-${__ITER}-${Date.now()}`; // a retry never charges twice
   for (let attempt = 1; attempt <= 3; attempt++) {
-    charge = http.post(`${API}/users/${userId}/points/charge`, JSON.stringify({ amount: CHARGE }), {
-      headers: { 'Content-Type': 'application/json' },
+    charge = http.post(`${API}/me/points/charge`, JSON.stringify({ amount: CHARGE }), {
+      headers: Object.assign({ 'Content-Type': 'application/json', 'Idempotency-Key': chargeKey }, me),
       tags: { name: 'points_charge' },
     });
     if (charge.status !== 503 && charge.status !== 429) break;
@@ -203,7 +212,7 @@ function buyOneSeat(data, userId, auth) {
   // 6. pay, idempotently
   const pay = http.post(`${API}/payments`, JSON.stringify({ reservationId }), {
     headers: Object.assign(
-      { 'Content-Type': 'application/json', Prefer: 'wait=5', 'Idempotency-Key': `k6-pay-${userId}-${reservationId}` },
+      { 'Content-Type': 'application/json', Prefer: 'wait=5', 'Idempotency-Key': `k6-pay-${reservationId}` },
       auth,
     ),
     tags: { name: 'payment' },

@@ -7,10 +7,11 @@
 // Env: BASE_URL (http://127.0.0.1:8080), CONCERT_ID (1), VUS (200), DURATION (30s),
 //      MAX_WAIT_S (60: give up polling after this), POLL_INTERVAL_S (1),
 //      USER_BASE (0: added to user ids, change it to re-run against the same database),
-//      ISSUE_P95_MS (200).
+//      ISSUE_P95_MS (200), AUTH_JWT_SECRET (sign the users' bearer tokens here; else the dev login).
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
+import { signIn } from './auth.js';
 
 const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
 const API = `${BASE_URL}/api/v1`;
@@ -66,9 +67,14 @@ function checkToken(res, expected, label) {
 
 export default function () {
   const userId = USER_BASE + __VU * 100000 + __ITER;
+  const me = signIn(API, userId);
+  if (!check(me, { 'sign in': (m) => m !== null })) {
+    sleep(POLL_INTERVAL_S);
+    return;
+  }
   const started = Date.now();
-  const res = http.post(`${API}/queue/tokens`, JSON.stringify({ userId, concertId: CONCERT_ID }), {
-    headers: JSON_HEADERS,
+  const res = http.post(`${API}/queue/tokens`, JSON.stringify({ concertId: CONCERT_ID }), {
+    headers: Object.assign({}, JSON_HEADERS, me),
     tags: { name: 'queue_issue' },
   });
   checkToken(res, [201, 200], 'issue');
@@ -77,7 +83,7 @@ export default function () {
     sleep(POLL_INTERVAL_S);
     return;
   }
-  const headers = { 'X-Queue-Token': issued.token };
+  const headers = Object.assign({ 'X-Queue-Token': issued.token }, me);
   let status = issued.status;
   let after = issued.pollAfterMs; // paced polling: the server says when to come back
   const deadline = started + MAX_WAIT_S * 1000;
