@@ -269,6 +269,52 @@ def flash_section(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+def flash_cluster_section(d: dict[str, Any]) -> list[str]:
+    """bench.flash_sale --redis-cluster: one Redis and the 6-node cluster back to back, in pairs."""
+    if "pairs" not in d:
+        return []
+    prm = d["parameters"]
+    flag = " --quick" if prm.get("mode") == "quick" else ""
+    loads = [r["loadavg_at_start"][0] for p in d["pairs"] for r in (p["single"], p["cluster"])]
+    replica = "replica" in prm.get("database", "")
+    lines = [
+        "## Flash sale on a Redis Cluster beside one Redis server"
+        + (", database on a MariaDB primary + replica" if replica else ""),
+        "",
+        f"Script: `python -m bench.flash_sale{flag} --redis-cluster --pairs {len(d['pairs'])}"
+        f"{' --replica' if replica else ''}` · machine: "
+        f"{_machine(d)}; load average (1 min) at each run's start {', '.join(map(str, loads))}.",
+        "",
+        f"The same sale as above ({prm['users']:,} fans, {prm['schedules'] * prm['seats_per_schedule']} seats, "
+        f"the Procfile's processes, {prm.get('database', 'one MariaDB')}) run on one Redis server and on a "
+        "6-node Redis Cluster (3 masters "
+        "+ 3 replicas, `tests/support/redis_cluster.sh`) back to back in one invocation; pairs alternate which "
+        "goes first. Sell-out rate = seats sold ÷ seconds from the first hold to the last seat RESERVED.",
+        "",
+        "| pair | Redis | sold | sell-out s | seats/s | holds/s | RPS (all) | bare Flask RPS | checker | oversold "
+        "| double payments | 5xx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for n, p in enumerate(d["pairs"], 1):
+        for r in (p["single"], p["cluster"]) if p["first"] == "single server" else (p["cluster"], p["single"]):
+            lines.append(
+                f"| {n} | {r['redis']} | {r['seats_sold']}/{r['seats_total']} | {r['sell_out_seconds']} "
+                f"| {r['sell_out_seats_per_s']} | {r['holds_per_s']} | {r['all_requests_rps']} | {r['bare_flask_rps']} "
+                f"| {'clean' if r['checker_clean'] else '**NOT clean**'} | {r['oversold']} | {r['double_payments']} "
+                f"| {r['server_5xx']} |"
+            )
+    ratios = ", ".join(f"{r}×" for r in d["sell_out_ratio_cluster_over_single"])
+    lines += [
+        "",
+        f"Sell-out rate, cluster ÷ single, per pair: **{ratios}** (median **{d['sell_out_ratio_median']}×**). "
+        f"Every run clean (all seats sold, checker clean, 0 oversold, 0 double payments, no 5xx): "
+        f"{'yes' if d['all_clean'] else '**no**'}. The bare-Flask column is the machine between the two runs of a "
+        "pair, not Redis: this machine is shared, read the ratio with it.",
+        "",
+    ]
+    return lines
+
+
 RATIO_WORDS = {
     "seat_map_rps_over_bare_rps": ("seat-map requests per second", "bare Flask requests per second"),
     "all_requests_rps_over_bare_rps": ("requests per second, all endpoints (mean)", "bare Flask requests per second"),
@@ -402,6 +448,10 @@ def render() -> str:
     for name, section in sections.items():
         d = data[name]
         lines += section(d) if d else [f"## {name}", "", f"No results yet: run `python -m bench.{name}`.", ""]
+    for name in ("flash_sale_cluster", "flash_sale_cluster_replica"):
+        cluster = _load(name)
+        if cluster:
+            lines += flash_cluster_section(cluster)
     return "\n".join(lines)
 
 

@@ -44,6 +44,8 @@ from bench.flash_sale.service import (
     create_concert,
     fresh_database,
     gunicorn,
+    replica_of,
+    start_pair,
     stop_group,
     wait_for_partitions,
     wait_http,
@@ -89,6 +91,7 @@ class Run:
     cluster: bool = False
     web_port: int = WEB_PORT
     pairs: int = 1  # --redis-cluster: single/cluster pairs in one invocation (0: the cluster run alone)
+    replica_url: str = ""  # --replica: DATABASE_REPLICA_URL of the service (db_url is then the primary)
 
     @property
     def bare_port(self) -> int:
@@ -124,8 +127,16 @@ def parse(argv: list[str] | None) -> Run:
         help="--redis-cluster: single/cluster pairs, alternating which goes first (default 1; 0: the cluster alone)",
     )
     parser.add_argument("--port", type=int, default=WEB_PORT, help="the web's port (BENCH_WEB_PORT, default 8181)")
+    parser.add_argument(
+        "--replica",
+        action="store_true",
+        help="BENCH_DATABASE_URL is a MariaDB primary and BENCH_DATABASE_REPLICA_URL (default: its port + 1) its "
+        "replica, started or reused by tests/support/mariadb_pair.sh (BENCH_MARIADB_PAIR_DIR); the service reads "
+        "what tolerates lag from the replica (DATABASE_REPLICA_URL)",
+    )
     args = parser.parse_args(argv)
     cluster_url = os.environ.get("BENCH_REDIS_CLUSTER_URL", "redis+cluster://127.0.0.1:7000")
+    db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_flash")
     return Run(
         quick=args.quick,
         workers=args.workers,
@@ -133,11 +144,12 @@ def parse(argv: list[str] | None) -> Run:
         rate=args.spawn_rate or (200 if args.quick else 500),
         run_time=args.run_time or ("45s" if args.quick else "180s"),
         bare_run_time=args.bare_run_time or ("10s" if args.quick else "20s"),
-        db_url=os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_flash"),
+        db_url=db_url,
         redis_url=cluster_url if args.redis_cluster else os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"),
         cluster=args.redis_cluster,
         web_port=args.port,
         pairs=args.pairs,
+        replica_url=replica_of(db_url) if args.replica else "",
     )
 
 
@@ -163,6 +175,7 @@ def parameters(run: Run) -> dict[str, Any]:
         "points_charged": f"{PRICE} to each fan through POST /users/{{id}}/points/charge before the sale",
         "floor_threads": FLOOR_THREADS,
         "bare_run_time": run.bare_run_time,
+        "database": "MariaDB primary + replica (DATABASE_REPLICA_URL)" if run.replica_url else "one MariaDB",
     }
 
 
@@ -298,6 +311,9 @@ def one_run(run: Run) -> dict[str, Any]:
     run.env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "PORT", "WEB_THREADS")}
     run.env.update(SERVICE_ENV, PATH=f"{BIN}{os.pathsep}{run.env.get('PATH', '')}", DATABASE_URL=run.db_url)
     run.env["REDIS_URL"] = run.redis_url
+    if run.replica_url:
+        start_pair(run.db_url, run.replica_url)
+        run.env["DATABASE_REPLICA_URL"] = run.replica_url
     result: dict[str, Any] = {"parameters": parameters(run)}
     try:
         result.update(execute(run, result["parameters"], t0))
@@ -356,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     comparison = compare_redis(results)
     comparison["total_seconds"] = round(time.perf_counter() - t0, 1)
-    written = write("flash_sale_cluster", comparison)
+    written = write("flash_sale_cluster" + ("_replica" if run.replica_url else ""), comparison)
     print_comparison(comparison)
     print(f"wrote {written.relative_to(ROOT)} in {comparison['total_seconds']} s")
     return 0 if comparison["all_clean"] else 1

@@ -138,6 +138,30 @@ def fresh_database(db_url: str, env: dict[str, str]) -> None:
     )
 
 
+def replica_of(primary_url: str) -> str:
+    """BENCH_DATABASE_REPLICA_URL, else the primary's URL with its port + 1 (mariadb_pair.sh's layout)."""
+    if os.environ.get("BENCH_DATABASE_REPLICA_URL"):
+        return os.environ["BENCH_DATABASE_REPLICA_URL"]
+    u = urlparse(primary_url)
+    return u._replace(netloc=f"{u.netloc.rsplit(':', 1)[0]}:{(u.port or 3306) + 1}").geturl()
+
+
+def start_pair(primary_url: str, replica_url: str) -> None:
+    """Start (or reuse) the MariaDB primary + replica of those URLs with tests/support/mariadb_pair.sh."""
+    p, r = urlparse(primary_url), urlparse(replica_url)
+    env = {
+        **os.environ,
+        "MARIADB_PAIR_PORTS": f"{p.port or 3306} {r.port or 3306}",
+        "MARIADB_PAIR_DATABASE": p.path.lstrip("/"),
+        "MARIADB_PAIR_DIR": os.environ.get("BENCH_MARIADB_PAIR_DIR", "/tmp/concert-mariadb-pair"),
+    }
+    done = subprocess.run(
+        [str(ROOT / "tests" / "support" / "mariadb_pair.sh"), "start"], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the MariaDB pair did not start: {done.stdout}{done.stderr}")
+
+
 def create_concert(api: ApiClient) -> tuple[int, list[int]]:
     starts = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
     body = {
