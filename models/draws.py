@@ -3,16 +3,16 @@
 `run_due_draws` is the scheduler's one call (leader only, every second). For each concert whose
 `saleOpensAt` has passed and whose draw is not stored yet it:
 
-1. snapshots the pre-queue's order (models/prequeue.py: the set is already in drawn order and
-   already the head of the queue), in slices, each one short script;
-2. opens the gate: admission starts, drawn fans first;
-3. copies the snapshot into `fair_draw_entrants` and sets `drawn_at`, which reveals the seed at
-   `GET /concerts/{id}/fairness`.
+1. opens the gate, one short script (models/prequeue.py): the pre-queue already is the head of
+   the queue in drawn order, so admission starts at once, drawn fans first; the same script
+   freezes the entrant index as the draw's entrants;
+2. computes the published order from the frozen entrants and the seed (short HSCAN slices while
+   admission runs), writes it to `fair_draw_entrants` and sets `drawn_at`, which reveals the seed
+   at `GET /concerts/{id}/fairness`.
 
 Every step is idempotent, so a leader that dies mid-draw leaves work the next leader finishes
-exactly once: an incomplete snapshot is taken again from scratch (the gate is still closed, so
-the set is unchanged), a complete one is kept, and the copy rewrites the concert's rows from
-position 1.
+exactly once: the opening script freezes the entrants only the first time, and the copy
+rewrites the concert's rows from position 1.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ class DrawResult:
 
     concert_id: int
     released: int
-    seconds: float  # from the opening's tick to admission open (the snapshot)
+    seconds: float  # from the opening's tick to admission open (one script)
+    published_s: float = 0.0  # from the opening's tick to the draw stored and the seed revealed
 
 
 _FAIR_STARTS: dict[int, FairStart | None] = {}
@@ -152,34 +153,30 @@ def run_due_draws(*, prequeue: PreQueue, now: dt.datetime | None = None) -> list
 
 
 def draw(*, prequeue: PreQueue, concert_id: int) -> DrawResult:
-    """Snapshot one concert's drawn order, open admission, then store the draw and reveal the seed.
-
-    The pre-queue already is the head of the queue in drawn order, so opening is O(1); the
-    snapshot (for publication) is taken first, in slices, because admission consumes the set.
-    """
+    """Open admission in drawn order (O(1)), then store the draw and reveal the seed."""
     started = time.perf_counter()
-    released = prequeue.snapshotted(concert_id=concert_id)
-    if released is None:  # (a leader that died after the snapshot left it complete: keep it)
-        released = prequeue.snapshot(concert_id=concert_id)
-    prequeue.open_gate(concert_id=concert_id)
+    released = prequeue.open_gate(concert_id=concert_id)
     opened = time.perf_counter() - started
-    _store(prequeue, concert_id, released)
+    start = fair_start_of(concert_id=concert_id)
+    entrants = prequeue.drawn_order(concert_id=concert_id, seed=start.seed) if start else []
+    _store(concert_id, entrants)
     prequeue.finish(concert_id=concert_id)
+    published_s = time.perf_counter() - started
     log.info(
-        "fair-start draw of concert %s: %s entrants, admission open after %.2f s, published after %.2f s",
+        "fair-start draw of concert %s: %s entrants, admission open after %.3f s, published after %.2f s",
         concert_id,
         released,
         opened,
-        time.perf_counter() - started,
+        published_s,
     )
-    return DrawResult(concert_id, released, opened)
+    return DrawResult(concert_id, released, opened, published_s)
 
 
-def _store(prequeue: PreQueue, concert_id: int, released: int) -> None:
+def _store(concert_id: int, entrants: list[str]) -> None:
+    """The draw's rows (rewritten from position 1), then `drawn_at`, which reveals the seed."""
     FairDrawEntrant.delete().where(FairDrawEntrant.concert_id == concert_id).execute()
-    for start in range(0, released, COPY_SLICE):
-        entrants = prequeue.drawn_entrants(concert_id=concert_id, start=start, count=COPY_SLICE)
-        rows = [(concert_id, start + i + 1, e) for i, e in enumerate(entrants)]
+    for start in range(0, len(entrants), COPY_SLICE):
+        rows = [(concert_id, start + i + 1, e) for i, e in enumerate(entrants[start : start + COPY_SLICE])]
         with db.atomic():
             FairDrawEntrant.insert_many(
                 rows, fields=[FairDrawEntrant.concert_id, FairDrawEntrant.position, FairDrawEntrant.entrant]

@@ -6,21 +6,25 @@ in the draw is fixed when they join: the pre-queue is a sorted set whose members
 `sha256(seed || entrant)` in hex, all with score 0, so Redis keeps them in drawn order (by
 member, lexicographically). Nothing is sorted or moved at the opening: the waiting room admits
 from the pre-queue first and ranks its members before everyone who joined later
-(models/waiting_room_lua.py), so the draw is a snapshot of the set's order (for publication)
-and then opening the gate, O(1) for the queue however many fans pre-queued.
+(models/waiting_room_lua.py), so opening is one short script, O(1) however many fans
+pre-queued: it renames the entrant index (token -> entrant hash) to the draw's frozen copy and
+deletes the gate. The publication is computed afterwards, off the shard's critical path, from
+that frozen copy and the seed (the documented order: sha256(seed || entrant) ascending, which
+is the set's order), read in short HSCAN slices while admission already runs.
 
 Keys (all under the concert's tag `wr:{c:N}`, one Cluster slot; the token and user keys are the
 waiting room's):
 
   wr:{c:N}:pre       ZSET   "<draw key hex>:<token>" -> 0: the pre-queue, in drawn order; the
                             waiting room pops it before wr:{c:N}:waiting
-  wr:{c:N}:entrants  HASH   token -> entrant hash of every pre-queued token (the snapshot reads it)
-  wr:{c:N}:gate      STRING "1" until the draw is snapshotted: no admission and no direct
-                            admission on join (the waiting room reads it)
-  wr:{c:N}:drawn     LIST   the snapshot: entrant hashes in drawn order; models/draws.py copies it
-                            to the database, then deletes it
-  wr:{c:N}:snap      STRING the snapshot's length, set once it is complete (a leader that dies
-                            mid-draw knows whether to snapshot again)
+  wr:{c:N}:entrants  HASH   token -> entrant hash of every pre-queued token (a fan who leaves
+                            before the opening leaves it too)
+  wr:{c:N}:gate      STRING "1" until the opening: no admission and no direct admission on join
+                            (the waiting room reads it)
+  wr:{c:N}:drawn     HASH   the entrant index as it was at the opening (renamed, O(1)): the draw's
+                            entrants; models/draws.py publishes it, then deletes it (1-day TTL)
+  wr:{c:N}:opened    STRING set by the opening script (1-day TTL): a leader that runs it again
+                            (after dying before the publication) opens nothing twice
 
 A pre-queued token's hash is the waiting room's, with status PREQUEUED, the `member` it has in the
 pre-queue and `p` = "<opening>:0" (as if polled at the opening and free to poll at once: the waiting
@@ -39,12 +43,12 @@ from models.redis_support import NOW_MS_LUA
 from models.waiting_room import CONCERTS_KEY
 
 PREQUEUED = "PREQUEUED"
-SNAPSHOT_SLICE = 2_000  # members read per call while snapshotting the draw (bench/draw_bench.py)
+SCAN_SLICE = 2_000  # entrants read per HSCAN call while publishing the draw (bench/draw_bench.py)
 
 _JOIN = (
     NOW_MS_LUA
     + """
-local pre, ukey, newhk, gate, entrants = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local pre, ukey, newhk, gate, entrants, opened = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local tag, token, user, concert, member, entrant, opens = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local now = now_ms()
 local existing = redis.call('GET', ukey)
@@ -52,6 +56,9 @@ if existing then
   local h = redis.call('HMGET', tag .. ':t:' .. existing, 'status', 'p', 'entrant')
   if h[1] then return {existing, 0, h[1], h[2] or '', h[3] or ''} end
 end
+-- a join that reaches Redis after the opening (a web's clock behind the scheduler's) must neither
+-- join a draw already made nor close the gate again: the ordinary queue takes it
+if redis.call('EXISTS', opened) == 1 then return false end
 redis.call('HSET', newhk, 'user', user, 'concert', concert, 'status', 'PREQUEUED', 'issued', now,
            'entrant', entrant, 'member', member, 'p', opens .. ':0')
 redis.call('SET', ukey, token)
@@ -80,23 +87,22 @@ if h[3] ~= 'PREQUEUED' or not redis.call('ZSCORE', KEYS[2], h[6]) then return fa
 return {token, h[1], h[2], h[3], h[4], h[5]}
 """
 
-# One slice of the snapshot: members after the cursor (by member, so a fan who leaves meanwhile
-# shifts nothing), their entrant hashes appended to the drawn list. Returns {taken, last member}.
-_SNAPSHOT = """
-local pre, entrants, drawn = KEYS[1], KEYS[2], KEYS[3]
-local cursor, n = ARGV[1], tonumber(ARGV[2])
-local lo = '-'
-if cursor ~= '' then lo = '(' .. cursor end
-local members = redis.call('ZRANGE', pre, lo, '+', 'BYLEX', 'LIMIT', 0, n)
-if #members == 0 then return {0, ''} end
-local tokens = {}
-for i, m in ipairs(members) do tokens[i] = string.sub(m, 66) end
-local found = redis.call('HMGET', entrants, unpack(tokens))
-local listed = {}
-for i = 1, #tokens do if found[i] then listed[#listed + 1] = found[i] end end
-if #listed > 0 then redis.call('RPUSH', drawn, unpack(listed)) end
-return {#members, members[#members]}
+# The opening, O(1): freeze the entrant index as the draw's entrants (once), open the gate.
+# Returns how many entrants the draw has.
+_OPEN = """
+local entrants, drawn, gate, opened = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl = tonumber(ARGV[1])
+if redis.call('EXISTS', opened) == 0 then
+  if redis.call('EXISTS', entrants) == 1 then
+    redis.call('RENAME', entrants, drawn)
+    redis.call('EXPIRE', drawn, ttl)
+  end
+  redis.call('SET', opened, '1', 'EX', ttl)
+end
+redis.call('DEL', gate)
+return redis.call('HLEN', drawn)
 """
+DRAWN_TTL_S = 86_400
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,7 @@ def keys(concert_id: int) -> dict[str, str]:
         "entrants": f"{tag}:entrants",
         "gate": f"{tag}:gate",
         "drawn": f"{tag}:drawn",
-        "snap": f"{tag}:snap",
+        "opened": f"{tag}:opened",
     }
 
 
@@ -137,13 +143,14 @@ class PreQueue:
         self._join = client.register_script(_JOIN)
         self._status = client.register_script(_STATUS)
         self._find = client.register_script(_FIND)
-        self._snapshot = client.register_script(_SNAPSHOT)
+        self._open = client.register_script(_OPEN)
 
-    def join(self, *, user_id: int, concert_id: int, seed: bytes, opens_at_ms: int) -> PrequeuedToken:
+    def join(self, *, user_id: int, concert_id: int, seed: bytes, opens_at_ms: int) -> PrequeuedToken | None:
         """Join a concert's pre-queue; a user with a live token of the concert gets that token back.
 
         The place is kept without polling until the opening; from the opening the fan has
-        WAITING_TTL to poll, like any waiting fan.
+        WAITING_TTL to poll, like any waiting fan. None when the gate has opened meanwhile (the
+        ordinary queue applies).
         """
         tag = _tag(concert_id)
         token = new_token_for(concert_id)
@@ -151,9 +158,11 @@ class PreQueue:
         member = f"{fairness.draw_key(seed, entrant).hex()}:{token}"
         k = keys(concert_id)
         found = self._join(
-            keys=[k["pre"], f"{tag}:u:{user_id}", f"{tag}:t:{token}", k["gate"], k["entrants"]],
+            keys=[k["pre"], f"{tag}:u:{user_id}", f"{tag}:t:{token}", k["gate"], k["entrants"], k["opened"]],
             args=[tag, token, user_id, concert_id, member, entrant, opens_at_ms],
         )
+        if not found:
+            return None
         got, created, status, p, got_entrant = (_text(v) for v in found)
         self.r.sadd(CONCERTS_KEY, concert_id)  # global (own slot): next to the script, never in it
         return PrequeuedToken(got, user_id, concert_id, status, self._expiry(p), got_entrant or entrant, created == "1")
@@ -182,39 +191,27 @@ class PreQueue:
         return PrequeuedToken(token, int(user), int(concert), status, self._expiry(p), entrant)
 
     def close_gate(self, *, concert_id: int) -> None:
-        """Hold admission for a concert whose draw has not been snapshotted (idempotent)."""
+        """Hold admission for a concert that has not opened yet (idempotent)."""
         self.r.set(keys(concert_id)["gate"], "1")
 
-    def snapshotted(self, *, concert_id: int) -> int | None:
-        """The snapshot's length once it is complete, else None."""
-        value = self.r.get(keys(concert_id)["snap"])
-        return int(value) if value is not None else None  # type: ignore[arg-type]
-
-    def snapshot(self, *, concert_id: int, size: int = SNAPSHOT_SLICE) -> int:
-        """Copy the pre-queue's drawn order into the drawn list (from scratch), in slices; its length."""
+    def open_gate(self, *, concert_id: int) -> int:
+        """The opening: the entrants present now become the draw's (frozen once), admission starts
+        with the pre-queue as the queue's head. Idempotent; returns the number of entrants drawn."""
         k = keys(concert_id)
-        self.r.delete(k["drawn"])
-        cursor, taken = "", size
-        while taken:
-            taken_raw, last = self._snapshot(keys=[k["pre"], k["entrants"], k["drawn"]], args=[cursor, size])
-            taken, cursor = int(taken_raw), _text(last)
-        length = int(self.r.llen(k["drawn"]))  # type: ignore[arg-type]
-        self.r.set(k["snap"], length)
-        return length
+        return int(self._open(keys=[k["entrants"], k["drawn"], k["gate"], k["opened"]], args=[DRAWN_TTL_S]))
 
-    def open_gate(self, *, concert_id: int) -> None:
-        """Let admission start: the pre-queue is now the head of the queue."""
-        self.r.delete(keys(concert_id)["gate"])
-
-    def drawn_entrants(self, *, concert_id: int, start: int, count: int) -> list[str]:
-        """A slice of the snapshot, in drawn order."""
-        values = self.r.lrange(keys(concert_id)["drawn"], start, start + count - 1)
-        return [_text(v) for v in values]  # type: ignore[union-attr]
+    def drawn_order(self, *, concert_id: int, seed: bytes, size: int = SCAN_SLICE) -> list[str]:
+        """The draw's entrant hashes in drawn order, from the frozen entrants (short HSCAN slices,
+        so the shard is never held for long) and the seed: the order admission follows."""
+        entrants: dict[str, str] = {}
+        for token, entrant in self.r.hscan_iter(keys(concert_id)["drawn"], count=size):
+            entrants[_text(token)] = _text(entrant)  # a key HSCAN returns twice is kept once
+        ranked = sorted((fairness.draw_key(seed, e), t, e) for t, e in entrants.items())
+        return [e for _, _, e in ranked]
 
     def finish(self, *, concert_id: int) -> None:
-        """After the draw is stored: drop the snapshot and the entrant index."""
-        k = keys(concert_id)
-        self.r.unlink(k["drawn"], k["entrants"], k["snap"])
+        """After the draw is stored: drop the frozen entrants (the opened marker expires by itself)."""
+        self.r.unlink(keys(concert_id)["drawn"])
 
     def waiting_in_prequeue(self, *, concert_id: int) -> int:
         """How many fans wait for the draw (0 once the gate is open: they are the queue's head then)."""

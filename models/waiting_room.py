@@ -14,7 +14,7 @@ Keys (all of one concert share the hash tag `{c:<id>}`, so they live on one Clus
                            of the last minute; wr:{c:N}:rate = "<count>:<oldest ms>" (wait estimate)
   wr:{c:N}:soldout   STRING "1" while no seat of the concert can still be sold (none AVAILABLE or HELD)
   wr:{c:N}:admitted  STRING admissions ever (pass and join), for the operator console
-  wr:{c:N}:gate      STRING "1" until a fair-start concert's draw is snapshotted (models/prequeue.py):
+  wr:{c:N}:gate      STRING "1" until a fair-start concert opens (models/prequeue.py):
                            no admission, no direct admission on join
   wr:{c:N}:pre       ZSET  a fair start's pre-queue, "<draw key>:<token>" in drawn order (models/prequeue.py):
                            the head of the queue, ranked and admitted before wr:{c:N}:waiting

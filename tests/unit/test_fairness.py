@@ -46,7 +46,7 @@ def r() -> fakeredis.FakeRedis:
 
 def test_the_prequeue_is_the_head_of_the_queue_in_drawn_order(r: fakeredis.FakeRedis) -> None:
     """Hidden failures: fans ranked or admitted in join order; later joiners admitted before the drawn;
-    a snapshot slice boundary that skips or repeats someone."""
+    a publication slice boundary that skips or repeats someone; admission consuming the publication."""
     # Given 50 fans pre-queued in a shuffled join order, the opening a minute ago
     seed, opens = fairness.new_seed(), int(time.time() * 1000) - 60_000
     pq = PreQueue(r, waiting_ttl=300)
@@ -57,11 +57,10 @@ def test_the_prequeue_is_the_head_of_the_queue_in_drawn_order(r: fakeredis.FakeR
     assert {t.status for t in tokens.values()} == {PREQUEUED}
     # Asking again returns the same token
     assert pq.join(user_id=users[0], concert_id=1, seed=seed, opens_at_ms=opens).token == (tokens[users[0]].token)
-    # When the draw is snapshotted in slices of 7 and the gate opens, and a late fan joins
-    assert pq.snapshot(concert_id=1, size=7) == 50
-    pq.open_gate(concert_id=1)
+    # When the gate opens and a late fan joins
+    assert pq.open_gate(concert_id=1) == 50
     late = room.issue(user_id=999, concert_id=1)
-    # Then the queue is the drawn order, then the late fan; the snapshot is that order
+    # Then the queue is the drawn order, then the late fan
     expected = fairness.drawn_order(seed, [fairness.entrant_of(u) for u in users])
     by_entrant = {fairness.entrant_of(u): u for u in users}
     polled = {u: room.status(token=tokens[u].token) for u in users}
@@ -69,7 +68,6 @@ def test_the_prequeue_is_the_head_of_the_queue_in_drawn_order(r: fakeredis.FakeR
     assert [by_entrant[e] for e in expected] == sorted(users, key=lambda u: polled[u].rank)
     assert sorted(t.rank for t in polled.values()) == list(range(1, 51))
     assert late.status == "WAITING" and late.rank == 51
-    assert pq.drawn_entrants(concert_id=1, start=0, count=100) == expected
     # And admission takes the drawn first, in order
     room.admit(concert_id=1)
     admitted = [u for u in users if room.status(token=tokens[u].token, touch=False).status == "ACTIVE"]
@@ -77,6 +75,10 @@ def test_the_prequeue_is_the_head_of_the_queue_in_drawn_order(r: fakeredis.FakeR
         by_entrant[e] for e in expected[:5]
     ]
     assert room.status(token=late.token, touch=False).rank == 46
+    # And the publication, read in slices of 7 after admission began (and after a drawn fan left), is
+    # that order, whole
+    assert room.leave(token=tokens[by_entrant[expected[10]]].token)
+    assert pq.drawn_order(concert_id=1, seed=seed, size=7) == expected
 
 
 def test_a_fan_who_leaves_the_prequeue_is_not_drawn(r: fakeredis.FakeRedis) -> None:
@@ -87,22 +89,30 @@ def test_a_fan_who_leaves_the_prequeue_is_not_drawn(r: fakeredis.FakeRedis) -> N
     pq.join(user_id=2, concert_id=3, seed=seed, opens_at_ms=10_000)
     assert room.leave(token=a.token)
     assert pq.status(token=a.token, concert_id=3) is None
-    assert pq.snapshot(concert_id=3) == 1
-    assert pq.drawn_entrants(concert_id=3, start=0, count=10) == [fairness.entrant_of(2)]
+    assert pq.open_gate(concert_id=3) == 1
+    assert pq.drawn_order(concert_id=3, seed=seed) == [fairness.entrant_of(2)]
 
 
-def test_a_leader_dying_mid_snapshot_leaves_a_draw_the_next_one_redoes_whole(r: fakeredis.FakeRedis) -> None:
-    """Hidden failure: a second leader appending to a half snapshot (entrants listed twice)."""
+def test_a_leader_dying_after_the_opening_leaves_a_draw_the_next_one_publishes_whole(r: fakeredis.FakeRedis) -> None:
+    """Hidden failures: a second opening freezing the entrants again (those who left since, or an
+    empty index, become the draw); a join that reaches Redis after the opening closing the gate again
+    (admission stopped for good) or slipping into a draw already made."""
     seed = fairness.new_seed()
     pq = PreQueue(r, waiting_ttl=300)
-    for u in range(1, 31):
-        pq.join(user_id=u, concert_id=2, seed=seed, opens_at_ms=10_000)
-    r.rpush("wr:{c:2}:drawn", "half-written")  # the first leader died mid-snapshot: no snap marker
+    room = WaitingRoom(r, active_limit=5, active_ttl=600, waiting_ttl=300)
+    opens = int(time.time() * 1000)
+    tokens = [pq.join(user_id=u, concert_id=2, seed=seed, opens_at_ms=opens) for u in range(1, 31)]
+    # Given the first leader opened the gate and died before publishing, and then a drawn fan left
+    assert pq.open_gate(concert_id=2) == 30
+    assert room.leave(token=tokens[0].token)  # type: ignore[union-attr]
+    # And a web whose clock is behind the scheduler's lets a fan join the pre-queue after the opening
+    assert pq.join(user_id=99, concert_id=2, seed=seed, opens_at_ms=opens) is None
+    # When the next leader runs the opening again
     second = PreQueue(r, waiting_ttl=300)
-    assert second.snapshotted(concert_id=2) is None
-    assert second.snapshot(concert_id=2, size=4) == 30
-    assert second.snapshotted(concert_id=2) == 30
-    drawn = second.drawn_entrants(concert_id=2, start=0, count=100)
+    assert second.open_gate(concert_id=2) == 30
+    # Then the gate is open, and the draw is the 30 who were there at the opening, in drawn order
+    assert room.admit(concert_id=2).admitted == 5
+    drawn = second.drawn_order(concert_id=2, seed=seed, size=4)
     assert drawn == fairness.drawn_order(seed, [fairness.entrant_of(u) for u in range(1, 31)])
 
 
@@ -117,7 +127,7 @@ def test_phase_of_a_fair_start() -> None:
 
 
 def test_a_closed_gate_admits_nobody_until_the_opening(r: fakeredis.FakeRedis) -> None:
-    """Hidden failure: a fan who joins at the opening, before the snapshot, is admitted ahead of the drawn."""
+    """Hidden failure: a fan who joins at the opening, before the gate opens, is admitted ahead of the drawn."""
     seed = fairness.new_seed()
     pq = PreQueue(r, waiting_ttl=300)
     room = WaitingRoom(r, active_limit=5, active_ttl=600, waiting_ttl=300)
@@ -126,13 +136,12 @@ def test_a_closed_gate_admits_nobody_until_the_opening(r: fakeredis.FakeRedis) -
     early_bird = room.issue(user_id=2, concert_id=4)  # joins the ordinary queue at the opening
     assert early_bird.status == "WAITING" and early_bird.rank == 2
     assert room.admit(concert_id=4).admitted == 0
-    pq.snapshot(concert_id=4)
     pq.open_gate(concert_id=4)
     assert room.admit(concert_id=4).admitted == 2
     assert room.status(token=drawn.token).status == "ACTIVE"
 
 
-def test_the_draw_job_snapshots_stores_and_reveals_once(app, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_draw_job_opens_stores_and_reveals_once(app, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Hidden failures: the seed revealed before the draw; a second run re-drawing or duplicating rows;
     the verify command trusting the server instead of recomputing."""
     import json
