@@ -142,12 +142,12 @@ def table(result: dict[str, Any]) -> str:
         ("requests sent / jobs accepted", f"{result['requests_sent']} / {result['jobs_accepted']}"),
         ("payments (db / client saw)", f"{result['payments']} / {result['client_payments']}"),
         (
-            "refunds (requested / db / client saw)",
+            "refunds (asked / db / client saw)",
             f"{result['refunds_requested']} / {result['refunds']} / {result['client_refunds']}",
         ),
-        ("refunds off (db vs client, ledger, seat)", result["refunds_off"]),
+        ("refunds off (db/client, ledger, seat)", result["refunds_off"]),
         (
-            "PaymentRefunded published / consumed",
+            "PaymentRefunded published/consumed",
             f"{result['events'].get('refunds_published', 0)} / {result['events'].get('refunds_consumed', 0)}",
         ),
         (
