@@ -128,12 +128,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(app_spec: str, env: dict[str, str], probe: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start gunicorn with the project's config on a free port; return it once `probe` answers 200."""
+def serve(app_spec: str, env: dict[str, str], probe: str, cwd: Path = ROOT) -> tuple[subprocess.Popen[bytes], str]:
+    """Start gunicorn with the config of the checkout `cwd` on a free port; return it once `probe` answers 200."""
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "gunicorn"), "-c", "config/gunicorn.py", app_spec],
-        cwd=ROOT,
+        cwd=cwd,
         env={**env, "PORT": str(port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

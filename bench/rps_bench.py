@@ -1,9 +1,27 @@
-"""Requests/s of /healthz, a waiting poll's cost class and the cached seat map beside a bare Flask
-route, under wrk, with the same gunicorn settings (config/gunicorn.py, WEB_CONCURRENCY=2,
-8 threads): both servers up, the targets hit in turn for --rounds rounds, the median of each.
-SQLite file + BENCH_REDIS_URL; rate limits off. The seat map and the poll use an ACTIVE token.
+"""Requests/s of /healthz, the cached seat map and a waiting poll beside a bare Flask route, under
+wrk, all served by gunicorn with the project's config (config/gunicorn.py: WEB_CONCURRENCY=2,
+8 threads, multiprocess metrics, rate limits on) against MariaDB and Redis. Every server is up
+for the whole run; the targets are hit in turn for --rounds rounds (so a busy moment of the
+shared machine hits every target) and the median of each counts.
 
-    .venv/bin/python -m bench.rps_bench [--seconds 10] [--connections 32]
+Targets (each request signed in with the fan's own bearer JWT, as the real clients do):
+  bare            a bare Flask JSON route (bench/bare_app.py), the floor
+  healthz         GET /api/v1/healthz
+  seat_map        GET /api/v1/schedules/1/seats with one ACTIVE fan's token (one fan refreshing)
+  seat_map_fans   the same, each request a different one of --active ACTIVE fans (wrk Lua script)
+  poll            GET /api/v1/queue/token, each request a different one of --waiting WAITING fans,
+                  on time (POLL_MAX_INTERVAL=1 and each fan polled seconds apart): 200, one Redis
+                  round trip and one small write each
+
+With --before DIR (another checkout, e.g. `git archive <commit> | tar -x -C DIR`) the same app
+targets are also served from DIR by a second gunicorn on the same database and Redis, in the
+same rounds: before/after ratios from one run.
+
+    .venv/bin/python -m bench.rps_bench [--seconds 8] [--connections 32] [--rounds 3] [--before DIR]
+
+Env: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_rps, created if missing),
+BENCH_REDIS_URL (default redis://127.0.0.1:6379/8; its database is flushed). Writes
+bench/results/rps.json with the load average before and after each round.
 """
 
 from __future__ import annotations
@@ -14,81 +32,192 @@ import os
 import re
 import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from bench.cache_bench import serve, stop
-from bench.common import BENCH_JWT_SECRET, bearer, machine
+from bench.common import BENCH_JWT_SECRET, create_database, machine, sign
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "rps.json"
+SEATS = "/api/v1/schedules/1/seats"
+POLL = "/api/v1/queue/token"
+
+# Each wrk thread walks its own part of the fans file, one fan per request.
+ROTATE_LUA = """
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  fans = {}
+  for line in io.lines(args[1]) do
+    local q, j = line:match("([^ ]+) ([^ ]+)")
+    fans[#fans + 1] = {q, "Bearer " .. j}
+  end
+  local threads = tonumber(args[2])
+  i = math.floor(#fans * (id or 0) / threads)
+end
+function request()
+  i = i % #fans + 1
+  local fan = fans[i]
+  return wrk.format("GET", nil, {["X-Queue-Token"] = fan[1], ["Authorization"] = fan[2]})
+end
+"""
 
 
-def wrk(url: str, seconds: int, connections: int, headers: list[str] | None = None) -> float:
-    """Requests/s wrk measured (2 threads)."""
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url]
-    for header in headers or []:
-        cmd[1:1] = ["-H", header]
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def wrk(url: str, seconds: int, connections: int, headers: dict[str, str], fans: Path | None) -> dict[str, Any]:
+    """One wrk run (2 threads): requests/s, p50 latency and the non-2xx/3xx count."""
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for key, value in headers.items():
+        cmd += ["-H", f"{key}: {value}"]
+    if fans is not None:
+        script = fans.with_suffix(".lua")
+        script.write_text(ROTATE_LUA)
+        cmd += ["-s", str(script), url, "--", str(fans), "2"]
+    else:
+        cmd.append(url)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise SystemExit(f"{url}: {non2xx.group(1)} non-2xx answers\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = re.search(r"(\d+) requests in", out)
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)\b", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": round(float(p50.group(1)) * scale[p50.group(2)], 2) if p50 else None,
+        "requests": int(total.group(1)) if total else 0,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
+
+
+def prepare(env: dict[str, str], active: int, waiting: int, tmp: Path) -> tuple[dict[str, str], Path, Path]:
+    """Schema, the demo concert, and the fans: (one ACTIVE fan's headers, ACTIVE fans file, WAITING fans file)."""
+    from models.waiting_room import ACTIVE, WAITING, WaitingRoom
+
+    py = str(ROOT / ".venv/bin/python")
+    subprocess.run([py, "-m", "models", "migrate"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([py, "-m", "models", "demo"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    r = redis.Redis.from_url(env["REDIS_URL"])
+    r.flushdb()  # the bench's own Redis database: an empty queue
+    room = WaitingRoom(r, active_limit=active, active_ttl=3600, waiting_ttl=3600, poll_max_interval=1.0)
+
+    def fans(first: int, n: int, limit: int, status: str, path: Path) -> list[tuple[str, str]]:
+        rows = []
+        for user in range(first, first + n):
+            token = room.issue(user_id=user, concert_id=1, limit=limit)
+            assert token.status == status, f"fan {user} is {token.status}, not {status}"
+            rows.append((token.token, sign(user)))
+        path.write_text("".join(f"{q} {j}\n" for q, j in rows))
+        return rows
+
+    actives = fans(1, active, active, ACTIVE, tmp / "active.txt")
+    fans(active + 1, waiting, 0, WAITING, tmp / "waiting.txt")
+    one = {"X-Queue-Token": actives[0][0], "Authorization": f"Bearer {actives[0][1]}"}
+    return one, tmp / "active.txt", tmp / "waiting.txt"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median counts")
+    parser.add_argument("--active", type=int, default=1000, help="ACTIVE fans reading the seat map")
+    parser.add_argument("--waiting", type=int, default=20000, help="WAITING fans polling")
+    parser.add_argument("--before", type=Path, help="another checkout served beside this one, same run")
     args = parser.parse_args()
-    db = Path(tempfile.mkdtemp()) / "rps.db"
-    env = {
+    db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_rps")
+    create_database(db_url)
+    base_env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{db}",
+        "DATABASE_URL": db_url,
         "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8"),
-        "RATE_LIMIT_ENABLED": "false",
-        "ADMIN_TOKEN": "bench",
+        "AUTH_JWT_SECRET": BENCH_JWT_SECRET,
+        "ADMIN_TOKEN": "bench-admin-token",
         "WEB_CONCURRENCY": "2",
-        "AUTH_JWT_SECRET": BENCH_JWT_SECRET,  # user routes need the fan's identity
+        "HOST": "127.0.0.1",
+        "ACTIVE_LIMIT": str(args.active),
+        "POLL_MAX_INTERVAL": "1",
     }
-    redis.Redis.from_url(env["REDIS_URL"]).flushdb()  # the bench's own Redis database: an empty queue
-    subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "models", "migrate"], cwd=ROOT, env=env, check=True)
-    subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "models", "demo"], cwd=ROOT, env=env, check=True)
-    result: dict[str, Any] = {"machine": machine(), "seconds": args.seconds, "connections": args.connections}
-    bare, bare_base = serve("bench.bare_app:app", env, "/bare")
-    app, base = serve("web:create_app()", env, "/api/v1/healthz")
+    for name in ("WEB_THREADS", "RATE_LIMIT_ENABLED", "ACCESS_LOG", "PROMETHEUS_MULTIPROC_DIR"):
+        base_env.pop(name, None)  # the config's defaults, for every server
+    tmp = Path(tempfile.mkdtemp(prefix="rps-bench-"))
+    one, active_fans, waiting_fans = prepare(base_env, args.active, args.waiting, tmp)
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "active_fans": args.active,
+        "waiting_fans": args.waiting,
+        "before": str(args.before) if args.before else None,
+    }
+
+    def env_for(label: str) -> dict[str, str]:
+        return {**base_env, "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix=f"rps-{label}-metrics-")}
+
+    servers = [serve("bench.bare_app:app", env_for("bare"), "/bare")]
     try:
-        req = urllib.request.Request(
-            f"{base}/api/v1/queue/tokens",
-            data=json.dumps({"concertId": 1}).encode(),
-            headers={"Content-Type": "application/json", **bearer(1)},
-        )
-        token = json.loads(urllib.request.urlopen(req, timeout=10).read())["token"]
-        header = [f"X-Queue-Token: {token}", f"Authorization: {bearer(1)['Authorization']}"]
-        targets = {
-            "bare": (f"{bare_base}/bare", None),
-            "healthz": (f"{base}/api/v1/healthz", None),
-            "seat_map": (f"{base}/api/v1/schedules/1/seats", header),
-            "active_poll": (f"{base}/api/v1/queue/token", header),
-        }
-        runs: dict[str, list[float]] = {name: [] for name in targets}
-        for _ in range(args.rounds):  # interleaved, so a busy moment of the machine hits every target
-            for name, (url, hdr) in targets.items():
-                runs[name].append(wrk(url, args.seconds, args.connections, hdr))
+        servers.append(serve("web:create_app()", env_for("after"), "/api/v1/healthz"))
+        if args.before:
+            servers.append(serve("web:create_app()", env_for("before"), "/api/v1/healthz", cwd=args.before))
+        bare_base, app_bases = servers[0][1], {"": servers[1][1]}
+        if args.before:
+            app_bases["before_"] = servers[2][1]
+        targets: dict[str, tuple[str, dict[str, str], Path | None]] = {"bare": (f"{bare_base}/bare", {}, None)}
+        for prefix, base in app_bases.items():
+            targets[f"{prefix}healthz"] = (f"{base}/api/v1/healthz", {}, None)
+            targets[f"{prefix}seat_map"] = (f"{base}{SEATS}", one, None)
+            targets[f"{prefix}seat_map_fans"] = (f"{base}{SEATS}", {}, active_fans)
+            targets[f"{prefix}poll"] = (f"{base}{POLL}", {}, waiting_fans)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        loads = []
+        for _ in range(args.rounds):
+            loads.append(loadavg())
+            for name, (url, headers, fans) in targets.items():
+                runs[name].append(wrk(url, args.seconds, args.connections, headers, fans))
+        loads.append(loadavg())
     finally:
-        stop(app)
-        stop(bare)
-    result["runs_rps"] = runs
+        for proc, _ in servers:
+            stop(proc)
+    result["loadavg_each_round"] = loads
+    result["runs"] = runs
     for name, values in runs.items():
-        result[f"{name}_rps"] = sorted(values)[len(values) // 2]
-    for key in ("healthz", "seat_map", "active_poll"):
-        result[f"{key}_ratio"] = round(result[f"{key}_rps"] / result["bare_rps"], 2)
+        ordered = sorted(values, key=lambda v: v["rps"])
+        result[f"{name}_rps"] = ordered[len(ordered) // 2]["rps"]
+        result[f"{name}_non_2xx"] = sum(v["non_2xx"] for v in values)
+    for name in targets:
+        if name != "bare":
+            result[f"{name}_ratio"] = round(result[f"{name}_rps"] / result["bare_rps"], 2)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(table(result))
+    print(f"\nwritten {RESULTS.relative_to(ROOT)}")
+
+
+def table(result: dict[str, Any]) -> str:
+    """A Markdown table: requests/s and the ratio to the bare route (before → after with --before)."""
+    lines = ["| target | requests/s (median) | ÷ bare Flask | non-2xx |", "|---|---|---|---|"]
+    lines.append(f"| bare Flask route | {result['bare_rps']:.0f} | 1.00 | {result['bare_non_2xx']} |")
+    for name in ("healthz", "seat_map", "seat_map_fans", "poll"):
+        before = f"before_{name}"
+        if before in result.get("runs", {}):
+            rps = f"{result[before + '_rps']:.0f} → {result[name + '_rps']:.0f}"
+            ratio = f"{result[before + '_ratio']:.2f} → **{result[name + '_ratio']:.2f}**"
+            non = f"{result[before + '_non_2xx']} → {result[name + '_non_2xx']}"
+        else:
+            rps, ratio, non = (
+                f"{result[name + '_rps']:.0f}",
+                f"**{result[name + '_ratio']:.2f}**",
+                result[name + "_non_2xx"],
+            )
+        lines.append(f"| {name} | {rps} | {ratio} | {non} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

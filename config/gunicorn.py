@@ -49,7 +49,7 @@ def child_exit(server: object, worker: object) -> None:
 
 
 def worker_exit(server: object, worker: object) -> None:
-    """Write the exiting worker's last request tally into its metrics file (web/metrics.py)."""
-    from web.metrics import TALLY
+    """Write the exiting worker's last tallied samples into its metrics files (models/tally.py)."""
+    from models.tally import TALLY
 
     TALLY.flush()

@@ -23,11 +23,11 @@ import redis
 
 from models.cache import CACHE_EVENTS, CatalogueCache, changes_here, schedule_keys
 from models.redis_support import REDIS_ERRORS, run_script
+from models.tally import TALLY
 
 MAX_VIEWS = 64
 RECENT_S = 0.5  # a page read from Redis is served again from this process's memory for this long
 RECENT_MAX = 4096  # pages kept per process (cleared when full)
-_LOCAL_HITS = CACHE_EVENTS.labels("seats", "local")  # served from this process's copy
 
 _READ = """
 local v = redis.call('GET', KEYS[1]) or '0'
@@ -91,7 +91,7 @@ class SeatPages:
         stamp = changes_here()
         found = self._recent.get(view)
         if found is not None and found[1] == stamp and time.monotonic() < found[0]:
-            _LOCAL_HITS.inc()
+            TALLY.inc(CACHE_EVENTS, ("seats", "local"))  # served from this process's copy
             return stamp, found[2]
         return stamp, None
 

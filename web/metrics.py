@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
-from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from models import concerts, outbox
 from models.db import db
+from models.tally import TALLY
 from workers import jobstats
 from workers.broker import queue_key
 from workers.events import consumer, publisher
@@ -54,75 +53,9 @@ def check_multiproc_dir(env: Any) -> None:
         raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR={path!r} is not a writable directory")
 
 
-class RequestTally:
-    """This process's request counts and latencies, tallied in memory and written into
-    HTTP_REQUESTS / HTTP_LATENCY every `every` seconds (and before a scrape this process serves).
-
-    Under gunicorn, prometheus-client's multiprocess mode writes every sample into a per-process
-    mmap file under one lock (a count and a latency: three writes and two label lookups a
-    request, ~11 µs, a fifth of what /healthz added to a bare route: bench/request_profile.py).
-    A tally is one dict update under a lock. What it costs: another worker's scrape sees this
-    one's last second of requests a second late, and a worker killed with SIGKILL loses it
-    (gunicorn's worker_exit flushes a worker that exits normally).
-    """
-
-    def __init__(self, requests: Counter, latency: Histogram, every: float = 1.0) -> None:
-        self.requests = requests
-        self.latency = latency
-        self.every = every
-        self.bounds: list[float] = list(latency._upper_bounds)  # ends with +Inf
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str, int], int] = {}
-        self._times: dict[tuple[str, str], list[float]] = {}  # one count per bucket, then the sum
-        self._flusher_pid = 0
-
-    def record(self, method: str, endpoint: str, status: int, seconds: float | None) -> None:
-        """Count one request and its duration (None: counted, not timed)."""
-        with self._lock:
-            key = (method, endpoint, status)
-            self._counts[key] = self._counts.get(key, 0) + 1
-            if seconds is not None:
-                times = self._times.get((method, endpoint))
-                if times is None:
-                    times = self._times[(method, endpoint)] = [0.0] * (len(self.bounds) + 1)
-                times[bisect_left(self.bounds, seconds)] += 1  # the first bound >= seconds, as observe()
-                times[-1] += seconds
-        if self._flusher_pid != os.getpid():
-            self._start_flusher()
-
-    def flush(self) -> None:
-        """Write what was tallied since the last flush into the prometheus metrics."""
-        with self._lock:
-            counts, self._counts = self._counts, {}
-            times, self._times = self._times, {}
-        for (method, endpoint, status), n in counts.items():
-            self.requests.labels(method, endpoint, str(status)).inc(n)
-        for (method, endpoint), found in times.items():
-            child = self.latency.labels(method, endpoint)
-            for i, hits in enumerate(found[:-1]):
-                if hits:
-                    child._buckets[i].inc(hits)  # Histogram.observe's per-bucket counter, n at once
-            child._sum.inc(found[-1])
-
-    def _start_flusher(self) -> None:
-        with self._lock:  # one flusher thread per process (a forked worker starts its own)
-            if self._flusher_pid == os.getpid():
-                return
-            self._flusher_pid = os.getpid()
-        threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
-
-    def _flush_forever(self) -> None:
-        while True:
-            time.sleep(self.every)
-            with contextlib.suppress(Exception):  # a full disk must not end the thread
-                self.flush()
-
-
-TALLY = RequestTally(HTTP_REQUESTS, HTTP_LATENCY)
-
-
 def install(app: Flask) -> None:
-    """Time every request and count it by route template and status; serve /metrics at the root too.
+    """Time every request and count it by route template and status (tallied: models/tally.py);
+    serve /metrics at the root too.
 
     The root route is the same view as `/api/v1/metrics` (web/health.py, registered before this),
     so the OpenAPI document lists both. The start time is the one web/requestlog.py takes (it is
@@ -137,8 +70,9 @@ def install(app: Flask) -> None:
         started = g.get("request_started")
         rule = request.url_rule
         endpoint = rule.rule if rule is not None else "unmatched"
-        seconds = None if started is None else time.perf_counter() - started
-        TALLY.record(request.method, endpoint, response.status_code, seconds)
+        TALLY.inc(HTTP_REQUESTS, (request.method, endpoint, str(response.status_code)))
+        if started is not None:
+            TALLY.observe(HTTP_LATENCY, (request.method, endpoint), time.perf_counter() - started)
         return response
 
 
