@@ -89,6 +89,30 @@ def scripts_in_one_round_trip(client: Any, calls: Sequence[tuple[Any, Sequence[A
     raise AssertionError("unreachable")
 
 
+def script_then_commands(
+    client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any], commands: Sequence[Sequence[Any]]
+) -> Any:
+    """Run a registered script and then plain commands in one pipelined round trip (one Redis,
+    not a Cluster: there the commands of other slots go to other nodes, in no order); the
+    script's reply. The commands run after the script, in order, on the same connection; a
+    server that did not know the script runs the commands once more, after it.
+    """
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies = pipe.execute(raise_on_error=False)
+        if attempt == 1 and isinstance(replies[0], rex.NoScriptError):
+            client.script_load(script.script)
+            continue
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[0]
+    raise AssertionError("unreachable")
+
+
 REPLICATION_WAIT_MS = 100
 
 

@@ -36,6 +36,7 @@ import redis
 from config.settings import Settings
 from models.errors import RateLimited, TokenInvalid, ValidationError
 from models.queue_tokens import QueueToken, concert_of_token, fingerprint, new_token_for, token_of_reply
+from models.redis_support import is_cluster, script_then_commands
 from models.waiting_room_lua import ADMIT, COUNTS, ISSUE, LEAVE, POLL, RATE, SWEEP, SWEEP_SLICE
 
 WAITING, ACTIVE = "WAITING", "ACTIVE"
@@ -146,13 +147,18 @@ class WaitingRoom:
             raise ValidationError("userId and concertId must be positive integers")
         tag = _tag(concert_id)
         args = [*self._args(concert_id), new_token_for(concert_id), user_id, concert_id, -1 if limit is None else limit]
-        token, created, *described = self._issue(keys=[f"{tag}:waiting"], args=args)
+        keys = [f"{tag}:waiting"]
+        # wr:concerts is global (its own Cluster slot), so it is updated after the script, never
+        # in it: an admission pass that just dropped the concert (nobody waited) sees it again.
+        # On one Redis the SADD rides in the script's round trip, after it on the same connection
+        # (every join: a repeated one or a direct admission lists a concert the next pass drops).
+        if is_cluster(self.r):
+            reply = self._issue(keys=keys, args=args)
+        else:
+            reply = script_then_commands(self.r, self._issue, keys, args, [("SADD", CONCERTS_KEY, concert_id)])
+        token, created, *described = reply
         issued = token_of_reply(_text(token), described, created=bool(int(created)))
-        if issued.created and issued.status == ACTIVE:
-            self.r.incr(_keys(concert_id)["admitted"])
-        elif issued.created:
-            # wr:concerts is global (its own Cluster slot), so it is updated after the script, never
-            # in it: an admission pass that just dropped the concert (nobody waited) sees it again.
+        if issued.created and issued.status != ACTIVE and is_cluster(self.r):
             self.r.sadd(CONCERTS_KEY, concert_id)
         return issued
 

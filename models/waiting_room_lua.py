@@ -96,6 +96,7 @@ if nwaiting == 0 and soldout == 0 and gated == 0 and redis.call('ZCARD', active)
   redis.call('PEXPIRE', hk, ATTL + 60000)
   redis.call('SET', ukey, new_token, 'PX', ATTL)
   redis.call('ZADD', TAG .. ':admits', NOW, new_token .. ':1')  -- a direct admission counts in the rate
+  redis.call('INCR', TAG .. ':admitted')  -- admissions ever (the operator console)
   return {new_token, 1, user, concert, 'ACTIVE', 0, NOW + ATTL, soldout, 0, 0}
 end
 local wait_s, after = pace(nwaiting + 1)

@@ -210,3 +210,34 @@ def test_issue_poll_and_leave_over_http_on_redis_and_mariadb(live_client: FlaskC
     assert live_client.delete("/api/v1/queue/token", headers=headers).status_code == 204
     gone = live_client.get("/api/v1/queue/token", headers=headers)
     assert (gone.status_code, problem_of(gone)["code"]) == (401, "TOKEN_INVALID")
+
+
+def test_a_join_is_one_round_trip_on_one_redis_and_lists_the_concert_for_admission(
+    room: WaitingRoom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hidden ways to fail: the SADD of wr:concerts sent before the script (an admission pass
+    between them drops the concert and the new waiter is never admitted); a direct admission's
+    counter left out; on a Cluster, the SADD pipelined to another node in no order (it stays a
+    second call there, after the script)."""
+    from redis.connection import AbstractConnection
+
+    from models.redis_support import is_cluster
+    from models.waiting_room import CONCERTS_KEY
+
+    sends = []
+    real = AbstractConnection.send_packed_command
+    monkeypatch.setattr(
+        AbstractConnection,
+        "send_packed_command",
+        lambda c, cmd, check_health=True: sends.append(1) or real(c, cmd, check_health),
+    )
+    room.active_limit = 1
+    first = room.issue(user_id=1, concert_id=CONCERT)  # admitted at once
+    trips_first = len(sends)
+    second = room.issue(user_id=2, concert_id=CONCERT)  # waits
+    trips_second = len(sends) - trips_first
+
+    assert (first.status, second.status) == (ACTIVE, WAITING)
+    assert (trips_first, trips_second) == ((1, 2) if is_cluster(room.r) else (1, 1))
+    assert str(CONCERT) in {m.decode() if isinstance(m, bytes) else m for m in room.r.smembers(CONCERTS_KEY)}
+    assert int(room.r.get(f"wr:{{c:{CONCERT}}}:admitted")) == 1
