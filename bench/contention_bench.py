@@ -160,8 +160,8 @@ def _domain_hold(user_id: int, seat_id: int, schedule_id: int, settings: Setting
         return TAKEN
 
 
-def run_pipeline(services: Services, plan: list[Attempt], clients: int) -> dict:
-    """(a) Enqueue like POST /reservations (record + message + wake-up in one script) and wait for the outcome."""
+def pipeline_hold(services: Services) -> HoldFn:
+    """(a)'s attempt: the edge check, then a job sent as POST /reservations sends it, and its outcome."""
     store = JobStore(services.redis)
 
     def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
@@ -188,7 +188,12 @@ def run_pipeline(services: Services, plan: list[Attempt], clients: int) -> dict:
             return HELD
         return TAKEN if (done.error or {}).get("code") == SeatNotAvailable.code else ERROR
 
-    return closed_loop(plan, clients, hold, services.redis.ping, lambda _: None)
+    return hold
+
+
+def run_pipeline(services: Services, plan: list[Attempt], clients: int) -> dict:
+    """(a) Enqueue like POST /reservations (record + message + wake-up in one script) and wait for the outcome."""
+    return closed_loop(plan, clients, pipeline_hold(services), services.redis.ping, lambda _: None)
 
 
 def edge_refuses(client: redis.Redis, schedule_id: int, seat_id: int) -> bool:
@@ -252,8 +257,8 @@ def run_redis_lock(services: Services, plan: list[Attempt], clients: int) -> dic
     return result
 
 
-def run_redis_lock_edge(services: Services, plan: list[Attempt], clients: int) -> dict:
-    """(b') (b) behind the same quick-refusal check as (a), marking what it sees as (a)'s workers do."""
+def redis_lock_edge_hold(services: Services) -> HoldFn:
+    """(b')'s attempt: the edge check, then (b)'s lock, marking what it sees as (a)'s workers do."""
     client: redis.Redis = services.redis
     unlock = client.register_script(_UNLOCK)
 
@@ -273,7 +278,12 @@ def run_redis_lock_edge(services: Services, plan: list[Attempt], clients: int) -
         finally:
             unlock(keys=[key], args=[token])
 
-    return closed_loop(plan, clients, hold, services.redis.ping, lambda _: None)
+    return hold
+
+
+def run_redis_lock_edge(services: Services, plan: list[Attempt], clients: int) -> dict:
+    """(b') (b) behind the same quick-refusal check as (a), marking what it sees as (a)'s workers do."""
+    return closed_loop(plan, clients, redis_lock_edge_hold(services), services.redis.ping, lambda _: None)
 
 
 def for_update_hold(conn: Any, user_id: int, seat_id: int, schedule_id: int) -> str:

@@ -1,34 +1,47 @@
-"""The contention regime map: the same skewed hold workload at 32, 256 and 1,024 attempts in flight.
+"""The contention regime map: the same skewed hold workload at 32, 256 and 1,024 attempts in flight,
+then offered at fixed arrival rates (open loop).
 
-    .venv/bin/python -m bench.contention_map [--levels 32,256,1024 --attempts 2000 --pool 64]
+    .venv/bin/python -m bench.contention_map [--levels 32,256,1024 --attempts 2000 --pool 64
+                                              --unpooled-budget 90 --rates 500,1000,2000 --duration 3]
 
-Per level (closed loop: each of `level` threads waits for its attempt's outcome) and strategy:
+Closed loop (each of `level` threads waits for its attempt's outcome), per level and strategy:
   a_pipeline     quick-refusal check, then the partitioned pipeline (bench.contention_bench)
   b2_redis_edge  the same check, then a Redis lock per seat around the domain's hold
   c_for_update   SELECT ... FOR UPDATE through a pool of `--pool` connections, as a web tier has
                  (waits up to 10 s for a connection; a longer wait is an error)
-Reported: attempts/s, p50/p99, errors, peak Threads_connected (sampled every 20 ms, server-wide:
-other users of this MariaDB count too), InnoDB row lock waits, oversell and the checker.
-Not run: the unpooled variant up to max_connections (this MariaDB is shared with other agents'
-tests; exhausting its 151 connections would fail theirs). Writes bench/results/contention_map.json.
+  c2_unpooled    SELECT ... FOR UPDATE, each client on its own connection, up to
+                 `--unpooled-budget` connections: a client that finds the budget spent gets
+                 "Too many connections" (error 1040) for that attempt and tries again on its next.
+                 The budget stands in for MariaDB's max_connections (151 by default): this server
+                 is shared with other agents' tests, so this bench never opens more than the budget.
+Open loop (`--rates`, attempts/s for `--duration` s each, arrivals evenly spaced, at most
+`--max-in-flight` at once): latency counts from the scheduled arrival, so a strategy that falls
+behind shows its queue in its p99 (no coordinated omission); strategies a, b', c as above.
+Reported: attempts/s, p50/p99, errors, peak connections to this benchmark's database
+(information_schema.PROCESSLIST, sampled every 20 ms) and to the whole server (Threads_connected,
+other users included), InnoDB row lock waits, oversell and the checker, the load average.
+Writes bench/results/contention_map.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
 import redis
 
 from bench import contention_bench as cb
-from bench.common import connect, create_database, write
+from bench.common import connect, create_database, summary_ms, write
 from bench.pipeline_bench import fresh_data
 from config.bootstrap import Services, bootstrap
 from config.settings import Settings
@@ -37,10 +50,11 @@ from tests.support.procs import Cluster, wait_for_leases
 
 
 class PeakConnections:
-    """Sample the server's Threads_connected every 20 ms on its own connection; keep the peak."""
+    """Sample the server's Threads_connected and this database's connections every 20 ms; keep the peaks."""
 
     def __init__(self, url: str) -> None:
-        self.url, self.peak, self._stop = url, 0, threading.Event()
+        self.url, self.peak, self.own, self._stop = url, 0, 0, threading.Event()
+        self._db = urlparse(url).path.lstrip("/")
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> PeakConnections:
@@ -57,6 +71,9 @@ class PeakConnections:
                 cur.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
                 row = cur.fetchone()
                 self.peak = max(self.peak, int(row[1]) if row else 0)
+                cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s", (self._db,))
+                own = cur.fetchone()
+                self.own = max(self.own, int(own[0]) if own else 0)
                 time.sleep(0.02)
 
 
@@ -87,12 +104,103 @@ def for_update_pooled(url: str, plan: list[cb.Attempt], clients: int, pool_size:
             pool.get().close()
 
 
-def measure(services: Services, db_url: str, args: Any, level: int, run: Callable[[list[cb.Attempt]], dict]) -> dict:
+class TooManyConnections(Exception):
+    """The connection budget (standing in for max_connections) is spent: MariaDB's error 1040."""
+
+
+def for_update_unpooled(url: str, plan: list[cb.Attempt], clients: int, budget: int) -> dict:
+    """(c) with a connection per client (no pool), at most `budget` connections open at once."""
+    name = urlparse(url).path.lstrip("/")
+    slots = threading.BoundedSemaphore(budget)
+
+    class Own:
+        conn: Any = None
+
+    def open_own(mine: Own) -> None:
+        if not slots.acquire(blocking=False):
+            raise TooManyConnections("(1040, 'Too many connections')")
+        try:
+            mine.conn = connect(url, name)
+        except Exception:
+            slots.release()
+            raise
+
+    def setup() -> Own:  # before the common start, like every other strategy's connections
+        mine = Own()
+        with contextlib.suppress(TooManyConnections):
+            open_own(mine)
+        return mine
+
+    def hold(user_id: int, seat_id: int, schedule_id: int, mine: Own) -> str:
+        if mine.conn is None:
+            open_own(mine)  # a client left without a connection tries again on each attempt
+        try:
+            return cb.for_update_hold(mine.conn, user_id, seat_id, schedule_id)
+        except Exception:
+            mine.conn.rollback()
+            raise
+
+    def close(mine: Own) -> None:
+        if mine.conn is not None:
+            mine.conn.close()
+            slots.release()
+
+    return cb.closed_loop(plan, clients, hold, setup, close)
+
+
+def open_loop(plan: list[cb.Attempt], rate: float, duration: float, max_in_flight: int, hold: cb.HoldFn) -> dict:
+    """Offer attempts at `rate`/s for `duration` s (evenly spaced); latency from the scheduled arrival."""
+    count = min(len(plan), max(1, int(rate * duration)))
+    latencies: list[float] = []
+    outcomes: Counter[str] = Counter()
+    guard = threading.Lock()
+    in_flight, peak = [0], [0]
+
+    def one(attempt: cb.Attempt, due: float) -> None:
+        try:
+            outcome = hold(*attempt, None)
+        except Exception as exc:  # the client saw an error
+            outcome = f"error:{type(exc).__name__}"
+        done = time.perf_counter()
+        with guard:
+            latencies.append(done - due)
+            outcomes[cb.ERROR if outcome.startswith("error:") else outcome] += 1
+            if outcome.startswith("error:"):
+                outcomes[outcome] += 1
+            in_flight[0] -= 1
+
+    with ThreadPoolExecutor(max_workers=max_in_flight) as pool:
+        start = time.perf_counter()
+        for i, attempt in enumerate(plan[:count]):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            with guard:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            pool.submit(one, attempt, due)
+    seconds = time.perf_counter() - start
+    return {
+        "offered_per_second": rate,
+        "attempts": len(latencies),
+        "seconds": round(seconds, 3),
+        "holds_per_second": round(len(latencies) / seconds, 1),
+        "latency": summary_ms(latencies),
+        "outcomes": dict(outcomes),
+        "peak_in_flight": peak[0],
+    }
+
+
+def measure(
+    services: Services, db_url: str, args: Any, level: int | str, run: Callable[[list[cb.Attempt]], dict]
+) -> dict:
     """Fresh data, the plan for this level, one strategy run with its peak connections and checks."""
     services.redis.flushdb()
     seats = fresh_data(args.seats)
     db.close()
-    plan = cb.workload(seats, max(args.attempts, 4 * level), args.hot_seats, args.hot_share, args.seed)
+    attempts = max(args.attempts, 4 * level) if isinstance(level, int) else int(args.max_rate * args.duration) + 1
+    plan = cb.workload(seats, attempts, args.hot_seats, args.hot_share, args.seed)
     locks_before = cb.lock_status(db_url)
     with PeakConnections(db_url) as peak:
         result = run(plan)
@@ -100,9 +208,11 @@ def measure(services: Services, db_url: str, args: Any, level: int, run: Callabl
     result["peak_threads_connected"] = peak.peak
     result["check"] = cb.verify(args.seats)
     r = result
+    result["peak_own_connections"] = peak.own
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     print(
-        f"  {level} in flight, {len(plan)} attempts: {r['holds_per_second']:,.1f}/s p99 {r['latency']['p99_ms']:.1f} ms"
-        f" errors {r['outcomes'].get(cb.ERROR, 0)} peak conns {peak.peak} ok {r['check']['ok']}",
+        f"  {level} {len(plan)} attempts: {r['holds_per_second']:,.1f}/s p99 {r['latency']['p99_ms']:.1f} ms"
+        f" errors {r['outcomes'].get(cb.ERROR, 0)} peak conns {peak.own} (server {peak.peak}) ok {r['check']['ok']}",
         flush=True,
     )
     return result
@@ -125,18 +235,67 @@ def one_level(services: Services, db_url: str, redis_url: str, args: Any, level:
     out["c_for_update"] = measure(
         services, db_url, args, level, lambda p: for_update_pooled(db_url, p, level, args.pool)
     )
+    out["c2_unpooled"] = measure(
+        services, db_url, args, level, lambda p: for_update_unpooled(db_url, p, level, args.unpooled_budget)
+    )
     return out
 
 
-def print_level(level: int, results: dict[str, dict]) -> None:
-    print(f"\n{level} in flight")
+def one_rate(services: Services, db_url: str, redis_url: str, args: Any, rate: float) -> dict[str, dict]:
+    """Strategies a, b' and c (pooled) offered `rate` attempts/s for `args.duration` s."""
+    out: dict[str, dict] = {}
+    label = f"{rate:g}/s"
+
+    def offered(hold: cb.HoldFn) -> Callable[[list[cb.Attempt]], dict]:
+        return lambda p: open_loop(p, rate, args.duration, args.max_in_flight, hold)
+
+    cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions), "WORKER_BATCH": str(args.batch)})
+    try:
+        for _ in range(args.workers):
+            cluster.start_worker()
+        wait_for_leases(services.redis, cluster, partitions=args.partitions)
+        cb.warm_up_workers(services)
+        out["a_pipeline"] = measure(services, db_url, args, label, offered(cb.pipeline_hold(services)))
+    finally:
+        cluster.stop()
+    out["b2_redis_edge"] = measure(services, db_url, args, label, offered(cb.redis_lock_edge_hold(services)))
+    db.close_all()
+    name = urlparse(db_url).path.lstrip("/")
+    pool: queue.Queue[Any] = queue.Queue()
+    for _ in range(args.pool):
+        pool.put(connect(db_url, name))
+
+    def pooled(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
+        try:
+            conn = pool.get(timeout=10)
+        except queue.Empty:
+            return cb.ERROR
+        try:
+            return cb.for_update_hold(conn, user_id, seat_id, schedule_id)
+        except Exception:
+            conn.rollback()
+            return cb.ERROR
+        finally:
+            pool.put(conn)
+
+    try:
+        out["c_for_update"] = measure(services, db_url, args, label, offered(pooled))
+    finally:
+        while not pool.empty():
+            pool.get().close()
+    return out
+
+
+def print_level(level: int | str, results: dict[str, dict]) -> None:
+    print(f"\n{level}" + (" in flight" if isinstance(level, int) else " offered"))
     head = f"{'strategy':16}{'att/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
-    print(head + f"{'peak conns':>11}{'lock waits':>11}{'ok':>4}")
+    print(head + f"{'peak conns':>11}{'server':>7}{'lock waits':>11}{'held':>5}{'oversold':>9}{'viol.':>6}")
     for name, r in results.items():
         print(
             f"{name:16}{r['holds_per_second']:>9,.1f}{r['latency']['p50_ms']:>9.1f}{r['latency']['p99_ms']:>9.1f}"
-            f"{r['outcomes'].get(cb.ERROR, 0):>7}{r['peak_threads_connected']:>11}"
-            f"{r['db_locks']['Innodb_row_lock_waits']!s:>11}{'y' if r['check']['ok'] else 'N':>4}",
+            f"{r['outcomes'].get(cb.ERROR, 0):>7}{r['peak_own_connections']:>11}"
+            f"{r['peak_threads_connected']:>7}{r['db_locks']['Innodb_row_lock_waits']!s:>11}"
+            f"{r['check']['live_reservations']:>5}{r['check']['oversell']:>9}{len(r['check']['violations']):>6}",
             flush=True,
         )
 
@@ -152,6 +311,10 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--pool", type=int, default=64)
+    parser.add_argument("--unpooled-budget", type=int, default=90, help="connections (c2) may open at most")
+    parser.add_argument("--rates", default="500,1000,2000", help="open-loop arrival rates (attempts/s); '' for none")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per open-loop rate")
+    parser.add_argument("--max-in-flight", type=int, default=1024, help="open loop: client threads")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_contention")
@@ -163,12 +326,51 @@ def main() -> None:
     # connection (BLPOP on its job), so its pool must exceed the largest level.
     wide = redis.BlockingConnectionPool.from_url(redis_url, max_connections=2048, timeout=30, decode_responses=True)
     services = dataclasses.replace(services, redis=redis.Redis(connection_pool=wide))
+    rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    args.max_rate = max(rates, default=0.0)
     levels: dict[str, dict[str, dict]] = {}
-    for level in (int(x) for x in args.levels.split(",")):
+    for level in (int(x) for x in args.levels.split(",") if x.strip()):
         levels[str(level)] = one_level(services, db_url, redis_url, args, level)
         print_level(level, levels[str(level)])
+    offered: dict[str, dict[str, dict]] = {}
+    for rate in rates:
+        offered[f"{rate:g}"] = one_rate(services, db_url, redis_url, args, rate)
+        print_level(f"{rate:g}/s", offered[f"{rate:g}"])
     services.redis.flushdb()
-    print(f"wrote {write('contention_map', {'parameters': vars(args), 'levels': levels})}")
+    verdicts = must_show(levels)
+    for line in verdicts:
+        print(line)
+    data = {"parameters": vars(args), "levels": levels, "open_loop": offered, "must_show": verdicts}
+    print(f"wrote {write('contention_map', data)}")
+
+
+def must_show(levels: dict[str, dict[str, dict]]) -> list[str]:
+    """Issue 16's targets for the closed-loop levels of this run, each with its figures."""
+    out = []
+    for level in ("256", "1024"):
+        if level not in levels:
+            continue
+        a, c = levels[level]["a_pipeline"], levels[level]["c_for_update"]
+        met = (
+            a["holds_per_second"] >= c["holds_per_second"]
+            and a["latency"]["p99_ms"] < c["latency"]["p99_ms"]
+            and a["outcomes"].get(cb.ERROR, 0) == 0
+        )
+        out.append(
+            f"{level} in flight: (a) {a['holds_per_second']:,.0f}/s p99 {a['latency']['p99_ms']:,.0f} ms "
+            f"errors {a['outcomes'].get(cb.ERROR, 0)} vs (c) {c['holds_per_second']:,.0f}/s p99 "
+            f"{c['latency']['p99_ms']:,.0f} ms: {'met' if met else 'NOT met'}"
+        )
+    conns = {lv: r["a_pipeline"]["peak_own_connections"] for lv, r in levels.items()}
+    out.append(f"(a) peak connections to its database per level: {conns}")
+    bad = [
+        f"{lv}/{n}"
+        for lv, r in levels.items()
+        for n, x in r.items()
+        if x["check"]["oversell"] or x["check"]["violations"]
+    ]
+    out.append("oversold / checker: " + (f"FAILED {bad}" if bad else "0 oversold, checker clean in every cell"))
+    return out
 
 
 if __name__ == "__main__":
