@@ -59,23 +59,47 @@ def contention(d: dict[str, Any]) -> Path:
 
 
 def contention_map(d: dict[str, Any]) -> Path:
-    """Attempts/s and p99 against attempts in flight, one line per strategy (bench/contention_map.py)."""
+    """Attempts/s and p99 against attempts in flight (closed loop) and against the offered rate
+    (open loop), one line per strategy (bench/contention_map.py)."""
     labels = {"a_pipeline": "(a) pipeline + edge", "b2_redis_edge": "(b') Redis lock + edge"}
     labels["c_for_update"] = "(c) FOR UPDATE, 64-conn pool"
+    labels["c2_unpooled"] = "(c) FOR UPDATE, a connection per client (≤ 90)"
+    offered = d.get("open_loop") or {}
+    rows = 2 if offered else 1
+    fig, axes = plt.subplots(rows, 2, figsize=(10, 4.2 * rows), squeeze=False)
     levels = sorted(d["levels"], key=int)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    (left, right) = axes[0]
     for key, label in labels.items():
         runs = [(int(lv), d["levels"][lv][key]) for lv in levels if key in d["levels"][lv]]
+        if not runs:
+            continue
         left.plot([x for x, _ in runs], [r["holds_per_second"] for _, r in runs], marker="o", label=label)
         right.plot([x for x, _ in runs], [r["latency"]["p99_ms"] for _, r in runs], marker="o", label=label)
     left.set_ylabel("hold attempts / s")
-    left.set_title("throughput (higher is better)")
+    left.set_title("closed loop: throughput (higher is better)")
     right.set_ylabel("p99 ms per attempt")
-    right.set_title("p99 latency (lower is better)")
+    right.set_title("closed loop: p99 latency (lower is better)")
     for ax in (left, right):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("attempts in flight (closed-loop clients)")
+    right.set_yscale("log")
     right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    if offered:
+        (left2, right2) = axes[1]
+        rates = sorted(offered, key=float)
+        for key, label in labels.items():
+            runs = [(float(rt), offered[rt][key]) for rt in rates if key in offered[rt]]
+            if not runs:
+                continue
+            left2.plot([x for x, _ in runs], [r["holds_per_second"] for _, r in runs], marker="o", label=label)
+            right2.plot([x for x, _ in runs], [r["latency"]["p99_ms"] for _, r in runs], marker="o", label=label)
+        left2.set_ylabel("hold attempts / s completed")
+        left2.set_title("open loop: throughput")
+        right2.set_ylabel("p99 ms from the scheduled arrival")
+        right2.set_title("open loop: p99 latency")
+        right2.set_yscale("log")
+        for ax in (left2, right2):
+            ax.set_xlabel("offered attempts / s")
     _stamp(left, d, "bench/contention_map.py")
     return _save(fig, "bench-contention-map.png")
 
@@ -177,3 +201,19 @@ def draw_all(data: dict[str, dict[str, Any] | None]) -> list[Path]:
         "flash_sale": flash_sale,
     }
     return [drawers[name](d) for name, d in data.items() if d and name in drawers]
+
+
+def main() -> None:
+    """`python -m bench.plots [name ...]`: draw these results (default: every one that has a plot)."""
+    import json
+    import sys
+
+    results = Path(__file__).resolve().parent / "results"
+    names = sys.argv[1:] or ["contention", "contention_map", "index", "pipeline", "queue", "cache", "flash_sale"]
+    loaded = {n: json.loads((results / f"{n}.json").read_text()) for n in names if (results / f"{n}.json").exists()}
+    for path in draw_all(loaded):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
