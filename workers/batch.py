@@ -201,6 +201,7 @@ def _ms() -> int:
 def partition_worker(services: Any) -> Any:
     """The PartitionWorker of `python -m workers run` and `make run`: serial handler + batching."""
     from workers.group import HoldGroup
+    from workers.marks import MarkKeeper
     from workers.partitions import PartitionWorker
 
     settings = services.settings
@@ -221,4 +222,5 @@ def partition_worker(services: Any) -> Any:
         partitions=settings.partitions,
         batch=batch if settings.worker_batch > 1 else None,
         batch_size=settings.worker_batch,
+        keeper=lambda _partition: MarkKeeper(services.redis),
     )

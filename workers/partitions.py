@@ -27,6 +27,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import dramatiq
 import redis
@@ -64,6 +65,18 @@ LEASE_PREFIX = "partition:lease:"
 
 Handler = Callable[[MessageProxy], None]
 BatchHandler = Callable[[Sequence[MessageProxy]], None]
+
+
+class Keeper(Protocol):
+    """Work a partition's consumer does between batches (workers/marks.py's MarkKeeper)."""
+
+    def seen(self, messages: Sequence[MessageProxy]) -> None:
+        """Note a batch that ran."""
+
+    def tick(self) -> float:
+        """Do what is due; seconds until something is due again."""
+
+
 IDLE_WAIT_S = 0.5  # an idle consumer blocks this long on its wake-up list (also bounds stop latency)
 RECOVER_EVERY_S = 1.0  # an idle consumer re-queues dead processes' unacked messages this often
 
@@ -79,12 +92,14 @@ class PartitionConsumer(threading.Thread):
         batch: BatchHandler | None = None,
         *,
         batch_size: int = 1,
+        keeper: Keeper | None = None,
     ) -> None:
         super().__init__(name=f"partition-{partition}", daemon=True)
         self.broker = partition_broker(broker, partition)
         self.partition = partition
         self.handler = handler
         self.batch = batch
+        self.keeper = keeper
         self.batch_size = max(1, batch_size) if batch is not None else 1
         self.stopping = threading.Event()
         self.processed = 0
@@ -113,7 +128,8 @@ class PartitionConsumer(threading.Thread):
                             if time.monotonic() - recovered_at > RECOVER_EVERY_S:
                                 recover_dead_consumers(self.broker, queue)
                                 recovered_at = time.monotonic()
-                            client.blpop([wake_key(self.partition)], timeout=IDLE_WAIT_S)
+                            wait = IDLE_WAIT_S if self.keeper is None else min(IDLE_WAIT_S, self.keeper.tick())
+                            client.blpop([wake_key(self.partition)], timeout=max(0.01, wait))
                             continue
                         # What the fetch brought beside it is already ours (moved to our ack set):
                         # take it as one batch, acknowledged only once all of it ran.
@@ -129,6 +145,9 @@ class PartitionConsumer(threading.Thread):
                             self.handler(message)
                         ack_all(consumer, batch)
                         self.processed += len(batch)
+                        if self.keeper is not None:
+                            self.keeper.seen(batch)
+                            self.keeper.tick()
                 finally:
                     consumer.close()
             except Exception:  # Redis gone: wait and reconnect; unacked messages stay in Redis
@@ -152,6 +171,7 @@ class PartitionWorker:
         partitions: int,
         batch: BatchHandler | None = None,
         batch_size: int = 1,
+        keeper: Callable[[int], Keeper] | None = None,
         lease_ttl: float = 10.0,
         tick_interval: float = 2.0,
     ) -> None:
@@ -161,6 +181,7 @@ class PartitionWorker:
         self.handler = handler
         self.batch = batch
         self.batch_size = batch_size
+        self.keeper = keeper  # a partition's Keeper, made for each consumer
         self.partitions = partitions
         self.lease_ttl_ms = int(lease_ttl * 1000)
         self.tick_interval = tick_interval
@@ -204,7 +225,10 @@ class PartitionWorker:
             if p in self.consumers:
                 continue
             if self.leases.take(LEASE_PREFIX + str(p)):
-                consumer = PartitionConsumer(self.broker, p, self.handler, self.batch, batch_size=self.batch_size)
+                keeper = None if self.keeper is None else self.keeper(p)
+                consumer = PartitionConsumer(
+                    self.broker, p, self.handler, self.batch, batch_size=self.batch_size, keeper=keeper
+                )
                 self.consumers[p] = consumer
                 consumer.start()
                 claimed.append(p)
