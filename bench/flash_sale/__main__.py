@@ -325,6 +325,8 @@ def one_run(run: Run) -> dict[str, Any]:
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     result["parameters"]["redis"] = "cluster 3+3" if run.cluster else "single server"
+    # DATABASE_REPLICA_URL passes through the environment to the Procfile stack
+    result["parameters"]["database"] = "primary + replica" if run.env.get("DATABASE_REPLICA_URL") else "one server"
     return result
 
 
