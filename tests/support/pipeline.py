@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -9,7 +10,7 @@ from config.bootstrap import Services
 from models.concerts import Seat
 from tests.support.helpers import run_in_threads
 from tests.support.procs import Cluster
-from workers.broker import send
+from workers.broker import namespace_of, queue_key, send
 from workers.jobs import TERMINAL, JobStore, job_key
 from workers.reservations import hold_seat
 
@@ -56,5 +57,44 @@ def wait_terminal(live: Services, ids: list[str], timeout: float, cluster: Clust
         left = sum(r["status"] not in TERMINAL for r in records)
         if not left:
             return records
-        assert time.monotonic() < deadline, f"{left} of {len(ids)} jobs not finished\n{cluster.logs()}"
+        if time.monotonic() >= deadline:
+            stuck = [job_id for job_id, r in zip(ids, records, strict=True) if r["status"] not in TERMINAL]
+            where = "\n".join(whereabouts(live, stuck[:20]))
+            raise AssertionError(
+                f"{left} of {len(ids)} jobs not finished; where they are:\n{where}\n"
+                f"logs in {cluster.logdir}\n{cluster.logs()}"
+            )
         time.sleep(0.1)
+
+
+def whereabouts(live: Services, job_ids: list[str]) -> list[str]:
+    """One line per job: its record and where its message is (a queue, whose ack set and its heartbeat age, gone)."""
+    r, now_ms = live.redis, int(time.time() * 1000)
+    found: dict[str, list[str]] = {job_id: [] for job_id in job_ids}
+    for p in range(live.settings.partitions):
+        ns, queue = namespace_of(p), queue_key(p)
+        waiting = {_text(m) for m in r.lrange(queue, 0, -1)}
+        beats = {_text(b): int(float(s)) for b, s in r.zrange(f"{ns}:__heartbeats__", 0, -1, withscores=True)}
+        acks = {_text(key): {_text(m) for m in r.smembers(key)} for key in r.scan_iter(f"{ns}:__acks__.*")}
+        for message_id, data in r.hgetall(f"{queue}.msgs").items():
+            message_id = _text(message_id)
+            job_id = json.loads(data)["kwargs"].get("job_id")
+            if job_id not in found:
+                continue
+            places = [f"p{p} queue"] if message_id in waiting else []
+            for key, members in acks.items():
+                if message_id in members:
+                    broker_id = key.split("__acks__.", 1)[1].rsplit(".seats.", 1)[0]
+                    age = f"{(now_ms - beats[broker_id]) / 1000:.1f} s ago" if broker_id in beats else "none"
+                    places.append(f"p{p} acks of broker {broker_id} (heartbeat {age})")
+            found[job_id].append(f"message {message_id}: " + (", ".join(places) or f"p{p} .msgs only"))
+    lines = []
+    for job_id in job_ids:
+        record = {_text(k): _text(v) for k, v in r.hgetall(job_key(job_id)).items()}
+        status = f"{record.get('status')} attempts={record.get('attempts')}"
+        lines.append(f"job {job_id} {status}: " + ("; ".join(found[job_id]) or "no message in any .msgs hash (acked)"))
+    return lines
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
