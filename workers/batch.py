@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -49,7 +50,14 @@ Handler = Callable[[MessageProxy], None]
 
 
 class SeatBatch:
-    """Process a batch of one partition's messages in order (see the module docstring)."""
+    """Process a batch of one partition's messages in order (see the module docstring).
+
+    One instance serves every partition consumer thread of a process (`partition_worker`), and a
+    consumer acknowledges its batch as soon as the call returns: so what a call collects (its
+    holds on free seats, the clock of its seat reads) lives in that call, never on `self`. (Kept on
+    `self`, another partition's call could commit this one's holds after this one was acked, and a
+    kill -9 in between left their jobs RUNNING with no message to redeliver.)
+    """
 
     def __init__(
         self,
@@ -65,9 +73,8 @@ class SeatBatch:
         self.stale_after_s = stale_after_s
         self.jobs = JobStore(client, ttl=job_ttl)
         self.group = group  # group commit of holds on free seats (workers/group.py); None: one by one
-        self._free: list[MessageProxy] = []
         self.rejected = 0  # holds answered in bulk (for tests and metrics)
-        self._read_at: dict[int, int] = {}  # seat -> clock before the read `known` has it from
+        self._counting = threading.Lock()  # `rejected` is added to by every consumer thread
 
     def __call__(self, messages: Sequence[MessageProxy]) -> None:
         if len(messages) < 2 or sum(1 for m in messages if _is_hold(m)) < 2:
@@ -75,24 +82,25 @@ class SeatBatch:
                 self.handler(message)
             return
         known: dict[int, tuple[int, int, str]] = {}  # seat -> (schedule, number, status) as committed
-        self._read_at = {}
+        read_at: dict[int, int] = {}  # seat -> clock before the read `known` has it from
+        free: list[MessageProxy] = []  # holds on free seats, committed together (self.group)
         stale_seats: set[int] = {int(m.kwargs["seat_id"]) for m in messages if _is_hold(m)}
         pending: list[tuple[MessageProxy, dict[str, Any]]] = []
         for message in messages:
             if not _is_hold(message):
-                self._flush(pending)
-                self._commit_free()
+                self._flush(pending, read_at)
+                self._commit_free(free)
                 self.handler(message)
                 known.clear()
                 stale_seats.update(int(m.kwargs["seat_id"]) for m in messages if _is_hold(m))
                 continue
             seat_id = int(message.kwargs["seat_id"])
             if seat_id in stale_seats:
-                self._flush(pending)  # earlier messages first: the read must see their commits
-                self._commit_free()
-                read_at = quick_refusal.now_ms()
+                self._flush(pending, read_at)  # earlier messages first: the read must see their commits
+                self._commit_free(free)
+                clock = quick_refusal.now_ms()
                 known.update(self._read(stale_seats))
-                self._read_at.update(dict.fromkeys(stale_seats, read_at))
+                read_at.update(dict.fromkeys(stale_seats, clock))
                 stale_seats.clear()
             problem = self._rejection(message, known.get(seat_id))
             if problem is not None:
@@ -100,22 +108,22 @@ class SeatBatch:
                 continue
             stale_seats.add(seat_id)
             if self.group is not None and (known.get(seat_id) or (0, 0, ""))[2] == AVAILABLE:
-                self._free.append(message)  # committed with the other free seats' holds
+                free.append(message)  # committed with the other free seats' holds
                 continue
-            self._flush(pending)
-            self._commit_free()
+            self._flush(pending, read_at)
+            self._commit_free(free)
             self.handler(message)
-        self._flush(pending)
-        self._commit_free()
+        self._flush(pending, read_at)
+        self._commit_free(free)
 
-    def _commit_free(self) -> None:
-        """Run the collected holds on free seats: one group commit (or the serial path for one)."""
-        free, self._free = self._free, []
-        if len(free) == 1 or self.group is None:
-            for message in free:
+    def _commit_free(self, free: list[MessageProxy]) -> None:
+        """Run (and empty) the collected holds on free seats: one group commit (or the serial path for one)."""
+        collected, free[:] = list(free), []
+        if len(collected) == 1 or self.group is None:
+            for message in collected:
                 self.handler(message)
-        elif free:
-            self.group(free)
+        elif collected:
+            self.group(collected)
 
     def _rejection(self, message: MessageProxy, seat: tuple[int, int, str] | None) -> dict[str, Any] | None:
         """The problem to answer this hold with without running it, or None to run it."""
@@ -142,7 +150,7 @@ class SeatBatch:
             log.warning("seat snapshot failed (%s); these holds take the serial path", exc)
             return {}
 
-    def _flush(self, pending: list[tuple[MessageProxy, dict[str, Any]]]) -> None:
+    def _flush(self, pending: list[tuple[MessageProxy, dict[str, Any]]], read_at: dict[int, int]) -> None:
         """Fail the pending rejections in one round trip; any job no longer QUEUED runs serially."""
         if not pending:
             return
@@ -151,7 +159,7 @@ class SeatBatch:
             pipe = self.r.pipeline(transaction=False)
             for message, problem in batch:
                 self.jobs.fail_if_queued(message.kwargs["job_id"], problem, pipe=pipe)
-            self._mark_taken(batch, pipe)
+            self._mark_taken(batch, pipe, read_at)
             results: list[Any] = pipe.execute()[: len(batch)]
             ended = [m.kwargs["job_id"] for (m, _), done in zip(batch, results, strict=True) if int(done)]
             if ended:
@@ -162,23 +170,24 @@ class SeatBatch:
         answered, now = [], _ms()
         for (message, _), done in zip(batch, results, strict=True):
             if int(done):
-                self.rejected += 1
                 answered.append(
                     ("hold", "failed", max(0.0, (now - int(message.kwargs.get("enqueued_ms", now))) / 1000))
                 )
             else:
                 self.handler(message)
         if answered:
+            with self._counting:
+                self.rejected += len(answered)
             log.info("%s hold(s) on taken seats answered in one batch", len(answered))
             with contextlib.suppress(*ANY_REDIS_ERROR):  # only the metric is lost
                 jobstats.record(self.r, answered)
 
-    def _mark_taken(self, batch: list[tuple[MessageProxy, dict[str, Any]]], pipe: Any) -> None:
+    def _mark_taken(self, batch: list[tuple[MessageProxy, dict[str, Any]]], pipe: Any, read_at: dict[int, int]) -> None:
         """Add the quick-refusal marks of the seats these rejections saw taken (models/quick_refusal.py)."""
         marked: set[int] = set()
         for message, problem in batch:
             seat_id = int(message.kwargs["seat_id"])
-            if problem.get("code") != SeatNotAvailable.code or seat_id in marked or seat_id not in self._read_at:
+            if problem.get("code") != SeatNotAvailable.code or seat_id in marked or seat_id not in read_at:
                 continue
             marked.add(seat_id)
             quick_refusal.mark(
@@ -186,7 +195,7 @@ class SeatBatch:
                 schedule_id=int(message.kwargs["schedule_id"]),
                 seat_id=seat_id,
                 refusal=problem.get("detail"),
-                read_at_ms=self._read_at[seat_id],
+                read_at_ms=read_at[seat_id],
             )
 
 

@@ -25,6 +25,7 @@ from tests.support.helpers import hold_directly
 from workers.batch import SeatBatch, partition_worker
 from workers.broker import send
 from workers.dispatch import handle
+from workers.group import HoldGroup
 from workers.jobs import FAILED, SUCCEEDED, JobStore
 from workers.reservations import cancel_reservation, hold_seat
 
@@ -210,3 +211,66 @@ def test_a_backlog_on_one_partition_is_consumed_in_batches_with_exactly_one_winn
     assert len(statuses) == 60 and statuses.count(SUCCEEDED) == 3 and statuses.count(FAILED) == 57
     assert worker.batch is not None and worker.batch.rejected > 0  # the backlog was answered in bulk
     assert all(len(held_by(s)) == 1 for s in same_partition)
+
+
+def test_two_partitions_batching_at_once_in_one_process_each_commit_only_their_own_holds(seats):
+    """One SeatBatch serves every consumer thread of a worker process (partition_worker). When a batch
+    returns, its consumer acknowledges it: every job of it must have ended by then, run by that call.
+
+    The interleaving of the 2026-12-02 kill -9 failure (3 of 2000 jobs RUNNING forever, their
+    messages acknowledged): partition A collects its holds on free seats, then runs a redelivered
+    hold alone; meanwhile partition B's batch commits its group. Hidden ways it fails: holds
+    collected on the shared object, so B's group commits A's holds (a kill -9 during B's group
+    loses them: A acked them already) and A's batch returns with its holds not run; the clock of
+    A's seat read reset by B (A's quick-refusal marks skipped)."""
+    store = JobStore(current().redis)
+    settings = current().settings
+    a1, a2, taken, b1, b2 = seats[0], seats[1], seats[2], seats[3], seats[4]
+    direct_hold(1, taken, "earlier-job")
+    redelivered = hold_message(store, 9, taken)
+    store.start(redelivered.kwargs["job_id"])  # its first attempt died before it committed
+    batch_a = [hold_message(store, 10, a1), hold_message(store, 11, a2), redelivered]
+    batch_b = [hold_message(store, 20, b1), hold_message(store, 21, b2)]
+    a_paused, b_in_group, a_returned = threading.Event(), threading.Event(), threading.Event()
+    groups: list[tuple[str, list[str]]] = []
+
+    def serial(message: MessageProxy) -> None:
+        if message is redelivered:  # A runs its redelivery alone: B's batch runs meanwhile
+            a_paused.set()
+            b_in_group.wait(5)
+        handle(message)
+
+    hold_group = HoldGroup(store, serial, stale_after_s=30, hold_ttl=300, max_holds=settings.max_holds_per_user)
+
+    def group(messages: Any) -> None:
+        groups.append((threading.current_thread().name, [m.kwargs["job_id"] for m in messages]))
+        if threading.current_thread().name == "B":  # B's group is still running when A returns
+            b_in_group.set()
+            a_returned.wait(5)
+        hold_group(messages)
+
+    batch = SeatBatch(current().redis, serial, stale_after_s=30, group=group)
+    ended_when_a_returned: list[str] = []
+
+    def run_a() -> None:
+        batch(batch_a)
+        ended_when_a_returned.extend(store.get(m.kwargs["job_id"]).status for m in batch_a)  # type: ignore[union-attr]
+        a_returned.set()
+
+    a = threading.Thread(target=run_a, name="A")
+    b = threading.Thread(target=lambda: (a_paused.wait(5), batch(batch_b)), name="B")
+    a.start()
+    b.start()
+    a.join(timeout=20)
+    b.join(timeout=20)
+
+    assert ended_when_a_returned == [SUCCEEDED, SUCCEEDED, FAILED]  # nothing of A left running after its ack
+    ids = lambda ms: [m.kwargs["job_id"] for m in ms]  # noqa: E731
+    assert sorted(groups) == [("A", ids(batch_a[:2])), ("B", ids(batch_b))]
+    assert [outcome(store, m) for m in batch_a + batch_b] == [
+        (SUCCEEDED, 10),
+        (SUCCEEDED, 11),
+        (FAILED, "SEAT_NOT_AVAILABLE"),
+        (SUCCEEDED, 20),
+        (SUCCEEDED, 21),
+    ]
