@@ -150,6 +150,8 @@ class Fan(FastHttpUser):
         self.token = tok["token"]
         outcomes["joined"] += 1
         outcomes["active_on_join" if tok["status"] == "ACTIVE" else "waiting_on_join"] += 1
+        if tok["status"] == "PREQUEUED":  # a fair start's pre-queue (bench.flash_sale --fair-start)
+            outcomes["prequeued_on_join"] += 1
         if tok["status"] != "ACTIVE":
             estimate = int(tok.get("estimatedWaitSeconds") or 0)
             outcomes["estimate_on_join_s_total"] += estimate

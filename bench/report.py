@@ -423,6 +423,66 @@ def targets_section(data: dict[str, dict[str, Any] | None]) -> list[str]:
     return ["## Targets of this run", "", scale, "", "| target | measured | met |", "|---|---|---|", *rows, ""]
 
 
+def fair_start_section(draw: dict[str, Any] | None, fair: dict[str, Any] | None) -> list[str]:
+    """bench.draw_bench (the draw in-process against Redis) and bench.flash_sale --fair-start (over HTTP)."""
+    lines = ["## Fair start: the draw", ""]
+    if draw:
+        lines += [
+            "Script: `python -m bench.draw_bench` (N pre-queued tokens loaded into Redis, then the leader's opening:",
+            "one script that opens the gate and freezes the entrants, a first admission pass, then the publication:",
+            "the drawn order from the frozen entrants and the seed in HSCAN slices of 2,000, stored in MariaDB) ·",
+            f"machine: {_machine(draw)}. Target: admission open in drawn order within 5 s at 1,000,000 entrants,",
+            "no Redis call longer than 50 ms.",
+            "",
+            "| entrants | admission open | first pass in drawn order | longest Redis call "
+            "| publication (order + store) | verify | load avg |",
+            "|---:|---:|---|---:|---:|---|---:|",
+        ]
+        for row in draw.get("sizes", []):
+            lines.append(
+                f"| {row['entrants']:,} | {row['admission_open_s'] * 1000:.1f} ms | "
+                f"{row['admitted_first_pass']} admitted: {_yes(row['admitted_in_drawn_order'])} | "
+                f"{row['longest_redis_call_ms']} ms | {row['published_s']} s "
+                f"({row['drawn_order_s']} + {row['store_to_db_s']}) | {row['verdict']} | {row['loadavg'][0]} |"
+            )
+        lines.append("")
+    if fair:
+        f, p = fair["fair_start"], fair["parameters"]
+        d, a = f.get("draw") or {}, f["admission"]
+        lines += [
+            f"Script: `python -m bench.flash_sale --fair-start{' --quick' if p['mode'] == 'quick' else ''}` (the "
+            "Procfile's processes; the concert created with `saleOpensAt` "
+            f"{p.get('join_window_s')} s ahead; {p['users']:,} fans join over HTTP at {p['spawn_rate_per_s']:g}/s, "
+            "all before the opening; the scheduler leader draws at the opening; a watch reads the active set "
+            "every 50 ms) · machine: "
+            f"{fair.get('machine', {}).get('cpus', 2)} CPUs, {fair.get('machine', {}).get('date_utc', '?')} UTC, "
+            "load average "
+            f"{fair['machine_load']['loadavg_at_start'][0]} at the start, {fair['machine_load']['loadavg_at_end'][0]} "
+            "at the end.",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| fans pre-queued over HTTP | {f['joined_prequeued']:,} of {f['fans']:,} |",
+            f"| draw (scheduler log): entrants | {d.get('entrants')} |",
+            f"| draw: admission open after the opening tick | {d.get('admission_open_s')} s |",
+            f"| draw: published (seed revealed) after the opening tick | {d.get('published_s')} s |",
+            f"| first admission after `saleOpensAt` | {f['first_admission_after_opening_s']} s |",
+            f"| admitted (watched) / admission passes | {a['admitted_drawn']} / {a['admission_passes']} |",
+            f"| admission in drawn order (inversions / passed over / not drawn) | {_yes(a['in_drawn_order'])} "
+            f"({a['order_inversions']} / {a['passed_over']} / {a['admitted_not_in_draw']}) |",
+            f"| `docs/verify_fairness.py URL` | exit {f['verify_script_exit']}: "
+            f"{' / '.join(f['verify_script_output'])} |",
+            f"| `python -m models fairness verify ID` | exit {f['verify_cli_exit']}: "
+            f"{' / '.join(f['verify_cli_output'])} |",
+            f"| seats sold / checks | {fair['seats_sold']}/{fair['seats_total']} / "
+            f"{'clean' if fair['check']['ok'] else 'FAILED'} |",
+            "",
+        ]
+    if not draw and not fair:
+        lines += ["No results yet: run `python -m bench.draw_bench` and `python -m bench.flash_sale --fair-start`.", ""]
+    return lines
+
+
 def render() -> str:
     """The whole document."""
     names = ("queue", "index", "pipeline", "contention", "cache", "flash_sale")
@@ -452,6 +512,7 @@ def render() -> str:
         cluster = _load(name)
         if cluster:
             lines += flash_cluster_section(cluster)
+    lines += fair_start_section(_load("draw"), _load("flash_sale_fair"))
     return "\n".join(lines)
 
 

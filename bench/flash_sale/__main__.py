@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime as dt
 import glob
 import json
 import os
@@ -31,8 +32,10 @@ from bench.flash_sale import (
     ROOT,
     SCHEDULES,
     SEATS_PER_SCHEDULE,
+    SEATS_TOTAL,
     WEB_PORT,
     Interrupted,
+    fair,
 )
 from bench.flash_sale.checks import invariant_check, server_metrics, settle
 from bench.flash_sale.floors import raw_db_commit_rate, raw_redis_rate
@@ -92,6 +95,8 @@ class Run:
     web_port: int = WEB_PORT
     pairs: int = 1  # --redis-cluster: single/cluster pairs in one invocation (0: the cluster run alone)
     replica_url: str = ""  # --replica: DATABASE_REPLICA_URL of the service (db_url is then the primary)
+    fair_start: bool = False  # --fair-start: the concert opens with a pre-queue and a verifiable draw
+    opens_at: dt.datetime | None = None
 
     @property
     def bare_port(self) -> int:
@@ -134,6 +139,13 @@ def parse(argv: list[str] | None) -> Run:
         "replica, started or reused by tests/support/mariadb_pair.sh (BENCH_MARIADB_PAIR_DIR); the service reads "
         "what tolerates lag from the replica (DATABASE_REPLICA_URL)",
     )
+    parser.add_argument(
+        "--fair-start",
+        action="store_true",
+        help="the concert has a saleOpensAt: every fan joins the pre-queue over HTTP, the scheduler leader draws at "
+        "the opening, admission follows the drawn order; checks the order and verifies the published draw "
+        "(docs/verify_fairness.py, python -m models fairness verify); no floors; writes flash_sale_fair.json",
+    )
     args = parser.parse_args(argv)
     cluster_url = os.environ.get("BENCH_REDIS_CLUSTER_URL", "redis+cluster://127.0.0.1:7000")
     db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_flash")
@@ -150,6 +162,7 @@ def parse(argv: list[str] | None) -> Run:
         web_port=args.port,
         pairs=args.pairs,
         replica_url=replica_of(db_url) if args.replica else "",
+        fair_start=args.fair_start,
     )
 
 
@@ -199,8 +212,14 @@ def start_service(run: Run, params: dict[str, Any], t0: float) -> tuple[int, lis
     api = ApiClient(f"http://127.0.0.1:{run.web_port}/api/v1")
     wait_http(f"http://127.0.0.1:{run.web_port}/api/v1/readyz", 60, run.honcho.proc)
     wait_for_partitions(run.redis, 16)
-    concert_id, schedule_ids = create_concert(api)
+    if not run.fair_start:
+        concert_id, schedule_ids = create_concert(api)
     charge_s = charge_all(run.web_port, run.users, PRICE)
+    if run.fair_start:  # created last: the join window starts now
+        run.opens_at = fair.now_plus(fair.join_window_s(run.users, run.rate))
+        concert_id, schedule_ids = create_concert(api, sale_opens_at=run.opens_at)
+        params["sale_opens_at"] = run.opens_at.isoformat()
+        params["join_window_s"] = fair.join_window_s(run.users, run.rate)
     params["charge_seconds"] = round(charge_s, 1)
     params["startup_seconds"] = round(time.perf_counter() - t0, 1)
     print(
@@ -224,19 +243,30 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
         "FLASH_USERS": str(run.users),
         "FLASH_OUTCOMES": str(run.tmp / "outcomes.json"),
     }
+    admissions = None
+    if run.fair_start:  # fans wait for the opening on top of the queue
+        locust_env["FLASH_MAX_WAIT"] = str(120 + fair.join_window_s(run.users, run.rate))
+        admissions = fair.AdmissionWatch(run.redis, concert_id, active_ttl_s=600)
+        admissions.start()
+    run_time = run.run_time
+    if run.fair_start:  # the sale's time limit starts at the opening
+        run_time = f"{int(run.run_time.rstrip('s')) + int(fair.join_window_s(run.users, run.rate))}s"
     rc, seconds, cpu = run_locust(
-        f"http://127.0.0.1:{run.web_port}", run.users, run.rate, run.run_time, run.tmp / "sale", locust_env,
+        f"http://127.0.0.1:{run.web_port}", run.users, run.rate, run_time, run.tmp / "sale", locust_env,
         run.tmp / "locust-sale.log",
     )  # fmt: skip
     run.watch.done.set()
     run.watch.join(timeout=5)
+    if admissions is not None:
+        admissions.done.set()
+        admissions.join(timeout=5)
     outcomes: dict[str, int] = {}
     for path in glob.glob(str(run.tmp / "outcomes.json.*")):
         for k, v in json.loads(Path(path).read_text()).items():
             outcomes[k] = outcomes.get(k, 0) + int(v)
     print(f"sale: locust exit {rc} after {seconds:.1f} s; outcomes {outcomes}", flush=True)
     return {"rc": rc, "seconds": seconds, "cpu": cpu, "started": started, "outcomes": outcomes,
-            "endpoints": read_stats(run.tmp / "sale"), "watch": run.watch}  # fmt: skip
+            "endpoints": read_stats(run.tmp / "sale"), "watch": run.watch, "admissions": admissions}  # fmt: skip
 
 
 def after_sale(run: Run) -> dict[str, Any]:
@@ -290,8 +320,47 @@ def cleanup(run: Run) -> None:
     shutil.rmtree(run.tmp, ignore_errors=True)
 
 
+def execute_fair(run: Run, params: dict[str, Any], t0: float) -> dict[str, Any]:
+    """--fair-start: the service, the sale through the pre-queue and the draw, the checks, the verdicts."""
+    fresh_database(run.db_url, run.env)
+    concert_id, schedule_ids = start_service(run, params, t0)
+    sold = sale(run, concert_id, schedule_ids)
+    assert run.honcho is not None and run.opens_at is not None
+    verified = fair.verify(f"http://127.0.0.1:{run.web_port}/api/v1", concert_id, run.env, run.tmp)
+    draw = fair.draw_line(run.tmp / "honcho.log", concert_id)
+    after = after_sale(run)
+    fair_figures = fair.fair_result(
+        opens_at=run.opens_at,
+        users=run.users,
+        outcomes=sold["outcomes"],
+        watch=sold["admissions"],
+        verified=verified,
+        draw=draw,
+    )
+    return {
+        "fair_start": fair_figures,
+        "outcomes": dict(sorted(sold["outcomes"].items())),
+        "sale_seconds": round(sold["seconds"], 1),
+        "seats_sold": after["facts"]["seats_by_status"].get("RESERVED", 0),
+        "seats_total": SEATS_TOTAL,
+        "check": fair_check(after, fair_figures),
+    }
+
+
+def fair_check(after: dict[str, Any], fair_figures: dict[str, Any]) -> dict[str, Any]:
+    """The usual after-sale checks plus the fair start's own verdict."""
+    from bench.flash_sale.report import _check
+
+    check = _check(after)
+    check["fair_start_ok"] = fair_figures["ok"]
+    check["ok"] = bool(check["ok"] and fair_figures["ok"])
+    return check
+
+
 def execute(run: Run, params: dict[str, Any], t0: float) -> dict[str, Any]:
     """The five steps in order; the result's figures."""
+    if run.fair_start:
+        return execute_fair(run, params, t0)
     floors = physical_floor(run)
     concert_id, schedule_ids = start_service(run, params, t0)
     sold = sale(run, concert_id, schedule_ids)
@@ -360,8 +429,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not run.cluster or run.pairs <= 0:
             result = one_run(run)
-            written = write("flash_sale_cluster" if run.cluster else "flash_sale", result)
-            print_table(result)
+            name = "flash_sale_fair" if run.fair_start else "flash_sale_cluster" if run.cluster else "flash_sale"
+            written = write(name, result)
+            if run.fair_start:
+                fair.print_fair(result["fair_start"])
+                print(f"sale: {result['seats_sold']}/{result['seats_total']} seats sold; check {result['check']}")
+            else:
+                print_table(result)
             print(f"wrote {written.relative_to(ROOT)} in {result['total_seconds']} s")
             return 0 if result["check"]["ok"] else 1
         results = []

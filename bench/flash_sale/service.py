@@ -162,9 +162,10 @@ def start_pair(primary_url: str, replica_url: str) -> None:
         raise SystemExit(f"the MariaDB pair did not start: {done.stdout}{done.stderr}")
 
 
-def create_concert(api: ApiClient) -> tuple[int, list[int]]:
+def create_concert(api: ApiClient, sale_opens_at: dt.datetime | None = None) -> tuple[int, list[int]]:
+    """The sale's concert through the admin API (with a fair start when `sale_opens_at` is given)."""
     starts = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
-    body = {
+    body: dict[str, Any] = {
         "title": "Flash sale",
         "venue": "Bench Hall",
         "schedules": [
@@ -172,6 +173,8 @@ def create_concert(api: ApiClient) -> tuple[int, list[int]]:
             for i in range(SCHEDULES)
         ],
     }
+    if sale_opens_at is not None:
+        body["saleOpensAt"] = sale_opens_at.isoformat()
     status, _, out = api.post("/admin/concerts", body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     if status != 201:
         raise SystemExit(f"POST /admin/concerts answered {status}: {out}")
