@@ -1,4 +1,4 @@
-"""Database CLI: python -m models {migrate,init-db,seed,demo,check}."""
+"""Database CLI: python -m models {migrate,init-db,seed,demo,check,fairness,redis-migrate}."""
 
 from __future__ import annotations
 
@@ -33,6 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     p_check.add_argument(
         "--max-pending-age", type=float, default=check.MAX_PENDING_AGE_S, help="seconds an outbox row may stay PENDING"
     )
+    p_redis = sub.add_parser(
+        "redis-migrate",
+        help="report (or clean) keys of the single-node Redis layout left in REDIS_URL",
+        description="List the keys of the Redis layout before the cluster-safe one, by family, and what must "
+        "still drain (exit 1 while old seat queues hold messages or old jobs are unfinished). --clean deletes "
+        "the families that are derived data (wake-up lists, catalogue cache); queues and job records never.",
+    )
+    p_redis.add_argument("--check", action="store_true", help="report only (the default)")
+    p_redis.add_argument("--clean", action="store_true", help="delete the old wake-up lists and catalogue cache")
     p_fair = sub.add_parser("fairness", help="fair-start draws")
     fair_sub = p_fair.add_subparsers(dest="fairness_command", required=True)
     p_verify = fair_sub.add_parser(
@@ -47,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     settings = settings_or_exit()
+    if args.command == "redis-migrate":
+        return one_line_errors(lambda: _redis_migrate(settings.redis_url, clean=args.clean))
     init_database(settings.database_url)
     return one_line_errors(lambda: _run(args))
 
@@ -79,6 +90,24 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{len(found)} violation(s)")
         return 1 if found else 0
     return 0
+
+
+def _redis_migrate(redis_url: str, *, clean: bool) -> int:
+    """Print what is left of the old Redis layout (after deleting its derived data with --clean)."""
+    import redis
+
+    from models import redis_migration
+
+    if not redis_url.startswith(("redis://", "rediss://", "unix://")):  # a cluster or the embedded fake
+        print(f"{redis_url.split(':', 1)[0]}: the single-node layout never ran there; nothing to migrate")
+        return 0
+    client = redis.Redis.from_url(redis_url)
+    if clean:
+        print(f"deleted {redis_migration.clean(client)} old key(s) of derived data")
+    report = redis_migration.check(client)
+    for line in report.lines():
+        print(line)
+    return 1 if report.must_drain else 0
 
 
 def _seed(args: argparse.Namespace) -> seed.SeedResult:

@@ -89,6 +89,11 @@ def job_key(job_id: str) -> str:
     return f"job:{{j:{job_id}}}"
 
 
+def legacy_job_key(job_id: str) -> str:
+    """The record of a job in the single-node layout before {j:ID} (read, never written)."""
+    return f"job:{job_id}"
+
+
 def done_key(job_id: str) -> str:
     """The list a job's end is pushed to (same slot as its record)."""
     return f"job:{{j:{job_id}}}:done"
@@ -258,6 +263,11 @@ class JobStore:
         if not JOB_ID.fullmatch(job_id):
             return None
         h = {_text(k): _text(v) for k, v in self.r.hgetall(job_key(job_id)).items()}  # type: ignore[union-attr]
+        if not h and not is_cluster(self.r):
+            # read-both for one release: a job recorded before the {j:ID} layout keeps answering
+            # until its record expires (docs/ARCHITECTURE.md, "Moving a running single-node
+            # deployment"); a cluster never had the old names. Drop with the next release.
+            h = {_text(k): _text(v) for k, v in self.r.hgetall(legacy_job_key(job_id)).items()}  # type: ignore[union-attr]
         return _job_of(h)
 
     def wait(self, job_id: str, timeout: float, *, fresh: bool = False) -> Job | None:

@@ -35,6 +35,7 @@ SUBCOMMANDS = [
     ("models", ["check"]),
     ("models", ["fairness"]),
     ("models", ["fairness", "verify"]),
+    ("models", ["redis-migrate"]),
     ("workers", []),
     ("workers", ["run"]),
     ("workers", ["consume"]),
