@@ -9,10 +9,14 @@ an early poll, the cached seat map, /healthz and a bare Flask route in the same 
   Redis server µs     INFO commandstats usec delta (CONFIG RESETSTAT before each operation)
   web CPU µs          time.process_time() per request over --n requests (includes the Redis client)
 
+Then on MariaDB (BENCH_DATABASE_URL, default mysql://root@127.0.0.1:3306/bench_unit_costs, its
+tables recreated): the SQL statements (the session's `Questions` and `Com_*` deltas) and the ms
+of a hold and of a payment as the worker's actors run them, over --db-n of each.
+
 With --before DIR it runs the same measurement on another checkout (e.g. `git archive <commit> |
 tar -x -C DIR`) in a child process, and prints both side by side: same machine, same run.
 
-    .venv/bin/python -m bench.unit_costs [--n 10000] [--before /tmp/old-main]
+    .venv/bin/python -m bench.unit_costs [--n 10000] [--db-n 500] [--before /tmp/old-main]
 """
 
 from __future__ import annotations
@@ -178,6 +182,94 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
     return out
 
 
+COUNTED = ("Questions", "Com_select", "Com_insert", "Com_update", "Com_delete", "Com_commit", "Com_rollback")
+
+
+def _session_status() -> dict[str, int]:
+    from models.db import db
+
+    names = ", ".join(f"'{n}'" for n in COUNTED)
+    rows = db.execute_sql(f"SHOW SESSION STATUS WHERE Variable_name IN ({names})").fetchall()
+    return {name: int(value) for name, value in rows}
+
+
+def db_costs(n: int, db_url: str) -> dict[str, Any]:
+    """Statements and ms per hold and per payment on MariaDB, as the worker's actors run them.
+
+    A hold is reservations.hold_seat on its first attempt (redelivered=False); a payment is
+    payments.pay plus the reservation read the actor makes for the cache write-through.
+    Statements are the session's `Questions` delta (every statement the client sent, COMMIT
+    included), minus what reading the counters itself costs; by kind from the `Com_*` deltas.
+    """
+    import datetime as dt
+    import uuid
+
+    from models import payments, points, reservations, schema
+    from models.concerts import NewSchedule, Seat, create_concert
+    from models.db import db, init_database, utcnow
+
+    init_database(db_url)
+    schema.drop_all()
+    schema.migrate()
+    day = utcnow() + dt.timedelta(days=30)
+    _, [view] = create_concert(title="Costs", venue="Hall", schedules=[NewSchedule(day, n, 1_000)])
+    seats = [s.id for s in Seat.select(Seat.id).where(Seat.schedule == view.schedule_id).order_by(Seat.id)]
+    users = range(1, n + 1)
+    for user in users:
+        points.charge(user_id=user, amount=10_000, max_charge=10**9, max_balance=10**12)
+    db.connect(reuse_if_open=True)
+    baseline = [_session_status(), _session_status()]
+    overhead = {k: baseline[1][k] - baseline[0][k] for k in COUNTED}
+
+    def measured(op: Any) -> tuple[dict[str, int], float]:
+        before = _session_status()
+        started = time.perf_counter()
+        op()
+        ms = (time.perf_counter() - started) * 1000
+        after = _session_status()
+        return {k: after[k] - before[k] - overhead[k] for k in COUNTED}, ms
+
+    out: dict[str, Any] = {}
+    held: list[int] = []
+    for kind in ("hold", "payment"):
+        totals = dict.fromkeys(COUNTED, 0)
+        times: list[float] = []
+        for i, user in enumerate(users):
+            if kind == "hold":
+
+                def op(user: int = user, seat: int = seats[i]) -> None:
+                    held.append(
+                        reservations.hold_seat(
+                            user_id=user,
+                            schedule_id=view.schedule_id,
+                            seat_id=seat,
+                            job_id=uuid.uuid4().hex,
+                            hold_ttl=600,
+                            max_holds=4,
+                            redelivered=False,
+                        ).reservation_id
+                    )
+            else:
+
+                def op(user: int = user, rid: int = held[i]) -> None:
+                    payments.pay(reservation_id=rid, user_id=user, job_id=uuid.uuid4().hex)
+                    reservations.get_reservation(reservation_id=rid, user_id=user)  # the write-through's read
+
+            counts, ms = measured(op)
+            times.append(ms)
+            for key in COUNTED:
+                totals[key] += counts[key]
+        ordered = sorted(times)
+        out[kind] = {
+            "statements": round(totals["Questions"] / n, 2),
+            "by_kind": {k.removeprefix("Com_"): round(totals[k] / n, 2) for k in COUNTED[1:] if totals[k]},
+            "ms_p50": round(ordered[len(ordered) // 2], 2),
+            "ms_mean": round(sum(times) / n, 2),
+        }
+    db.close()
+    return out
+
+
 def run_in(checkout: Path, n: int, redis_url: str) -> dict[str, Any]:
     """measure() inside another checkout, in a child process (its own imports)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
@@ -220,15 +312,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="requests per operation for the CPU figures")
     parser.add_argument("--before", type=Path, help="another checkout to measure in the same run")
+    parser.add_argument("--db-n", type=int, default=500, help="holds and payments for the database figures")
     args = parser.parse_args()
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
-    from bench.common import machine
+    from bench.common import create_database, machine
 
     before = run_in(args.before, args.n, redis_url) if args.before else None
     after = run_in(ROOT, args.n, redis_url)
-    result = {"machine": machine(), "n": args.n, "before": before, "after": after}
+    db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_unit_costs")
+    create_database(db_url)
+    database = db_costs(args.db_n, db_url)
+    result = {
+        "machine": machine(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "n": args.n,
+        "before": before,
+        "after": after,
+        "database": {"n": args.db_n, **database},
+    }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(table(after, before))
+    print("\n| on MariaDB | statements | by kind | ms p50 | ms mean |\n|---|---|---|---|---|")
+    for kind in ("hold", "payment"):
+        d = database[kind]
+        kinds = ", ".join(f"{k} {v:g}" for k, v in d["by_kind"].items())
+        print(f"| {kind} | {d['statements']:g} | {kinds} | {d['ms_p50']} | {d['ms_mean']} |")
     print(f"\nwritten {RESULTS.relative_to(ROOT)}")
 
 

@@ -11,7 +11,7 @@ import peewee as pw
 
 from models import outbox, points
 from models.concerts import HELD as SEAT_HELD
-from models.concerts import RESERVED, Schedule, Seat
+from models.concerts import RESERVED, Seat, concert_id_of_schedule
 from models.db import BaseModel, UtcDateTimeField, db, iso, utcnow
 from models.errors import (
     AlreadyPaid,
@@ -229,7 +229,7 @@ def _payment_completed(payment: Payment, r: Reservation, now: dt.datetime, token
 
     `tokenFingerprint` names the queue token that paid (a hash, never the token): the consumer ends
     that token only."""
-    concert_id = Schedule.select(Schedule.concert).where(Schedule.id == r.schedule_id).scalar()
+    concert_id = concert_id_of_schedule(schedule_id=r.schedule_id)  # remembered per process: schedules never move
     outbox.add_event(
         aggregate_type="payment",
         aggregate_id=payment.id,
