@@ -77,6 +77,7 @@ class Verifier:
         if settings.auth_jwt_public_key_file:
             self.public_key, self.public_alg = load_public_key(settings.auth_jwt_public_key_file)
         self.jwks = jwt.PyJWKClient(settings.auth_jwks_url, lifespan=300, timeout=5) if settings.auth_jwks_url else None
+        self.secret_only = bool(self.secret) and self.public_key is None and self.jwks is None
         self.issuer = settings.auth_jwt_issuer or None
         self.audience = settings.auth_jwt_audience or None
         self._refreshed_at = 0.0
@@ -107,7 +108,10 @@ class Verifier:
     def _verify(self, token: str) -> tuple[int, float]:
         """The verified `sub` as a user id and the token's `exp`."""
         try:
-            key, algorithm = self._key(jwt.get_unverified_header(token))
+            if self.secret_only:  # one key, one algorithm: the header need not be read twice (~10 µs)
+                key, algorithm = self.secret, "HS256"
+            else:
+                key, algorithm = self._key(jwt.get_unverified_header(token))
             claims = jwt.decode(
                 token,
                 key,
