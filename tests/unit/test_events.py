@@ -149,3 +149,33 @@ def test_a_publish_outcome_is_none_only_for_an_acknowledged_send() -> None:
     assert _outcome(SimpleNamespace(get=lambda timeout: None)) is None
     assert _outcome(refused) is refused
     assert isinstance(_outcome(SimpleNamespace(get=failed)), TimeoutError)
+
+
+def test_losing_a_partition_commits_what_is_settled_and_drops_its_retry_queue() -> None:
+    from workers.events.consumer import _Rebalance
+
+    class Committing:
+        def __init__(self) -> None:
+            self.commits: list[dict[Any, int]] = []
+
+        def commit(self, offsets: dict[Any, Any]) -> None:
+            self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+
+    def handler(value: bytes) -> None:
+        if value == b"bad":
+            raise RuntimeError("downstream fault")
+
+    settler, letters, clock = make_settler(handler)
+    kept, lost = TopicPartition(PAYMENT_TOPIC, 0), TopicPartition(PAYMENT_TOPIC, 1)
+    settler.take(
+        [(kept, [record(0, 1, b"ok")]), (lost, [record(1, 4, b"ok"), record(1, 5, b"bad"), record(1, 6, b"ok")])]
+    )
+    consumer = Committing()
+
+    _Rebalance(consumer, settler).on_partitions_revoked([lost])
+
+    assert consumer.commits == [{lost: 5}]  # up to the record in retry: its next owner redelivers it
+    clock.now += 10
+    settler.retry_due()
+    assert letters == [] and settler.pending(lost) == 0  # nothing of the lost partition is retried here
+    assert settler.commit_points() == {kept: 2}
