@@ -344,6 +344,14 @@ def flash_cluster_section(d: dict[str, Any]) -> list[str]:
                 f"| {'clean' if r['checker_clean'] else '**NOT clean**'} | {r['oversold']} | {r['double_payments']} "
                 f"| {r['server_5xx']} |"
             )
+    selects = [
+        f"{r['redis']} {r['replica_selects']}"
+        for p in d["pairs"]
+        for r in (p["single"], p["cluster"])
+        if "replica_selects" in r
+    ]
+    if selects:
+        lines += ["", f"SELECTs the replica ran during each run (its `Com_select`): {', '.join(selects)}."]
     ratios = ", ".join(f"{r}×" for r in d["sell_out_ratio_cluster_over_single"])
     lines += [
         "",

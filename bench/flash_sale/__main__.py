@@ -48,6 +48,7 @@ from bench.flash_sale.service import (
     fresh_database,
     gunicorn,
     replica_of,
+    replica_selects,
     start_pair,
     stop_group,
     wait_for_partitions,
@@ -383,11 +384,14 @@ def one_run(run: Run) -> dict[str, Any]:
     if run.replica_url:
         start_pair(run.db_url, run.replica_url)
         run.env["DATABASE_REPLICA_URL"] = run.replica_url
+    selects_before = replica_selects(run.replica_url) if run.replica_url else 0
     result: dict[str, Any] = {"parameters": parameters(run)}
     try:
         result.update(execute(run, result["parameters"], t0))
     finally:
         cleanup(run)
+    if run.replica_url:  # the replica did serve reads (the SELECTs it ran over the run, startup included)
+        result["replica_selects"] = replica_selects(run.replica_url) - selects_before
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
     result["machine_load"] = {
         "loadavg_at_start": load_at_start,

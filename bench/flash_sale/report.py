@@ -185,6 +185,7 @@ def _brief(result: dict[str, Any]) -> dict[str, Any]:
         "server_5xx": c["server_5xx"],
         "open_jobs": c["open_jobs"],
         "loadavg_at_start": result["machine_load"]["loadavg_at_start"],
+        **({"replica_selects": result["replica_selects"]} if "replica_selects" in result else {}),
     }
 
 

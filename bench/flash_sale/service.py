@@ -162,6 +162,13 @@ def start_pair(primary_url: str, replica_url: str) -> None:
         raise SystemExit(f"the MariaDB pair did not start: {done.stdout}{done.stderr}")
 
 
+def replica_selects(replica_url: str) -> int:
+    """The replica server's Com_select counter (SELECT statements it has run since it started)."""
+    with connect(replica_url, None) as conn, conn.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS LIKE 'Com_select'")
+        return int(cur.fetchone()[1])
+
+
 def create_concert(api: ApiClient, sale_opens_at: dt.datetime | None = None) -> tuple[int, list[int]]:
     """The sale's concert through the admin API (with a fair start when `sale_opens_at` is given)."""
     starts = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
