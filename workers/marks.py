@@ -5,9 +5,11 @@ only a job that reaches the partition writes it again. In a flash sale every mar
 written within a few milliseconds, so they all lapse together, and each time hundreds of attempts
 in flight on those seats slip through the edge at once and queue as jobs (bench/contention_map.py
 at 1,024 in flight: waves of jobs every 0.9 s, each queued behind the last). So the partition's
-consumer remembers the seats that hold requests named (for `FORGET_AFTER_S` after the last one),
-and every `REFRESH_S` reads their status in one query and writes the marks of the taken ones
-again in one round trip, each from that read's time.
+consumer remembers the hot seats — those that hold requests named at least twice, the second
+time within `FORGET_AFTER_S` of the first (a seat sold to its first asker costs no refresh) —
+until nobody asked for them for `FORGET_AFTER_S`, and every `REFRESH_S` reads their status in
+one query and writes the marks of the taken ones again in one round trip, each from that read's
+time.
 
 Why this keeps SPEC §3's bound: a refreshed mark is like any other, it expires `TTL_MS` after a
 moment before a database read that saw the seat taken, so a seat can never be refused more than
@@ -52,7 +54,8 @@ class MarkKeeper:
         self.refresh_s = refresh_s
         self.forget_after_s = forget_after_s
         self.limit = limit
-        self.seats: dict[int, tuple[int, float]] = {}  # seat -> (schedule, last requested, monotonic)
+        self.seats: dict[int, tuple[int, float]] = {}  # hot seat -> (schedule, last requested, monotonic)
+        self._once: dict[int, float] = {}  # seat asked for once -> when (monotonic)
         self._next = 0.0
         self.refreshed = 0  # marks written by refreshes (for tests and metrics)
 
@@ -60,12 +63,18 @@ class MarkKeeper:
         """Note the seats these messages' holds asked for."""
         now = time.monotonic()
         for message in messages:
-            if actor_of(message) is hold_seat:
-                seat_id = int(message.kwargs["seat_id"])
-                self.seats.pop(seat_id, None)  # re-inserted last: the dict stays in request order
-                self.seats[seat_id] = (int(message.kwargs["schedule_id"]), now)
-        while len(self.seats) > self.limit:
-            del self.seats[next(iter(self.seats))]
+            if actor_of(message) is not hold_seat:
+                continue
+            seat_id = int(message.kwargs["seat_id"])
+            first = self._once.pop(seat_id, None)
+            if seat_id not in self.seats and (first is None or now - first > self.forget_after_s):
+                self._once[seat_id] = now  # asked for once: not hot yet
+                continue
+            self.seats.pop(seat_id, None)  # re-inserted last: the dict stays in request order
+            self.seats[seat_id] = (int(message.kwargs["schedule_id"]), now)
+        for kept in (self.seats, self._once):
+            while len(kept) > self.limit:
+                del kept[next(iter(kept))]
 
     def tick(self) -> float:
         """Refresh if it is time; the seconds until the next refresh is due (large when there is nothing to keep)."""

@@ -28,13 +28,17 @@ def test_a_taken_hot_seat_is_marked_again_from_each_refresh_and_a_free_one_is_ne
 
     Hidden ways it fails: a mark written for a seat that is AVAILABLE (SPEC §3: never refuse a
     free seat), a mark whose expiry is not counted from the refresh's read (TTL beyond 900 ms),
-    seats other than hold requests' remembered, or a seat kept after nobody asked for it."""
+    seats other than hold requests' remembered, a seat asked for once refreshed (the cost of a
+    refresh would grow with every seat sold), or a seat kept after nobody asked for it."""
     r = current().redis
     store = JobStore(r)
     taken, free = seats[0], seats[1]
     hold_directly(taken, user_id=1)
     keeper = MarkKeeper(r, refresh_s=0.0, forget_after_s=60)
-    keeper.seen([hold_message(store, 2, taken), hold_message(store, 3, free)])
+    keeper.seen([hold_message(store, 2, taken), hold_message(store, 3, free), hold_message(store, 4, seats[2])])
+    keeper.tick()
+    assert keeper.seats == {} and keeper.refreshed == 0  # each asked for once: not hot, nothing to refresh
+    keeper.seen([hold_message(store, 5, taken), hold_message(store, 6, free)])
 
     keeper.tick()
 
@@ -56,6 +60,6 @@ def test_a_seat_nobody_asked_for_lately_is_forgotten(seats):
     r = current().redis
     hold_directly(seats[0], user_id=1)
     keeper = MarkKeeper(r, refresh_s=0.0, forget_after_s=0.0)
-    keeper.seen([hold_message(JobStore(r), 2, seats[0])])
+    keeper.seen([hold_message(JobStore(r), 2, seats[0]), hold_message(JobStore(r), 3, seats[0])])
     keeper.tick()
     assert keeper.seats == {} and r.get(quick_refusal.taken_key(seats[0].schedule_id, seats[0].id)) is None
