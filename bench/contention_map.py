@@ -18,7 +18,7 @@ Open loop (`--rates`, attempts/s for `--duration` s each, arrivals evenly spaced
 `--max-in-flight` at once): latency counts from the scheduled arrival, so a strategy that falls
 behind shows its queue in its p99 (no coordinated omission); strategies a, b', c as above.
 With `--repeat N`, each level runs N interleaved rounds (every strategy once per round) and the
-round with the median attempts/s is reported per strategy, every round's figures beside it.
+round with the (lower) median attempts/s is reported per strategy, every round's figures beside it.
 Reported: attempts/s, p50/p99, errors, peak connections to this benchmark's database
 (information_schema.PROCESSLIST, sampled every 20 ms) and to the whole server (Threads_connected,
 other users included), InnoDB row lock waits, oversell and the checker, the load average.
@@ -354,7 +354,7 @@ def median_round(rounds: list[dict[str, dict]]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name in rounds[0]:
         runs = sorted((r[name] for r in rounds), key=lambda x: x["holds_per_second"])
-        chosen = dict(runs[len(runs) // 2])
+        chosen = dict(runs[(len(runs) - 1) // 2])  # the lower median: an even count never picks the better
         chosen["rounds"] = [
             {"holds_per_second": x["holds_per_second"], "p99_ms": x["latency"]["p99_ms"], "load": x["load_average"][0]}
             for x in (r[name] for r in rounds)

@@ -76,14 +76,14 @@ def contention_map(d: dict[str, Any]) -> Path:
         left.plot([x for x, _ in runs], [r["holds_per_second"] for _, r in runs], marker="o", label=label)
         right.plot([x for x, _ in runs], [r["latency"]["p99_ms"] for _, r in runs], marker="o", label=label)
     left.set_ylabel("hold attempts / s")
-    left.set_title("closed loop: throughput (higher is better)")
+    left.set_title("closed loop: attempts/s (higher is better)", fontsize=9)
     right.set_ylabel("p99 ms per attempt")
-    right.set_title("closed loop: p99 latency (lower is better)")
+    right.set_title("closed loop: p99 (lower is better)", fontsize=9)
     for ax in (left, right):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("attempts in flight (closed-loop clients)")
     right.set_yscale("log")
-    right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    right.legend(loc="upper left", fontsize=7)
     if offered:
         (left2, right2) = axes[1]
         rates = sorted(offered, key=float)
@@ -94,13 +94,13 @@ def contention_map(d: dict[str, Any]) -> Path:
             left2.plot([x for x, _ in runs], [r["holds_per_second"] for _, r in runs], marker="o", label=label)
             right2.plot([x for x, _ in runs], [r["latency"]["p99_ms"] for _, r in runs], marker="o", label=label)
         left2.set_ylabel("hold attempts / s completed")
-        left2.set_title("open loop: throughput")
+        left2.set_title("open loop: attempts/s completed", fontsize=9)
         right2.set_ylabel("p99 ms from the scheduled arrival")
-        right2.set_title("open loop: p99 latency")
+        right2.set_title("open loop: p99 from the scheduled arrival", fontsize=9)
         right2.set_yscale("log")
         for ax in (left2, right2):
             ax.set_xlabel("offered attempts / s")
-    _stamp(left, d, "bench/contention_map.py")
+    _stamp(axes[-1][0], d, "bench/contention_map.py")  # the lowest axes: tight_layout keeps the rows together
     return _save(fig, "bench-contention-map.png")
 
 
