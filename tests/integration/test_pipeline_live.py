@@ -174,11 +174,18 @@ def test_a_worker_killed_mid_run_leaves_every_job_finished_and_no_seat_twice_hel
     holders = lease_holders(live.redis)
     victim_pid = Counter(pid_of_member(m) for m in holders.values()).most_common(1)[0][0]
     victim = next(p for p in cluster.workers() if p.pid == victim_pid)
-    ids = enqueue_holds(live, [(user, seats[user % 100]) for user in range(1, 2001)])
+    requests = [(user, seats[user % 100]) for user in range(1, 2001)]
+    ids = enqueue_holds(live, requests[:1000])
+    rest: list[str] = []
+    sender = threading.Thread(target=lambda: rest.extend(enqueue_holds(live, requests[1000:])))
+    sender.start()
 
-    # When the worker owning the most partitions is killed with SIGKILL
+    # When the worker owning the most partitions is killed with SIGKILL while requests still arrive
+    # (killed after the last send, a loaded machine sometimes finished the run first: nothing to test)
     cluster.kill9(victim)
     killed = time.monotonic()
+    sender.join()
+    ids += rest
     unfinished = sum(r["status"] not in TERMINAL for r in jobs(live, ids))
     records = wait_terminal(live, ids, 60, cluster)
     drained = time.monotonic() - killed
