@@ -29,7 +29,8 @@ T = TypeVar("T")
 
 REPLICA_READS = Counter(
     "database_replica_reads_total",
-    "Lag-tolerant reads by where they ran: replica, or primary when the replica failed or is resting",
+    "Lag-tolerant reads (DATABASE_REPLICA_URL set) by where they ran: replica, or primary (the replica "
+    "failed, lags or rests, or the caller was in a transaction or on_primary())",
     ["served_by"],
 )
 PRIMARY, REPLICA, PINNED = "primary", "replica", "pinned"
@@ -235,7 +236,8 @@ def replica_read(fn: Callable[P, T]) -> Callable[P, T]:
                 db.rest_replica(exc)
             REPLICA_READS.labels(PRIMARY).inc()
             return fn(*args, **kwargs)
-        REPLICA_READS.labels(REPLICA if on_replica_now else PRIMARY).inc()
+        if db.replica is not None:  # without a replica there is nothing to count
+            REPLICA_READS.labels(REPLICA if on_replica_now else PRIMARY).inc()
         return result
 
     return wrapper
