@@ -532,6 +532,87 @@ def fair_start_section(draw: dict[str, Any] | None, fair: dict[str, Any] | None)
     return lines
 
 
+def request_cost_section(
+    rps: dict[str, Any] | None, prof: dict[str, Any] | None, costs: dict[str, Any] | None
+) -> list[str]:
+    """What one request costs beside a bare Flask route: HTTP requests/s, in-process CPU, SQL per job."""
+    lines = ["## The cost of one request beside a bare Flask route", ""]
+    if rps:
+        loads = rps.get("loadavg_each_round", [])
+        peak = max((x[0] for x in loads), default=0)
+        before = rps.get("before")
+        lines += [
+            f"Script: `python -m bench.rps_bench{' --before <checkout>' if before else ''}` · machine: "
+            f"{_machine(rps)}; 1-minute load average {loads[0][0] if loads else '?'} at the start, up to {peak} "
+            "during the run. gunicorn with `config/gunicorn.py` (2 workers × 8 threads, multiprocess metrics, "
+            f"rate limits on) on MariaDB + Redis, wrk 2 threads × {rps['connections']} connections, "
+            f"{rps['seconds']} s a run; every run right after a run of the bare route, ratio against that one, "
+            f"median of {len(next(iter(rps['ratios_each_pair'].values())))} pairs"
+            + (
+                " (before: the same app from the checkout before this work, same servers, same rounds)."
+                if before
+                else "."
+            ),
+            "",
+            "| request | requests/s (median) | ÷ bare Flask | target | met |",
+            "|---|---|---|---|---|",
+            f"| bare Flask route (`bench/bare_app.py`) | {rps['bare_rps']:.0f} | 1.00 | — | — |",
+        ]
+        goals = {"healthz": 0.9, "seat_map": 0.8}
+        for name, label in (
+            ("healthz", "`GET /healthz`"),
+            ("seat_map", "cached seat map, one fan refreshing it"),
+            ("seat_map_fans", f"cached seat map, {rps['active_fans']:,} fans in turn"),
+            ("poll", f"waiting poll, {rps['waiting_fans']:,} fans in turn, on time"),
+        ):
+            ratio = rps[f"{name}_ratio"]
+            old = f"before_{name}_ratio"
+            shown = f"{rps[old]:.2f} → **{ratio:.2f}**" if old in rps else f"**{ratio:.2f}**"
+            count = (
+                f"{rps[f'before_{name}_rps']:.0f} → {rps[f'{name}_rps']:.0f}"
+                if old in rps
+                else f"{rps[f'{name}_rps']:.0f}"
+            )
+            goal = goals.get(name)
+            met = ("yes" if ratio >= goal else "**no**") if goal else "—"
+            lines.append(f"| {label} | {count} | {shown} | {f'≥ {goal}' if goal else '—'} | {met} |")
+        lines.append("")
+    if prof:
+        a, b = prof["after"], prof.get("before")
+        lines += [
+            f"Web CPU per request in-process (`python -m bench.request_profile --n {prof['n']}"
+            f"{' --before <checkout>' if b else ''}`, the WSGI app called directly, MariaDB + Redis, "
+            f"multiprocess metrics on) · machine: {_machine(prof)}:",
+            "",
+            "| request | web CPU µs | ÷ bare Flask |",
+            "|---|---|---|",
+        ]
+        for kind in ("bare", "healthz", "seat_map", "seat_fans", "poll"):
+            ratio = a[kind]["web_cpu_us"] / a["bare"]["web_cpu_us"]
+            if b and kind in b:
+                old = b[kind]["web_cpu_us"] / b["bare"]["web_cpu_us"]
+                cpu = f"{b[kind]['web_cpu_us']:.0f} → {a[kind]['web_cpu_us']:.0f}"
+                lines.append(f"| {kind} | {cpu} | {old:.2f} → **{ratio:.2f}** |")
+            else:
+                lines.append(f"| {kind} | {a[kind]['web_cpu_us']:.0f} | **{ratio:.2f}** |")
+        lines.append("")
+    database = (costs or {}).get("database")
+    if database:
+        lines += [
+            f"SQL per job on MariaDB (`python -m bench.unit_costs`, {database['n']} holds then {database['n']} "
+            "payments as the actors run them; statements = the session's `Questions` delta, COMMIT included):",
+            "",
+            "| job | statements | by kind | ms p50 | ms mean |",
+            "|---|---|---|---|---|",
+        ]
+        for kind in ("hold", "payment"):
+            d = database[kind]
+            kinds = ", ".join(f"{k} {v:g}" for k, v in d["by_kind"].items())
+            lines.append(f"| {kind} | {d['statements']:g} | {kinds} | {d['ms_p50']} | {d['ms_mean']} |")
+        lines.append("")
+    return lines
+
+
 def render() -> str:
     """The whole document."""
     names = ("queue", "index", "pipeline", "contention", "cache", "flash_sale")
@@ -562,6 +643,7 @@ def render() -> str:
         if cluster:
             lines += flash_cluster_section(cluster)
     lines += fair_start_section(_load("draw"), _load("flash_sale_fair"))
+    lines += request_cost_section(_load("rps"), _load("request_profile"), _load("unit_costs"))
     return "\n".join(lines)
 
 
