@@ -145,7 +145,7 @@ def table(result: dict[str, Any]) -> str:
             "refunds (asked / db / client saw)",
             f"{result['refunds_requested']} / {result['refunds']} / {result['client_refunds']}",
         ),
-        ("refunds off (db/client, ledger, seat)", result["refunds_off"]),
+        ("refunds off (db/client,ledger,seat)", result["refunds_off"]),
         (
             "PaymentRefunded published/consumed",
             f"{result['events'].get('refunds_published', 0)} / {result['events'].get('refunds_consumed', 0)}",
