@@ -268,6 +268,17 @@ def render(rows: list[dict[str, Any]], big: dict[str, dict[str, Any]], figure: s
             f"{rps['seat_map_fans_ratio']:.2f} ({rps['active_fans']:,} fans in turn), waiting poll "
             f"{rps['poll_ratio']:.2f} of the bare route's requests/s.",
         ]
+    quiet_path = COSTS.parent / "rps_quiet.json"
+    if quiet_path.exists():
+        quiet = json.loads(quiet_path.read_text())
+        q_loads = quiet.get("loadavg_each_round") or [[0.0]]
+        out += [
+            "",
+            f"Rerun with the machine otherwise idle ({quiet['machine']['date_utc']} UTC, load average "
+            f"{q_loads[0][0]}–{max(x[0] for x in q_loads)}): healthz {quiet['healthz_ratio']:.2f}, cached seat map "
+            f"{quiet['seat_map_ratio']:.2f} and {quiet['seat_map_fans_ratio']:.2f}, waiting poll "
+            f"{quiet['poll_ratio']:.2f}.",
+        ]
     out += [
         "",
         "## The model",

@@ -577,6 +577,19 @@ def request_cost_section(
             met = ("yes" if ratio >= goal else "**no**") if goal else "—"
             lines.append(f"| {label} | {count} | {shown} | {f'≥ {goal}' if goal else '—'} | {met} |")
         lines.append("")
+        quiet = _load("rps_quiet")
+        if quiet:
+            q_loads = quiet.get("loadavg_each_round") or [[0.0]]
+            lines += [
+                f"The same script again with the machine otherwise idle (`bench/results/rps_quiet.json`, "
+                f"{quiet['machine']['date_utc']} UTC, load average {q_loads[0][0]} at the start, up to "
+                f"{max(x[0] for x in q_loads)} during the run): healthz **{quiet['healthz_ratio']:.2f}**, "
+                f"seat map one fan **{quiet['seat_map_ratio']:.2f}**, {quiet['active_fans']:,} fans "
+                f"**{quiet['seat_map_fans_ratio']:.2f}**, poll **{quiet['poll_ratio']:.2f}** of the bare route "
+                f"({quiet['bare_rps']:.0f} requests/s). The bare route gains most from an idle machine, so "
+                "the ratios fall: healthz misses 0.9 in this run.",
+                "",
+            ]
     if prof:
         a, b = prof["after"], prof.get("before")
         lines += [
