@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,3 +285,17 @@ def seat_row(seat_id: int, schedule_id: int) -> SeatRow | None:
     )
     row = cursor.fetchone()
     return SeatRow(int(row[0]), int(row[1]), str(row[2]), int(row[3])) if row else None
+
+
+def seat_states(*, seat_ids: Iterable[int]) -> dict[int, tuple[int, int, str]]:
+    """Each seat's committed (schedule id, number, status), in one query on the primary.
+
+    The partition's batch reads its holds' seats with it, and the hot-seat mark refresh
+    (workers/marks.py) re-reads the seats it keeps marked.
+    """
+    ids = sorted(set(seat_ids))
+    if not ids:
+        return {}
+    query = Seat.select(Seat.id, Seat.schedule, Seat.number, Seat.status).where(Seat.id.in_(ids))
+    rows: list[tuple[Any, ...]] = list(query.tuples())  # type: ignore[arg-type]
+    return {int(r[0]): (int(r[1]), int(r[2]), str(r[3])) for r in rows}

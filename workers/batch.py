@@ -27,14 +27,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import peewee as pw
 import redis
 from dramatiq.broker import MessageProxy
 
-from models import quick_refusal
-from models.concerts import AVAILABLE, Seat
+from models import concerts, quick_refusal
+from models.concerts import AVAILABLE
 from models.db import db
 from models.errors import SeatNotAvailable, problem_of
 from models.redis_support import ANY_REDIS_ERROR
@@ -141,11 +141,7 @@ class SeatBatch:
     def _read(self, seat_ids: set[int]) -> dict[int, tuple[int, int, str]]:
         try:
             with db.connection_context():
-                query = Seat.select(Seat.id, Seat.schedule, Seat.number, Seat.status).where(
-                    Seat.id.in_(sorted(seat_ids))
-                )
-                rows = cast(list[tuple[Any, ...]], list(query.tuples()))  # type: ignore[arg-type]
-                return {int(row[0]): (int(row[1]), int(row[2]), str(row[3])) for row in rows}
+                return concerts.seat_states(seat_ids=seat_ids)
         except (pw.OperationalError, pw.InterfaceError) as exc:
             log.warning("seat snapshot failed (%s); these holds take the serial path", exc)
             return {}

@@ -24,13 +24,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import peewee as pw
 from dramatiq.broker import MessageProxy
 
-from models import quick_refusal
-from models.concerts import Seat
+from models import concerts, quick_refusal
 from models.db import db
 from models.redis_support import ANY_REDIS_ERROR
 from models.reservations import rejection_for
@@ -97,16 +96,13 @@ class MarkKeeper:
         read_at = quick_refusal.now_ms()
         try:
             with db.connection_context():
-                query = Seat.select(Seat.id, Seat.schedule, Seat.number, Seat.status).where(
-                    Seat.id.in_(sorted(self.seats))
-                )
-                rows = cast(list[tuple[Any, ...]], list(query.tuples()))  # type: ignore[arg-type]
+                states = concerts.seat_states(seat_ids=self.seats)
         except (pw.OperationalError, pw.InterfaceError) as exc:
             log.warning("mark refresh read failed (%s); the marks lapse until the next one", exc)
             return
         pipe = self.r.pipeline(transaction=False)
         marked = 0
-        for seat_id, schedule_id, number, status in rows:
+        for seat_id, (schedule_id, number, status) in states.items():
             rejection = rejection_for(status=str(status), number=int(number))
             expected = self.seats.get(int(seat_id))
             if rejection is None or expected is None or expected[0] != int(schedule_id):
