@@ -22,6 +22,7 @@ from web.schemas.reservations import (
     ReservationList,
     ReservationOut,
 )
+from workers.broker import Actor
 from workers.reservations import cancel_reservation, extend_hold, hold_seat, hold_seats
 
 bp = Blueprint("reservations", __name__)
@@ -133,16 +134,7 @@ def mine(query: MyReservationsQuery) -> Response:
 )
 def cancel(reservation_id: str) -> Response:
     """Cancel the caller's held reservation through the seat's partition; the seat is free at once."""
-    token = require_active()
-    view = own_reservation(token, parse_id(reservation_id, "reservationId"))
-    job = create_and_enqueue(
-        cancel_reservation,
-        job_type=RESERVATION,
-        user_id=token.user_id,
-        route_seat=view.seat_id,
-        reservation_id=view.reservation_id,
-    )
-    return answer(job, location=_location, wait=MAX_WAIT, success_status=200, fresh=True)
+    return _own_reservation_job(cancel_reservation, reservation_id)
 
 
 @bp.post("/reservations/<reservation_id>/extend")
@@ -154,10 +146,15 @@ def cancel(reservation_id: str) -> Response:
 )
 def extend(reservation_id: str) -> Response:
     """Extend the caller's held reservation to now + HOLD_TTL, HOLD_MAX_EXTENSIONS times, on the seat's partition."""
+    return _own_reservation_job(extend_hold, reservation_id)
+
+
+def _own_reservation_job(job_actor: Actor, reservation_id: str) -> Response:
+    """A job on the caller's own reservation (cancel, extend) through its seat's partition; 200 with the result."""
     token = require_active()
     view = own_reservation(token, parse_id(reservation_id, "reservationId"))
     job = create_and_enqueue(
-        extend_hold,
+        job_actor,
         job_type=RESERVATION,
         user_id=token.user_id,
         route_seat=view.seat_id,
