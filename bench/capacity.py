@@ -209,6 +209,17 @@ def fan_seat_map(costs: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def _rps_sentence(lead: str, rps: dict[str, Any]) -> str:
+    """One rps_bench result as a sentence: its date and load, and each ratio to the bare route."""
+    loads = rps.get("loadavg_each_round") or [[0.0]]
+    return (
+        f"{lead}, {rps['machine']['date_utc']} UTC, load average {loads[0][0]}–{max(x[0] for x in loads)}): "
+        f"healthz {rps['healthz_ratio']:.2f}, cached seat map {rps['seat_map_ratio']:.2f} (one fan) and "
+        f"{rps['seat_map_fans_ratio']:.2f} ({rps['active_fans']:,} fans in turn), waiting poll "
+        f"{rps['poll_ratio']:.2f} of the bare route's requests/s."
+    )
+
+
 def main() -> None:
     measured = json.loads(COSTS.read_text())
     costs = measured["after"]
@@ -256,29 +267,16 @@ def render(rows: list[dict[str, Any]], big: dict[str, dict[str, Any]], figure: s
             f"{pay['statements']:g} ({pay['ms_p50']} ms p50), COMMIT included (`bench/unit_costs.py`, "
             f"{database['n']} of each as the actors run them).",
         ]
-    rps_path = COSTS.parent / "rps.json"
-    if rps_path.exists():
-        rps = json.loads(rps_path.read_text())
-        loads = rps.get("loadavg_each_round") or [[0.0]]
-        out += [
-            "",
-            "Requests/s under gunicorn beside a bare Flask route on the same machine and run (`bench/rps_bench.py`, "
-            f"{rps['machine']['date_utc']} UTC, load average {loads[0][0]}–{max(x[0] for x in loads)}): "
-            f"healthz {rps['healthz_ratio']:.2f}, cached seat map {rps['seat_map_ratio']:.2f} (one fan) and "
-            f"{rps['seat_map_fans_ratio']:.2f} ({rps['active_fans']:,} fans in turn), waiting poll "
-            f"{rps['poll_ratio']:.2f} of the bare route's requests/s.",
-        ]
-    quiet_path = COSTS.parent / "rps_quiet.json"
-    if quiet_path.exists():
-        quiet = json.loads(quiet_path.read_text())
-        q_loads = quiet.get("loadavg_each_round") or [[0.0]]
-        out += [
-            "",
-            f"Rerun with the machine otherwise idle ({quiet['machine']['date_utc']} UTC, load average "
-            f"{q_loads[0][0]}–{max(x[0] for x in q_loads)}): healthz {quiet['healthz_ratio']:.2f}, cached seat map "
-            f"{quiet['seat_map_ratio']:.2f} and {quiet['seat_map_fans_ratio']:.2f}, waiting poll "
-            f"{quiet['poll_ratio']:.2f}.",
-        ]
+    for name, lead in (
+        (
+            "rps.json",
+            "Requests/s under gunicorn beside a bare Flask route, same machine and run (`bench/rps_bench.py`",
+        ),
+        ("rps_quiet.json", "Rerun with the machine otherwise idle (`bench/results/rps_quiet.json`"),
+    ):
+        path = COSTS.parent / name
+        if path.exists():
+            out += ["", _rps_sentence(lead, json.loads(path.read_text()))]
     out += [
         "",
         "## The model",
