@@ -128,9 +128,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(app_spec: str, env: dict[str, str], probe: str, cwd: Path = ROOT) -> tuple[subprocess.Popen[bytes], str]:
-    """Start gunicorn with the config of the checkout `cwd` on a free port; return it once `probe` answers 200."""
-    port = free_port()
+def serve(
+    app_spec: str, env: dict[str, str], probe: str, cwd: Path = ROOT, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start gunicorn with the config of the checkout `cwd` on `port` (else a free one); return it once
+    `probe` answers 200."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [str(BIN / "gunicorn"), "-c", "config/gunicorn.py", app_spec],
         cwd=cwd,

@@ -18,7 +18,7 @@ With --before DIR (another checkout, e.g. `git archive <commit> | tar -x -C DIR`
 targets are also served from DIR by a second gunicorn on the same database and Redis, in the
 same rounds: before/after ratios from one run.
 
-    .venv/bin/python -m bench.rps_bench [--seconds 4] [--connections 32] [--rounds 5] [--before DIR]
+    .venv/bin/python -m bench.rps_bench [--seconds 4] [--connections 32] [--rounds 5] [--before DIR] [--port P]
 
 Env: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_rps, created if missing),
 BENCH_REDIS_URL (default redis://127.0.0.1:6379/8; its database is flushed). Writes
@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--active", type=int, default=1000, help="ACTIVE fans reading the seat map")
     parser.add_argument("--waiting", type=int, default=20000, help="WAITING fans polling")
     parser.add_argument("--before", type=Path, help="another checkout served beside this one, same run")
+    parser.add_argument("--port", type=int, help="the bare route's port; the app gets the next, --before the one after")
     args = parser.parse_args()
     db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_rps")
     create_database(db_url)
@@ -163,11 +164,16 @@ def main() -> None:
     def env_for(label: str) -> dict[str, str]:
         return {**base_env, "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix=f"rps-{label}-metrics-")}
 
-    servers = [serve("bench.bare_app:app", env_for("bare"), "/bare")]
+    def port(i: int) -> int | None:
+        return args.port + i if args.port else None
+
+    servers = [serve("bench.bare_app:app", env_for("bare"), "/bare", port=port(0))]
     try:
-        servers.append(serve("web:create_app()", env_for("after"), "/api/v1/healthz"))
+        servers.append(serve("web:create_app()", env_for("after"), "/api/v1/healthz", port=port(1)))
         if args.before:
-            servers.append(serve("web:create_app()", env_for("before"), "/api/v1/healthz", cwd=args.before))
+            servers.append(
+                serve("web:create_app()", env_for("before"), "/api/v1/healthz", cwd=args.before, port=port(2))
+            )
         bare_base, app_bases = servers[0][1], {"": servers[1][1]}
         if args.before:
             app_bases["before_"] = servers[2][1]

@@ -53,6 +53,25 @@ class Tally:
         if not self._flusher:
             self._start_flusher()
 
+    def count_and_observe(
+        self, counter: Any, histogram: Any, labels: tuple[str, ...], extra: str, value: float
+    ) -> None:
+        """inc(counter, labels + (extra,)) and observe(histogram, labels, value) under one lock
+        (a request's count by status and its latency: the one tally call every request makes)."""
+        bounds = histogram._upper_bounds
+        bucket = bisect_left(bounds, value)
+        count_key = (counter, (*labels, extra))
+        time_key = (histogram, labels)
+        with self._lock:
+            self._counts[count_key] = self._counts.get(count_key, 0) + 1
+            found = self._times.get(time_key)
+            if found is None:
+                found = self._times[time_key] = [0.0] * (len(bounds) + 1)
+            found[bucket] += 1
+            found[-1] += value
+        if not self._flusher:
+            self._start_flusher()
+
     def flush(self) -> None:
         """Write what was tallied since the last flush into the prometheus metrics."""
         with self._lock:

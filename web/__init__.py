@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.url_map.strict_slashes = False
     requestlog.install(app, access_log=access_log_enabled())  # first: every later hook's lines carry the id
     _attach_services(app, services)
-    errors.register(app)  # before the limiter: its after_request must see the limiter's headers
+    errors.register(app)
     auth.install(app, services.settings)  # before the limiter: no credentials, no count
     limits.init(app, services.settings)
     _register_blueprints(app)
@@ -125,7 +125,8 @@ def _install_request_hooks(app: Flask) -> None:
 
     @app.before_request
     def _json_bodies_only() -> None:
-        if request.method in ("POST", "PUT", "PATCH") and request.content_length and not request.is_json:
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one lookup, not one per attribute
+        if req.method in ("POST", "PUT", "PATCH") and req.content_length and not req.is_json:
             raise ValidationError("send the request body as application/json")
 
     @app.teardown_request

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 
 from config.settings import Settings, SettingsError
 from models.errors import AuthInvalid, AuthRequired, Unavailable
@@ -171,9 +171,9 @@ def sign(settings: Settings, user_id: int, ttl: int) -> str:
     return jwt.encode(claims, settings.auth_jwt_secret, algorithm="HS256")
 
 
-def bearer_token() -> str | None:
+def bearer_token(environ: dict[str, Any] | None = None) -> str | None:
     """The bearer token of the request (None when no Authorization header); AuthInvalid if malformed."""
-    header = request.headers.get("Authorization")
+    header = (request.environ if environ is None else environ).get("HTTP_AUTHORIZATION")
     if header is None or not header.strip(" \t"):
         return None
     match = _BEARER.fullmatch(header.strip(" \t"))
@@ -182,9 +182,10 @@ def bearer_token() -> str | None:
     return match.group(1)
 
 
-def identity() -> int:
-    """The verified user id of this request (the hook has set it for every non-public route)."""
-    user_id = g.get("identity")
+def identity(ctx: Any = None) -> int:
+    """The verified user id of this request (the hook has set it for every non-public route);
+    `ctx` is the request's `g` when the caller already looked it up."""
+    user_id = (g if ctx is None else ctx).get("identity")
     if user_id is None:
         raise AuthRequired("send 'Authorization: Bearer <JWT>' of the signed-in user")
     return int(user_id)
@@ -192,21 +193,22 @@ def identity() -> int:
 
 def install(app: Flask, settings: Settings) -> None:
     """Verify the identity before every non-public route (register before the rate limiter)."""
-    app.extensions["auth_verifier"] = Verifier(settings)
+    app.extensions["auth_verifier"] = verifier = Verifier(settings)
     public_routes: dict[tuple[str, str], bool] = {}  # is_public() once per route (they do not change)
 
     @app.before_request
     def _require_identity() -> None:
-        rule = request.url_rule
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one lookup, not one per attribute
+        rule = req.url_rule
         if rule is None or rule.endpoint is None:
             return
         route = (rule.endpoint, rule.rule)
         exempt = public_routes.get(route)
         if exempt is None:
-            exempt = public_routes[route] = is_public(current_app, *route)
+            exempt = public_routes[route] = is_public(app, *route)
         if exempt:
             return
-        token = bearer_token()
+        token = bearer_token(req.environ)
         if token is None:
             raise AuthRequired("send 'Authorization: Bearer <JWT>' of the signed-in user")
-        g.identity = current_app.extensions["auth_verifier"].user_id(token)
+        g.identity = verifier.user_id(token)

@@ -112,20 +112,8 @@ def unexpected_response(error: Exception) -> Response:
     return problem_response(e.problem("INTERNAL_ERROR", "an unexpected error occurred; it has been logged"))
 
 
-def only_our_retry_after(response: Response) -> Response:
-    """Keep `Retry-After` exactly as the problem set it: drop the one Flask-Limiter adds to every
-    limited answer (a 201 must not say "come back later") and undo its rewrite of ours."""
-    ours = getattr(response, "problem_retry_after", None)
-    if ours is None:
-        response.headers.pop("Retry-After", None)
-    else:
-        response.headers["Retry-After"] = str(ours)
-    return response
-
-
 def register(app: Flask) -> None:
-    """Install the handlers on an app (before Flask-Limiter, so `only_our_retry_after` runs after it)."""
+    """Install the handlers on an app (web/limits.py keeps Flask-Limiter's Retry-After off the answers)."""
     app.register_error_handler(e.DomainError, domain_response)
     app.register_error_handler(HTTPException, http_response)
     app.register_error_handler(Exception, unexpected_response)
-    app.after_request(only_our_retry_after)

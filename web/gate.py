@@ -24,6 +24,7 @@ from web.auth import identity
 
 F = TypeVar("F", bound=Callable[..., Any])
 HEADER = "X-Queue-Token"
+_ENVIRON_KEY = "HTTP_X_QUEUE_TOKEN"  # the header as the WSGI environ holds it
 
 
 def waiting_room() -> WaitingRoom:
@@ -72,7 +73,7 @@ def queue_token_header() -> str:
     """The request's queue token, read once the same way by the gate and the rate limiter:
     401 TOKEN_MISSING when absent, 401 TOKEN_INVALID unless it has a token's exact form (so
     `<token>\\xa0` is refused, never counted under another key than the token it imitates)."""
-    raw = request.headers.get(HEADER, "").strip(" \t")
+    raw = request.environ.get(_ENVIRON_KEY, "").strip(" \t")
     if not raw:
         raise TokenMissing(f"send the queue token in the {HEADER} header")
     concert_of_token(raw)
@@ -83,7 +84,8 @@ _token = queue_token_header
 
 
 def _accept(info: QueueToken, concert_id: int | None, claimed_user_id: int | None) -> QueueToken:
-    if info.user_id != identity():
+    ctx = g._get_current_object()  # type: ignore[attr-defined]  # one lookup, not one per attribute
+    if info.user_id != identity(ctx):
         raise Forbidden("the queue token belongs to another user")
     if info.status != ACTIVE:
         raise TokenNotActive(f"the token is still waiting (rank {info.rank}); poll GET /api/v1/queue/token")
@@ -91,7 +93,7 @@ def _accept(info: QueueToken, concert_id: int | None, claimed_user_id: int | Non
         _same_concert(info, concert_id)
     if claimed_user_id is not None and claimed_user_id != info.user_id:
         raise Forbidden("userId does not match the signed-in user")
-    g.queue_token = info
+    ctx.queue_token = info
     return info
 
 

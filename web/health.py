@@ -15,7 +15,7 @@ from models import redis_support
 from models.db import db
 from models.errors import Unavailable
 from web import metrics
-from web.api import described, respond, services, spec
+from web.api import described, ready_json, respond, services, spec
 from web.schemas.health import HealthOut, ReadyOut
 
 bp = Blueprint("health", __name__)
@@ -83,7 +83,7 @@ _HEALTHY = HealthOut(status="ok").model_dump_json().encode()
 @described(resp=Resp(HTTP_200=HealthOut), tags=["operations"])
 def healthz() -> Response:
     """The process is up."""
-    return Response(_HEALTHY, mimetype="application/json")
+    return ready_json(_HEALTHY)
 
 
 def _event_broker(bootstrap_servers: str) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_qualified_name, get_remote_address
 
@@ -51,7 +51,7 @@ def _only_on_limited_routes(app: Flask) -> None:
             marked = limiter._marked_for_limiting  # qualified names of the decorated views
             limited.update(e for e, f in app.view_functions.items() if get_qualified_name(f) in marked)
             limited.add("")  # built, even when no route is limited
-        return request.endpoint in limited
+        return request._get_current_object().endpoint in limited  # type: ignore[attr-defined]
 
     def check_limited_route() -> None:
         if is_limited():
@@ -61,7 +61,7 @@ def _only_on_limited_routes(app: Flask) -> None:
     after = app.after_request_funcs.setdefault(None, [])
     for i, hook in enumerate(after):
         if isinstance(hook, partial) and hook.args == (limiter,):  # partial(Limiter.__inject_headers, limiter)
-            after[i] = _when(is_limited, hook)
+            after[i] = _when(is_limited, _then(hook, only_our_retry_after))
     teardown = app.teardown_request_funcs.setdefault(None, [])
     for i, hook in enumerate(teardown):
         if getattr(hook, "__self__", None) is limiter:  # limiter.__release_context
@@ -75,6 +75,26 @@ def _when(condition: Callable[[], bool], hook: Callable[..., Any]) -> Callable[.
         return hook(arg) if condition() else arg
 
     return guarded
+
+
+def only_our_retry_after(response: Response) -> Response:
+    """Keep `Retry-After` exactly as the problem set it: drop the one Flask-Limiter adds to every
+    limited answer (a 201 must not say "come back later") and undo its rewrite of ours."""
+    ours = getattr(response, "problem_retry_after", None)
+    if ours is None:
+        response.headers.pop("Retry-After", None)
+    else:
+        response.headers["Retry-After"] = str(ours)
+    return response
+
+
+def _then(hook: Callable[[Any], Any], then: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`hook`, then `then` on what it returned."""
+
+    def both(response: Any) -> Any:
+        return then(hook(response))
+
+    return both
 
 
 def user_key() -> str:
