@@ -119,17 +119,29 @@ def respond(model: BaseModel, status: int = 200, headers: dict[str, str] | None 
 JSON = "application/json"
 
 
+class ReadyResponse(Response):
+    """A 200 whose headers need no adjusting on the way out: werkzeug's get_wsgi_headers copies
+    them (checking each header again) only to fix a Location or a missing length, which a ready
+    response never has. Any other status takes werkzeug's way."""
+
+    def get_wsgi_headers(self, environ: Any) -> Headers:
+        if self.status_code == 200 and not self.headers.get("Location"):
+            return self.headers
+        return super().get_wsgi_headers(environ)
+
+
 def ready_json(body: bytes, headers: tuple[tuple[str, str], ...] = (), status: int = 200) -> Response:
     """A response of ready JSON bytes whose header values are this app's own constants or
     hashes (never request input), for the hot routes (healthz, the cached seat map).
 
     werkzeug checks every header value for line breaks and looks each name up on the way in
     (`Response(body, mimetype=..., headers=...)`: ~600 Python opcodes for a seat map's four,
-    ~400 more than this): a `Headers` holding the finished list skips that.
+    ~400 more than this) and again on the way out: a `Headers` holding the finished list and
+    ReadyResponse skip both.
     """
     ready = Headers()
     ready._list = [("Content-Type", JSON), ("Content-Length", str(len(body))), *headers]
-    response = Response(None, status=status, headers=ready)  # no body yet: set_data would set the length again
+    response = ReadyResponse(None, status=status, headers=ready)  # no body yet: set_data would set the length again
     response.response = [body]
     return response
 
