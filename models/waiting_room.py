@@ -37,7 +37,7 @@ from config.settings import Settings
 from models.errors import RateLimited, TokenInvalid, ValidationError
 from models.queue_tokens import QueueToken, concert_of_token, fingerprint, new_token_for, token_of_reply
 from models.redis_support import is_cluster, script_then_commands
-from models.waiting_room_lua import ADMIT, COUNTS, ISSUE, LEAVE, POLL, RATE, SWEEP, SWEEP_SLICE
+from models.waiting_room_lua import ADMIT, COUNTS, ISSUE, LEAVE, LIMITS, POLL, RATE, SWEEP, SWEEP_SLICE
 
 WAITING, ACTIVE = "WAITING", "ACTIVE"
 CONCERTS_KEY = "wr:concerts"
@@ -52,6 +52,32 @@ def ends_here() -> int:
 
 
 RATE_WINDOW_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Rate:
+    """One fixed-window rate limit the issue script checks: `requests` per `window_ms` under `name`."""
+
+    name: str
+    requests: int
+    window_ms: int
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rate-limit window as the client sees it (X-RateLimit-Limit, -Remaining, -Reset)."""
+
+    limit: int
+    remaining: int
+    reset_ms: int
+
+
+class JoinLimited(RateLimited):
+    """A join over one of its rate limits: 429 RATE_LIMITED, Retry-After until the window resets."""
+
+    def __init__(self, window: Window, wait_ms: int) -> None:
+        super().__init__(f"too many joins; try again in {wait_ms} ms", retry_after=max(1, -(-wait_ms // 1000)))
+        self.window = window
 
 
 @dataclass(frozen=True)
@@ -106,6 +132,7 @@ class WaitingRoom:
         self.waiting_ttl_ms = waiting_ttl * 1000
         self.poll_max_ms = int(poll_max_interval * 1000)
         self._issue = client.register_script(ISSUE)
+        self._limits = client.register_script(LIMITS)
         self._poll = client.register_script(POLL)
         self._leave = client.register_script(LEAVE)
         self._sweep = client.register_script(SWEEP)
@@ -143,10 +170,23 @@ class WaitingRoom:
         is admitted at once only when nobody waits and fewer than `limit` (default ACTIVE_LIMIT)
         are active; the operator controls pass 0 while admission is paused or paced.
         """
+        return self.issue_limited(user_id=user_id, concert_id=concert_id, limit=limit)[0]
+
+    def issue_limited(
+        self, *, user_id: int, concert_id: int, limit: int | None = None, rates: tuple[Rate, ...] = ()
+    ) -> tuple[QueueToken, Window | None]:
+        """issue() with the join's rate limits checked inside the same script, first: JoinLimited
+        (nothing else read or written) when one is over; else the token and the tightest window.
+
+        The windows live in the concert's slot (`rl:{c:N}:<name>`), so a limit counts one
+        concert's joins: what Flask-Limiter did here cost four more round trips and about half of
+        the join's web CPU (bench/unit_costs.py, the flash sale's joins).
+        """
         if user_id < 1 or concert_id < 1:
             raise ValidationError("userId and concertId must be positive integers")
         tag = _tag(concert_id)
-        args = [*self._args(concert_id), new_token_for(concert_id), user_id, concert_id, -1 if limit is None else limit]
+        join_limit = -1 if limit is None else limit
+        args = [*self._args(concert_id), new_token_for(concert_id), user_id, concert_id, join_limit, *_rate_args(rates)]
         keys = [f"{tag}:waiting"]
         # wr:concerts is global (its own Cluster slot), so it is updated after the script, never
         # in it: an admission pass that just dropped the concert (nobody waited) sees it again.
@@ -157,10 +197,22 @@ class WaitingRoom:
         else:
             reply = script_then_commands(self.r, self._issue, keys, args, [("SADD", CONCERTS_KEY, concert_id)])
         token, created, *described = reply
-        issued = token_of_reply(_text(token), described, created=bool(int(created)))
+        _refuse_if_limited(reply)
+        window = Window(int(described[8]), int(described[9]), int(described[10])) if rates else None
+        issued = token_of_reply(_text(token), described[:8], created=bool(int(created)))
         if issued.created and issued.status != ACTIVE and is_cluster(self.r):
             self.r.sadd(CONCERTS_KEY, concert_id)
-        return issued
+        return issued, window
+
+    def check_rates(self, *, concert_id: int, rates: tuple[Rate, ...]) -> Window | None:
+        """Count one join against `rates` alone (JoinLimited when one is over): for the joins that
+        do not reach the issue script (a fair start's pre-queue, an unknown concert)."""
+        if not rates:
+            return None
+        args = [*self._args(concert_id), *_rate_args(rates)]
+        reply = self._limits(keys=[f"{_tag(concert_id)}:waiting"], args=args)
+        _refuse_if_limited(reply)
+        return Window(int(reply[1]), int(reply[2]), int(reply[3]))
 
     def status(self, *, token: str, touch: bool = True) -> QueueToken:
         """A token's status, rank, estimate and pollAfterMs in one round trip.
@@ -320,6 +372,17 @@ class WaitingRoom:
         entries = self._rate(keys=[_keys(concert_id)["admits"]], args=[RATE_WINDOW_MS])
         total = sum(int(_text(e).rsplit(":", 1)[1]) for e in entries)  # type: ignore[union-attr]
         return total / (RATE_WINDOW_MS / 1000)
+
+
+def _rate_args(rates: tuple[Rate, ...]) -> list[str | int]:
+    """The scripts' rate-limit arguments: how many, then (name, requests, window ms) each."""
+    return [len(rates), *(v for rate in rates for v in (rate.name, rate.requests, rate.window_ms))]
+
+
+def _refuse_if_limited(reply: list[Any]) -> None:
+    """JoinLimited for a script's {'LIMITED', ms until the window resets, requests, 0, reset ms}."""
+    if _text(reply[0]) == "LIMITED":
+        raise JoinLimited(Window(int(reply[2]), 0, int(reply[4])), int(reply[1]))
 
 
 def _now_ms() -> int:

@@ -64,19 +64,50 @@ end
 """
 )
 
+# The join's rate limits (RATE_LIMIT_ISSUE_USER / _IP), checked before anything else is read or
+# written (after PRELUDE; RA = the ARGV index of their count): ARGV[RA] = how many, then (name,
+# requests, window ms) each; one fixed window per rl:{c:N}:<name> (the concert's slot, outside the
+# queue's wr: keys). Over a limit the script answers {'LIMITED', ms until that window resets,
+# requests, 0, reset ms}; otherwise rl_max, rl_left, rl_reset describe the tightest window.
+RATES = """
+local rl_max, rl_left, rl_reset = 0, -1, 0
+for i = 0, (tonumber(ARGV[RA]) or 0) - 1 do
+  local name, most, window = ARGV[RA + 1 + 3 * i], tonumber(ARGV[RA + 2 + 3 * i]), tonumber(ARGV[RA + 3 + 3 * i])
+  local key = 'rl' .. string.sub(TAG, 3) .. ':' .. name
+  local n = redis.call('INCR', key)
+  local ttl = window
+  if n == 1 then redis.call('PEXPIRE', key, window) else
+    ttl = redis.call('PTTL', key)
+    if ttl < 0 then ttl = window; redis.call('PEXPIRE', key, window) end
+  end
+  if n > most then return {'LIMITED', ttl, most, 0, NOW + ttl} end
+  if rl_left < 0 or most - n < rl_left then rl_max, rl_left, rl_reset = most, most - n, NOW + ttl end
+end
+"""
+
+# The rate limits alone (a fair start's pre-queue join, a join of an unknown concert): ARGV[1..5]
+# as PRELUDE, ARGV[6..] the limits. {'OK', requests, left, reset ms} or the LIMITED reply.
+LIMITS = PRELUDE + "local RA = 6\n" + RATES + "return {'OK', rl_max, rl_left, rl_reset}\n"
+
+
 ISSUE = (
     PRELUDE
     + """
 local new_token, user, concert = ARGV[6], ARGV[7], ARGV[8]
 local join_limit = tonumber(ARGV[9])  -- operator controls: the limit for admission on join (-1: LIMIT)
 if join_limit < 0 then join_limit = LIMIT end
+local RA = 10
+"""
+    + RATES
+    + """
+local function rl(reply) reply[11], reply[12], reply[13] = rl_max, rl_left, rl_reset; return reply end
 local waiting, active, ukey = TAG .. ':waiting', TAG .. ':active', TAG .. ':u:' .. user
 local existing = redis.call('GET', ukey)
 if existing then
   local found = describe(existing)
   if found then
     local wait_s, after = pace(found[4])
-    return {existing, 0, found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after}
+    return rl({existing, 0, found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after})
   end
   redis.call('DEL', TAG .. ':t:' .. existing)
   redis.call('ZREM', waiting, existing)
@@ -97,7 +128,7 @@ if nwaiting == 0 and soldout == 0 and gated == 0 and redis.call('ZCARD', active)
   redis.call('SET', ukey, new_token, 'PX', ATTL)
   redis.call('ZADD', TAG .. ':admits', NOW, new_token .. ':1')  -- a direct admission counts in the rate
   redis.call('INCR', TAG .. ':admitted')  -- admissions ever (the operator console)
-  return {new_token, 1, user, concert, 'ACTIVE', 0, NOW + ATTL, soldout, 0, 0}
+  return rl({new_token, 1, user, concert, 'ACTIVE', 0, NOW + ATTL, soldout, 0, 0})
 end
 local wait_s, after = pace(nwaiting + 1)
 redis.call('ZADD', waiting, redis.call('INCR', TAG .. ':seq'), new_token)
@@ -106,7 +137,7 @@ redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'WAITING', 'i
            'p', NOW .. ':' .. (NOW + after))
 redis.call('SET', ukey, new_token)
 -- the newest arrival has the highest sequence: its rank is the queue's length
-return {new_token, 1, user, concert, 'WAITING', nwaiting + 1, NOW + WTTL, soldout, wait_s, after}
+return rl({new_token, 1, user, concert, 'WAITING', nwaiting + 1, NOW + WTTL, soldout, wait_s, after})
 """
 )
 

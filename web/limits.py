@@ -97,11 +97,6 @@ def _then(hook: Callable[[Any], Any], then: Callable[[Any], Any]) -> Callable[[A
     return both
 
 
-def user_key() -> str:
-    """Rate-limit key of the signed-in user (the hook in web/auth.py verified it before any limit)."""
-    return f"user:{identity()}"
-
-
 def _queue_token() -> str:
     try:
         return queue_token_header()

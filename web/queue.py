@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, g
+from flask_limiter.util import get_remote_address
+from limits import parse_many
 from spectree import Response as Resp
 
 from models import concerts, draws, fairness
@@ -14,10 +17,11 @@ from models.db import utcnow
 from models.errors import Forbidden, NotFound, TokenInvalid
 from models.prequeue import PreQueue, PrequeuedToken
 from models.queue_tokens import QueueToken, concert_of_token
+from models.waiting_room import JoinLimited, Rate, Window
 from web.api import described, respond, settings, spec
 from web.auth import identity
 from web.gate import queue_token_header, waiting_room
-from web.limits import limiter, user_key
+from web.limits import limiter
 from web.queue_controls import queue_controls
 from web.schemas import Problem
 from web.schemas.queue import TokenIn, TokenOut
@@ -81,8 +85,6 @@ def _own(user_id: int) -> None:
 
 
 @bp.post("/queue/tokens")
-@limiter.limit(lambda: settings().rate_issue_user, key_func=user_key)
-@limiter.limit(lambda: settings().rate_issue_ip)
 @spec.validate(
     json=TokenIn,
     resp=Resp(
@@ -92,20 +94,63 @@ def _own(user_id: int) -> None:
     tags=["queue"],
 )  # fmt: skip
 def issue(json: TokenIn) -> Response:
-    """Join a concert's queue as the signed-in user; asking again returns the same token and place."""
+    """Join a concert's queue as the signed-in user; asking again returns the same token and place.
+
+    RATE_LIMIT_ISSUE_USER and RATE_LIMIT_ISSUE_IP are counted inside the issue script (no
+    Flask-Limiter here: its four round trips were half a join's cost); every answer carries the
+    tightest window as X-RateLimit-Limit / -Remaining / -Reset, a refusal 429 with Retry-After."""
     user_id = identity()
     if json.userId is not None and json.userId != user_id:
         raise Forbidden("userId does not match the signed-in user")
-    if not concerts.concert_exists(concert_id=json.concertId):
-        raise NotFound(f"concert {json.concertId} does not exist")
-    pre = draws.join_prequeue(
-        prequeue(), user_id=user_id, concert_id=json.concertId, window_s=settings().prequeue_window
-    )
-    if pre is not None:
-        return respond(_pre_out(pre), 201 if pre.created else 200)
-    limit = queue_controls().current(concert_id=json.concertId).join_limit(settings().active_limit)
-    token = waiting_room().issue(user_id=user_id, concert_id=json.concertId, limit=limit)
+    room, rates = waiting_room(), _join_rates(user_id)
+    try:
+        if not concerts.concert_exists(concert_id=json.concertId):
+            g.join_window = room.check_rates(concert_id=json.concertId, rates=rates)
+            raise NotFound(f"concert {json.concertId} does not exist")
+        if draws.fair_start_of(concert_id=json.concertId) is not None:  # the pre-queue: counted on its own
+            g.join_window, rates = room.check_rates(concert_id=json.concertId, rates=rates), ()
+        pre = draws.join_prequeue(
+            prequeue(), user_id=user_id, concert_id=json.concertId, window_s=settings().prequeue_window
+        )
+        if pre is not None:
+            return respond(_pre_out(pre), 201 if pre.created else 200)
+        limit = queue_controls().current(concert_id=json.concertId).join_limit(settings().active_limit)
+        token, window = room.issue_limited(user_id=user_id, concert_id=json.concertId, limit=limit, rates=rates)
+    except JoinLimited as refused:
+        g.join_window = refused.window
+        raise
+    g.join_window = window or g.get("join_window")
     return _body(token, 201 if token.created else 200)
+
+
+def _join_rates(user_id: int) -> tuple[Rate, ...]:
+    """The join's limits for this request: per user, then per client address (none when rate
+    limiting is off)."""
+    s = settings()
+    if not s.rate_limit_enabled:
+        return ()
+    return (*_rates(f"u:{user_id}", s.rate_issue_user), *_rates(f"ip:{get_remote_address()}", s.rate_issue_ip))
+
+
+def _rates(name: str, text: str) -> tuple[Rate, ...]:
+    return tuple(Rate(name, requests, window_ms) for requests, window_ms in _parsed(text))
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(text: str) -> tuple[tuple[int, int], ...]:
+    """The rate text "30/minute; 200/hour" as ((30, 60000), (200, 3600000)) (Settings validated it with `limits`)."""
+    return tuple((item.amount, item.get_expiry() * 1000) for item in parse_many(text))
+
+
+@bp.after_request
+def _rate_headers(response: Response) -> Response:
+    """X-RateLimit-* of a join (the window the issue script counted it in)."""
+    window: Window | None = g.pop("join_window", None)
+    if window is not None:
+        response.headers["X-RateLimit-Limit"] = str(window.limit)
+        response.headers["X-RateLimit-Remaining"] = str(max(0, window.remaining))
+        response.headers["X-RateLimit-Reset"] = str(-(-window.reset_ms // 1000))
+    return response
 
 
 @bp.get("/queue/token")

@@ -41,9 +41,10 @@ def test_the_issue_limit_is_kept_in_redis_and_answers_429_with_retry_after(limit
     assert [a.status_code for a in answers] == [201, 200, 429]
     assert problem_of(answers[2])["code"] == "RATE_LIMITED"
     assert 1 <= int(answers[2].headers["Retry-After"]) <= 60
-    # the window lives in Redis, shared by every gunicorn worker
-    windows = [k.decode() if isinstance(k, bytes) else k for k in bootstrap.current().redis.keys("LIMITS:*")]
-    assert "LIMITS:LIMITER/rl/user:51/queue.issue/2/1/minute" in windows
+    # the window lives in Redis (the concert's slot, counted by the issue script), shared by every gunicorn worker
+    windows = [k.decode() if isinstance(k, bytes) else k for k in bootstrap.current().redis.keys("rl:*")]
+    assert "rl:{c:1}:u:51" in windows
+    assert 0 < bootstrap.current().redis.pttl("rl:{c:1}:u:51") <= 60_000
 
 
 def test_another_users_reservation_on_mariadb_answers_like_a_missing_one(limited_live_client: FlaskClient) -> None:

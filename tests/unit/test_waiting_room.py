@@ -416,6 +416,49 @@ def test_the_fourth_issue_by_one_user_within_a_minute_is_rate_limited(room_with:
     assert room.issue(8).status_code == 201  # the limit is per user
 
 
+def test_a_join_over_the_address_limit_is_429_counted_in_the_issue_script_and_creates_nothing(
+    room_with: Callable[..., Room],
+) -> None:
+    """RATE_LIMIT_ISSUE_IP is counted inside the issue script (the concert's slot), first: the third
+    join from one address within the window is refused with Retry-After and leaves no token.
+    Hidden ways it fails: the refused fan queued anyway (the limit checked after the token was
+    written), the window kept outside Redis (not shared by the gunicorn workers), headers lost."""
+    room = room_with(rate_issue_ip="2/minute")
+    r = bootstrap.current().redis
+    first, second = room.issue(1), room.issue(2)
+    refused = room.issue(3)
+
+    assert [first.status_code, second.status_code] == [201, 201]
+    assert [a.headers["X-RateLimit-Remaining"] for a in (first, second)] == ["1", "0"]
+    assert first.headers["X-RateLimit-Limit"] == "2" and int(first.headers["X-RateLimit-Reset"]) >= time.time()
+    assert (refused.status_code, problem_of(refused)["code"]) == (429, "RATE_LIMITED")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60 and refused.headers["X-RateLimit-Remaining"] == "0"
+    assert r.exists(f"wr:{{c:{room.concert_id}}}:u:3") == 0  # no token for the refused fan
+    assert 0 < r.pttl(f"rl:{{c:{room.concert_id}}}:ip:127.0.0.1") <= 60_000
+
+
+def test_a_fair_start_pre_queue_join_counts_against_the_same_user_limit(room_with: Callable[..., Room]) -> None:
+    """A pre-queue join does not reach the issue script; its limits are counted on their own (one
+    more small script), so a fan cannot join a fair start's pre-queue without limit."""
+    from models.db import utcnow
+    from tests.support.helpers import user_headers
+
+    room = room_with(rate_issue_user="2/minute")
+    soon = (utcnow() + dt.timedelta(minutes=30)).isoformat() + "Z"
+    show = (utcnow() + dt.timedelta(days=3)).isoformat() + "Z"
+    body = {"title": "T", "venue": "V", "schedules": [{"startsAt": show, "seatCount": 3, "price": 10}]}
+    admin = {"Authorization": "Bearer test-admin-token"}
+    cid = room.client.post("/api/v1/admin/concerts", json={**body, "saleOpensAt": soon}, headers=admin).get_json()[
+        "concertId"
+    ]
+
+    answers = [room.client.post(ISSUE, json={"concertId": cid}, headers=user_headers(9)) for _ in range(3)]
+
+    assert [a.status_code for a in answers] == [201, 200, 429]
+    assert answers[0].get_json()["status"] == "PREQUEUED" and answers[0].headers["X-RateLimit-Remaining"] == "1"
+    assert problem_of(answers[2])["code"] == "RATE_LIMITED"
+
+
 def test_a_poll_more_than_20_percent_early_is_429_with_retry_after_and_changes_nothing(
     room_with: Callable[..., Room], clock: Clock
 ) -> None:

@@ -279,7 +279,8 @@ def test_flask_asks_whether_a_hook_is_a_coroutine_once_per_function(
 
 def test_the_limiter_hooks_run_only_on_limited_routes(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unlimited route (healthz) skips Flask-Limiter's before, after and teardown hooks; a
-    limited one (joining the queue) still runs them and carries X-RateLimit-* headers.
+    limited one (holding a seat) still runs them and carries X-RateLimit-* headers. Joining the
+    queue counts its limits inside the issue script: headers, and Flask-Limiter never asked.
     Hidden way to fail: the limited route losing its headers because the after hook was dropped."""
     from flask_limiter import Limiter
 
@@ -290,4 +291,8 @@ def test_the_limiter_hooks_run_only_on_limited_routes(client: FlaskClient, monke
     assert looked == []
 
     joined = client.post("/api/v1/queue/tokens", json={"concertId": 1})
-    assert looked and joined.headers.get("X-RateLimit-Limit")
+    assert looked == [] and joined.headers.get("X-RateLimit-Limit")
+
+    token = {"X-Queue-Token": "1." + "A" * 22}  # well formed: the per-user job limit applies
+    held = client.post("/api/v1/reservations", json={"scheduleId": 1, "seatId": 1}, headers=token)
+    assert looked and held.headers.get("X-RateLimit-Limit")
