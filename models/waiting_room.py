@@ -34,7 +34,7 @@ from typing import Any
 import redis
 
 from config.settings import Settings
-from models.errors import RateLimited, TokenInvalid, ValidationError
+from models.errors import Forbidden, RateLimited, TokenInvalid, ValidationError
 from models.queue_tokens import QueueToken, concert_of_token, fingerprint, new_token_for, token_of_reply
 from models.redis_support import is_cluster, script_then_commands
 from models.waiting_room_lua import ADMIT, COUNTS, ISSUE, LEAVE, LIMITS, POLL, RATE, SWEEP, SWEEP_SLICE
@@ -262,11 +262,23 @@ class WaitingRoom:
 
     def leave(self, *, token: str) -> bool:
         """Give up the place or the active slot; True if the token existed."""
+        return self._left(token, "") == 1
+
+    def leave_as(self, *, token: str, user_id: int) -> bool:
+        """A fan's own leave (DELETE /queue/token): the owner check and the leave in one script,
+        one round trip. True if the token existed and was the user's; Forbidden (nothing
+        changed) if it is another user's."""
+        left = self._left(token, str(user_id))
+        if left < 0:
+            raise Forbidden("the queue token belongs to another user")
+        return left == 1
+
+    def _left(self, token: str, caller: str) -> int:
         _ENDS_HERE[0] += 1
         concert_id = concert_of_token(token)
         k = _keys(concert_id)
         keys = [f"{k['token_prefix']}{token}", k["waiting"], k["active"], k["pre"], k["entrants"]]
-        return bool(int(self._leave(keys=keys, args=[token, k["user_prefix"]])))
+        return int(self._leave(keys=keys, args=[token, k["user_prefix"], caller]))
 
     def owner(self, *, token: str) -> int | None:
         """The user a live token was issued to (None when unknown, expired or malformed)."""

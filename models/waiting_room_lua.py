@@ -165,11 +165,14 @@ return {found[1], found[2], found[3], found[4], found[5], found[6], wait_s, afte
 """
 )
 
+# Leave: ARGV[3], when not empty, is the caller's user id: a token of another user is left alone
+# and the reply is -1 (the route's 403), so the owner check and the leave are one round trip.
 LEAVE = """
 local hk, waiting, active, pre, entrants = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local token, uprefix = ARGV[1], ARGV[2]
+local token, uprefix, caller = ARGV[1], ARGV[2], ARGV[3] or ''
 local h = redis.call('HMGET', hk, 'user', 'member')
 local user = h[1]
+if caller ~= '' and user and user ~= caller then return -1 end
 local ukey = uprefix .. (user or '')
 local existed = redis.call('DEL', hk)
 if h[2] then  -- a pre-queued fan leaves the draw too

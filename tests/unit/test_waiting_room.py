@@ -256,6 +256,36 @@ def test_leaving_is_204_then_the_token_is_invalid_and_the_line_moves_up(room_wit
     assert room.state(behind) == ("WAITING", 1)
 
 
+def test_leaving_is_one_round_trip_and_the_slot_goes_to_the_next_waiter(room_with: Callable[..., Room]) -> None:
+    """DELETE /queue/token checks the owner inside the leave script: when a sale sells out nearly
+    every waiting fan leaves at once, and that burst paid a second round trip each (HGET, then
+    the script). Hidden ways it fails: the slot not freed, or the owner check dropped (the
+    403 for another user's token is tests/unit/test_identity.py)."""
+    from tests.support.helpers import user_headers
+
+    room = room_with(active_limit=1)
+    active, waiter = room.token(1), room.token(2)
+    assert room.leave(room.token(3)).status_code == 204  # the script is loaded (once per server)
+    signed_in = {HEADER: active, **user_headers(1)}  # (the test client would look the owner up otherwise)
+    pool = room.waiting_room.r.connection_pool
+    trips: list[int] = []
+    checkout = pool.get_connection
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        trips.append(1)
+        return checkout(*args, **kwargs)
+
+    pool.get_connection = counted  # type: ignore[method-assign]
+    try:
+        left = room.client.delete(TOKEN, headers=signed_in)
+    finally:
+        pool.get_connection = checkout  # type: ignore[method-assign]
+
+    assert (left.status_code, len(trips)) == (204, 1)
+    room.admit()
+    assert room.state(waiter) == ("ACTIVE", 0)
+
+
 def test_a_freed_slot_is_filled_by_the_earliest_waiter_at_the_next_admission_pass(
     room_with: Callable[..., Room],
 ) -> None:
