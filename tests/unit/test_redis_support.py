@@ -39,7 +39,7 @@ def test_joining_the_queue_during_a_cluster_outage_is_503_not_500(
         raise error
 
     seed_demo()
-    monkeypatch.setattr(WaitingRoom, "issue", down)
+    monkeypatch.setattr(WaitingRoom, "issue_limited", down)  # what the join route calls
 
     response = client.post("/api/v1/queue/tokens", json={"userId": 1, "concertId": 1})
 
