@@ -104,7 +104,23 @@ def run_threads(n: int, work: Callable[[int], None], before: Callable[[int], Non
     `before(k)` runs on thread k ahead of the common start (connection set-up stays outside the
     measured time); the first exception of any thread is raised after all have ended.
     """
+    start, end = run_threads_span(n, work, before)
+    return end - start
+
+
+def run_threads_span(
+    n: int,
+    work: Callable[[int], None],
+    before: Callable[[int], None] | None = None,
+    ready: Callable[[], Any] | None = None,
+) -> tuple[float, float]:
+    """run_threads, returning (start, end) on time.perf_counter (one clock for every process).
+
+    `ready()`, if given, is called once every thread's `before` has run and before they are
+    released: forked client processes meet at a common barrier there.
+    """
     barrier = threading.Barrier(n + 1)
+    go = threading.Event()
     errors: list[BaseException] = []
     starts: list[float] = []
 
@@ -115,6 +131,7 @@ def run_threads(n: int, work: Callable[[int], None], before: Callable[[int], Non
         except BaseException as exc:
             errors.append(exc)
         barrier.wait()
+        go.wait()
         starts.append(time.perf_counter())  # the first thread to run starts the clock, not the main thread
         if errors:
             return
@@ -127,6 +144,9 @@ def run_threads(n: int, work: Callable[[int], None], before: Callable[[int], Non
     for t in threads:
         t.start()
     barrier.wait()
+    if ready is not None:
+        ready()
+    go.set()
     # Not a clock read here: with hundreds of threads released at once, the main thread could get
     # the GIL back only after they had run for a while (at 1,024 threads, 0.2 s and more), and the
     # wall time came out shorter than the slowest attempt in it.
@@ -134,4 +154,4 @@ def run_threads(n: int, work: Callable[[int], None], before: Callable[[int], Non
         t.join()
     if errors:
         raise errors[0]
-    return time.perf_counter() - min(starts)
+    return min(starts), time.perf_counter()

@@ -30,6 +30,8 @@ the end). Writes bench/results/contention.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
 import random
 import threading
@@ -42,7 +44,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from bench.common import connect, create_database, run_threads, summary_ms, write
+from bench.common import connect, create_database, run_threads_span, summary_ms, write
 from bench.pipeline_bench import fresh_data
 from config.bootstrap import Services, bootstrap
 from config.settings import Settings
@@ -90,19 +92,108 @@ def lock_status(url: str) -> dict[str, int | None]:
     return {n: found.get(n) for n in names}
 
 
-def closed_loop(plan: list[Attempt], clients: int, hold: HoldFn, setup: Callable[[], Any], teardown: Any) -> dict:
+def closed_loop(
+    plan: list[Attempt],
+    clients: int,
+    hold: HoldFn,
+    setup: Callable[[], Any],
+    teardown: Any,
+    *,
+    processes: int = 1,
+    prepare: Callable[[int], None] | None = None,
+) -> dict:
     """Run `plan` on `clients` threads, each attempt after the previous one's outcome.
 
     Each thread opens its connections (`setup`) before the common start, so connection set-up
-    is outside the measured time for every strategy alike.
+    is outside the measured time for every strategy alike. With `processes` > 1 the clients are
+    split over that many forked client processes (client k in process k % processes), as a web
+    tier runs several processes: one Python process cannot keep hundreds of threads busy (with
+    256 threads in one process, an edge check of one Redis round trip waited up to 4.9 s for the
+    GIL, bench/contention_map.py at 12:23 UTC). `prepare(processes)` runs first in each process
+    (after the fork), to open what that process shares between its threads (e.g. its pool).
     """
+    if processes <= 1:
+        if prepare is not None:
+            prepare(1)
+        part = _client_part(plan, clients, range(clients), hold, setup, teardown, None)
+        return _closed_result([part])
+    context = multiprocessing.get_context("fork")
+    ready = context.Barrier(processes + 1)
+    results = context.Queue()
+    db.close_all()  # no pooled connection may be inherited by two processes
+    children = []
+    for i in range(processes):
+        child = context.Process(
+            target=_client_process,
+            args=(
+                plan,
+                clients,
+                range(i, clients, processes),
+                hold,
+                setup,
+                teardown,
+                prepare,
+                processes,
+                ready,
+                results,
+            ),
+            daemon=True,
+        )
+        child.start()
+        children.append(child)
+    with contextlib.suppress(threading.BrokenBarrierError):  # a process that failed to set up says why below
+        ready.wait(timeout=120)  # every process has opened its connections
+    parts = [results.get(timeout=600) for _ in children]
+    for child in children:
+        child.join(timeout=30)
+    failed = [p["error"] for p in parts if p.get("error")]
+    if failed:
+        raise RuntimeError(f"a client process failed: {failed[0]}")
+    return _closed_result(parts)
+
+
+def _client_process(
+    plan: list[Attempt],
+    clients: int,
+    mine: range,
+    hold: HoldFn,
+    setup: Callable[[], Any],
+    teardown: Any,
+    prepare: Callable[[int], None] | None,
+    processes: int,
+    ready: Any,
+    results: Any,
+) -> None:
+    """One forked client process of closed_loop: its share of the clients, its result on `results`."""
+    try:
+        if prepare is not None:
+            prepare(processes)
+        results.put(_client_part(plan, clients, mine, hold, setup, teardown, ready))
+    except BaseException as exc:  # reported to the parent, which raises it
+        results.put({"error": repr(exc)})
+        with contextlib.suppress(Exception):
+            ready.abort()
+
+
+def _client_part(
+    plan: list[Attempt],
+    clients: int,
+    mine: range,
+    hold: HoldFn,
+    setup: Callable[[], Any],
+    teardown: Any,
+    ready: Any,
+) -> dict:
+    """Run clients `mine` (threads) of `plan`; `ready` (a process barrier) is passed once all are set up."""
     latencies: list[float] = []
     outcomes: Counter[str] = Counter()
     guard = threading.Lock()
     states: dict[int, Any] = {}
+    ks = list(mine)
 
-    def client(k: int) -> None:
-        mine: list[float] = []
+    def client(j: int) -> None:
+        k = ks[j]
+        own: list[float] = []
         seen: Counter[str] = Counter()
         try:
             for user_id, seat_id, schedule_id in plan[k::clients]:
@@ -112,20 +203,34 @@ def closed_loop(plan: list[Attempt], clients: int, hold: HoldFn, setup: Callable
                 except Exception as exc:  # a timeout or refused connection: the client saw an error
                     seen[ERROR] += 1
                     seen[f"error:{type(exc).__name__}"] += 1
-                mine.append(time.perf_counter() - started)
+                own.append(time.perf_counter() - started)
         finally:
             teardown(states[k])
             with guard:
-                latencies.extend(mine)
+                latencies.extend(own)
                 outcomes.update(seen)
 
-    seconds = run_threads(clients, client, before=lambda k: states.__setitem__(k, setup()))
+    def before(j: int) -> None:
+        states[ks[j]] = setup()
+
+    start, end = run_threads_span(len(ks), client, before=before, ready=None if ready is None else ready.wait)
+    return {"latencies": latencies, "outcomes": dict(outcomes), "start": start, "end": end}
+
+
+def _closed_result(parts: list[dict]) -> dict:
+    """The closed loop's figures from its processes' parts (perf_counter is one clock for all of them)."""
+    latencies = [x for p in parts for x in p["latencies"]]
+    outcomes: Counter[str] = Counter()
+    for p in parts:
+        outcomes.update(p["outcomes"])
+    seconds = max(p["end"] for p in parts) - min(p["start"] for p in parts)
     return {
         "attempts": len(latencies),
         "seconds": round(seconds, 3),
         "holds_per_second": round(len(latencies) / seconds, 1),
         "latency": summary_ms(latencies),
         "outcomes": dict(outcomes),
+        "client_processes": len(parts),
     }
 
 
@@ -191,9 +296,9 @@ def pipeline_hold(services: Services) -> HoldFn:
     return hold
 
 
-def run_pipeline(services: Services, plan: list[Attempt], clients: int) -> dict:
+def run_pipeline(services: Services, plan: list[Attempt], clients: int, *, processes: int = 1) -> dict:
     """(a) Enqueue like POST /reservations (record + message + wake-up in one script) and wait for the outcome."""
-    return closed_loop(plan, clients, pipeline_hold(services), services.redis.ping, lambda _: None)
+    return closed_loop(plan, clients, pipeline_hold(services), services.redis.ping, lambda _: None, processes=processes)
 
 
 def edge_refuses(client: redis.Redis, schedule_id: int, seat_id: int) -> bool:
@@ -281,9 +386,11 @@ def redis_lock_edge_hold(services: Services) -> HoldFn:
     return hold
 
 
-def run_redis_lock_edge(services: Services, plan: list[Attempt], clients: int) -> dict:
+def run_redis_lock_edge(services: Services, plan: list[Attempt], clients: int, *, processes: int = 1) -> dict:
     """(b') (b) behind the same quick-refusal check as (a), marking what it sees as (a)'s workers do."""
-    return closed_loop(plan, clients, redis_lock_edge_hold(services), services.redis.ping, lambda _: None)
+    return closed_loop(
+        plan, clients, redis_lock_edge_hold(services), services.redis.ping, lambda _: None, processes=processes
+    )
 
 
 def for_update_hold(conn: Any, user_id: int, seat_id: int, schedule_id: int) -> str:
@@ -400,7 +507,7 @@ def main() -> None:
         def start_workers() -> None:
             for _ in range(args.workers):
                 cluster.start_worker()
-            wait_for_leases(services.redis, cluster, partitions=args.partitions)
+            wait_for_leases(services.redis, cluster, partitions=args.partitions, balanced=True)
             warm_up_workers(services)
 
         try:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import multiprocessing
 import os
 import queue
 import threading
@@ -79,12 +80,15 @@ class PeakConnections:
                 time.sleep(0.02)
 
 
-def for_update_pooled(url: str, plan: list[cb.Attempt], clients: int, pool_size: int) -> dict:
-    """(c) through a pool of `pool_size` connections shared by `clients` threads."""
+def for_update_pooled(url: str, plan: list[cb.Attempt], clients: int, pool_size: int, processes: int = 1) -> dict:
+    """(c) through a pool of `pool_size` connections shared by `clients` threads (split evenly
+    over the client processes, as a web tier's processes each have their own pool)."""
     name = urlparse(url).path.lstrip("/")
     pool: queue.Queue[Any] = queue.Queue()
-    for _ in range(pool_size):
-        pool.put(connect(url, name))
+
+    def prepare(processes: int) -> None:  # in each client process: its part of the pool
+        for _ in range(max(1, pool_size // processes)):  # 64 over 8 processes: 8 each
+            pool.put(connect(url, name))
 
     def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
         try:
@@ -100,7 +104,7 @@ def for_update_pooled(url: str, plan: list[cb.Attempt], clients: int, pool_size:
             pool.put(conn)
 
     try:
-        return cb.closed_loop(plan, clients, hold, lambda: None, lambda _: None)
+        return cb.closed_loop(plan, clients, hold, lambda: None, lambda _: None, processes=processes, prepare=prepare)
     finally:
         while not pool.empty():
             pool.get().close()
@@ -110,16 +114,17 @@ class TooManyConnections(Exception):
     """The connection budget (standing in for max_connections) is spent: MariaDB's error 1040."""
 
 
-def for_update_unpooled(url: str, plan: list[cb.Attempt], clients: int, budget: int) -> dict:
-    """(c) with a connection per client (no pool), at most `budget` connections open at once."""
+def for_update_unpooled(url: str, plan: list[cb.Attempt], clients: int, budget: int, processes: int = 1) -> dict:
+    """(c) with a connection per client (no pool), at most `budget` connections open at once
+    (counted across the client processes, like the server's max_connections)."""
     name = urlparse(url).path.lstrip("/")
-    slots = threading.BoundedSemaphore(budget)
+    slots = multiprocessing.get_context("fork").BoundedSemaphore(budget)
 
     class Own:
         conn: Any = None
 
     def open_own(mine: Own) -> None:
-        if not slots.acquire(blocking=False):
+        if not slots.acquire(False):
             raise TooManyConnections("(1040, 'Too many connections')")
         try:
             mine.conn = connect(url, name)
@@ -147,7 +152,7 @@ def for_update_unpooled(url: str, plan: list[cb.Attempt], clients: int, budget: 
             mine.conn.close()
             slots.release()
 
-    return cb.closed_loop(plan, clients, hold, setup, close)
+    return cb.closed_loop(plan, clients, hold, setup, close, processes=processes)
 
 
 def open_loop(plan: list[cb.Attempt], rate: float, duration: float, max_in_flight: int, hold: cb.HoldFn) -> dict:
@@ -223,24 +228,36 @@ def measure(
 def one_level(services: Services, db_url: str, redis_url: str, args: Any, level: int) -> dict[str, dict]:
     """Every strategy at one level; the pipeline's workers are started (and warmed) outside the measurement."""
     out: dict[str, dict] = {}
+    procs = client_processes(args, level)
     cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions), "WORKER_BATCH": str(args.batch)})
     try:
         for _ in range(args.workers):
             cluster.start_worker()
-        wait_for_leases(services.redis, cluster, partitions=args.partitions)
+        wait_for_leases(services.redis, cluster, partitions=args.partitions, balanced=True)
         cb.warm_up_workers(services)
-        out["a_pipeline"] = measure(services, db_url, args, level, lambda p: cb.run_pipeline(services, p, level))
+        out["a_pipeline"] = measure(
+            services, db_url, args, level, lambda p: cb.run_pipeline(services, p, level, processes=procs)
+        )
     finally:
         cluster.stop()
-    out["b2_redis_edge"] = measure(services, db_url, args, level, lambda p: cb.run_redis_lock_edge(services, p, level))
+    out["b2_redis_edge"] = measure(
+        services, db_url, args, level, lambda p: cb.run_redis_lock_edge(services, p, level, processes=procs)
+    )
     db.close_all()  # hand the pool's idle connections back: the server's 151 are shared
     out["c_for_update"] = measure(
-        services, db_url, args, level, lambda p: for_update_pooled(db_url, p, level, args.pool)
+        services, db_url, args, level, lambda p: for_update_pooled(db_url, p, level, args.pool, procs)
     )
     out["c2_unpooled"] = measure(
-        services, db_url, args, level, lambda p: for_update_unpooled(db_url, p, level, args.unpooled_budget)
+        services, db_url, args, level, lambda p: for_update_unpooled(db_url, p, level, args.unpooled_budget, procs)
     )
     return out
+
+
+def client_processes(args: Any, level: int) -> int:
+    """Client processes for a level: --client-processes, or one per 32 clients up to 8 ("auto")."""
+    if args.client_processes != "auto":
+        return max(1, int(args.client_processes))
+    return max(1, min(8, level // 32))
 
 
 def one_rate(services: Services, db_url: str, redis_url: str, args: Any, rate: float) -> dict[str, dict]:
@@ -255,7 +272,7 @@ def one_rate(services: Services, db_url: str, redis_url: str, args: Any, rate: f
     try:
         for _ in range(args.workers):
             cluster.start_worker()
-        wait_for_leases(services.redis, cluster, partitions=args.partitions)
+        wait_for_leases(services.redis, cluster, partitions=args.partitions, balanced=True)
         cb.warm_up_workers(services)
         out["a_pipeline"] = measure(services, db_url, args, label, offered(cb.pipeline_hold(services)))
     finally:
@@ -313,6 +330,11 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--pool", type=int, default=64)
+    parser.add_argument(
+        "--client-processes",
+        default="auto",
+        help="client processes per closed-loop level (every strategy alike); auto: one per 32 clients, at most 8",
+    )
     parser.add_argument("--unpooled-budget", type=int, default=90, help="connections (c2) may open at most")
     parser.add_argument("--repeat", type=int, default=1, help="closed-loop rounds per level (median reported)")
     parser.add_argument("--rates", default="500,1000,2000", help="open-loop arrival rates (attempts/s); '' for none")

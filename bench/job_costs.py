@@ -135,7 +135,7 @@ def main() -> None:
         cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions), "WORKER_BATCH": str(args.batch)})
         try:
             procs = [cluster.start_worker() for _ in range(args.workers)]
-            wait_for_leases(services.redis, cluster, partitions=args.partitions)
+            wait_for_leases(services.redis, cluster, partitions=args.partitions, balanced=True)
             warm_up_workers(services)
             results[name] = r = run(services, seats, args.jobs, args.clients, [p.pid for p in procs])
         finally:

@@ -165,7 +165,7 @@ def main() -> None:
     try:
         for _ in range(args.workers):
             cluster.start_worker()
-        wait_for_leases(services.redis, cluster, partitions=args.partitions)
+        wait_for_leases(services.redis, cluster, partitions=args.partitions, balanced=True)
         pids = [p.pid for p in cluster.workers()]
         cpu_before = cpu_seconds(pids)
         pipeline = pipeline_run(services, seats, args.requests, args.concurrency)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -127,15 +128,24 @@ def pid_of_member(member: str) -> int:
 
 
 def wait_for_leases(
-    client: redis.Redis, cluster: Cluster, *, partitions: int = 16, every_worker: bool = True, timeout: float = 30.0
+    client: redis.Redis,
+    cluster: Cluster,
+    *,
+    partitions: int = 16,
+    every_worker: bool = True,
+    balanced: bool = False,
+    timeout: float = 30.0,
 ) -> dict[int, str]:
-    """Wait until every partition is leased (and, with `every_worker`, each running worker holds some)."""
+    """Wait until every partition is leased (and, with `every_worker`, each running worker holds some;
+    with `balanced`, each holds its fair share: the counts differ by at most one)."""
     deadline = time.monotonic() + timeout
     while True:
         holders = lease_holders(client, partitions)
         pids = {pid_of_member(m) for m in holders.values()}
         running = {p.pid for p in cluster.workers()}
-        if len(holders) == partitions and pids <= running and (not every_worker or pids == running):
+        counts = Counter(pid_of_member(m) for m in holders.values())
+        fair = not balanced or (pids == running and max(counts.values()) - min(counts.values()) <= 1)
+        if len(holders) == partitions and pids <= running and (not every_worker or pids == running) and fair:
             return holders
         dead = [p for p in cluster.procs if not p.alive()]
         if time.monotonic() > deadline or (dead and not cluster.workers()):
