@@ -120,7 +120,8 @@ def closed_loop(
     context = multiprocessing.get_context("fork")
     ready = context.Barrier(processes + 1)
     results = context.Queue()
-    db.close_all()  # no pooled connection may be inherited by two processes
+    if db.obj is not None:
+        db.close_all()  # no pooled connection may be inherited by two processes
     children = []
     for i in range(processes):
         child = context.Process(
@@ -298,7 +299,25 @@ def pipeline_hold(services: Services) -> HoldFn:
 
 def run_pipeline(services: Services, plan: list[Attempt], clients: int, *, processes: int = 1) -> dict:
     """(a) Enqueue like POST /reservations (record + message + wake-up in one script) and wait for the outcome."""
-    return closed_loop(plan, clients, pipeline_hold(services), services.redis.ping, lambda _: None, processes=processes)
+    threads = -(-clients // processes)
+
+    def prepare(_: int) -> None:  # each process opens its Redis connections before the start, as (c) its pool
+        warm_pool(services.redis, threads)
+        warm_pool(services.broker.client, threads)  # type: ignore[attr-defined]
+
+    return closed_loop(
+        plan, clients, pipeline_hold(services), lambda: None, lambda _: None, processes=processes, prepare=prepare
+    )
+
+
+def warm_pool(client: redis.Redis, n: int) -> None:
+    """Open `n` connections of a client's pool now (then hand them back), as a running web tier has them."""
+    pool = client.connection_pool
+    held = [pool.get_connection("PING") for _ in range(n)]
+    for conn in held:
+        conn.connect()
+    for conn in held:
+        pool.release(conn)
 
 
 def edge_refuses(client: redis.Redis, schedule_id: int, seat_id: int) -> bool:
@@ -388,8 +407,15 @@ def redis_lock_edge_hold(services: Services) -> HoldFn:
 
 def run_redis_lock_edge(services: Services, plan: list[Attempt], clients: int, *, processes: int = 1) -> dict:
     """(b') (b) behind the same quick-refusal check as (a), marking what it sees as (a)'s workers do."""
+    threads = -(-clients // processes)
     return closed_loop(
-        plan, clients, redis_lock_edge_hold(services), services.redis.ping, lambda _: None, processes=processes
+        plan,
+        clients,
+        redis_lock_edge_hold(services),
+        lambda: None,
+        lambda _: None,
+        processes=processes,
+        prepare=lambda _: warm_pool(services.redis, threads),
     )
 
 

@@ -230,34 +230,39 @@ def one_level(services: Services, db_url: str, redis_url: str, args: Any, level:
     out: dict[str, dict] = {}
     procs = client_processes(args, level)
     cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions), "WORKER_BATCH": str(args.batch)})
+    only = set(args.only.split(",")) if args.only else None
     try:
-        for _ in range(args.workers):
-            cluster.start_worker()
-        wait_for_leases(services.redis, cluster, partitions=args.partitions, balanced=True)
-        cb.warm_up_workers(services)
-        out["a_pipeline"] = measure(
-            services, db_url, args, level, lambda p: cb.run_pipeline(services, p, level, processes=procs)
-        )
+        if only is None or "a" in only:
+            for _ in range(args.workers):
+                cluster.start_worker()
+            wait_for_leases(services.redis, cluster, partitions=args.partitions, balanced=True)
+            cb.warm_up_workers(services)
+            out["a_pipeline"] = measure(
+                services, db_url, args, level, lambda p: cb.run_pipeline(services, p, level, processes=procs)
+            )
     finally:
         cluster.stop()
-    out["b2_redis_edge"] = measure(
-        services, db_url, args, level, lambda p: cb.run_redis_lock_edge(services, p, level, processes=procs)
-    )
+    if only is None or "b2" in only:
+        out["b2_redis_edge"] = measure(
+            services, db_url, args, level, lambda p: cb.run_redis_lock_edge(services, p, level, processes=procs)
+        )
     db.close_all()  # hand the pool's idle connections back: the server's 151 are shared
-    out["c_for_update"] = measure(
-        services, db_url, args, level, lambda p: for_update_pooled(db_url, p, level, args.pool, procs)
-    )
-    out["c2_unpooled"] = measure(
-        services, db_url, args, level, lambda p: for_update_unpooled(db_url, p, level, args.unpooled_budget, procs)
-    )
+    if only is None or "c" in only:
+        out["c_for_update"] = measure(
+            services, db_url, args, level, lambda p: for_update_pooled(db_url, p, level, args.pool, procs)
+        )
+    if only is None or "c2" in only:
+        out["c2_unpooled"] = measure(
+            services, db_url, args, level, lambda p: for_update_unpooled(db_url, p, level, args.unpooled_budget, procs)
+        )
     return out
 
 
 def client_processes(args: Any, level: int) -> int:
-    """Client processes for a level: --client-processes, or one per 32 clients up to 8 ("auto")."""
+    """Client processes for a level: --client-processes, or one per 64 clients up to 8 ("auto")."""
     if args.client_processes != "auto":
         return max(1, int(args.client_processes))
-    return max(1, min(8, level // 32))
+    return max(1, min(8, level // 64))
 
 
 def one_rate(services: Services, db_url: str, redis_url: str, args: Any, rate: float) -> dict[str, dict]:
@@ -333,7 +338,7 @@ def main() -> None:
     parser.add_argument(
         "--client-processes",
         default="auto",
-        help="client processes per closed-loop level (every strategy alike); auto: one per 32 clients, at most 8",
+        help="client processes per closed-loop level (every strategy alike); auto: one per 64 clients, at most 8",
     )
     parser.add_argument("--unpooled-budget", type=int, default=90, help="connections (c2) may open at most")
     parser.add_argument("--repeat", type=int, default=1, help="closed-loop rounds per level (median reported)")
@@ -341,6 +346,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per open-loop rate")
     parser.add_argument("--max-in-flight", type=int, default=1024, help="open loop: client threads")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--only", default="", help="closed loop: only these strategies (a,b2,c,c2); default all")
+    parser.add_argument("--no-write", action="store_true", help="print only (do not write the results file)")
     args = parser.parse_args()
     db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_contention")
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
@@ -367,7 +374,8 @@ def main() -> None:
     for line in verdicts:
         print(line)
     data = {"parameters": vars(args), "levels": levels, "open_loop": offered, "must_show": verdicts}
-    print(f"wrote {write('contention_map', data)}")
+    if not args.no_write:
+        print(f"wrote {write('contention_map', data)}")
 
 
 def median_round(rounds: list[dict[str, dict]]) -> dict[str, dict]:
@@ -392,7 +400,7 @@ def must_show(levels: dict[str, dict[str, dict]]) -> list[str]:
     """Issue 16's targets for the closed-loop levels of this run, each with its figures."""
     out = []
     for level in ("256", "1024"):
-        if level not in levels:
+        if level not in levels or not {"a_pipeline", "c_for_update"} <= set(levels[level]):
             continue
         a, c = levels[level]["a_pipeline"], levels[level]["c_for_update"]
         met = (
@@ -405,7 +413,7 @@ def must_show(levels: dict[str, dict[str, dict]]) -> list[str]:
             f"errors {a['outcomes'].get(cb.ERROR, 0)} vs (c) {c['holds_per_second']:,.0f}/s p99 "
             f"{c['latency']['p99_ms']:,.0f} ms: {'met' if met else 'NOT met'}"
         )
-    conns = {lv: r["a_pipeline"]["peak_own_connections"] for lv, r in levels.items()}
+    conns = {lv: r["a_pipeline"]["peak_own_connections"] for lv, r in levels.items() if "a_pipeline" in r}
     out.append(f"(a) peak connections to its database per level: {conns}")
     bad = [
         f"{lv}/{n}"

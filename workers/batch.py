@@ -220,6 +220,7 @@ def partition_worker(services: Any) -> Any:
         max_extensions=settings.hold_max_extensions,
     )
     batch = SeatBatch(services.redis, handle, stale_after_s=stale, group=group)
+    marks = MarkKeeper(services.redis, background=True)  # one for all partitions of this process
     return PartitionWorker(
         services.redis,
         services.broker,
@@ -227,5 +228,5 @@ def partition_worker(services: Any) -> Any:
         partitions=settings.partitions,
         batch=batch if settings.worker_batch > 1 else None,
         batch_size=settings.worker_batch,
-        keeper=lambda _partition: MarkKeeper(services.redis),
+        keeper=lambda _partition: marks,
     )

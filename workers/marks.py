@@ -9,19 +9,33 @@ consumer remembers the hot seats — those that hold requests named at least twi
 time within `FORGET_AFTER_S` of the first (a seat sold to its first asker costs no refresh) —
 until nobody asked for them for `FORGET_AFTER_S`, and every `REFRESH_S` reads their status in
 one query and writes the marks of the taken ones again in one round trip, each from that read's
-time.
+time. A consumer notes a batch's requests when it fetches them, before it runs them, and a hot
+seat read free stays remembered (unmarked): so the refresh marks it from the first read after
+its winner commits. (Noted after the batch, and forgotten when read free, a hot seat of a
+backlogged partition became hot only after its first long batch and its marks lapsed meanwhile:
+at 256 in flight a hot seat went unmarked for 0.7 s after its sale and 20 holds went through.)
+
+Why one keeper per worker process, on its own thread (`background=True`, what `python -m
+workers run` uses), and not in each partition's consumer between batches: under load a batch
+took 0.3-1.4 s (bench/contention_map.py at 256 in flight, 2026-12-02 12:28 UTC), so a busy
+partition refreshed its marks less often than they lapse, the lapsed seats let more holds
+through as jobs, which made its batches longer still: at 256 in flight 698 holds on taken seats
+reached the workers and a hot partition's queue waited up to 4 s. The thread refreshes every
+hot seat of every partition of the process in one query and one round trip, whatever the
+consumers are doing (also 16 times fewer refresh queries than one per partition).
 
 Why this keeps SPEC §3's bound: a refreshed mark is like any other, it expires `TTL_MS` after a
 moment before a database read that saw the seat taken, so a seat can never be refused more than
-that after it became AVAILABLE. The keeper runs in the partition's consumer thread, between
-batches, so a release of one of its seats (expiry, cancel, refund: all routed to the seat's
-partition) commits and deletes the mark after any refresh that read the seat taken.
+that after it became AVAILABLE — also when a refresh that read the seat taken lands after a
+release (expiry, cancel, refund) committed and deleted the mark: the late mark still expires
+`TTL_MS` after its read, which came before the release.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -44,41 +58,57 @@ LIMIT = 5000  # seats remembered per partition at most (the oldest requests are 
 
 
 class MarkKeeper:
-    """One partition's hot seats and the refresh of their marks (see the module docstring)."""
+    """Hot seats and the refresh of their marks (see the module docstring): one partition's, refreshed
+    by its consumer between batches (`tick`), or, with `background`, every partition's of a process,
+    refreshed by a thread of the keeper's own that runs while there are hot seats."""
 
     def __init__(
-        self, client: Any, *, refresh_s: float = REFRESH_S, forget_after_s: float = FORGET_AFTER_S, limit: int = LIMIT
+        self,
+        client: Any,
+        *,
+        refresh_s: float = REFRESH_S,
+        forget_after_s: float = FORGET_AFTER_S,
+        limit: int = LIMIT,
+        background: bool = False,
     ) -> None:
         self.r = client
         self.refresh_s = refresh_s
         self.forget_after_s = forget_after_s
         self.limit = limit
+        self.background = background  # refresh on own thread (one keeper for every partition of a process)
         self.seats: dict[int, tuple[int, float]] = {}  # hot seat -> (schedule, last requested, monotonic)
         self._once: dict[int, float] = {}  # seat asked for once -> when (monotonic)
         self._next = 0.0
+        self._lock = threading.Lock()  # seen() runs on every consumer thread, refresh() on the keeper's
+        self._thread: threading.Thread | None = None
         self.refreshed = 0  # marks written by refreshes (for tests and metrics)
 
     def seen(self, messages: Sequence[MessageProxy]) -> None:
-        """Note the seats these messages' holds asked for."""
+        """Note the seats these messages' holds asked for (and start the background refresh if due)."""
         now = time.monotonic()
-        for message in messages:
-            if actor_of(message) is not hold_seat:
-                continue
-            seat_id = int(message.kwargs["seat_id"])
-            first = self._once.pop(seat_id, None)
-            if seat_id not in self.seats and (first is None or now - first > self.forget_after_s):
-                self._once[seat_id] = now  # asked for once: not hot yet
-                continue
-            self.seats.pop(seat_id, None)  # re-inserted last: the dict stays in request order
-            self.seats[seat_id] = (int(message.kwargs["schedule_id"]), now)
-        for kept in (self.seats, self._once):
-            while len(kept) > self.limit:
-                del kept[next(iter(kept))]
+        with self._lock:
+            for message in messages:
+                if actor_of(message) is not hold_seat:
+                    continue
+                seat_id = int(message.kwargs["seat_id"])
+                first = self._once.pop(seat_id, None)
+                if seat_id not in self.seats and (first is None or now - first > self.forget_after_s):
+                    self._once[seat_id] = now  # asked for once: not hot yet
+                    continue
+                self.seats.pop(seat_id, None)  # re-inserted last: the dict stays in request order
+                self.seats[seat_id] = (int(message.kwargs["schedule_id"]), now)
+            for kept in (self.seats, self._once):
+                while len(kept) > self.limit:
+                    del kept[next(iter(kept))]
+            if self.background and self.seats and self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mark-keeper", daemon=True)
+                self._thread.start()
 
     def tick(self) -> float:
-        """Refresh if it is time; the seconds until the next refresh is due (large when there is nothing to keep)."""
+        """Refresh if it is time; the seconds until the next refresh is due (large when there is nothing
+        to keep, or when the keeper's own thread refreshes: a consumer then never waits for it)."""
         now = time.monotonic()
-        if not self.seats:
+        if self.background or not self.seats:
             return 3600.0
         if now < self._next:
             return self._next - now
@@ -86,17 +116,31 @@ class MarkKeeper:
         self.refresh()
         return self.refresh_s
 
+    def _run(self) -> None:
+        """The background refresh: every refresh_s while there are hot seats, then the thread ends."""
+        while True:
+            started = time.monotonic()
+            with contextlib.suppress(Exception):  # logged by refresh; a refresh must never kill the keeper
+                self.refresh()
+            with self._lock:
+                if not self.seats:
+                    self._thread = None
+                    return
+            time.sleep(max(0.0, self.refresh_s - (time.monotonic() - started)))
+
     def refresh(self) -> None:
         """Read the remembered seats, mark the taken ones from this read, forget the rest."""
         now = time.monotonic()
-        for seat_id in [s for s, (_, at) in self.seats.items() if now - at > self.forget_after_s]:
-            del self.seats[seat_id]
-        if not self.seats:
+        with self._lock:
+            for seat_id in [s for s, (_, at) in self.seats.items() if now - at > self.forget_after_s]:
+                del self.seats[seat_id]
+            wanted = dict(self.seats)
+        if not wanted:
             return
         read_at = quick_refusal.now_ms()
         try:
             with db.connection_context():
-                states = concerts.seat_states(seat_ids=self.seats)
+                states = concerts.seat_states(seat_ids=wanted)
         except (pw.OperationalError, pw.InterfaceError) as exc:
             log.warning("mark refresh read failed (%s); the marks lapse until the next one", exc)
             return
@@ -104,10 +148,14 @@ class MarkKeeper:
         marked = 0
         for seat_id, (schedule_id, number, status) in states.items():
             rejection = rejection_for(status=str(status), number=int(number))
-            expected = self.seats.get(int(seat_id))
-            if rejection is None or expected is None or expected[0] != int(schedule_id):
-                self.seats.pop(int(seat_id), None)  # free again (or not this schedule's): nothing to keep
+            expected = wanted.get(int(seat_id))
+            if expected is None or expected[0] != int(schedule_id):
+                with self._lock:  # not this schedule's seat: nothing to keep
+                    if self.seats.get(int(seat_id)) == expected:
+                        self.seats.pop(int(seat_id), None)
                 continue
+            if rejection is None:
+                continue  # free (not yet held, or released): no mark, but still hot until forgotten
             quick_refusal.mark(
                 pipe, schedule_id=int(schedule_id), seat_id=int(seat_id), refusal=rejection.detail, read_at_ms=read_at
             )

@@ -140,6 +140,8 @@ class PartitionConsumer(threading.Thread):
                             if extra is None:
                                 break
                             batch.append(extra)
+                        if self.keeper is not None:  # before the batch runs: a long one must not delay the marks
+                            self.keeper.seen(batch)
                         if self.batch is not None and len(batch) > 1:
                             self.batch(batch)
                         else:
@@ -147,7 +149,6 @@ class PartitionConsumer(threading.Thread):
                         ack_all(consumer, batch)
                         self.processed += len(batch)
                         if self.keeper is not None:
-                            self.keeper.seen(batch)
                             self.keeper.tick()
                 finally:
                     consumer.close()

@@ -144,7 +144,7 @@ def wait_for_leases(
         pids = {pid_of_member(m) for m in holders.values()}
         running = {p.pid for p in cluster.workers()}
         counts = Counter(pid_of_member(m) for m in holders.values())
-        fair = not balanced or (pids == running and max(counts.values()) - min(counts.values()) <= 1)
+        fair = not balanced or (bool(counts) and pids == running and max(counts.values()) - min(counts.values()) <= 1)
         if len(holders) == partitions and pids <= running and (not every_worker or pids == running) and fair:
             return holders
         dead = [p for p in cluster.procs if not p.alive()]
