@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from models.errors import TokenInvalid
 
@@ -60,7 +62,7 @@ def concert_of_token(token: str) -> int:
     return int(match.group(1))
 
 
-def token_of_reply(token: str, described: list[object], *, created: bool) -> QueueToken:
+def token_of_reply(token: str, described: Sequence[Any], *, created: bool) -> QueueToken:
     """A QueueToken from a script's reply {user, concert, status, rank, expires, soldout, wait s, pollAfterMs}.
 
     The wait estimate is rank ÷ the measured admission rate: the admissions of the last minute
@@ -68,16 +70,16 @@ def token_of_reply(token: str, described: list[object], *, created: bool) -> Que
     admissions in 2 s are 100/s, not 3.3/s; with no admission yet, slots turn over once per
     ACTIVE_TTL. pollAfterMs is a quarter of that wait, between 1 s and POLL_MAX_INTERVAL.
     """
-    user, concert, status, rank, expires, sold_out, wait_s, after = (_text(v) for v in described)
+    user, concert, status, rank, expires, sold_out, wait_s, after = described  # int() takes str and bytes
     return QueueToken(
         token=token,
         user_id=int(user),
         concert_id=int(concert),
-        status=status,
+        status=_text(status),
         rank=int(rank),
         estimated_wait_seconds=int(wait_s),
         expires_at_ms=int(float(expires)),
-        sold_out=sold_out == "1",
+        sold_out=_text(sold_out) == "1",
         poll_after_ms=int(after),
         created=created,
     )

@@ -61,6 +61,19 @@ def run_script(script: Any, *, keys: Sequence[Any], args: Sequence[Any], client:
     return script(keys=list(keys), args=list(args), client=client)
 
 
+def evalsha(client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """A registered script's reply, called on its client: one EVALSHA, the body loaded on NOSCRIPT.
+
+    What redis-py's Script.__call__ does, less its per-call pipeline check and argument copies
+    (a few µs: the issue path, bench/queue_bench.py). Not for pipelines (run_script).
+    """
+    try:
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+    except rex.NoScriptError:
+        script.sha = client.script_load(script.script)
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+
+
 def scripts_in_one_round_trip(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any]:
     """Run several registered scripts (script, keys, args) in one pipelined round trip; their replies.
 
@@ -86,30 +99,6 @@ def scripts_in_one_round_trip(client: Any, calls: Sequence[tuple[Any, Sequence[A
             if isinstance(reply, Exception):
                 raise reply
         return list(replies)
-    raise AssertionError("unreachable")
-
-
-def script_then_commands(
-    client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any], commands: Sequence[Sequence[Any]]
-) -> Any:
-    """Run a registered script and then plain commands in one pipelined round trip (one Redis,
-    not a Cluster: there the commands of other slots go to other nodes, in no order); the
-    script's reply. The commands run after the script, in order, on the same connection; a
-    server that did not know the script runs the commands once more, after it.
-    """
-    for attempt in (1, 2):
-        pipe = client.pipeline(transaction=False)
-        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        for command in commands:
-            pipe.execute_command(*command)
-        replies = pipe.execute(raise_on_error=False)
-        if attempt == 1 and isinstance(replies[0], rex.NoScriptError):
-            client.script_load(script.script)
-            continue
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies[0]
     raise AssertionError("unreachable")
 
 

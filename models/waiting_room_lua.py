@@ -49,9 +49,10 @@ local function describe(token)
   end
   return {h[1], h[2], h[3], rank, expires, redis.call('EXISTS', TAG .. ':soldout'), h[5] or ''}
 end
-local function pace(rank)
+local function pace(rank, rate)  -- rate: the value of TAG:rate when the caller has read it (false: none)
   if rank <= 0 then return 0, 0 end
-  local count, oldest = string.match(redis.call('GET', TAG .. ':rate') or '0:', '^(%d+):(%d*)$')
+  if rate == nil then rate = redis.call('GET', TAG .. ':rate') end
+  local count, oldest = string.match(rate or '0:', '^(%d+):(%d*)$')
   count = tonumber(count) or 0
   local per_s = LIMIT / (ATTL / 1000)
   if count > 0 then per_s = count / (math.max(1000, NOW - (tonumber(oldest) or NOW)) / 1000) end
@@ -102,6 +103,10 @@ local RA = 10
     + """
 local function rl(reply) reply[11], reply[12], reply[13] = rl_max, rl_left, rl_reset; return reply end
 local waiting, active, ukey = TAG .. ':waiting', TAG .. ':active', TAG .. ':u:' .. user
+-- KEYS[2] = wr:concerts on one Redis (a global key: on a Cluster the caller adds it after the
+-- script, on its own slot); every join lists the concert, as a repeated one or a direct admission
+-- lists one that the next admission pass drops
+if KEYS[2] then redis.call('SADD', KEYS[2], concert) end
 local existing = redis.call('GET', ukey)
 if existing then
   local found = describe(existing)
@@ -113,14 +118,15 @@ if existing then
   redis.call('ZREM', waiting, existing)
 end
 local hk = TAG .. ':t:' .. new_token
-local soldout = redis.call('EXISTS', TAG .. ':soldout')
+-- the three flags a join reads, in one call (each redis.call costs the server as much as a command)
+local flags = redis.call('MGET', TAG .. ':soldout', TAG .. ':gate', TAG .. ':rate')
+local soldout = flags[1] and 1 or 0
 local nwaiting = redis.call('ZCARD', waiting) + redis.call('ZCARD', TAG .. ':pre')
 if nwaiting == 0 and soldout == 0 then
   redis.call('ZREMRANGEBYSCORE', active, '-inf', NOW)
 end
 -- a fair-start concert's gate stays closed until its pre-queue is released (models/prequeue.py)
-local gated = redis.call('EXISTS', TAG .. ':gate')
-if nwaiting == 0 and soldout == 0 and gated == 0 and redis.call('ZCARD', active) < join_limit then
+if nwaiting == 0 and soldout == 0 and not flags[2] and redis.call('ZCARD', active) < join_limit then
   redis.call('ZADD', active, NOW + ATTL, new_token)
   redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'ACTIVE', 'issued', NOW, 'admitted', NOW,
              'expires', NOW + ATTL)
@@ -130,7 +136,7 @@ if nwaiting == 0 and soldout == 0 and gated == 0 and redis.call('ZCARD', active)
   redis.call('INCR', TAG .. ':admitted')  -- admissions ever (the operator console)
   return rl({new_token, 1, user, concert, 'ACTIVE', 0, NOW + ATTL, soldout, 0, 0})
 end
-local wait_s, after = pace(nwaiting + 1)
+local wait_s, after = pace(nwaiting + 1, flags[3])
 redis.call('ZADD', waiting, redis.call('INCR', TAG .. ':seq'), new_token)
 -- a waiting token has no TTL: the sweep (and admission) drop it once `p` is WAITING_TTL old
 redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'WAITING', 'issued', NOW,

@@ -546,3 +546,6 @@ def test_the_wait_estimate_follows_the_admission_rate_of_a_sale_that_just_opened
     assert (last.status, last.rank) == ("WAITING", 200)
     assert 1 <= last.estimated_wait_seconds <= 2  # 200 ahead at 200/s; it was 60 s (200 per minute)
     assert wroom.status(token=waiting[100].token, touch=False).estimated_wait_seconds == 1
+    # And: a join reads the same rate (the issue script reads it with the sold-out and gate flags)
+    newcomer = wroom.issue(user_id=999, concert_id=room.concert_id)
+    assert (newcomer.rank, newcomer.estimated_wait_seconds) == (201, 1)
