@@ -8,10 +8,12 @@ markers declare the `bearerAuth` security scheme in the OpenAPI document (web/do
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +22,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from flask import Flask, g, request
+from jwt.algorithms import HMACAlgorithm
+from jwt.utils import base64url_decode, base64url_encode
 
 from config.settings import Settings, SettingsError
 from models.errors import AuthInvalid, AuthRequired, Unavailable
@@ -66,6 +70,80 @@ def load_public_key(path: str) -> tuple[Any, str]:
     raise SettingsError(f"AUTH_JWT_PUBLIC_KEY_FILE={path!r} must hold an RSA or P-256 EC public key")
 
 
+class _SecretHS256(HMACAlgorithm):
+    """PyJWT's HS256, with AUTH_JWT_SECRET checked and prepared once, at start.
+
+    PyJWT prepares the key again on every decode: for an HMAC secret it tries it as a PEM, an
+    SSH key, a DER key and certificate and as JSON (the algorithm-confusion guards), about a
+    quarter of a verification. The secret never changes in a process, so the guards run once
+    here (a secret shaped like a public key or a JWK is refused at start); any other key goes
+    through PyJWT's checks as before.
+    """
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self._secret = secret
+        try:
+            self._prepared = super().prepare_key(secret)
+        except jwt.InvalidKeyError as exc:
+            raise SettingsError(f"AUTH_JWT_SECRET cannot be an HS256 secret: {exc}") from None
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        if isinstance(key, str) and key == self._secret:
+            return self._prepared
+        return super().prepare_key(key)
+
+
+_BASE64URL = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+class _PyJWS(jwt.PyJWS):
+    """PyJWT's PyJWS, with its check of a token's three segments done by one compiled pattern.
+
+    PyJWT 2.15 tests every byte of a segment against the base64url alphabet in a Python
+    generator (its fix of GHSA-hxm8-2xgr-2p9m): a quarter of an HS256 verification. This is the
+    same check with the same rules in the same order (at most two '=', padding only on a length
+    that is a multiple of 4, no length of 4n+1, nothing outside the alphabet, the canonical
+    encoding only) and the same errors; tests/unit/test_identity.py compares the two on valid,
+    tampered and random segments.
+    """
+
+    @staticmethod
+    def _decode_base64url_segment(segment: bytes, name: str) -> bytes:
+        stripped = segment.rstrip(b"=")
+        padding = len(segment) - len(stripped)
+        if (
+            padding > 2
+            or (padding and len(segment) % 4 != 0)
+            or len(stripped) % 4 == 1
+            or _BASE64URL.fullmatch(stripped) is None
+        ):
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        try:
+            decoded = base64url_decode(stripped)
+        except (TypeError, binascii.Error) as err:
+            raise jwt.DecodeError(f"Invalid {name} padding") from err
+        if base64url_encode(decoded) != stripped:
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        return decoded
+
+
+def _decoder(secret: str, *, verify_aud: bool) -> jwt.PyJWT:
+    """A PyJWT decoder with the options of every verification fixed (none merged per call), the
+    secret's HS256 prepared once (_SecretHS256) and the segment check of _PyJWS. PyJWT still does
+    every check of `jwt.decode`: the segments, the header, the signature, exp/nbf/iat with the
+    leeway, the required claims, iss/aud; the caller passes the algorithm allow-list. An HS256
+    handler exists only when a secret is configured."""
+    decoder = jwt.PyJWT(options={"require": ["exp", "sub"], "verify_aud": verify_aud})
+    jws = _PyJWS(algorithms=["RS256", "ES256"])
+    if secret:
+        jws.register_algorithm("HS256", _SecretHS256(secret))
+    # PyJWT builds its module-level decoder the same way (a PyJWT over the PyJWS `_jws`); a
+    # release that renamed it fails tests/unit/test_identity.py, not a verification
+    decoder._jws = jws
+    return decoder
+
+
 class Verifier:
     """Verifies a JWT against the configured keys and returns its user id."""
 
@@ -80,9 +158,13 @@ class Verifier:
         self.secret_only = bool(self.secret) and self.public_key is None and self.jwks is None
         self.issuer = settings.auth_jwt_issuer or None
         self.audience = settings.auth_jwt_audience or None
+        self._decoder = _decoder(self.secret, verify_aud=self.audience is not None)
         self._refreshed_at = 0.0
         self._lock = threading.Lock()
-        self._verified: dict[str, tuple[int, float]] = {}  # token -> (user id, believed until)
+        # token -> (user id, believed until), oldest first; an OrderedDict because evicting the
+        # oldest of a plain dict (`next(iter(d))`) scans the deleted slots at its front: ~100 µs
+        # per new token once VERIFIED_MAX are kept, more than the verification it saves
+        self._verified: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
     def user_id(self, token: str) -> int:
         """The verified `sub` of a token as a user id, else AuthInvalid (Unavailable if JWKS is down).
@@ -99,11 +181,15 @@ class Verifier:
         if known is not None and now < known[1]:
             return known[0]
         user_id, exp = self._verify(token)
-        if len(self._verified) >= VERIFIED_MAX:
-            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread got there first
-                del self._verified[next(iter(self._verified))]  # the oldest
-        self._verified[token] = (user_id, min(now + VERIFIED_FOR, exp + LEEWAY))
+        self._remember(token, user_id, min(now + VERIFIED_FOR, exp + LEEWAY))
         return user_id
+
+    def _remember(self, token: str, user_id: int, until: float) -> None:
+        """Keep a verified token, dropping the oldest once VERIFIED_MAX are kept (O(1))."""
+        if len(self._verified) >= VERIFIED_MAX:
+            with contextlib.suppress(KeyError):  # another thread emptied it first
+                self._verified.popitem(last=False)
+        self._verified[token] = (user_id, until)
 
     def _verify(self, token: str) -> tuple[int, float]:
         """The verified `sub` as a user id and the token's `exp`."""
@@ -112,14 +198,8 @@ class Verifier:
                 key, algorithm = self.secret, "HS256"
             else:
                 key, algorithm = self._key(jwt.get_unverified_header(token))
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[algorithm],
-                leeway=LEEWAY,
-                issuer=self.issuer,
-                audience=self.audience,
-                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+            claims = self._decoder.decode(
+                token, key, algorithms=[algorithm], leeway=LEEWAY, issuer=self.issuer, audience=self.audience
             )
         except jwt.PyJWKClientConnectionError as exc:
             raise Unavailable(f"the identity provider's keys cannot be fetched: {exc}") from None

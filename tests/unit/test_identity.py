@@ -22,6 +22,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from config.settings import Settings, SettingsError
+from models.errors import AuthInvalid
 from models.seed import seed_demo
 from tests.support.helpers import API, make_app, problem_of, queue_headers, user_headers
 from tests.support.identity import TEST_JWT_SECRET, bearer, sign
@@ -95,6 +96,44 @@ def test_no_bearer_is_401_auth_required_with_a_bearer_challenge(demo: FlaskClien
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
+_RSA = rsa.generate_private_key(65537, 2048)
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _by_hand(header: dict[str, Any]) -> str:
+    """A token for ALICE signed with the test secret under a header PyJWT would not write."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    claims = {"sub": str(ALICE), "exp": int(time.time()) + 3600}
+    signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    return (
+        signing_input + "." + b64(hmac.new(TEST_JWT_SECRET.encode(), signing_input.encode(), hashlib.sha256).digest())
+    )
+
+
+def _tampered() -> str:
+    header, _, signature = sign(ALICE).split(".")
+    return ".".join((header, sign(BOB).split(".")[1], signature))
+
+
+def _signature_with(character: str) -> str:
+    token = sign(ALICE)
+    return token[:-5] + character + token[-4:]
+
+
+def _non_canonical_signature(token: str = "") -> str:
+    """Alice's token with the two unused low bits of the signature's last character set: the
+    same 32 bytes decode from it, so only PyJWT's canonical-encoding check refuses it."""
+    token = token or sign(ALICE)
+    last = _B64URL.index(token[-1])
+    return token[:-1] + _B64URL[last | 1 if last & 1 == 0 else last & ~1]
+
+
 @pytest.mark.parametrize(
     "token",
     [
@@ -113,10 +152,22 @@ def test_no_bearer_is_401_auth_required_with_a_bearer_challenge(demo: FlaskClien
         jwt.encode({"sub": "7", "exp": int(time.time()) + 60}, None, algorithm="none"),  # unsigned
         jwt.encode({"sub": "7", "exp": int(time.time()) + 60}, TEST_JWT_SECRET, algorithm="HS512"),  # other alg
         "not-a-jwt",
+        sign(ALICE, nbf=int(time.time()) + 120),  # not valid yet, beyond the leeway
+        sign(ALICE, iat=int(time.time()) + 120),  # issued in the future, beyond the leeway
+        _tampered(),  # another user's claims under Alice's signature
+        _signature_with("+"),  # '+' is base64, not base64url
+        _signature_with("!"),
+        sign(ALICE) + "===",  # three pad characters
+        _non_canonical_signature(),  # decodes to the same bytes, but is not their encoding
+        _by_hand({"alg": "HS256", "kid": 7}),  # kid a number
+        _by_hand({"alg": "HS256", "crit": ["zip2"], "zip2": 1}),  # an unknown extension marked critical
+        jwt.encode({"sub": "7", "exp": int(time.time()) + 60}, _RSA, algorithm="RS256"),  # no public key configured
     ],
     ids=[
         "bad-signature", "expired", "sub-0", "sub-negative", "sub-text", "sub-over-64-bit", "sub-space",
         "sub-leading-zeros", "sub-fraction", "no-exp", "no-sub", "sub-number", "alg-none", "alg-hs512", "garbage",
+        "nbf-future", "iat-future", "tampered-claims", "segment-plus", "segment-bang", "three-pads",
+        "non-canonical", "kid-number", "crit-unknown", "alg-rs256",
     ],
 )  # fmt: skip
 def test_an_invalid_token_is_401_auth_invalid(demo: FlaskClient, token: str) -> None:
@@ -431,8 +482,8 @@ def test_a_verified_token_is_not_decoded_again_but_is_refused_once_its_exp_passe
     import web.auth
 
     decodes = []
-    real_decode = jwt.decode
-    monkeypatch.setattr(web.auth.jwt, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+    real_decode = jwt.PyJWT.decode  # web/auth.py decodes with its own PyJWT instance
+    monkeypatch.setattr(web.auth.jwt.PyJWT, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
     token = sign(ALICE, ttl=-29)  # within the 30 s leeway for one more second
 
     assert [balance(demo, {"Authorization": f"Bearer {token}"}).status_code for _ in range(3)] == [200] * 3
@@ -455,8 +506,8 @@ def test_a_verified_token_is_believed_for_60_s_at_most(demo: FlaskClient, monkey
     import web.auth
 
     decodes = []
-    real_decode = jwt.decode
-    monkeypatch.setattr(web.auth.jwt, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+    real_decode = jwt.PyJWT.decode  # web/auth.py decodes with its own PyJWT instance
+    monkeypatch.setattr(web.auth.jwt.PyJWT, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
     token = {"Authorization": f"Bearer {sign(ALICE, ttl=3600)}"}
     now = time.time()
     for later in (0, 30, 59, 61):
@@ -464,3 +515,126 @@ def test_a_verified_token_is_believed_for_60_s_at_most(demo: FlaskClient, monkey
         assert balance(demo, token).status_code == 200
 
     assert len(decodes) == 2  # at 0 and again at 61
+
+
+# --- the verification's cost (bench/queue_bench.py) keeps every check -----------------------------
+def test_a_token_built_by_hand_verifies_so_the_refusals_above_are_about_their_header() -> None:
+    """The kid-number and crit-unknown cases are refused for their header, not for _by_hand; the
+    non-canonical case carries Alice's very signature bytes, so only the encoding check refuses it."""
+    import base64
+
+    from web.auth import Verifier
+
+    verifier = Verifier(Settings().with_(auth_jwt_secret=TEST_JWT_SECRET))
+    assert verifier.user_id(_by_hand({"alg": "HS256", "typ": "JWT"})) == ALICE
+
+    def raw(segment: str) -> bytes:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+    token = sign(ALICE)
+    bent = _non_canonical_signature(token)
+    assert bent != token and raw(bent.rsplit(".", 1)[1]) == raw(token.rsplit(".", 1)[1])
+    with pytest.raises(AuthInvalid):
+        verifier.user_id(bent)
+
+
+def _segments() -> list[bytes]:
+    """Segments to check: a token's own, and the ways an attacker bends them."""
+    import random
+
+    rng = random.Random(4242)
+    out: list[bytes] = [b"", b"=", b"==", b"A", b"AA", b"AAA", b"AAAA", b"AB==", b"AB=", b"ABC=", b"AAAAA=", b"!!!!"]
+    for token in (sign(ALICE), sign(2**63 - 1, ttl=5), _by_hand({"alg": "HS256", "kid": "k1"})):
+        for segment in token.encode().split(b"."):
+            out.append(segment)
+            out += [segment + b"=" * n for n in (1, 2, 3)]
+            out += [segment[:-1], segment[:-2], segment[1:]]
+            for character in (b"+", b"/", b"!", b" ", b"\n", b"\x00", b"=", "é".encode()):
+                at = rng.randrange(len(segment))
+                out.append(segment[:at] + character + segment[at + 1 :])
+            last = _B64URL.index(chr(segment[-1]))
+            out += [segment[:-1] + _B64URL[last ^ bit].encode() for bit in (1, 2, 3)]  # unused low bits
+    alphabet = _B64URL.encode() + b"=+/! \n\x00"
+    out += [bytes(rng.choice(alphabet) for _ in range(rng.randrange(13))) for _ in range(3000)]
+    return out
+
+
+def test_the_segment_check_accepts_and_refuses_exactly_what_pyjwts_own_does() -> None:
+    """web/auth.py replaces PyJWT's per-byte segment check with one pattern: on every segment
+    (valid, padded, truncated, with foreign characters, non-canonical, random) both give the
+    same bytes or the same error. Fails if a PyJWT release changes or renames its check."""
+    from jwt.api_jws import PyJWS
+
+    from web.auth import _PyJWS
+
+    def outcome(check: Any, segment: bytes) -> tuple[str, Any]:
+        try:
+            return "ok", check(segment, "crypto")
+        except jwt.DecodeError as exc:
+            return "refused", str(exc)
+
+    segments = _segments()
+    theirs = [outcome(PyJWS._decode_base64url_segment, s) for s in segments]
+    ours = [outcome(_PyJWS._decode_base64url_segment, s) for s in segments]
+
+    assert ours == theirs
+    assert 50 < sum(kind == "ok" for kind, _ in theirs) < len(segments) - 50  # both kinds well covered
+
+
+def test_the_secret_is_prepared_once_not_on_every_verification(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyJWT re-checks an HMAC key's shape (PEM, SSH, DER, JWK) on every decode: the verifier
+    does it once, at start. Fails if verification goes back to `jwt.decode(token, secret)`."""
+    from jwt.algorithms import HMACAlgorithm
+
+    from web.auth import Verifier
+
+    verifier = Verifier(Settings().with_(auth_jwt_secret=TEST_JWT_SECRET))
+    tokens = [sign(user) for user in (ALICE, BOB, 7)]  # signing prepares the key too: before counting
+    forged = sign(ALICE, secret="another-secret-of-enough-length-0123456789")
+    prepared = []
+    real = HMACAlgorithm.prepare_key
+    monkeypatch.setattr(HMACAlgorithm, "prepare_key", lambda self, key: prepared.append(1) or real(self, key))
+
+    assert [verifier.user_id(token) for token in tokens] == [ALICE, BOB, 7]
+    assert prepared == []
+    with pytest.raises(AuthInvalid):  # another secret's signature is still refused
+        verifier.user_id(forged)
+
+
+def test_a_secret_shaped_like_a_public_key_or_a_jwk_is_refused_at_start() -> None:
+    """PyJWT refuses such a secret (an algorithm-confusion guard): now at start, naming the
+    variable, instead of a 401 for every token."""
+    from web.auth import Verifier
+
+    pem = _pem(ec.generate_private_key(ec.SECP256R1())).decode()
+    for secret in (pem, json.dumps({"kty": "oct", "k": "c2VjcmV0"})):
+        with pytest.raises(SettingsError, match="AUTH_JWT_SECRET"):
+            Verifier(Settings().with_(auth_jwt_secret=secret))
+
+
+def test_remembering_a_token_stays_cheap_once_the_memory_is_full() -> None:
+    """Hidden way to fail: evicting the oldest of a plain dict with `next(iter(d))` scans the
+    deleted slots at its front, so once VERIFIED_MAX tokens are kept every new token cost ~100 µs
+    (more than verifying it). Compared with the same process's inserts before the memory filled."""
+    from web.auth import VERIFIED_MAX, Verifier
+
+    verifier = Verifier(Settings().with_(auth_jwt_secret=TEST_JWT_SECRET))
+    batch = 2_000
+
+    def best_batch(start: int, batches: int) -> float:
+        times = []
+        for b in range(batches):
+            t0 = time.perf_counter()
+            for i in range(start + b * batch, start + (b + 1) * batch):
+                verifier._remember(f"t{i}", i, 1e12)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    before_full = best_batch(0, VERIFIED_MAX // batch)
+    assert len(verifier._verified) == VERIFIED_MAX - VERIFIED_MAX % batch
+    best_batch(VERIFIED_MAX, 1)  # fills it
+    once_full = best_batch(2 * VERIFIED_MAX, 10)  # every insert evicts
+
+    assert len(verifier._verified) == VERIFIED_MAX
+    assert "t0" not in verifier._verified and f"t{2 * VERIFIED_MAX + 10 * batch - 1}" in verifier._verified
+    assert once_full < 10 * before_full, (once_full, before_full)
