@@ -152,8 +152,8 @@ def _non_canonical_signature(token: str = "") -> str:
         jwt.encode({"sub": "7", "exp": int(time.time()) + 60}, None, algorithm="none"),  # unsigned
         jwt.encode({"sub": "7", "exp": int(time.time()) + 60}, TEST_JWT_SECRET, algorithm="HS512"),  # other alg
         "not-a-jwt",
-        sign(ALICE, nbf=int(time.time()) + 120),  # not valid yet, beyond the leeway
-        sign(ALICE, iat=int(time.time()) + 120),  # issued in the future, beyond the leeway
+        sign(ALICE, nbf=int(time.time()) + 3000),  # not valid yet (far beyond the leeway: signed at collection)
+        sign(ALICE, iat=int(time.time()) + 3000),  # issued in the future, far beyond the leeway
         _tampered(),  # another user's claims under Alice's signature
         _signature_with("+"),  # '+' is base64, not base64url
         _signature_with("!"),
