@@ -110,10 +110,18 @@ def seat_map(schedule_id: str) -> Response:
     return ready_json(page.body, (("ETag", page.etag), ("Cache-Control", "no-cache")))
 
 
+_PLAIN_VIEWS: dict[int, SeatMapView] = {}
+
+
 def _seat_map_view(schedule_id: int, args: Any) -> SeatMapView:
     """The query of a seat map, checked by SeatQuery's rules (unknown parameters are a 400)."""
     if not args:  # the common read: SeatQuery's defaults, without pydantic's ~10 µs
-        return SeatMapView(schedule_id)
+        view = _PLAIN_VIEWS.get(schedule_id)
+        if view is None:  # one object per schedule: the recent-page lookup then compares by identity
+            if len(_PLAIN_VIEWS) >= 4096:
+                _PLAIN_VIEWS.clear()
+            view = _PLAIN_VIEWS[schedule_id] = SeatMapView(schedule_id)
+        return view
     try:
         query = SeatQuery.model_validate(args.to_dict())
     except PydanticValidationError as exc:

@@ -60,7 +60,7 @@ def require_active_with(
         known = room.recent_active(token)
         if known is not None:
             accepted = _accept(known, concert_id, claimed_user_id)
-            return accepted, scripts_in_one_round_trip(room.r, calls)
+            return accepted, scripts_in_one_round_trip(room.r, calls) if calls else []
     stamp = ends_here()
     found, *replies = scripts_in_one_round_trip(room.r, [room.status_call(token=token), *calls])
     info = room.status_from(token=token, found=found)

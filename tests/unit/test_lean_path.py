@@ -176,3 +176,26 @@ def test_the_app_runs_every_hook_exactly_as_flask_does() -> None:
     assert seen[0] == seen[1]
     assert seen[1][0][2:4] == ["stopped", "stopped"]
     assert "teardown-app-1:KeyError" in seen[1][1]
+
+
+def test_a_path_id_reads_the_same_on_the_short_way() -> None:
+    """parse_id's fast path (plain ASCII digits) and its pattern agree. Hidden ways to fail: a
+    leading zero, 0, an id past 2^63-1, a non-ASCII digit, a sign or a space accepted or refused
+    differently than before."""
+    import pytest as _pytest
+
+    from models.errors import ValidationError
+    from web.api import parse_id
+
+    accepted = {
+        "7": 7,
+        "007": 7,
+        "7.0": 7,
+        "999999999999999999": 999_999_999_999_999_999,
+        "9223372036854775807": 2**63 - 1,
+    }
+    for text, value in accepted.items():
+        assert parse_id(text, "id") == value, text
+    for text in ("0", "00", "9223372036854775808", "\u0667", "+7", " 7", "7 ", "-1", "", "1e3", "99999999999999999999"):
+        with _pytest.raises(ValidationError):
+            parse_id(text, "id")
