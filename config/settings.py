@@ -191,6 +191,7 @@ class Settings:
     rate_issue_user: str = "30/minute"
     rate_issue_ip: str = "200/second"
     rate_jobs_user: str = "20/second"
+    wait_slots: int = 4  # PREFER_WAIT_SLOTS: requests per web process that may block in a `Prefer: wait`
     auth_jwt_secret: str = ""
     auth_jwt_public_key_file: str = ""
     auth_jwks_url: str = ""
@@ -225,6 +226,9 @@ class Settings:
             waiting_ttl=_int(e, "WAITING_TTL", 300, 1, 86_400),
             poll_max_interval=_float(e, "POLL_MAX_INTERVAL", 30.0, 1.0, 3600.0),
             hold_ttl=_int(e, "HOLD_TTL", 300, 1, 86_400),
+            # at most this many of a web process's threads block in `Prefer: wait` at once (web/jobs.py):
+            # by default half of WEB_THREADS, so joins, polls and leaves always find a thread
+            wait_slots=_int(e, "PREFER_WAIT_SLOTS", max(1, _int(e, "WEB_THREADS", 8, 1, 4096) // 2), 0, 4096),
             max_holds_per_user=_int(e, "MAX_HOLDS_PER_USER", 4, 1, 1000),
             prequeue_window=_int(e, "PREQUEUE_WINDOW", 3600, 0, 7 * 86_400),
             hold_max_extensions=_int(e, "HOLD_MAX_EXTENSIONS", 2, 0, 100),

@@ -94,6 +94,8 @@ class Run:
 
     cluster: bool = False
     web_port: int = WEB_PORT
+    web_concurrency: int = 2  # gunicorn workers (WEB_CONCURRENCY) of the service and of the bare floor alike
+    web_threads: int = 8  # threads per gunicorn worker (WEB_THREADS), both alike
     pairs: int = 1  # --redis-cluster: single/cluster pairs in one invocation (0: the cluster run alone)
     replica_url: str = ""  # --replica: DATABASE_REPLICA_URL of the service (db_url is then the primary)
     fair_start: bool = False  # --fair-start: the concert opens with a pre-queue and a verifiable draw
@@ -134,6 +136,15 @@ def parse(argv: list[str] | None) -> Run:
     )
     parser.add_argument("--port", type=int, default=WEB_PORT, help="the web's port (BENCH_WEB_PORT, default 8181)")
     parser.add_argument(
+        "--web-concurrency",
+        type=int,
+        default=2,
+        help="gunicorn worker processes (WEB_CONCURRENCY) of the service and of the bare floor (default 2)",
+    )
+    parser.add_argument(
+        "--web-threads", type=int, default=8, help="threads per gunicorn worker (WEB_THREADS), both alike (default 8)"
+    )
+    parser.add_argument(
         "--replica",
         action="store_true",
         help="BENCH_DATABASE_URL is a MariaDB primary and BENCH_DATABASE_REPLICA_URL (default: its port + 1) its "
@@ -161,6 +172,8 @@ def parse(argv: list[str] | None) -> Run:
         redis_url=cluster_url if args.redis_cluster else os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"),
         cluster=args.redis_cluster,
         web_port=args.port,
+        web_concurrency=args.web_concurrency,
+        web_threads=args.web_threads,
         pairs=args.pairs,
         replica_url=replica_of(db_url) if args.replica else "",
         fair_start=args.fair_start,
@@ -176,8 +189,8 @@ def parameters(run: Run) -> dict[str, Any]:
         "run_time_limit": run.run_time,
         "locust": "FastHttpUser, 1 process, -u users -r spawn_rate, each fan once (no respawn)",
         "procfile": f"honcho start -c worker={run.workers} (web, worker x{run.workers}, scheduler, consumer)",
-        "web_concurrency": 2,
-        "web_threads": 8,
+        "web_concurrency": run.web_concurrency,
+        "web_threads": run.web_threads,
         "partitions": 16,
         "active_limit": 100,
         "admit_interval_s": 1.0,
@@ -380,6 +393,7 @@ def one_run(run: Run) -> dict[str, Any]:
     run.redis.flushdb()
     run.env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "PORT", "WEB_THREADS")}
     run.env.update(SERVICE_ENV, PATH=f"{BIN}{os.pathsep}{run.env.get('PATH', '')}", DATABASE_URL=run.db_url)
+    run.env.update(WEB_CONCURRENCY=str(run.web_concurrency), WEB_THREADS=str(run.web_threads))
     run.env["REDIS_URL"] = run.redis_url
     if run.replica_url:
         start_pair(run.db_url, run.replica_url)
