@@ -210,6 +210,71 @@ def contention_section(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+MAP_NAMES = {
+    "a_pipeline": "(a) pipeline + edge check",
+    "b2_redis_edge": "(b') Redis lock + edge check",
+    "c_for_update": "(c) FOR UPDATE, pool",
+    "c2_unpooled": "(c2) FOR UPDATE, a connection per client",
+}
+
+
+def contention_map_section(d: dict[str, Any]) -> list[str]:
+    """The regime map (bench/contention_map.py): closed loop per level, then the open loop per rate."""
+    prm = d["parameters"]
+    lines = [
+        "## Contention regime map: 32, 256 and 1,024 attempts in flight, and fixed arrival rates",
+        "",
+        f"Script: `python -m bench.contention_map --repeat {prm.get('repeat', 1)}` · machine: {_machine(d)}.",
+        "",
+        f"Parameters: `{json.dumps({k: v for k, v in prm.items() if k not in ('no_write', 'only')})}`. Closed loop: "
+        "each client waits for its outcome; the clients of a level are split over forked client processes "
+        "(the same for every strategy). Per strategy, the round with the (lower) median attempts/s; every "
+        "round's attempts/s and p99 beside it. Errors count pool timeouts and `Too many connections`; peak "
+        "connections are this benchmark's database's; lock waits are InnoDB's (server-wide).",
+        "",
+        "| in flight | strategy | attempts/s | p50 ms | p99 ms | errors | peak conns | lock waits | oversold "
+        "| rounds (att/s @ p99 ms) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for level, results in d["levels"].items():
+        for key, label in MAP_NAMES.items():
+            r = results.get(key)
+            if not r:
+                continue
+            rounds = ", ".join(f"{x['holds_per_second']:,.0f} @ {x['p99_ms']:,.0f}" for x in r.get("rounds", []))
+            lines.append(
+                f"| {level} | {label} | {r['holds_per_second']:,.0f} | {r['latency']['p50_ms']:,.1f} "
+                f"| {r['latency']['p99_ms']:,.0f} | {r['outcomes'].get('error', 0)} | {r['peak_own_connections']} "
+                f"| {r['db_locks'].get('Innodb_row_lock_waits', 'n/a')} | {r['check']['oversell']} | {rounds} |"
+            )
+    if d.get("open_loop"):
+        lines += [
+            "",
+            f"Open loop: attempts offered at a fixed rate for {prm.get('duration')} s, latency from the "
+            "scheduled arrival (one client process).",
+            "",
+            "| offered/s | strategy | completed/s | p50 ms | p99 ms | errors | oversold |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for rate, results in d["open_loop"].items():
+            for key, label in MAP_NAMES.items():
+                r = results.get(key)
+                if not r:
+                    continue
+                lines.append(
+                    f"| {rate} | {label} | {r['holds_per_second']:,.0f} | {r['latency']['p50_ms']:,.1f} "
+                    f"| {r['latency']['p99_ms']:,.0f} | {r['outcomes'].get('error', 0)} | {r['check']['oversell']} |"
+                )
+    lines += ["", *[f"- {line}" for line in d.get("must_show", [])], ""]
+    lines += [
+        'Where the pipeline wins and where it does not, and why: docs/ARCHITECTURE.md, "Contention".',
+        "",
+        "![contention map](img/bench-contention-map.png)",
+        "",
+    ]
+    return lines
+
+
 def index_section(d: dict[str, Any]) -> list[str]:
     prm, q = d["parameters"], d["queries"]
     flag = " --quick" if prm.get("quick") else ""
@@ -628,7 +693,7 @@ def request_cost_section(
 
 def render() -> str:
     """The whole document."""
-    names = ("queue", "index", "pipeline", "contention", "cache", "flash_sale")
+    names = ("queue", "index", "pipeline", "contention", "contention_map", "cache", "flash_sale")
     data = {name: _load(name) for name in names}
     lines = [
         "# Benchmarks",
@@ -645,6 +710,7 @@ def render() -> str:
         "index": index_section,
         "pipeline": pipeline_section,
         "contention": contention_section,
+        "contention_map": contention_map_section,
         "cache": cache_section,
         "flash_sale": flash_section,
     }
@@ -664,7 +730,10 @@ def main() -> None:
     from bench.plots import draw_all
 
     for path in draw_all(
-        {name: _load(name) for name in ("queue", "index", "pipeline", "contention", "cache", "flash_sale")}
+        {
+            name: _load(name)
+            for name in ("queue", "index", "pipeline", "contention", "contention_map", "cache", "flash_sale")
+        }
     ):
         print(f"wrote {path}")
     OUT.write_text(render())
