@@ -184,9 +184,9 @@ def test_a_rebalance_never_lets_two_workers_consume_one_partition_with_a_short_l
 
 
 def test_partitions_shed_for_a_newcomer_are_consumed_again_within_a_fraction_of_a_tick(server):
-    # Given a worker owning all 16 partitions, ticked by hand, and a newcomer ticking every 2 s
+    # Given a worker owning all 16 partitions, ticked by hand, and a newcomer ticking every 5 s
     first = make_worker(server, lease_ttl=10)
-    second = make_worker(server, lease_ttl=10, tick_interval=2.0)
+    second = make_worker(server, lease_ttl=10, tick_interval=5.0)
     first.tick()
     assert len(first.owned) == PARTITIONS
 
@@ -194,17 +194,17 @@ def test_partitions_shed_for_a_newcomer_are_consumed_again_within_a_fraction_of_
         watch(server, [second], lambda: ticks(second) >= 1, timeout=5)
         assert owned(second) == set()  # under its share of 8: every partition is leased to the first
         # When the first worker sees two members and sheds its extra 8 (its own tick, between the
-        # newcomer's 2 s ticks)
+        # newcomer's 5 s ticks)
         first.tick()
         shed_at = time.monotonic()
         assert len(first.owned) == 8
-        # Then the newcomer consumes all 8 well before its next regular tick (before: up to 2 s
-        # with nobody consuming them, and their requests waiting)
-        overlaps = watch(server, [first, second], lambda: len(owned(second)) == 8, timeout=3)
+        # Then the newcomer consumes all 8 well before its next regular tick (before: up to a
+        # whole tick, 2 s by default, with nobody consuming them, and their requests waiting)
+        overlaps = watch(server, [first, second], lambda: len(owned(second)) == 8, timeout=8)
         gap = time.monotonic() - shed_at
         taken, kept = owned(second), set(first.owned)
         first.shutdown()
 
     assert overlaps == []
     assert taken | kept == set(range(PARTITIONS)) and len(taken) == 8
-    assert gap < 0.5, f"shed partitions had no consumer for {gap:.2f} s"
+    assert gap < 1.5, f"shed partitions had no consumer for {gap:.2f} s"
