@@ -22,7 +22,7 @@ import redis
 
 from bench.common import connect, create_database, machine, pct, run_threads, summary_ms, write
 from config.settings import Settings
-from models.waiting_room import WaitingRoom, _keys
+from models.waiting_room import Rate, WaitingRoom, _keys
 
 CONCERT = 1
 
@@ -131,11 +131,20 @@ def jwt_verification(samples: int) -> dict:
     return out
 
 
+def _join_rates(user_id: int) -> tuple[Rate, ...]:
+    """The route's join limits at their defaults (web/queue.py _join_rates), each fan from its own address."""
+    address = f"10.{user_id >> 16 & 255}.{user_id >> 8 & 255}.{user_id & 255}"
+    return (Rate(f"u:{user_id}", 30, 60_000), Rate(f"ip:{address}", 200, 1_000))
+
+
 def issue_throughput(url: str, issues: int, n_threads: int, rounds: int = 7) -> dict:
     """Domain issue() vs raw ZADD, same thread and connection count, side by side in `rounds` rounds.
 
     The domain side is what POST /queue/tokens does past HTTP: verify the fan's bearer JWT (HS256,
-    web/auth.py) for the user id, then issue() (tokens signed beforehand, as the identity provider would).
+    web/auth.py) for the user id, then issue_limited() with the route's two default join limits
+    (RATE_LIMIT_ISSUE_USER 30/minute per user, RATE_LIMIT_ISSUE_IP 200/second per address; each fan
+    from its own address, as at a real opening) counted inside the script, as web/queue.py does
+    (tokens signed beforehand, as the identity provider would).
     A fourth loop, the raw ZADD preceded by the same verification, is the ceiling of any join with it.
     Each round runs the four loops back to back, in an order that rotates from round to round, and
     gives one ratio per side (domain ÷ raw of the same round); the verdict is the median of those
@@ -162,7 +171,8 @@ def issue_throughput(url: str, issues: int, n_threads: int, rounds: int = 7) -> 
             i: int, concert: int = concert, rooms: list[WaitingRoom] = rooms, bearers: list[str] = bearers
         ) -> None:
             for j in range(per):
-                rooms[i].issue(user_id=verifier.user_id(bearers[i * per + j]), concert_id=concert)
+                user = verifier.user_id(bearers[i * per + j])
+                rooms[i].issue_limited(user_id=user, concert_id=concert, rates=_join_rates(user))
 
         def raw(i: int, concert: int = concert, clients: list[redis.Redis] = clients) -> None:
             c = clients[i]
@@ -172,7 +182,8 @@ def issue_throughput(url: str, issues: int, n_threads: int, rounds: int = 7) -> 
 
         def bare(i: int, concert: int = concert + 100, rooms: list[WaitingRoom] = rooms) -> None:
             for j in range(per):
-                rooms[i].issue(user_id=1 + i * per + j, concert_id=concert)
+                user = 1 + i * per + j
+                rooms[i].issue_limited(user_id=user, concert_id=concert, rates=_join_rates(user))
 
         def raw_jwt(
             i: int, concert: int = concert, clients: list[redis.Redis] = clients, others: list[str] = others
