@@ -11,8 +11,10 @@ PROMETHEUS_MULTIPROC_DIR set as gunicorn sets it. --n requests of each kind:
   poll       GET /api/v1/queue/token, each request another WAITING fan, on time
 For seat_fans and poll each fan's JWT was verified once before (it is not the fan's first request).
 
-With --profile OP[,OP] it prints cProfile's top functions for those kinds; with --before DIR it
-measures another checkout the same way in the same run (a child process each), for before/after.
+Each kind also gets its Python opcodes per request (sys.settrace over a few requests), a count
+the machine's load does not move. With --profile OP[,OP] it prints cProfile's top functions for
+those kinds; with --before DIR it measures another checkout the same way in the same run (a
+child process each), for before/after.
 
     .venv/bin/python -m bench.request_profile [--n 10000] [--profile seat_map] [--before DIR]
 
@@ -115,12 +117,34 @@ def measure(n: int, db_url: str, redis_url: str, profile: list[str]) -> dict[str
         if profiler:
             profiler.disable()
         cpu = (time.process_time() - started) / len(environs) * 1e6
-        out[kind] = {"web_cpu_us": round(cpu, 1), "statuses": statuses}
+        out[kind] = {"web_cpu_us": round(cpu, 1), "statuses": statuses, "opcodes": _opcodes(target, environs)}
         if profiler:
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
             out[kind]["profile"] = text.getvalue()
     return out
+
+
+def _opcodes(app: Any, environs: list[dict[str, Any]], n: int = 5) -> int:
+    """Python bytecodes executed per request (sys.settrace, over n requests of the batch, each one
+    again): a count that the machine's load does not move, for comparing kinds and checkouts.
+    Time spent inside C (syscalls, Redis, hashing) is not in it."""
+    count = [0]
+
+    def trace(frame: Any, event: str, _: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count[0] += 1
+        return trace
+
+    chosen = [dict(e) for e in environs[:n]]
+    sys.settrace(trace)
+    try:
+        for environ in chosen:
+            _call(app, environ)
+    finally:
+        sys.settrace(None)
+    return count[0] // len(chosen)
 
 
 def run_in(checkout: Path, n: int, db_url: str, redis_url: str, profile: list[str]) -> dict[str, Any]:
@@ -171,18 +195,21 @@ def main() -> None:
 
 def table(after: dict[str, Any], before: dict[str, Any] | None) -> str:
     """A Markdown table: CPU µs per request and ÷ bare (before → after with --before)."""
-    lines = ["| request | web CPU µs | ÷ bare Flask | answers |", "|---|---|---|---|"]
+    lines = ["| request | web CPU µs | ÷ bare Flask | Python opcodes | answers |", "|---|---|---|---|---|"]
     for kind in KINDS:
         a = after[kind]
         ratio = a["web_cpu_us"] / after["bare"]["web_cpu_us"]
+        ops = f"{a.get('opcodes', 0):,}"
         if before and kind in before:
             b = before[kind]
             old = b["web_cpu_us"] / before["bare"]["web_cpu_us"]
             cpu, r = f"{b['web_cpu_us']:.0f} → {a['web_cpu_us']:.0f}", f"{old:.2f} → **{ratio:.2f}**"
+            if "opcodes" in b:
+                ops = f"{b['opcodes']:,} → {ops}"
         else:
             cpu, r = f"{a['web_cpu_us']:.0f}", f"**{ratio:.2f}**"
         answers = ", ".join(f"{k}: {v}" for k, v in a["statuses"].items())
-        lines.append(f"| {kind} | {cpu} | {r} | {answers} |")
+        lines.append(f"| {kind} | {cpu} | {r} | {ops} | {answers} |")
     return "\n".join(lines)
 
 
