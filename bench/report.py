@@ -669,12 +669,20 @@ def request_cost_section(
             goal = goals.get(name)
             met = ("yes" if ratio >= goal else "**no**") if goal else "—"
             lines.append(f"| {label} | {count} | {shown} | {f'≥ {goal}' if goal else '—'} | {met} |")
+        pairs = rps["ratios_each_pair"]
+        lines += [
+            "",
+            "The pairs themselves spread with the machine's load (every helper shares its 2 cores): "
+            + ", ".join(f"{n} {min(pairs[n]):.2f}–{max(pairs[n]):.2f}" for n in ("healthz", "seat_map") if n in pairs)
+            + " in this run, so a median this close to a target can fall either side of it in another run.",
+        ]
         lines.append("")
         quiet = _load("rps_quiet")
         if quiet:
             q_loads = quiet.get("loadavg_each_round") or [[0.0]]
             lines += [
-                f"The same script again with the machine otherwise idle (`bench/results/rps_quiet.json`, "
+                f"An earlier run with the machine otherwise idle, of the code of its date "
+                f"(`bench/results/rps_quiet.json`, "
                 f"{quiet['machine']['date_utc']} UTC, load average {q_loads[0][0]} at the start, up to "
                 f"{max(x[0] for x in q_loads)} during the run): healthz **{quiet['healthz_ratio']:.2f}**, "
                 f"seat map one fan **{quiet['seat_map_ratio']:.2f}**, {quiet['active_fans']:,} fans "
@@ -689,17 +697,20 @@ def request_cost_section(
             f"{' --before <checkout>' if b else ''}`, the WSGI app called directly, MariaDB + Redis, "
             f"multiprocess metrics on) · machine: {_machine(prof)}:",
             "",
-            "| request | web CPU µs | ÷ bare Flask |",
-            "|---|---|---|",
+            "| request | web CPU µs | ÷ bare Flask | Python opcodes (load-independent) |",
+            "|---|---|---|---|",
         ]
         for kind in ("bare", "healthz", "seat_map", "seat_fans", "poll"):
             ratio = a[kind]["web_cpu_us"] / a["bare"]["web_cpu_us"]
+            ops = f"{a[kind]['opcodes']:,}" if "opcodes" in a[kind] else "—"
             if b and kind in b:
                 old = b[kind]["web_cpu_us"] / b["bare"]["web_cpu_us"]
                 cpu = f"{b[kind]['web_cpu_us']:.0f} → {a[kind]['web_cpu_us']:.0f}"
-                lines.append(f"| {kind} | {cpu} | {old:.2f} → **{ratio:.2f}** |")
+                if "opcodes" in b[kind]:
+                    ops = f"{b[kind]['opcodes']:,} → {ops}"
+                lines.append(f"| {kind} | {cpu} | {old:.2f} → **{ratio:.2f}** | {ops} |")
             else:
-                lines.append(f"| {kind} | {a[kind]['web_cpu_us']:.0f} | **{ratio:.2f}** |")
+                lines.append(f"| {kind} | {a[kind]['web_cpu_us']:.0f} | **{ratio:.2f}** | {ops} |")
         lines.append("")
     database = (costs or {}).get("database")
     if database:
