@@ -90,7 +90,8 @@ def _issue_lines(t: dict[str, Any]) -> list[str]:
         ]
     return [
         f"Token issue with {t['threads']} threads, each its own connection, what `POST /queue/tokens` does "
-        "past HTTP: verify a new fan's bearer JWT (HS256), then `WaitingRoom.issue`. Medians of "
+        "past HTTP: verify a new fan's bearer JWT (HS256), then `WaitingRoom.issue_limited` with the route's two "
+        "default join limits counted inside the script (each fan from its own address). Medians of "
         f"{len(t['ratio_per_round'])} rounds: {t['issues_per_s_domain']:,}/s vs a raw redis-py `ZADD` loop "
         f"{t['zadd_per_s_raw']:,}/s. Each round runs the loops back to back and gives one ratio per loop; their "
         f"median is **{t['ratio']}** of raw (target ≥ 0.5; rounds: {t['ratio_per_round']}); "
