@@ -681,14 +681,23 @@ def request_cost_section(
         quiet = _load("rps_quiet")
         if quiet:
             q_loads = quiet.get("loadavg_each_round") or [[0.0]]
+            then = "A later" if quiet["machine"]["date_utc"] > rps["machine"]["date_utc"] else "An earlier"
+            before = (
+                f" The code before this issue's changes, served beside it in the same run (`--before`): healthz "
+                f"**{quiet['before_healthz_ratio']:.2f}**, seat map one fan **{quiet['before_seat_map_ratio']:.2f}**, "
+                f"{quiet['active_fans']:,} fans **{quiet['before_seat_map_fans_ratio']:.2f}**, poll "
+                f"**{quiet['before_poll_ratio']:.2f}**."
+                if "before_healthz_ratio" in quiet
+                else ""
+            )
             lines += [
-                f"An earlier run with the machine otherwise idle, of the code of its date "
+                f"{then} run with the machine otherwise idle "
                 f"(`bench/results/rps_quiet.json`, "
                 f"{quiet['machine']['date_utc']} UTC, load average {q_loads[0][0]} at the start, up to "
                 f"{max(x[0] for x in q_loads)} during the run): healthz **{quiet['healthz_ratio']:.2f}**, "
                 f"seat map one fan **{quiet['seat_map_ratio']:.2f}**, {quiet['active_fans']:,} fans "
                 f"**{quiet['seat_map_fans_ratio']:.2f}**, poll **{quiet['poll_ratio']:.2f}** of the bare route "
-                f"({quiet['bare_rps']:.0f} requests/s). " + _targets_in(quiet),
+                f"({quiet['bare_rps']:.0f} requests/s). " + _targets_in(quiet) + before,
                 "",
             ]
     if prof:
