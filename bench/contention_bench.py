@@ -120,8 +120,11 @@ def closed_loop(
     context = multiprocessing.get_context("fork")
     ready = context.Barrier(processes + 1)
     results = context.Queue()
-    if db.obj is not None:
-        db.close_all()  # no pooled connection may be inherited by two processes
+    if db.obj is not None:  # no connection may be inherited by two processes
+        if hasattr(db.obj, "close_all"):  # a pool (MySQL): every idle connection
+            db.close_all()
+        else:  # one connection per thread (SQLite in the unit tier): this thread's
+            db.close()
     children = []
     for i in range(processes):
         child = context.Process(

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from bench.contention_bench import closed_loop
+from models.db import db, make_database
 
 
-def test_forked_client_processes_run_every_attempt_exactly_once_and_share_one_clock():
+@pytest.fixture(params=["no database", "sqlite"])
+def database(request):
+    """closed_loop with the database proxy as a test left it: unset, or on SQLite as the unit tier
+    sets it (closed_loop closed a pool with close_all, which SQLite has not: an AttributeError
+    that failed this test in a full-suite run, 2026-12-02)."""
+    previous = db.obj
+    if request.param == "sqlite":
+        db.initialize(make_database("sqlite:///:memory:"))
+        db.connect(reuse_if_open=True)
+    yield request.param
+    db.initialize(previous)
+
+
+def test_forked_client_processes_run_every_attempt_exactly_once_and_share_one_clock(database):
     parent = os.getpid()
     plan = [(user, user % 7, 1) for user in range(1, 301)]
     prepared: list[int] = []
