@@ -9,6 +9,8 @@ PROMETHEUS_MULTIPROC_DIR set as gunicorn sets it. --n requests of each kind:
   seat_map   GET /api/v1/schedules/1/seats, one ACTIVE fan again and again
   seat_fans  the same, each request another of --n ACTIVE fans (none read it in the last 0.5 s)
   poll       GET /api/v1/queue/token, each request another WAITING fan, on time
+  join       POST /api/v1/queue/tokens, each request a new fan joining (a flash sale's first request:
+             the fan's JWT not verified before)
 For seat_fans and poll each fan's JWT was verified once before (it is not the fan's first request).
 
 Each kind also gets its Python opcodes per request (sys.settrace over a few requests), a count
@@ -38,7 +40,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "request_profile.json"
-KINDS = ("bare", "healthz", "seat_map", "seat_fans", "poll")
+KINDS = ("bare", "healthz", "seat_map", "seat_fans", "poll", "join")
 SECRET = "request-profile-jwt-secret-0123456789-0123456789-0123"
 
 
@@ -67,7 +69,12 @@ def measure(n: int, db_url: str, redis_url: str, profile: list[str]) -> dict[str
     from web import create_app
 
     settings = Settings().with_(
-        database_url=db_url, redis_url=redis_url, admin_token="x", auth_jwt_secret=SECRET, active_limit=n + 1
+        database_url=db_url,
+        redis_url=redis_url,
+        admin_token="x",
+        auth_jwt_secret=SECRET,
+        active_limit=n + 1,
+        rate_issue_ip="100000/second",  # one client address for every fan, as in the flash sale
     )
     app = create_app(settings)
     schema.drop_all()
@@ -91,8 +98,19 @@ def measure(n: int, db_url: str, redis_url: str, profile: list[str]) -> dict[str
     for _, token in waiting:  # (the scripts read the server's clock)
         r.hset(f"wr:{{c:{concert}}}:t:{token}", "p", f"{server_ms}:{server_ms}")
 
-    def env(path: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        return EnvironBuilder(path=path, headers=headers or {}).get_environ()  # type: ignore[no-any-return]
+    def env(path: str, headers: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+        return EnvironBuilder(path=path, headers=headers or {}, **kw).get_environ()  # type: ignore[no-any-return]
+
+    joiners = range(2 * n + 2, 3 * n + 7)  # new fans (their JWTs never verified); the last 5 for the opcodes
+    join = [
+        env(
+            "/api/v1/queue/tokens",
+            {"Authorization": bearer(u)},
+            method="POST",
+            json={"concertId": concert, "userId": u},
+        )
+        for u in joiners
+    ]
 
     seats = "/api/v1/schedules/1/seats"
     one = {"X-Queue-Token": active[0][1], "Authorization": fans[active[0][0]]}
@@ -102,6 +120,7 @@ def measure(n: int, db_url: str, redis_url: str, profile: list[str]) -> dict[str
         "seat_map": (app, [env(seats, one) for _ in range(n)]),
         "seat_fans": (app, [env(seats, {"X-Queue-Token": t, "Authorization": fans[u]}) for u, t in active[1:]]),
         "poll": (app, [env("/api/v1/queue/token", {"X-Queue-Token": t, "Authorization": fans[u]}) for u, t in waiting]),
+        "join": (app, join[:n]),
     }
     _call(app, env(seats, one))  # the seat map is rendered and cached in Redis from here on
     out: dict[str, Any] = {}
@@ -117,7 +136,8 @@ def measure(n: int, db_url: str, redis_url: str, profile: list[str]) -> dict[str
         if profiler:
             profiler.disable()
         cpu = (time.process_time() - started) / len(environs) * 1e6
-        out[kind] = {"web_cpu_us": round(cpu, 1), "statuses": statuses, "opcodes": _opcodes(target, environs)}
+        fresh = join[n:] if kind == "join" else [dict(e) for e in environs[:5]]  # a body is read once
+        out[kind] = {"web_cpu_us": round(cpu, 1), "statuses": statuses, "opcodes": _opcodes(target, fresh)}
         if profiler:
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
@@ -125,9 +145,9 @@ def measure(n: int, db_url: str, redis_url: str, profile: list[str]) -> dict[str
     return out
 
 
-def _opcodes(app: Any, environs: list[dict[str, Any]], n: int = 5) -> int:
-    """Python bytecodes executed per request (sys.settrace, over n requests of the batch, each one
-    again): a count that the machine's load does not move, for comparing kinds and checkouts.
+def _opcodes(app: Any, chosen: list[dict[str, Any]]) -> int:
+    """Python bytecodes executed per request (sys.settrace, over a few requests like the batch's):
+    a count that the machine's load does not move, for comparing kinds and checkouts.
     Time spent inside C (syscalls, Redis, hashing) is not in it."""
     count = [0]
 
@@ -137,7 +157,6 @@ def _opcodes(app: Any, environs: list[dict[str, Any]], n: int = 5) -> int:
             count[0] += 1
         return trace
 
-    chosen = [dict(e) for e in environs[:n]]
     sys.settrace(trace)
     try:
         for environ in chosen:
