@@ -1,19 +1,24 @@
-"""Keep the quick-refusal marks of a partition's hot seats fresh while the seats stay taken.
+"""Keep the quick-refusal marks of the seats a partition was asked for fresh while the seats stay taken.
 
 Why: a mark (models/quick_refusal.py) expires 900 ms after the read that saw its seat taken, and
 only a job that reaches the partition writes it again. In a flash sale every mark of a burst is
 written within a few milliseconds, so they all lapse together, and each time hundreds of attempts
 in flight on those seats slip through the edge at once and queue as jobs (bench/contention_map.py
 at 1,024 in flight: waves of jobs every 0.9 s, each queued behind the last). So the partition's
-consumer remembers the hot seats — those that hold requests named at least twice, the second
-time within `FORGET_AFTER_S` of the first (a seat sold to its first asker costs no refresh) —
-until nobody asked for them for `FORGET_AFTER_S`, and every `REFRESH_S` reads their status in
-one query and writes the marks of the taken ones again in one round trip, each from that read's
-time. A consumer notes a batch's requests when it fetches them, before it runs them, and a hot
-seat read free stays remembered (unmarked): so the refresh marks it from the first read after
-its winner commits. (Noted after the batch, and forgotten when read free, a hot seat of a
-backlogged partition became hot only after its first long batch and its marks lapsed meanwhile:
-at 256 in flight a hot seat went unmarked for 0.7 s after its sale and 20 holds went through.)
+consumer remembers every seat a hold request named — from its first request, noted when the
+consumer fetches the batch, before it runs — until no request for it reached the partition for
+`FORGET_AFTER_S`, and every `REFRESH_S` reads their status in one query and writes the marks of
+the taken ones again in one round trip, each from that read's time. A seat read free stays
+remembered (unmarked): the first refresh after its winner commits marks it, and the commit's own
+write-through marks it before that.
+
+Why from the first request, not the second: once the edge refuses a taken seat, later requests
+for it never reach the partition, so the worker cannot learn from them that the seat is wanted.
+(Remembered only when asked twice, a seat sold to its first asker — every seat, in a sale — kept
+its commit's mark for 900 ms and no more; then the attempts of the next 100-400 ms queued as
+doomed jobs, bench/contention_trace.py at 32 clients, 2026-12-02 15:20 UTC: 170 of 270 jobs.)
+The refresh costs one indexed read and one pipelined write per `REFRESH_S` for all of a
+process's remembered seats (at most `LIMIT` per keeper, the least recently asked dropped first).
 
 Why one keeper per worker process, on its own thread (`background=True`, what `python -m
 workers run` uses), and not in each partition's consumer between batches: under load a batch
@@ -53,14 +58,14 @@ from workers.reservations import hold_seat
 log = logging.getLogger("workers.marks")
 
 REFRESH_S = 0.3  # < TTL_MS with room for a batch in hand and the idle wake-up wait
-FORGET_AFTER_S = 10.0  # a seat nobody asked for in this long is no longer hot
+FORGET_AFTER_S = 10.0  # a seat no request reached the partition for in this long is forgotten
 LIMIT = 5000  # seats remembered per partition at most (the oldest requests are forgotten first)
 
 
 class MarkKeeper:
-    """Hot seats and the refresh of their marks (see the module docstring): one partition's, refreshed
+    """Requested seats and the refresh of their marks (see the module docstring): one partition's, refreshed
     by its consumer between batches (`tick`), or, with `background`, every partition's of a process,
-    refreshed by a thread of the keeper's own that runs while there are hot seats."""
+    refreshed by a thread of the keeper's own that runs while there are remembered seats."""
 
     def __init__(
         self,
@@ -76,11 +81,11 @@ class MarkKeeper:
         self.forget_after_s = forget_after_s
         self.limit = limit
         self.background = background  # refresh on own thread (one keeper for every partition of a process)
-        self.seats: dict[int, tuple[int, float]] = {}  # hot seat -> (schedule, last requested, monotonic)
-        self._once: dict[int, float] = {}  # seat asked for once -> when (monotonic)
+        self.seats: dict[int, tuple[int, float]] = {}  # requested seat -> (schedule, last requested, monotonic)
         self._next = 0.0
         self._lock = threading.Lock()  # seen() runs on every consumer thread, refresh() on the keeper's
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.refreshed = 0  # marks written by refreshes (for tests and metrics)
 
     def seen(self, messages: Sequence[MessageProxy]) -> None:
@@ -91,16 +96,11 @@ class MarkKeeper:
                 if actor_of(message) is not hold_seat:
                     continue
                 seat_id = int(message.kwargs["seat_id"])
-                first = self._once.pop(seat_id, None)
-                if seat_id not in self.seats and (first is None or now - first > self.forget_after_s):
-                    self._once[seat_id] = now  # asked for once: not hot yet
-                    continue
                 self.seats.pop(seat_id, None)  # re-inserted last: the dict stays in request order
                 self.seats[seat_id] = (int(message.kwargs["schedule_id"]), now)
-            for kept in (self.seats, self._once):
-                while len(kept) > self.limit:
-                    del kept[next(iter(kept))]
-            if self.background and self.seats and self._thread is None:
+            while len(self.seats) > self.limit:
+                del self.seats[next(iter(self.seats))]
+            if self.background and self.seats and self._thread is None and not self._stopping.is_set():
                 self._thread = threading.Thread(target=self._run, name="mark-keeper", daemon=True)
                 self._thread.start()
 
@@ -116,17 +116,26 @@ class MarkKeeper:
         self.refresh()
         return self.refresh_s
 
+    def stop(self) -> None:
+        """End the background refresh (the worker is shutting down): its marks lapse within TTL_MS."""
+        self._stopping.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+
     def _run(self) -> None:
-        """The background refresh: every refresh_s while there are hot seats, then the thread ends."""
-        while True:
+        """The background refresh: every refresh_s while there are remembered seats, then the thread ends."""
+        while not self._stopping.is_set():
             started = time.monotonic()
             with contextlib.suppress(Exception):  # logged by refresh; a refresh must never kill the keeper
                 self.refresh()
             with self._lock:
                 if not self.seats:
-                    self._thread = None
-                    return
-            time.sleep(max(0.0, self.refresh_s - (time.monotonic() - started)))
+                    break
+            self._stopping.wait(max(0.0, self.refresh_s - (time.monotonic() - started)))
+        with self._lock:
+            self._thread = None
 
     def refresh(self) -> None:
         """Read the remembered seats, mark the taken ones from this read, forget the rest."""

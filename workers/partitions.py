@@ -76,6 +76,9 @@ class Keeper(Protocol):
     def tick(self) -> float:
         """Do what is due; seconds until something is due again."""
 
+    def stop(self) -> None:
+        """The worker is shutting down: end any thread of the keeper's own."""
+
 
 CLAIM_RETRY_S = 0.1  # a worker under its fair share after a membership change ticks this often
 IDLE_WAIT_S = 0.5  # an idle consumer blocks this long on its wake-up list (also bounds stop latency)
@@ -190,6 +193,7 @@ class PartitionWorker:
         self.member = holder_id()
         self.leases = Leases(client, holder=self.member, ttl_ms=self.lease_ttl_ms)
         self.consumers: dict[int, PartitionConsumer] = {}
+        self._keepers: list[Keeper] = []  # every keeper made for a consumer, stopped at shutdown
         self._stop = threading.Event()
         self._live = 0  # members seen at the last tick
         self._changed_at = 0.0  # monotonic time the membership or this process's partitions last changed
@@ -250,6 +254,8 @@ class PartitionWorker:
                 continue
             if self.leases.take(LEASE_PREFIX + str(p)):
                 keeper = None if self.keeper is None else self.keeper(p)
+                if keeper is not None and all(k is not keeper for k in self._keepers):
+                    self._keepers.append(keeper)
                 consumer = PartitionConsumer(
                     self.broker, p, self.handler, self.batch, batch_size=self.batch_size, keeper=keeper
                 )
@@ -282,6 +288,8 @@ class PartitionWorker:
     def shutdown(self) -> None:
         """Finish the messages in hand, release every lease and leave the membership."""
         self._stop_consumers(list(self.consumers), release=True)
+        for keeper in self._keepers:  # a background mark refresh must not outlive the worker
+            keeper.stop()
         with contextlib.suppress(*ANY_REDIS_ERROR):
             self.r.zrem(MEMBERS_KEY, self.member)
         log.info("partition worker %s stopped", self.member)

@@ -211,6 +211,8 @@ def test_a_backlog_on_one_partition_is_consumed_in_batches_with_exactly_one_winn
     assert len(statuses) == 60 and statuses.count(SUCCEEDED) == 3 and statuses.count(FAILED) == 57
     assert worker.batch is not None and worker.batch.rejected > 0  # the backlog was answered in bulk
     assert all(len(held_by(s)) == 1 for s in same_partition)
+    # a stopped worker leaves no mark refresh running (it would read and write for FORGET_AFTER_S more)
+    assert not [t for t in threading.enumerate() if t.name == "mark-keeper" and t.is_alive()]
 
 
 def test_two_partitions_batching_at_once_in_one_process_each_commit_only_their_own_holds(seats):
