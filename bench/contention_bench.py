@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import random
@@ -38,7 +39,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -269,6 +270,25 @@ def _domain_hold(user_id: int, seat_id: int, schedule_id: int, settings: Setting
         return TAKEN
 
 
+def send_hold(services: Services, store: JobStore, user_id: int, seat_id: int, schedule_id: int) -> str:
+    """Send a hold as POST /reservations sends it (job record + message + wake-up in one script); its job id."""
+    job_id = uuid.uuid4().hex
+    _, record = store.new(job_type="RESERVATION", user_id=user_id, job_id=job_id)
+    send(
+        services.broker,
+        hold_seat,
+        route_seat=seat_id,
+        partitions=services.settings.partitions,
+        job=record,
+        job_id=job_id,
+        user_id=user_id,
+        schedule_id=schedule_id,
+        seat_id=seat_id,
+        enqueued_ms=int(time.time() * 1000),
+    )
+    return job_id
+
+
 def pipeline_hold(services: Services) -> HoldFn:
     """(a)'s attempt: the edge check, then a job sent as POST /reservations sends it, and its outcome."""
     store = JobStore(services.redis)
@@ -276,20 +296,7 @@ def pipeline_hold(services: Services) -> HoldFn:
     def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
         if edge_refuses(services.redis, schedule_id, seat_id):
             return TAKEN
-        job_id = uuid.uuid4().hex
-        _, record = store.new(job_type="RESERVATION", user_id=user_id, job_id=job_id)
-        send(
-            services.broker,
-            hold_seat,
-            route_seat=seat_id,
-            partitions=services.settings.partitions,
-            job=record,
-            job_id=job_id,
-            user_id=user_id,
-            schedule_id=schedule_id,
-            seat_id=seat_id,
-            enqueued_ms=int(time.time() * 1000),
-        )
+        job_id = send_hold(services, store, user_id, seat_id, schedule_id)
         done = store.wait(job_id, 60, fresh=True)
         if done is None or done.status not in TERMINAL:
             return ERROR
@@ -300,17 +307,64 @@ def pipeline_hold(services: Services) -> HoldFn:
     return hold
 
 
-def run_pipeline(services: Services, plan: list[Attempt], clients: int, *, processes: int = 1) -> dict:
-    """(a) Enqueue like POST /reservations (record + message + wake-up in one script) and wait for the outcome."""
+def run_pipeline(
+    services: Services,
+    plan: list[Attempt],
+    clients: int,
+    *,
+    processes: int = 1,
+    hold: HoldFn | None = None,
+    teardown: Callable[[Any], None] = lambda _: None,
+) -> dict:
+    """(a) Enqueue like POST /reservations (record + message + wake-up in one script) and wait for the outcome.
+
+    `hold` replaces pipeline_hold's attempt and `teardown` runs on each client thread at its end
+    (bench/contention_trace.py stamps each stage of the attempts and spills them from there).
+    """
     threads = -(-clients // processes)
 
     def prepare(_: int) -> None:  # each process opens its Redis connections before the start, as (c) its pool
         warm_pool(services.redis, threads)
         warm_pool(services.broker.client, threads)  # type: ignore[attr-defined]
 
-    return closed_loop(
-        plan, clients, pipeline_hold(services), lambda: None, lambda _: None, processes=processes, prepare=prepare
-    )
+    attempt = pipeline_hold(services) if hold is None else hold
+    return closed_loop(plan, clients, attempt, lambda: None, teardown, processes=processes, prepare=prepare)
+
+
+@contextlib.contextmanager
+def pipeline_workers(services: Services, db_url: str, redis_url: str, *, workers: int, batch: int) -> Iterator[Cluster]:
+    """`workers` `python -m workers run` processes with WORKER_BATCH=`batch`, holding an even share of
+    the partitions and warmed up (warm_up_workers) before the caller measures; stopped on exit."""
+    partitions = services.settings.partitions
+    cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(partitions), "WORKER_BATCH": str(batch)})
+    try:
+        for _ in range(workers):
+            cluster.start_worker()
+        wait_for_leases(services.redis, cluster, partitions=partitions, balanced=True)
+        warm_up_workers(services)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def wide_services(db_url: str, redis_url: str, *, partitions: int, pool: int | None = None) -> Services:
+    """The services of a client process standing in for a whole web tier (bench.contention_map, the trace).
+
+    Each waiting attempt holds a Redis connection (BLPOP on its job), so the Redis pool must exceed
+    the largest level; the database pool is `pool` connections (as a web tier's), if given.
+    """
+    database_url = db_url if pool is None else f"{db_url}{'&' if '?' in db_url else '?'}max_connections={pool}"
+    services = bootstrap(Settings().with_(database_url=database_url, redis_url=redis_url, partitions=partitions))
+    wide = redis.BlockingConnectionPool.from_url(redis_url, max_connections=2048, timeout=30, decode_responses=True)
+    return dataclasses.replace(services, redis=redis.Redis(connection_pool=wide))
+
+
+def bench_urls() -> tuple[str, str]:
+    """BENCH_DATABASE_URL and BENCH_REDIS_URL, or their defaults (the database created if missing)."""
+    db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_contention")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
+    create_database(db_url)
+    return db_url, redis_url
 
 
 def warm_pool(client: redis.Redis, n: int) -> None:
@@ -509,10 +563,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="WORKER_BATCH of strategy (a)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_contention")
-    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
-
-    create_database(db_url)
+    db_url, redis_url = bench_urls()
     settings = Settings().with_(database_url=db_url, redis_url=redis_url, partitions=args.partitions)
     services = bootstrap(settings)
     results: dict[str, dict[str, Any]] = {}
@@ -531,18 +582,13 @@ def main() -> None:
         print(f"  {name}: {result['holds_per_second']:,.1f} holds/s, outcomes {result['outcomes']}", flush=True)
 
     def pipeline(name: str, batch: int) -> None:
-        cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions), "WORKER_BATCH": str(batch)})
+        workers = contextlib.ExitStack()
 
         def start_workers() -> None:
-            for _ in range(args.workers):
-                cluster.start_worker()
-            wait_for_leases(services.redis, cluster, partitions=args.partitions, balanced=True)
-            warm_up_workers(services)
+            workers.enter_context(pipeline_workers(services, db_url, redis_url, workers=args.workers, batch=batch))
 
-        try:
+        with workers:
             measure(name, lambda plan: run_pipeline(services, plan, args.clients), start_workers)
-        finally:
-            cluster.stop()
 
     pipeline("a_pipeline", args.batch)
     pipeline("a1_pipeline_unbatched", 1)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import multiprocessing
 import os
 import queue
@@ -41,15 +40,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
-import redis
-
 from bench import contention_bench as cb
-from bench.common import connect, create_database, summary_ms, write
+from bench.common import connect, summary_ms, write
 from bench.pipeline_bench import fresh_data
-from config.bootstrap import Services, bootstrap
-from config.settings import Settings
+from config.bootstrap import Services
 from models.db import db
-from tests.support.procs import Cluster, wait_for_leases
 
 
 class PeakConnections:
@@ -90,6 +85,18 @@ def for_update_pooled(url: str, plan: list[cb.Attempt], clients: int, pool_size:
         for _ in range(max(1, pool_size // processes)):  # 64 over 8 processes: 8 each
             pool.put(connect(url, name))
 
+    try:
+        return cb.closed_loop(
+            plan, clients, pooled_hold(pool), lambda: None, lambda _: None, processes=processes, prepare=prepare
+        )
+    finally:
+        while not pool.empty():
+            pool.get().close()
+
+
+def pooled_hold(pool: queue.Queue[Any]) -> cb.HoldFn:
+    """(c)'s attempt on a connection of `pool` (a wait over 10 s for one, or any failure, is an error)."""
+
     def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
         try:
             conn = pool.get(timeout=10)
@@ -103,11 +110,7 @@ def for_update_pooled(url: str, plan: list[cb.Attempt], clients: int, pool_size:
         finally:
             pool.put(conn)
 
-    try:
-        return cb.closed_loop(plan, clients, hold, lambda: None, lambda _: None, processes=processes, prepare=prepare)
-    finally:
-        while not pool.empty():
-            pool.get().close()
+    return hold
 
 
 class TooManyConnections(Exception):
@@ -229,19 +232,12 @@ def one_level(services: Services, db_url: str, redis_url: str, args: Any, level:
     """Every strategy at one level; the pipeline's workers are started (and warmed) outside the measurement."""
     out: dict[str, dict] = {}
     procs = client_processes(args, level)
-    cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions), "WORKER_BATCH": str(args.batch)})
     only = set(args.only.split(",")) if args.only else None
-    try:
-        if only is None or "a" in only:
-            for _ in range(args.workers):
-                cluster.start_worker()
-            wait_for_leases(services.redis, cluster, partitions=args.partitions, balanced=True)
-            cb.warm_up_workers(services)
+    if only is None or "a" in only:
+        with cb.pipeline_workers(services, db_url, redis_url, workers=args.workers, batch=args.batch):
             out["a_pipeline"] = measure(
                 services, db_url, args, level, lambda p: cb.run_pipeline(services, p, level, processes=procs)
             )
-    finally:
-        cluster.stop()
     if only is None or "b2" in only:
         out["b2_redis_edge"] = measure(
             services, db_url, args, level, lambda p: cb.run_redis_lock_edge(services, p, level, processes=procs)
@@ -273,15 +269,8 @@ def one_rate(services: Services, db_url: str, redis_url: str, args: Any, rate: f
     def offered(hold: cb.HoldFn) -> Callable[[list[cb.Attempt]], dict]:
         return lambda p: open_loop(p, rate, args.duration, args.max_in_flight, hold)
 
-    cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions), "WORKER_BATCH": str(args.batch)})
-    try:
-        for _ in range(args.workers):
-            cluster.start_worker()
-        wait_for_leases(services.redis, cluster, partitions=args.partitions, balanced=True)
-        cb.warm_up_workers(services)
+    with cb.pipeline_workers(services, db_url, redis_url, workers=args.workers, batch=args.batch):
         out["a_pipeline"] = measure(services, db_url, args, label, offered(cb.pipeline_hold(services)))
-    finally:
-        cluster.stop()
     out["b2_redis_edge"] = measure(services, db_url, args, label, offered(cb.redis_lock_edge_hold(services)))
     db.close_all()
     name = urlparse(db_url).path.lstrip("/")
@@ -289,21 +278,8 @@ def one_rate(services: Services, db_url: str, redis_url: str, args: Any, rate: f
     for _ in range(args.pool):
         pool.put(connect(db_url, name))
 
-    def pooled(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
-        try:
-            conn = pool.get(timeout=10)
-        except queue.Empty:
-            return cb.ERROR
-        try:
-            return cb.for_update_hold(conn, user_id, seat_id, schedule_id)
-        except Exception:
-            conn.rollback()
-            return cb.ERROR
-        finally:
-            pool.put(conn)
-
     try:
-        out["c_for_update"] = measure(services, db_url, args, label, offered(pooled))
+        out["c_for_update"] = measure(services, db_url, args, label, offered(pooled_hold(pool)))
     finally:
         while not pool.empty():
             pool.get().close()
@@ -349,15 +325,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help="closed loop: only these strategies (a,b2,c,c2); default all")
     parser.add_argument("--no-write", action="store_true", help="print only (do not write the results file)")
     args = parser.parse_args()
-    db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_contention")
-    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
-    create_database(db_url)
-    pooled = f"{db_url}{'&' if '?' in db_url else '?'}max_connections={args.pool}"
-    services = bootstrap(Settings().with_(database_url=pooled, redis_url=redis_url, partitions=args.partitions))
-    # One client process stands in for a whole web tier: each waiting attempt holds a Redis
-    # connection (BLPOP on its job), so its pool must exceed the largest level.
-    wide = redis.BlockingConnectionPool.from_url(redis_url, max_connections=2048, timeout=30, decode_responses=True)
-    services = dataclasses.replace(services, redis=redis.Redis(connection_pool=wide))
+    db_url, redis_url = cb.bench_urls()
+    services = cb.wide_services(db_url, redis_url, partitions=args.partitions, pool=args.pool)
     rates = [float(x) for x in args.rates.split(",") if x.strip()]
     args.max_rate = max(rates, default=0.0)
     levels: dict[str, dict[str, dict]] = {}

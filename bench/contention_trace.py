@@ -16,13 +16,11 @@ reads its causes from. Writes nothing under bench/results (a diagnosis, not a be
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,16 +28,11 @@ from typing import Any
 import redis
 
 from bench import contention_bench as cb
-from bench.common import create_database, pct
+from bench.common import pct
 from bench.pipeline_bench import fresh_data
-from config.bootstrap import bootstrap
-from config.settings import Settings
 from models import quick_refusal
 from models.db import db
-from tests.support.procs import Cluster, wait_for_leases
-from workers.broker import send
 from workers.jobs import SUCCEEDED, JobStore, _job_of, done_key
-from workers.reservations import hold_seat
 
 
 def main() -> None:
@@ -51,15 +44,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
-    db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_contention")
-    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
-    create_database(db_url)
-    settings = Settings().with_(
-        database_url=f"{db_url}?max_connections=64", redis_url=redis_url, partitions=args.partitions
-    )
-    services = bootstrap(settings)
-    wide = redis.BlockingConnectionPool.from_url(redis_url, max_connections=2048, timeout=30, decode_responses=True)
-    services = dataclasses.replace(services, redis=redis.Redis(connection_pool=wide))
+    db_url, redis_url = cb.bench_urls()
+    services = cb.wide_services(db_url, redis_url, partitions=args.partitions, pool=64)
     services.redis.flushdb()
     seats = fresh_data(100)
     db.close()
@@ -77,20 +63,7 @@ def main() -> None:
                 rows.append({"kind": "edge", "t0": t0, "end": time.time(), "seat": seat_id})
             return cb.TAKEN
         t1 = time.time()
-        job_id = uuid.uuid4().hex
-        _, record = store.new(job_type="RESERVATION", user_id=user_id, job_id=job_id)
-        send(
-            services.broker,
-            hold_seat,
-            route_seat=seat_id,
-            partitions=args.partitions,
-            job=record,
-            job_id=job_id,
-            user_id=user_id,
-            schedule_id=schedule_id,
-            seat_id=seat_id,
-            enqueued_ms=int(time.time() * 1000),
-        )
+        job_id = cb.send_hold(services, store, user_id, seat_id, schedule_id)
         t2 = time.time()
         element = services.redis.brpoplpush(done_key(job_id), done_key(job_id), 60)
         end = time.time()
@@ -130,19 +103,12 @@ def main() -> None:
             probe.append((time.time(), pipe.execute()))
             time.sleep(0.01)
 
-    cluster = Cluster(db_url, redis_url, {"PARTITIONS": str(args.partitions), "WORKER_BATCH": str(args.batch)})
-    try:
-        for _ in range(args.workers):
-            cluster.start_worker()
-        wait_for_leases(services.redis, cluster, partitions=args.partitions, balanced=True)
-        cb.warm_up_workers(services)
+    with cb.pipeline_workers(services, db_url, redis_url, workers=args.workers, batch=args.batch) as cluster:
         prober = threading.Thread(target=probing, daemon=True)
         prober.start()
-        result = cb.closed_loop(plan, args.level, hold, lambda: None, spill, processes=args.processes)
+        result = cb.run_pipeline(services, plan, args.level, processes=args.processes, hold=hold, teardown=spill)
         stop.set()
         prober.join()
-    finally:
-        cluster.stop()
     traced = [json.loads(line) for f in spool.glob("rows-*.jsonl") for line in f.read_text().splitlines()]
     print(f"{args.level} in flight, {args.processes} client processes, load {os.getloadavg()[0]:.1f}:", end=" ")
     lat = result["latency"]
