@@ -189,10 +189,12 @@ class WaitingRoom:
         join_limit = -1 if limit is None else limit
         args = [*self._args(concert_id), new_token_for(concert_id), user_id, concert_id, join_limit, *_rate_args(rates)]
         # wr:concerts is global (its own Cluster slot): on one Redis the script adds the concert
-        # itself (KEYS[2]), so a join is one EVALSHA, no pipeline; on a Cluster the SADD follows
-        # the script, never precedes it: an admission pass that just dropped the concert (nobody
-        # waited) sees it again.
-        keys = [f"{tag}:waiting"] if self._cluster else [f"{tag}:waiting", CONCERTS_KEY]
+        # itself (the last of KEYS), so a join is one EVALSHA, no pipeline; on a Cluster the SADD
+        # follows the script, never precedes it: an admission pass that just dropped the concert
+        # (nobody waited) sees it again.
+        keys = [f"{tag}:waiting", *_rate_keys(concert_id, rates)]
+        if not self._cluster:
+            keys.append(CONCERTS_KEY)
         reply = evalsha(self.r, self._issue, keys, args)
         token, created, *described = reply
         _refuse_if_limited(reply)
@@ -208,7 +210,7 @@ class WaitingRoom:
         if not rates:
             return None
         args = [*self._args(concert_id), *_rate_args(rates)]
-        reply = self._limits(keys=[f"{_tag(concert_id)}:waiting"], args=args)
+        reply = self._limits(keys=[f"{_tag(concert_id)}:waiting", *_rate_keys(concert_id, rates)], args=args)
         _refuse_if_limited(reply)
         return Window(int(reply[1]), int(reply[2]), int(reply[3]))
 
@@ -385,8 +387,14 @@ class WaitingRoom:
 
 
 def _rate_args(rates: tuple[Rate, ...]) -> list[str | int]:
-    """The scripts' rate-limit arguments: how many, then (name, requests, window ms) each."""
-    return [len(rates), *(v for rate in rates for v in (rate.name, rate.requests, rate.window_ms))]
+    """The scripts' rate-limit arguments: how many, then (requests, window ms) each."""
+    return [len(rates), *(v for rate in rates for v in (rate.requests, rate.window_ms))]
+
+
+def _rate_keys(concert_id: int, rates: tuple[Rate, ...]) -> list[str]:
+    """The rate limits' windows `rl:{c:N}:<name>`: KEYS of the script that counts them (a Cluster
+    requires every key a script touches declared; the concert's tag keeps them in its slot)."""
+    return [f"rl:{{c:{concert_id}}}:{rate.name}" for rate in rates]
 
 
 def _refuse_if_limited(reply: list[Any]) -> None:

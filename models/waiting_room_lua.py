@@ -66,15 +66,16 @@ end
 )
 
 # The join's rate limits (RATE_LIMIT_ISSUE_USER / _IP), checked before anything else is read or
-# written (after PRELUDE; RA = the ARGV index of their count): ARGV[RA] = how many, then (name,
-# requests, window ms) each; one fixed window per rl:{c:N}:<name> (the concert's slot, outside the
-# queue's wr: keys). Over a limit the script answers {'LIMITED', ms until that window resets,
-# requests, 0, reset ms}; otherwise rl_max, rl_left, rl_reset describe the tightest window.
+# written (after PRELUDE; RA = the ARGV index of their count, RK = the KEYS index of the first):
+# ARGV[RA] = how many, then (requests, window ms) each; KEYS[RK..] their windows rl:{c:N}:<name>,
+# declared like every key a script touches on a Cluster (the concert's slot, outside the queue's
+# wr: keys). One fixed window each. Over a limit the script answers {'LIMITED', ms until that
+# window resets, requests, 0, reset ms}; otherwise rl_max, rl_left, rl_reset describe the tightest.
 RATES = """
 local rl_max, rl_left, rl_reset = 0, -1, 0
-for i = 0, (tonumber(ARGV[RA]) or 0) - 1 do
-  local name, most, window = ARGV[RA + 1 + 3 * i], tonumber(ARGV[RA + 2 + 3 * i]), tonumber(ARGV[RA + 3 + 3 * i])
-  local key = 'rl' .. string.sub(TAG, 3) .. ':' .. name
+local NR = tonumber(ARGV[RA]) or 0
+for i = 0, NR - 1 do
+  local key, most, window = KEYS[RK + i], tonumber(ARGV[RA + 1 + 2 * i]), tonumber(ARGV[RA + 2 + 2 * i])
   local n = redis.call('INCR', key)
   local ttl = window
   if n == 1 then redis.call('PEXPIRE', key, window) else
@@ -87,8 +88,9 @@ end
 """
 
 # The rate limits alone (a fair start's pre-queue join, a join of an unknown concert): ARGV[1..5]
-# as PRELUDE, ARGV[6..] the limits. {'OK', requests, left, reset ms} or the LIMITED reply.
-LIMITS = PRELUDE + "local RA = 6\n" + RATES + "return {'OK', rl_max, rl_left, rl_reset}\n"
+# as PRELUDE, ARGV[6..] the limits, KEYS[2..] their windows. {'OK', requests, left, reset ms} or
+# the LIMITED reply.
+LIMITS = PRELUDE + "local RA, RK = 6, 2\n" + RATES + "return {'OK', rl_max, rl_left, rl_reset}\n"
 
 
 ISSUE = (
@@ -97,16 +99,16 @@ ISSUE = (
 local new_token, user, concert = ARGV[6], ARGV[7], ARGV[8]
 local join_limit = tonumber(ARGV[9])  -- operator controls: the limit for admission on join (-1: LIMIT)
 if join_limit < 0 then join_limit = LIMIT end
-local RA = 10
+local RA, RK = 10, 2
 """
     + RATES
     + """
 local function rl(reply) reply[11], reply[12], reply[13] = rl_max, rl_left, rl_reset; return reply end
 local waiting, active, ukey = TAG .. ':waiting', TAG .. ':active', TAG .. ':u:' .. user
--- KEYS[2] = wr:concerts on one Redis (a global key: on a Cluster the caller adds it after the
--- script, on its own slot); every join lists the concert, as a repeated one or a direct admission
--- lists one that the next admission pass drops
-if KEYS[2] then redis.call('SADD', KEYS[2], concert) end
+-- KEYS[2 + NR] = wr:concerts on one Redis (a global key: on a Cluster the caller adds it after
+-- the script, on its own slot); every join lists the concert, as a repeated one or a direct
+-- admission lists one that the next admission pass drops
+if KEYS[2 + NR] then redis.call('SADD', KEYS[2 + NR], concert) end
 local existing = redis.call('GET', ukey)
 if existing then
   local found = describe(existing)

@@ -241,3 +241,38 @@ def test_a_join_is_one_round_trip_on_one_redis_and_lists_the_concert_for_admissi
     assert (trips_first, trips_second) == ((1, 2) if is_cluster(room.r) else (1, 1))
     assert str(CONCERT) in {m.decode() if isinstance(m, bytes) else m for m in room.r.smembers(CONCERTS_KEY)}
     assert int(room.r.get(f"wr:{{c:{CONCERT}}}:admitted")) == 1
+
+
+def test_the_join_rate_limits_are_declared_keys_of_their_scripts_and_refuse_the_third_join(
+    room: WaitingRoom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Redis Cluster every key a script touches must be in its KEYS (Redis routes and checks
+    a script by them); the rate-limit windows were built inside the script from the concert's tag.
+    Both the issue script and the limits-only script (pre-queue, unknown concert) declare them, and
+    they still count: the third join within the window is JoinLimited with its Retry-After."""
+    from models.waiting_room import JoinLimited, Rate
+
+    declared: list[set[str]] = []
+    real = room.r.execute_command
+
+    def spy(*args: object, **options: object) -> object:
+        if args[0] == "EVALSHA":
+            numkeys = int(args[2])  # type: ignore[call-overload]
+            declared.append({str(k) for k in args[3 : 3 + numkeys]})
+        return real(*args, **options)
+
+    monkeypatch.setattr(room.r, "execute_command", spy)
+    windows = {f"rl:{{c:{CONCERT}}}:u:7", f"rl:{{c:{CONCERT}}}:ip:10.0.0.7"}
+    rates = (Rate("u:7", 2, 60_000), Rate("ip:10.0.0.7", 200, 1_000))
+
+    token, window = room.issue_limited(user_id=7, concert_id=CONCERT, rates=rates)
+    assert room.check_rates(concert_id=CONCERT, rates=rates) is not None  # the second join (pre-queue path)
+    with pytest.raises(JoinLimited) as refused:
+        room.issue_limited(user_id=7, concert_id=CONCERT, rates=rates)
+
+    assert token.created and window is not None and (window.limit, window.remaining) == (2, 1)
+    assert (refused.value.window.limit, refused.value.window.remaining) == (2, 0)
+    assert 1 <= refused.value.retry_after <= 60
+    assert len(declared) == 3 and all(windows <= keys for keys in declared), declared
+    assert int(room.r.get(f"rl:{{c:{CONCERT}}}:u:7")) == 3
+    assert 0 < room.r.pttl(f"rl:{{c:{CONCERT}}}:ip:10.0.0.7") <= 1_000
