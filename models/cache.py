@@ -28,6 +28,7 @@ import json
 import logging
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -122,6 +123,22 @@ def changes_here() -> int:
     return _CHANGES_HERE[0]
 
 
+# a waiter for another caller's rebuild first looks again after ~5 ms, then ever less often
+_FIRST_PAUSE_S = 0.005
+_MAX_PAUSE_S = 0.1
+
+
+class _Flight:
+    """One thread's Redis single flight for a key, which the process's other threads wait on."""
+
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: object = None
+        self.error: BaseException | None = None
+
+
 class CatalogueCache:
     """Schedules with available counts and seat maps, cached with jitter and single-flight rebuilds."""
 
@@ -140,6 +157,8 @@ class CatalogueCache:
         self.seats_ttl, self.seats_jitter = seats_ttl, seats_jitter
         self.wait_s = wait_s
         self.rebuilds = 0  # approximate under threads; cache_events_total is the exact count
+        self._flights: dict[str, _Flight] = {}  # key -> the single flight a thread of this process runs
+        self._flights_lock = threading.Lock()
         self._seat_changed = client.register_script(_SEAT_CHANGED)
         self._fill_hash = client.register_script(_FILL_HASH)
         self._fill_value = client.register_script(_FILL_VALUE)
@@ -290,6 +309,37 @@ class CatalogueCache:
         return seats
 
     def _single_flight(self, label: str, key: str, read: Callable[[], T | None], rebuild: Callable[[], T]) -> T:
+        """One thread per key and process asks Redis (below); the process's other threads that want
+        the same key meanwhile wait for its answer, with no Redis call of their own.
+
+        200 threads of one process each polling Redis starved the one rebuilding of the GIL: its
+        1-query rebuild took 1.9 s and 64 waiters gave up and read the database (CI, 2026-12-02).
+        """
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            if flight.done.wait(self.wait_s * 2):
+                if flight.error is not None:
+                    raise flight.error  # e.g. Redis is down: the caller falls back as the leader did
+                CACHE_EVENTS.labels(label, "waited").inc()
+                value = flight.value
+                return list(value) if isinstance(value, list) else value  # type: ignore[return-value]
+            return self._redis_single_flight(label, key, read, rebuild)  # the leader is stuck: ask Redis
+        try:
+            flight.value = self._redis_single_flight(label, key, read, rebuild)
+            return flight.value  # type: ignore[return-value]
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._flights_lock:
+                del self._flights[key]
+            flight.done.set()
+
+    def _redis_single_flight(self, label: str, key: str, read: Callable[[], T | None], rebuild: Callable[[], T]) -> T:
         """One caller per key rebuilds; the others wait briefly for its value, then read the database.
 
         The lock holder reads once more before rebuilding (the previous holder may have just
@@ -299,6 +349,7 @@ class CatalogueCache:
         lock = f"{key}:lock"
         token = secrets.token_hex(8)
         deadline = time.monotonic() + self.wait_s
+        pause = _FIRST_PAUSE_S
         while True:
             if self.r.set(lock, token, nx=True, px=2000):
                 try:
@@ -309,7 +360,10 @@ class CatalogueCache:
             if time.monotonic() >= deadline:
                 CACHE_EVENTS.labels(label, "gave_up_waiting").inc()
                 return rebuild()
-            time.sleep(0.01)
+            # backs off (jittered, doubling to a cap): 200 waiters polling every 10 ms made ~40,000
+            # Redis calls/s and starved the lock holder's rebuild past the valve (CI, 2026-12-02)
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())) * random.uniform(0.5, 1.0))
+            pause = min(pause * 2, _MAX_PAUSE_S)
             value = read()
             if value is not None:
                 CACHE_EVENTS.labels(label, "waited").inc()
