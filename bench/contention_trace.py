@@ -43,11 +43,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seats", type=int, default=100)
     args = parser.parse_args()
     db_url, redis_url = cb.bench_urls()
     services = cb.wide_services(db_url, redis_url, partitions=args.partitions, pool=64)
     services.redis.flushdb()
-    seats = fresh_data(100)
+    seats = fresh_data(args.seats)
     db.close()
     plan = cb.workload(seats, args.attempts or max(2000, 4 * args.level), 10, 0.5, 7)
     hot = [(seat_id, schedule_id) for seat_id, schedule_id in seats[:10]]

@@ -11,10 +11,11 @@ seats in one Redis round trip. Everything else (holds on free seats, cancels, ex
 payments, redelivered or stale jobs) goes through `workers.dispatch.handle` exactly as before,
 in queue order.
 
-Correctness: a rejection is decided from a status the database committed (read after every
-earlier message of the batch has run), so it is the answer the serial path would have given at
-that instant. A message that may change a seat invalidates what the batch knows about it
-(a hold: that seat; anything else: every seat). A rejection is written only if the job is still
+Correctness: a rejection is decided from a status the database committed, read after every
+earlier message of the batch about that seat has run (holds of one seat are decided in queue
+order, in rounds: `SeatBatch._holds_in_rounds`), so it is the answer the serial path would have
+given at that instant. Any message other than a hold runs alone, in its place, and the holds
+after it read their seats afresh. A rejection is written only if the job is still
 QUEUED (a script checks it atomically); a RUNNING job (a redelivery whose first attempt may have
 succeeded) or a terminal one goes to the serial path, which knows how to handle it. A batch is
 acknowledged only after all of it ran: a crash redelivers it, and finished jobs are skipped.
@@ -81,40 +82,56 @@ class SeatBatch:
             for message in messages:
                 self.handler(message)
             return
-        known: dict[int, tuple[int, int, str]] = {}  # seat -> (schedule, number, status) as committed
-        read_at: dict[int, int] = {}  # seat -> clock before the read `known` has it from
-        free: list[MessageProxy] = []  # holds on free seats, committed together (self.group)
-        stale_seats: set[int] = {int(m.kwargs["seat_id"]) for m in messages if _is_hold(m)}
-        pending: list[tuple[MessageProxy, dict[str, Any]]] = []
+        holds: list[MessageProxy] = []  # a run of holds between two other messages
         for message in messages:
-            if not _is_hold(message):
-                self._flush(pending, read_at)
+            if _is_hold(message):
+                holds.append(message)
+                continue
+            self._holds_in_rounds(holds)
+            holds = []
+            self.handler(message)  # anything else may change any seat: the next run reads afresh
+        self._holds_in_rounds(holds)
+
+    def _holds_in_rounds(self, holds: list[MessageProxy]) -> None:
+        """Run a run of holds in rounds: each round takes the first remaining hold of each seat.
+
+        A round reads the status of its seats in one query, answers the holds on taken seats in
+        one round trip and commits the holds on free seats as one group; a later hold of a seat
+        that a hold of this round claims waits for the next round, which reads the seat after
+        that commit (and so answers it in bulk, or runs it if the claim failed). Per seat the
+        holds are decided in queue order, as one by one; a batch costs about two rounds however
+        its holds repeat their seats. (Before: the run was cut at each repeated seat, so a batch
+        of 15 holds over 6 seats made up to 10 commit-and-read cycles, each 10 round trips: batches
+        of 280-620 ms at 256 in flight, bench/contention_trace.py, 2026-12-02 15:37 UTC.)
+        """
+        remaining = holds
+        while remaining:
+            clock = quick_refusal.now_ms()
+            known = self._read({int(m.kwargs["seat_id"]) for m in remaining})
+            read_at = dict.fromkeys(known, clock)
+            claimed: set[int] = set()  # seats a hold of this round may take: their later holds wait
+            later: list[MessageProxy] = []
+            pending: list[tuple[MessageProxy, dict[str, Any]]] = []
+            free: list[MessageProxy] = []  # holds on free seats, committed together (self.group)
+            for message in remaining:
+                seat_id = int(message.kwargs["seat_id"])
+                if seat_id in claimed:
+                    later.append(message)
+                    continue
+                problem = self._rejection(message, known.get(seat_id))
+                if problem is not None:
+                    pending.append((message, problem))
+                    continue
+                claimed.add(seat_id)
+                if self.group is not None and (known.get(seat_id) or (0, 0, ""))[2] == AVAILABLE:
+                    free.append(message)
+                    continue
+                self._flush(pending, read_at)  # the serial path decides this one, in its place
                 self._commit_free(free)
                 self.handler(message)
-                known.clear()
-                stale_seats.update(int(m.kwargs["seat_id"]) for m in messages if _is_hold(m))
-                continue
-            seat_id = int(message.kwargs["seat_id"])
-            if seat_id in stale_seats:
-                self._flush(pending, read_at)  # earlier messages first: the read must see their commits
-                self._commit_free(free)
-                clock = quick_refusal.now_ms()
-                known.update(self._read(stale_seats))
-                read_at.update(dict.fromkeys(stale_seats, clock))
-                stale_seats.clear()
-            problem = self._rejection(message, known.get(seat_id))
-            if problem is not None:
-                pending.append((message, problem))
-                continue
-            stale_seats.add(seat_id)
-            if self.group is not None and (known.get(seat_id) or (0, 0, ""))[2] == AVAILABLE:
-                free.append(message)  # committed with the other free seats' holds
-                continue
             self._flush(pending, read_at)
             self._commit_free(free)
-            self.handler(message)
-        self._flush(pending, read_at)
-        self._commit_free(free)
+            remaining = later
 
     def _commit_free(self, free: list[MessageProxy]) -> None:
         """Run (and empty) the collected holds on free seats: one group commit (or the serial path for one)."""
