@@ -185,21 +185,34 @@ class WaitingRoom:
         """
         if user_id < 1 or concert_id < 1:
             raise ValidationError("userId and concertId must be positive integers")
+        # built in place (no helper lists, no star-unpacking): the join is the hottest call here
         tag = _tag(concert_id)
-        join_limit = -1 if limit is None else limit
-        args = [*self._args(concert_id), new_token_for(concert_id), user_id, concert_id, join_limit, *_rate_args(rates)]
+        keys = [f"{tag}:waiting"]
+        args: list[str | int] = [
+            tag,
+            self.active_limit,
+            self.waiting_ttl_ms,
+            self.active_ttl_ms,
+            self.poll_max_ms,
+            new_token_for(concert_id),
+            user_id,
+            concert_id,
+            -1 if limit is None else limit,
+            len(rates),
+        ]
+        for rate in rates:
+            keys.append(f"rl:{{c:{concert_id}}}:{rate.name}")
+            args += (rate.requests, rate.window_ms)
         # wr:concerts is global (its own Cluster slot): on one Redis the script adds the concert
         # itself (the last of KEYS), so a join is one EVALSHA, no pipeline; on a Cluster the SADD
         # follows the script, never precedes it: an admission pass that just dropped the concert
         # (nobody waited) sees it again.
-        keys = [f"{tag}:waiting", *_rate_keys(concert_id, rates)]
         if not self._cluster:
             keys.append(CONCERTS_KEY)
         reply = evalsha(self.r, self._issue, keys, args)
-        token, created, *described = reply
         _refuse_if_limited(reply)
-        window = Window(int(described[8]), int(described[9]), int(described[10])) if rates else None
-        issued = token_of_reply(_text(token), described[:8], created=bool(int(created)))
+        window = Window(int(reply[10]), int(reply[11]), int(reply[12])) if rates else None
+        issued = token_of_reply(_text(reply[0]), reply[2:10], created=int(reply[1]) == 1)
         if issued.created and issued.status != ACTIVE and self._cluster:
             self.r.sadd(CONCERTS_KEY, concert_id)
         return issued, window
@@ -399,7 +412,7 @@ def _rate_keys(concert_id: int, rates: tuple[Rate, ...]) -> list[str]:
 
 def _refuse_if_limited(reply: list[Any]) -> None:
     """JoinLimited for a script's {'LIMITED', ms until the window resets, requests, 0, reset ms}."""
-    if _text(reply[0]) == "LIMITED":
+    if reply[0] == "LIMITED" or reply[0] == b"LIMITED":
         raise JoinLimited(Window(int(reply[2]), 0, int(reply[4])), int(reply[1]))
 
 

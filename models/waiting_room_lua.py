@@ -71,20 +71,31 @@ end
 # declared like every key a script touches on a Cluster (the concert's slot, outside the queue's
 # wr: keys). One fixed window each. Over a limit the script answers {'LIMITED', ms until that
 # window resets, requests, 0, reset ms}; otherwise rl_max, rl_left, rl_reset describe the tightest.
+# A window that does not exist yet (a fan's first join, the common case at an opening) is one
+# SET NX PX: count 1, reset NOW + window, no second call; an existing window is INCRed, and only
+# the window that refuses or is the tightest reads its PTTL (each redis.call costs the server
+# about as much as a command: a new fan's two windows were INCR + PEXPIRE each before).
 RATES = """
-local rl_max, rl_left, rl_reset = 0, -1, 0
+local rl_max, rl_left, rl_reset, rl_key = 0, -1, 0, false
 local NR = tonumber(ARGV[RA]) or 0
+local function window_ttl(key, window)
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 then ttl = window; redis.call('PEXPIRE', key, window) end
+  return ttl
+end
 for i = 0, NR - 1 do
   local key, most, window = KEYS[RK + i], tonumber(ARGV[RA + 1 + 2 * i]), tonumber(ARGV[RA + 2 + 2 * i])
-  local n = redis.call('INCR', key)
-  local ttl = window
-  if n == 1 then redis.call('PEXPIRE', key, window) else
-    ttl = redis.call('PTTL', key)
-    if ttl < 0 then ttl = window; redis.call('PEXPIRE', key, window) end
+  local n, reset = 1, NOW + window
+  if not redis.call('SET', key, 1, 'PX', window, 'NX') then
+    n, reset = redis.call('INCR', key), false  -- false: its reset is read only if it is needed
+    if n > most then
+      local ttl = window_ttl(key, window)
+      return {'LIMITED', ttl, most, 0, NOW + ttl}
+    end
   end
-  if n > most then return {'LIMITED', ttl, most, 0, NOW + ttl} end
-  if rl_left < 0 or most - n < rl_left then rl_max, rl_left, rl_reset = most, most - n, NOW + ttl end
+  if rl_left < 0 or most - n < rl_left then rl_max, rl_left, rl_reset, rl_key = most, most - n, reset, {key, window} end
 end
+if rl_reset == false then rl_reset = NOW + window_ttl(rl_key[1], rl_key[2]) end
 """
 
 # The rate limits alone (a fair start's pre-queue join, a join of an unknown concert): ARGV[1..5]
@@ -109,26 +120,27 @@ local waiting, active, ukey = TAG .. ':waiting', TAG .. ':active', TAG .. ':u:' 
 -- the script, on its own slot); every join lists the concert, as a repeated one or a direct
 -- admission lists one that the next admission pass drops
 if KEYS[2 + NR] then redis.call('SADD', KEYS[2 + NR], concert) end
-local existing = redis.call('GET', ukey)
+-- what a join reads, in one call (each redis.call costs the server as much as a command): the
+-- user's live token, then the flags sold out, gate closed and the admission rate
+local flags = redis.call('MGET', ukey, TAG .. ':soldout', TAG .. ':gate', TAG .. ':rate')
+local existing = flags[1]
 if existing then
   local found = describe(existing)
   if found then
-    local wait_s, after = pace(found[4])
+    local wait_s, after = pace(found[4], flags[4])
     return rl({existing, 0, found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after})
   end
   redis.call('DEL', TAG .. ':t:' .. existing)
   redis.call('ZREM', waiting, existing)
 end
 local hk = TAG .. ':t:' .. new_token
--- the three flags a join reads, in one call (each redis.call costs the server as much as a command)
-local flags = redis.call('MGET', TAG .. ':soldout', TAG .. ':gate', TAG .. ':rate')
-local soldout = flags[1] and 1 or 0
+local soldout = flags[2] and 1 or 0
 local nwaiting = redis.call('ZCARD', waiting) + redis.call('ZCARD', TAG .. ':pre')
 if nwaiting == 0 and soldout == 0 then
   redis.call('ZREMRANGEBYSCORE', active, '-inf', NOW)
 end
 -- a fair-start concert's gate stays closed until its pre-queue is released (models/prequeue.py)
-if nwaiting == 0 and soldout == 0 and not flags[2] and redis.call('ZCARD', active) < join_limit then
+if nwaiting == 0 and soldout == 0 and not flags[3] and redis.call('ZCARD', active) < join_limit then
   redis.call('ZADD', active, NOW + ATTL, new_token)
   redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'ACTIVE', 'issued', NOW, 'admitted', NOW,
              'expires', NOW + ATTL)
@@ -138,7 +150,7 @@ if nwaiting == 0 and soldout == 0 and not flags[2] and redis.call('ZCARD', activ
   redis.call('INCR', TAG .. ':admitted')  -- admissions ever (the operator console)
   return rl({new_token, 1, user, concert, 'ACTIVE', 0, NOW + ATTL, soldout, 0, 0})
 end
-local wait_s, after = pace(nwaiting + 1, flags[3])
+local wait_s, after = pace(nwaiting + 1, flags[4])
 redis.call('ZADD', waiting, redis.call('INCR', TAG .. ':seq'), new_token)
 -- a waiting token has no TTL: the sweep (and admission) drop it once `p` is WAITING_TTL old
 redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'WAITING', 'issued', NOW,
