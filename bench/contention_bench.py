@@ -46,7 +46,7 @@ from urllib.parse import urlparse
 import redis
 
 from bench.common import connect, create_database, run_threads_span, summary_ms, write
-from bench.pipeline_bench import fresh_data
+from bench.pipeline_bench import cpu_seconds, fresh_data
 from config.bootstrap import Services, bootstrap
 from config.settings import Settings
 from models import check, quick_refusal
@@ -218,8 +218,10 @@ def _client_part(
     def before(j: int) -> None:
         states[ks[j]] = setup()
 
+    cpu = time.process_time()
     start, end = run_threads_span(len(ks), client, before=before, ready=None if ready is None else ready.wait)
-    return {"latencies": latencies, "outcomes": dict(outcomes), "start": start, "end": end}
+    cpu = time.process_time() - cpu  # this client process's CPU (set-up included: small beside the run)
+    return {"latencies": latencies, "outcomes": dict(outcomes), "start": start, "end": end, "cpu_s": cpu}
 
 
 def _closed_result(parts: list[dict]) -> dict:
@@ -236,6 +238,8 @@ def _closed_result(parts: list[dict]) -> dict:
         "latency": summary_ms(latencies),
         "outcomes": dict(outcomes),
         "client_processes": len(parts),
+        # CPU seconds the client processes used per second of the run (2.0 = both CPUs of this machine)
+        "client_cpu_per_s": round(sum(p["cpu_s"] for p in parts) / seconds, 2),
     }
 
 
@@ -345,6 +349,15 @@ def pipeline_workers(services: Services, db_url: str, redis_url: str, *, workers
         yield cluster
     finally:
         cluster.stop()
+
+
+def with_worker_cpu(cluster: Cluster, run: Callable[[], dict]) -> dict:
+    """run(), with the CPU seconds the pipeline's worker processes used per second of it ("worker_cpu_per_s")."""
+    pids = [p.pid for p in cluster.workers()]
+    before = cpu_seconds(pids)
+    result = run()
+    result["worker_cpu_per_s"] = round((cpu_seconds(pids) - before) / result["seconds"], 2)
+    return result
 
 
 def wide_services(db_url: str, redis_url: str, *, partitions: int, pool: int | None = None) -> Services:
@@ -585,10 +598,17 @@ def main() -> None:
         workers = contextlib.ExitStack()
 
         def start_workers() -> None:
-            workers.enter_context(pipeline_workers(services, db_url, redis_url, workers=args.workers, batch=batch))
+            cluster.append(
+                workers.enter_context(pipeline_workers(services, db_url, redis_url, workers=args.workers, batch=batch))
+            )
 
+        cluster: list[Cluster] = []
         with workers:
-            measure(name, lambda plan: run_pipeline(services, plan, args.clients), start_workers)
+            measure(
+                name,
+                lambda plan: with_worker_cpu(cluster[0], lambda: run_pipeline(services, plan, args.clients)),
+                start_workers,
+            )
 
     pipeline("a_pipeline", args.batch)
     pipeline("a1_pipeline_unbatched", 1)

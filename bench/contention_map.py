@@ -21,7 +21,9 @@ With `--repeat N`, each level runs N interleaved rounds (every strategy once per
 round with the (lower) median attempts/s is reported per strategy, every round's figures beside it.
 Reported: attempts/s, p50/p99, errors, peak connections to this benchmark's database
 (information_schema.PROCESSLIST, sampled every 20 ms) and to the whole server (Threads_connected,
-other users included), InnoDB row lock waits, oversell and the checker, the load average.
+other users included), InnoDB row lock waits, oversell and the checker, the load average, and
+the CPU the client processes used per second of the run (2.0 = both CPUs of this machine) and,
+for (a), its worker processes': what the bench's own clients cost beside the strategy.
 Writes bench/results/contention_map.json.
 """
 
@@ -234,9 +236,13 @@ def one_level(services: Services, db_url: str, redis_url: str, args: Any, level:
     procs = client_processes(args, level)
     only = set(args.only.split(",")) if args.only else None
     if only is None or "a" in only:
-        with cb.pipeline_workers(services, db_url, redis_url, workers=args.workers, batch=args.batch):
+        with cb.pipeline_workers(services, db_url, redis_url, workers=args.workers, batch=args.batch) as cluster:
             out["a_pipeline"] = measure(
-                services, db_url, args, level, lambda p: cb.run_pipeline(services, p, level, processes=procs)
+                services,
+                db_url,
+                args,
+                level,
+                lambda p: cb.with_worker_cpu(cluster, lambda: cb.run_pipeline(services, p, level, processes=procs)),
             )
     if only is None or "b2" in only:
         out["b2_redis_edge"] = measure(
@@ -289,13 +295,15 @@ def one_rate(services: Services, db_url: str, redis_url: str, args: Any, rate: f
 def print_level(level: int | str, results: dict[str, dict]) -> None:
     print(f"\n{level}" + (" in flight" if isinstance(level, int) else " offered"))
     head = f"{'strategy':16}{'att/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
-    print(head + f"{'peak conns':>11}{'server':>7}{'lock waits':>11}{'held':>5}{'oversold':>9}{'viol.':>6}")
+    head += f"{'peak conns':>11}{'server':>7}{'lock waits':>11}{'held':>5}{'oversold':>9}{'viol.':>6}"
+    print(head + f"{'client CPU':>11}{'worker CPU':>11}")
     for name, r in results.items():
         print(
             f"{name:16}{r['holds_per_second']:>9,.1f}{r['latency']['p50_ms']:>9.1f}{r['latency']['p99_ms']:>9.1f}"
             f"{r['outcomes'].get(cb.ERROR, 0):>7}{r['peak_own_connections']:>11}"
             f"{r['peak_threads_connected']:>7}{r['db_locks']['Innodb_row_lock_waits']!s:>11}"
-            f"{r['check']['live_reservations']:>5}{r['check']['oversell']:>9}{len(r['check']['violations']):>6}",
+            f"{r['check']['live_reservations']:>5}{r['check']['oversell']:>9}{len(r['check']['violations']):>6}"
+            f"{r.get('client_cpu_per_s', '-')!s:>11}{r.get('worker_cpu_per_s', '-')!s:>11}",
             flush=True,
         )
 
