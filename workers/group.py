@@ -24,6 +24,7 @@ import peewee as pw
 from dramatiq.broker import MessageProxy
 
 from config.bootstrap import current
+from config.logs import job_context
 from models import group_holds, quick_refusal
 from models.cache import CatalogueCache
 from models.concerts import HELD as SEAT_HELD
@@ -32,7 +33,7 @@ from models.errors import DomainError, SeatNotAvailable, problem_of
 from models.redis_support import ANY_REDIS_ERROR, REDIS_ERRORS, run_script
 from models.reservations import ReservationView, rejection_for, reservation_json
 from workers import jobstats
-from workers.jobs import FAILED, OPEN_KEY, QUEUED, SUCCEEDED, JobStore, done_key, job_key
+from workers.jobs import FAILED, OPEN_KEY, QUEUED, SUCCEEDED, JobStore, done_key, job_key, log_outcome
 
 log = logging.getLogger("workers.group")
 
@@ -65,9 +66,9 @@ class HoldGroup:
     def __call__(self, messages: Sequence[MessageProxy]) -> None:
         now = _ms()
         fresh = [m for m in messages if now - int(m.kwargs.get("enqueued_ms", now)) <= self.stale_after_s * 1000]
-        if len(fresh) < 2:
+        if not fresh:
             for message in messages:
-                self.serial(message)  # one alone, or stale ones (the serial path drops them)
+                self.serial(message)  # stale ones: the serial path drops them
             return
         for message in messages:
             if message not in fresh:
@@ -124,13 +125,16 @@ class HoldGroup:
         """
         pipe = self.jobs.r.pipeline(transaction=False)
         counted, now = [], _ms()
+        results: list[dict[str, object] | None] = []  # each job's result (None: it failed)
         for m, o in zip(messages, outcomes, strict=True):
             job_id = m.kwargs["job_id"]
             if isinstance(o, DomainError):
                 args = [FAILED, "error", json.dumps(problem_of(o)), self.jobs.ttl, ""]
+                results.append(None)
             else:
                 self.committed += 1
-                args = [SUCCEEDED, "result", json.dumps(reservation_json(o)), self.jobs.ttl, ""]
+                results.append(reservation_json(o))
+                args = [SUCCEEDED, "result", json.dumps(results[-1]), self.jobs.ttl, ""]
             run_script(self.jobs._finish, keys=[job_key(job_id), done_key(job_id)], args=args, client=pipe)
             outcome = "failed" if isinstance(o, DomainError) else "succeeded"
             counted.append(("hold", outcome, max(0.0, (now - int(m.kwargs.get("enqueued_ms", now))) / 1000)))
@@ -138,7 +142,11 @@ class HoldGroup:
         jobstats.record(self.jobs.r, counted, pipe=pipe)
         self._write_through(pipe, messages, outcomes, read_at)
         with contextlib.suppress(*ANY_REDIS_ERROR):
-            pipe.execute()
+            ended = pipe.execute()[: len(messages)]
+            for m, o, result, (_, _, seconds), done in zip(messages, outcomes, results, counted, ended, strict=True):
+                if int(done):  # one INFO line per job, as the serial path writes (run_job)
+                    with job_context(m.kwargs["job_id"], m.options.get("request_id")):
+                        log_outcome("hold", seconds, result=result, error=o if isinstance(o, DomainError) else None)
             return
         for m, o in zip(messages, outcomes, strict=True):  # the pipeline failed: finish each alone
             if isinstance(o, DomainError):

@@ -384,16 +384,21 @@ def _finished(
     if not recorded:
         return
     seconds = max(0.0, (_ms() - enqueued_ms) / 1000)
+    log_outcome(job_type, seconds, result=result, error=error)
+    try:
+        jobstats.record(store.r, [(job_type, "failed" if error is not None else "succeeded", seconds)])
+    except ANY_REDIS_ERROR as exc:  # the outcome is recorded; only the metric is lost
+        log.warning("could not count the outcome of a %s job: %s", job_type, exc)
+
+
+def log_outcome(job_type: str, seconds: float, *, result: Any = None, error: Any = None) -> None:
+    """The one INFO line of a job's outcome (inside config.logs.job_context: it carries the ids)."""
     if error is None:
         fields = result if isinstance(result, dict) else {}
         summary = " ".join(f"{k}={fields[k]}" for k in _SUMMARY_FIELDS if k in fields)
         log.info("%s succeeded in %.0f ms: %s", job_type, seconds * 1000, summary)
     else:
         log.info("%s failed in %.0f ms: %s %s", job_type, seconds * 1000, getattr(error, "code", "ERROR"), error)
-    try:
-        jobstats.record(store.r, [(job_type, "failed" if error is not None else "succeeded", seconds)])
-    except ANY_REDIS_ERROR as exc:  # the outcome is recorded; only the metric is lost
-        log.warning("could not count the outcome of a %s job: %s", job_type, exc)
 
 
 def sweep_jobs() -> int:

@@ -145,7 +145,7 @@ class PartitionConsumer(threading.Thread):
                             batch.append(extra)
                         if self.keeper is not None:  # before the batch runs: a long one must not delay the marks
                             self.keeper.seen(batch)
-                        if self.batch is not None and len(batch) > 1:
+                        if self.batch is not None:  # a lone hold too (workers/batch.py: the group's path)
                             self.batch(batch)
                         else:
                             self.handler(message)

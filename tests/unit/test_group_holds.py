@@ -128,3 +128,32 @@ def test_a_group_costs_the_same_statements_whatever_its_size_and_writes_each_sea
         mark = r.get(quick_refusal.taken_key(seat.schedule_id, seat.id))
         assert mark is not None and "is held" in (mark.decode() if isinstance(mark, bytes) else mark)
     assert check.violations() == []
+
+
+def test_a_lone_hold_takes_the_group_path_and_its_outcome_still_writes_one_info_line(seats, caplog):
+    """At 32 clients most batches are one hold. One by one it cost four Redis round trips (start,
+    write-through, finish, counters) and a read of its seat back; the group's path costs two.
+
+    Hidden ways it fails: a lone hold sent to the serial path, a taken seat not marked for the
+    edge, or an outcome with no INFO line (the serial path writes one per job, with its ids)."""
+    from models import quick_refusal
+
+    store = JobStore(current().redis)
+    settings = current().settings
+    serial = Counting()
+    group = HoldGroup(store, serial, stale_after_s=30, hold_ttl=300, max_holds=settings.max_holds_per_user)
+    batch = SeatBatch(current().redis, serial, stale_after_s=30, group=group)
+    hold_directly(seats[1], user_id=1)
+    wins, loses = hold_message(store, 300, seats[0]), hold_message(store, 301, seats[1])
+
+    with caplog.at_level("INFO", logger="workers.jobs"):
+        batch([wins])
+        batch([loses])
+
+    assert store.get(wins.kwargs["job_id"]).status == SUCCEEDED  # type: ignore[union-attr]
+    assert store.get(loses.kwargs["job_id"]).error["code"] == "SEAT_NOT_AVAILABLE"  # type: ignore[union-attr,index]
+    assert serial.calls == [] and group.committed == 1
+    assert current().redis.get(quick_refusal.taken_key(seats[1].schedule_id, seats[1].id)) is not None
+    lines = [r.getMessage() for r in caplog.records if r.name == "workers.jobs"]
+    assert len(lines) == 2 and lines[0].startswith("hold succeeded") and lines[1].startswith("hold failed")
+    assert f"seatId={seats[0].id}" in lines[0] and "SEAT_NOT_AVAILABLE" in lines[1]
