@@ -17,7 +17,9 @@ Env: FLASH_CONCERT_ID, FLASH_SCHEDULES (comma-separated ids), FLASH_USERS (the f
 FLASH_USER_BASE (first user id, default 1; fans are FLASH_USER_BASE .. +FLASH_USERS-1),
 FLASH_MAX_WAIT (seconds a fan waits in the queue before giving up, default 120), FLASH_OUTCOMES (path of a
 JSON file this process writes its outcome counts to at the end), FLASH_MODE=bare (GET /bare back to back
-instead: the framework floor, same user count).
+instead: the framework floor, same user count), FLASH_MODE=bare_once (each fan GETs /bare once, as its first
+request on a new connection, then idles: the floor of a join, which is every fan's first request, at the same
+arrival rate).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ USERS = int(os.environ.get("FLASH_USERS", "1"))
 MAX_WAIT = float(os.environ.get("FLASH_MAX_WAIT", "120"))
 OUTCOMES_FILE = os.environ.get("FLASH_OUTCOMES", "")
 BARE = os.environ.get("FLASH_MODE", "") == "bare"
+BARE_ONCE = os.environ.get("FLASH_MODE", "") == "bare_once"
 HOLD_ATTEMPTS = 3
 JOB_POLL = 0.5
 JWT_SECRET = os.environ.get("AUTH_JWT_SECRET", "")
@@ -88,7 +91,7 @@ class Fan(FastHttpUser):
 
     # --- one request with an expected set of statuses ------------------------------------------
     def _call(self, method: str, path: str, name: str, ok: tuple[int, ...], **kw: Any) -> tuple[int, Any]:
-        if not BARE:
+        if not (BARE or BARE_ONCE):
             kw["headers"] = {"Authorization": self.auth, **(kw.get("headers") or {})}
         with self.client.request(method, path, name=name, catch_response=True, **kw) as resp:
             status = resp.status_code
@@ -122,6 +125,13 @@ class Fan(FastHttpUser):
     def journey(self) -> None:
         if BARE:
             self.client.get("/bare", name="/bare")
+            return
+        if BARE_ONCE:  # one first request per fan, then idle (as a fan waiting after its join)
+            self.client.get("/bare", name="/bare (first request)")
+            outcomes["done"] += 1
+            if outcomes["done"] >= USERS:
+                _done.set()
+            gevent.sleep(86_400)
             return
         if self.user_id >= USER_BASE + USERS:  # never expected: locust spawned more than FLASH_USERS
             outcomes["surplus_user"] += 1

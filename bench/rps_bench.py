@@ -13,16 +13,22 @@ Targets (each request signed in with the fan's own bearer JWT, as the real clien
   poll            GET /api/v1/queue/token, each request a different one of --waiting WAITING fans,
                   on time (POLL_MAX_INTERVAL=1 and each fan polled seconds apart): 200, one Redis
                   round trip and one small write each
+  join            POST /api/v1/queue/tokens, each request a new fan joining (each run its own fresh
+                  fans, so every JWT is seen for the first time), on keep-alive connections: the
+                  joins per second the server itself can answer (RATE_LIMIT_ISSUE_IP raised, as in
+                  the flash sale: every fan comes from 127.0.0.1)
 
 With --before DIR (another checkout, e.g. `git archive <commit> | tar -x -C DIR`) the same app
 targets are also served from DIR by a second gunicorn on the same database and Redis, in the
 same rounds: before/after ratios from one run.
 
     .venv/bin/python -m bench.rps_bench [--seconds 4] [--connections 32] [--rounds 5] [--before DIR] [--port P]
+        [--targets healthz,seat_map] [--out NAME]
 
 Env: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_rps, created if missing),
 BENCH_REDIS_URL (default redis://127.0.0.1:6379/8; its database is flushed). Writes
-bench/results/rps.json with the load average before and after each round.
+bench/results/rps.json (--out NAME: NAME.json) with the load average before and after each round, and
+each target's median ratio with the middle half of its pairs (how far one pair moves on this machine).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "rps.json"
 SEATS = "/api/v1/schedules/1/seats"
 POLL = "/api/v1/queue/token"
+TARGETS = ("healthz", "seat_map", "seat_map_fans", "poll", "join")
+JOIN_FANS_PER_RUN = 12000
 
 # Each wrk thread walks its own part of the fans file, one fan per request.
 ROTATE_LUA = """
@@ -65,9 +73,15 @@ end
 function request()
   i = i % #fans + 1
   local fan = fans[i]
+  if args_join then
+    return wrk.format("POST", nil, {["Authorization"] = fan[2], ["Content-Type"] = "application/json"},
+      '{"concertId":1,"userId":' .. fan[1] .. '}')
+  end
   return wrk.format("GET", nil, {["X-Queue-Token"] = fan[1], ["Authorization"] = fan[2]})
 end
 """
+# The same walk, each request a fan joining (the fans file holds "<user id> <JWT>" lines).
+JOIN_LUA = "args_join = true\n" + ROTATE_LUA
 
 
 def loadavg() -> list[float]:
@@ -82,7 +96,7 @@ def wrk(url: str, seconds: int, connections: int, headers: dict[str, str], fans:
         cmd += ["-H", f"{key}: {value}"]
     if fans is not None:
         script = fans.with_suffix(".lua")
-        script.write_text(ROTATE_LUA)
+        script.write_text(JOIN_LUA if fans.name.startswith("join") else ROTATE_LUA)
         cmd += ["-s", str(script), url, "--", str(fans), "2"]
     else:
         cmd.append(url)
@@ -134,7 +148,14 @@ def main() -> None:
     parser.add_argument("--waiting", type=int, default=20000, help="WAITING fans polling")
     parser.add_argument("--before", type=Path, help="another checkout served beside this one, same run")
     parser.add_argument("--port", type=int, help="the bare route's port; the app gets the next, --before the one after")
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"app targets to measure, comma-separated (default all: {','.join(TARGETS)}); fewer targets, more rounds",
+    )
+    parser.add_argument("--out", default="rps", help="results file bench/results/OUT.json (default rps)")
     args = parser.parse_args()
+    results = RESULTS.with_name(f"{args.out}.json")
     db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_rps")
     create_database(db_url)
     base_env = {
@@ -147,6 +168,7 @@ def main() -> None:
         "HOST": "127.0.0.1",
         "ACTIVE_LIMIT": str(args.active),
         "POLL_MAX_INTERVAL": "1",
+        "RATE_LIMIT_ISSUE_IP": "100000/second",  # the join target: every fan from 127.0.0.1
     }
     for name in ("WEB_THREADS", "RATE_LIMIT_ENABLED", "ACCESS_LOG", "PROMETHEUS_MULTIPROC_DIR"):
         base_env.pop(name, None)  # the config's defaults, for every server
@@ -178,20 +200,34 @@ def main() -> None:
         if args.before:
             app_bases["before_"] = servers[2][1]
         targets: dict[str, tuple[str, dict[str, str], Path | None]] = {"bare": (f"{bare_base}/bare", {}, None)}
+        wanted = [t for t in args.targets.split(",") if t]
+        unknown = set(wanted) - set(TARGETS)
+        if unknown:
+            raise SystemExit(f"unknown --targets: {', '.join(sorted(unknown))}")
         for prefix, base in app_bases.items():
-            targets[f"{prefix}healthz"] = (f"{base}/api/v1/healthz", {}, None)
-            targets[f"{prefix}seat_map"] = (f"{base}{SEATS}", one, None)
-            targets[f"{prefix}seat_map_fans"] = (f"{base}{SEATS}", {}, active_fans)
-            targets[f"{prefix}poll"] = (f"{base}{POLL}", {}, waiting_fans)
+            each = {
+                "healthz": (f"{base}/api/v1/healthz", {}, None),
+                "seat_map": (f"{base}{SEATS}", one, None),
+                "seat_map_fans": (f"{base}{SEATS}", {}, active_fans),
+                "poll": (f"{base}{POLL}", {}, waiting_fans),
+                "join": (f"{base}/api/v1/queue/tokens", {}, tmp / "join.txt"),  # a fresh file each run
+            }
+            for name in wanted:
+                targets[f"{prefix}{name}"] = each[name]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         ratios: dict[str, list[float]] = {name: [] for name in targets if name != "bare"}
         bare_url = targets["bare"][0]
         loads = []
+        next_joiner = [args.active + args.waiting + 1]  # user ids never seen before
         for _ in range(args.rounds):
             loads.append(loadavg())
             for name, (url, headers, fans) in targets.items():
                 if name == "bare":
                     continue
+                if fans is not None and fans.name == "join.txt":  # new fans for every join run
+                    first = next_joiner[0]
+                    fans.write_text("".join(f"{u} {sign(u)}\n" for u in range(first, first + JOIN_FANS_PER_RUN)))
+                    next_joiner[0] += JOIN_FANS_PER_RUN
                 floor = wrk(bare_url, args.seconds, args.connections, {}, None)  # right before: the same moment
                 runs["bare"].append(floor)
                 runs[name].append(wrk(url, args.seconds, args.connections, headers, fans))
@@ -208,17 +244,25 @@ def main() -> None:
         result[f"{name}_non_2xx"] = sum(v["non_2xx"] for v in values)
     result["ratios_each_pair"] = ratios
     for name, values in ratios.items():  # each run ÷ the bare run just before it; the median counts
-        result[f"{name}_ratio"] = round(sorted(values)[len(values) // 2], 2)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        ordered = sorted(values)
+        result[f"{name}_ratio"] = round(ordered[len(ordered) // 2], 2)
+        # the middle half of the pairs: how far one run's ratio moves on this machine
+        result[f"{name}_ratio_iqr"] = [round(ordered[len(ordered) // 4], 2), round(ordered[(3 * len(ordered)) // 4], 2)]
+    results.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
-    print(f"\nwritten {RESULTS.relative_to(ROOT)}")
+    print(f"\nwritten {results.relative_to(ROOT)}")
 
 
 def table(result: dict[str, Any]) -> str:
     """A Markdown table: requests/s and the ratio to the bare route (before → after with --before)."""
-    lines = ["| target | requests/s (median) | ÷ bare Flask (median of pairs) | non-2xx |", "|---|---|---|---|"]
-    lines.append(f"| bare Flask route | {result['bare_rps']:.0f} | 1.00 | {result['bare_non_2xx']} |")
-    for name in ("healthz", "seat_map", "seat_map_fans", "poll"):
+    lines = [
+        "| target | requests/s (median) | ÷ bare Flask (median of pairs) | middle half of the pairs | non-2xx |",
+        "|---|---|---|---|---|",
+    ]
+    lines.append(f"| bare Flask route | {result['bare_rps']:.0f} | 1.00 | | {result['bare_non_2xx']} |")
+    for name in TARGETS:
+        if name not in result.get("runs", {}):
+            continue
         before = f"before_{name}"
         if before in result.get("runs", {}):
             rps = f"{result[before + '_rps']:.0f} → {result[name + '_rps']:.0f}"
@@ -230,7 +274,13 @@ def table(result: dict[str, Any]) -> str:
                 f"**{result[name + '_ratio']:.2f}**",
                 result[name + "_non_2xx"],
             )
-        lines.append(f"| {name} | {rps} | {ratio} | {non} |")
+        spread = " → ".join(
+            f"{lo:.2f}-{hi:.2f}"
+            for key in (before, name)
+            if (key + "_ratio_iqr") in result
+            for lo, hi in [result[key + "_ratio_iqr"]]
+        )
+        lines.append(f"| {name} | {rps} | {ratio} | {spread} | {non} |")
     return "\n".join(lines)
 
 

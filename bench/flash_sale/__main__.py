@@ -297,17 +297,34 @@ def after_sale(run: Run) -> dict[str, Any]:
 
 
 def bare_floor(run: Run) -> dict[str, Any]:
-    """5. The framework floor: the same locust load against a bare Flask app under the same gunicorn config."""
+    """5. The framework floor: the same locust load against a bare Flask app under the same gunicorn config, then
+    each fan's first request alone at the same arrival rate (the floor of a join)."""
     run.bare = gunicorn("bench.bare_app:app", run.env, run.bare_port, "/bare", run.tmp / "bare.log")
     bare_env = {**run.env, "FLASH_MODE": "bare"}
     _, seconds, cpu = run_locust(
         f"http://127.0.0.1:{run.bare_port}", run.users, run.rate, run.bare_run_time, run.tmp / "bare", bare_env,
         run.tmp / "locust-bare.log",
     )  # fmt: skip
+    # each fan's first request alone, at the sale's arrival rate: the floor of a join (every fan's first request)
+    once_env = {**run.env, "FLASH_MODE": "bare_once", "FLASH_USERS": str(run.users)}
+    _, once_seconds, once_cpu = run_locust(
+        f"http://127.0.0.1:{run.bare_port}", run.users, run.rate, run.run_time, run.tmp / "bare_once", once_env,
+        run.tmp / "locust-bare-once.log",
+    )  # fmt: skip
     stop_group(run.bare)
     run.bare = None
     stats = read_stats(run.tmp / "bare")
-    return {"row": stats.get("/bare") or stats["Aggregated"], "seconds": seconds, "cpu": cpu}
+    once = read_stats(run.tmp / "bare_once")
+    return {
+        "row": stats.get("/bare") or stats["Aggregated"],
+        "seconds": seconds,
+        "cpu": cpu,
+        "first_request": {
+            "row": once.get("/bare (first request)") or once["Aggregated"],
+            "seconds": once_seconds,
+            "cpu": once_cpu,
+        },
+    }
 
 
 def cleanup(run: Run) -> None:
@@ -325,8 +342,8 @@ def cleanup(run: Run) -> None:
     with contextlib.suppress(Exception):
         run.redis.flushdb()
     keep = ROOT / "bench" / "results" / "locust"
-    for name in ("sale", "bare"):
-        for kind in ("stats", "failures"):
+    for name in ("sale", "bare", "bare_once"):
+        for kind in ("stats", "failures", "stats_history"):
             src = run.tmp / f"{name}_{kind}.csv"
             if src.exists():
                 keep.mkdir(parents=True, exist_ok=True)

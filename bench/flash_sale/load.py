@@ -56,7 +56,7 @@ def run_locust(
 ) -> tuple[int, float, float]:
     """One headless locust run: (exit code, wall seconds, locust's CPU seconds)."""
     cmd = [str(BIN / "locust"), "-f", "bench/locustfile_flash.py", "--headless", "-u", str(users), "-r", str(rate)]
-    cmd += ["-t", run_time, "--csv", str(csv_prefix), "--host", host, "--only-summary"]
+    cmd += ["-t", run_time, "--csv", str(csv_prefix), "--csv-full-history", "--host", host, "--only-summary"]
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("wb") as out:
@@ -98,6 +98,26 @@ def peak_rps(prefix: Path) -> float | None:
     with path.open(newline="") as fh:
         values = [float(r["Requests/s"]) for r in csv.DictReader(fh) if r["Name"] == "Aggregated"]
     return round(max(values), 1) if values else None
+
+
+def timeline(prefix: Path, name: str) -> list[tuple[int, int, int]]:
+    """(second of the run, fans spawned, `name` requests answered so far), one row a second, from locust's
+    full history (<prefix>_stats_history.csv): when the fans arrived and when their requests were answered."""
+    path = Path(f"{prefix}_stats_history.csv")
+    if not path.exists():
+        return []
+    rows: list[tuple[int, int, int]] = []
+    with path.open(newline="") as fh:
+        every = list(csv.DictReader(fh))
+    found = [r for r in every if r["Name"] == name]
+    if not found:
+        return []
+    start = int(every[0]["Timestamp"])  # the run's first second
+    for r in found:
+        second = int(r["Timestamp"]) - start
+        if not rows or rows[-1][0] != second:
+            rows.append((second, int(r["User Count"]), int(r["Total Request Count"])))
+    return rows
 
 
 def locust_cpu_warning(log: Path) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.flash_sale import ENDPOINTS, SEATS_TOTAL
 from bench.flash_sale.checks import service_problems
-from bench.flash_sale.load import locust_cpu_warning, peak_rps, read_failures
+from bench.flash_sale.load import locust_cpu_warning, peak_rps, read_failures, timeline
 
 
 def sale_result(
@@ -28,6 +28,8 @@ def sale_result(
         "seats_sold": after["facts"]["seats_by_status"].get("RESERVED", 0),
         "seats_total": SEATS_TOTAL,
         "sale_timeline": watch.timeline[:400],
+        # [second, fans spawned, joins answered]: how fast locust brought the fans and the joins came back
+        "join_timeline": timeline(tmp / "sale", "/queue/tokens")[:120],
         "check": _check(after),
         "floors": _floors(tmp, bare, floors),
         "holds_per_s": round(holds_per_s, 1) if holds_per_s else None,
@@ -36,6 +38,7 @@ def sale_result(
         endpoints.get("/schedules/[id]/seats", {}),
         endpoints.get("Aggregated", {}),
         bare["row"],
+        (bare.get("first_request") or {}).get("row"),
         holds_per_s,
         floors["db_rate"],
         floors["redis_rate"],
@@ -97,6 +100,17 @@ def _floors(tmp: Path, bare: dict[str, Any], floors: dict[str, Any]) -> dict[str
             "locust_cpu_saturated": locust_cpu_warning(tmp / "locust-bare.log"),
             "locust_cpu_share": round(bare["cpu"] / bare["seconds"], 2),
         },
+        **(
+            {
+                "bare_first_request": {
+                    **{k: once["row"][k] for k in ("requests", "failures", "rps", "p50_ms", "p95_ms", "p99_ms")},
+                    "run_seconds": round(once["seconds"], 1),
+                    "locust_cpu_share": round(once["cpu"] / once["seconds"], 2),
+                }
+            }
+            if (once := bare.get("first_request"))
+            else {}
+        ),
         "raw_redis_ops_per_s": round(floors["redis_rate"]),
         "raw_db_commits_per_s": round(floors["db_rate"]),
         "db": floors["db_facts"],
@@ -107,6 +121,7 @@ def ratios(
     seat_map: dict[str, Any],
     agg: dict[str, Any],
     bare: dict[str, Any],
+    bare_first: dict[str, Any] | None,
     holds_per_s: float | None,
     db_rate: float,
     redis_rate: float,
@@ -127,6 +142,10 @@ def ratios(
     for name in ENDPOINTS:
         if name in endpoints:
             out[f"p50_over_bare_p50[{name}]"] = div(endpoints[name]["p50_ms"], bare["p50_ms"], 2)
+    if bare_first and "/queue/tokens" in endpoints:  # a join is each fan's first request: its own floor too
+        out["p50_over_bare_first_request_p50[/queue/tokens]"] = div(
+            endpoints["/queue/tokens"]["p50_ms"], bare_first["p50_ms"], 2
+        )
     return out
 
 
@@ -143,6 +162,12 @@ def print_table(result: dict[str, Any]) -> None:
         f"{'bare Flask floor':<24}{b['requests']:>9}{b['failures']:>6}{b['rps']:>8.1f}"
         f"{b['p50_ms'] or 0:>8.0f}{b['p95_ms'] or 0:>8.0f}{b['p99_ms'] or 0:>8.0f}"
     )
+    if "bare_first_request" in f:
+        o = f["bare_first_request"]
+        print(
+            f"{'bare, first request':<24}{o['requests']:>9}{o['failures']:>6}{o['rps']:>8.1f}"
+            f"{o['p50_ms'] or 0:>8.0f}{o['p95_ms'] or 0:>8.0f}{o['p99_ms'] or 0:>8.0f}"
+        )
     print(f"raw Redis {f['raw_redis_ops_per_s']:,} INCR/s · raw DB {f['raw_db_commits_per_s']:,} commits/s")
     c = result["check"]
     print(

@@ -1,0 +1,37 @@
+"""The flash sale's join timeline and its first-request floor (bench/flash_sale)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.flash_sale.load import timeline
+from bench.flash_sale.report import ratios
+
+HEADER = "Timestamp,User Count,Type,Name,Requests/s,Total Request Count\n"
+
+
+def test_the_join_timeline_counts_from_the_runs_first_second(tmp_path: Path) -> None:
+    """Seconds run from locust's first history row (before any join was answered), one row a second:
+    when the fans arrived and when their joins came back."""
+    (tmp_path / "sale_stats_history.csv").write_text(
+        HEADER
+        + "100,50,,Aggregated,0,0\n"
+        + "101,300,POST,/queue/tokens,40,40\n101,300,,Aggregated,40,40\n"
+        + "103,900,POST,/queue/tokens,90,250\n103,900,POST,/queue/tokens,90,260\n"
+    )
+
+    assert timeline(tmp_path / "sale", "/queue/tokens") == [(1, 300, 40), (3, 900, 250)]
+    assert timeline(tmp_path / "missing", "/queue/tokens") == []
+
+
+def test_a_join_is_also_compared_with_the_bare_first_request() -> None:
+    """The join (every fan's first request) gets a second ratio against the bare route's first
+    request at the same arrival rate, beside the closed-loop floor's; other endpoints keep one."""
+    endpoints = {"/queue/tokens": {"p50_ms": 900.0, "rps": 100.0}, "/queue/token": {"p50_ms": 300.0, "rps": 50.0}}
+    out = ratios(
+        {}, {"rps": 150.0}, {"p50_ms": 600.0, "rps": 1000.0}, {"p50_ms": 450.0}, None, 1.0, 1.0, endpoints, None
+    )
+
+    assert out["p50_over_bare_p50[/queue/tokens]"] == 1.5
+    assert out["p50_over_bare_first_request_p50[/queue/tokens]"] == 2.0
+    assert "p50_over_bare_first_request_p50[/queue/token]" not in out
