@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
-from flask import Flask, request, request_tearing_down
-from flask.globals import _cv_request
+from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
 
 from config.bootstrap import Services, bootstrap
@@ -17,7 +15,6 @@ from models.db import db
 from models.errors import ValidationError
 
 API_PREFIX = "/api/v1"
-_NO_EXC: Any = object()  # do_teardown_request's "not given" (Flask's own sentinel is private)
 
 
 class App(Flask):
@@ -26,6 +23,11 @@ class App(Flask):
     Flask asks `inspect.iscoroutinefunction` of every hook and view on every request (13 times
     a request here, ~17 µs of the ~60 µs /healthz added to a bare route: bench/request_profile.py).
     A function's kind never changes, so the answer is kept; an `async def` is still wrapped.
+
+    Flask's own hook runners run the hooks: a copy of them that looked the request up once saved
+    ~100 Python opcodes a request (2.7 % of /healthz, bench/request_profile.py), too little for
+    wrk to tell apart on this machine (bench/results/rps_hooks.json), so Flask's internals are
+    no longer copied here.
     """
 
     _SYNC_CACHE_MAX = 4096
@@ -46,52 +48,6 @@ class App(Flask):
         if len(self._sync) < self._SYNC_CACHE_MAX:
             self._sync[func] = wrapped
         return wrapped
-
-    # Flask's three per-request hook runners, the same hooks in the same order, with the request
-    # looked up once: Flask reads `request.blueprints` through its proxy in each (a proxied
-    # attribute is three Python calls) and checks for a session this app never opens.
-
-    def preprocess_request(self) -> Any:
-        """Flask's: url_value_preprocessors, then before_request hooks (app first, then each
-        blueprint outwards in); the first hook that returns a value ends the request with it."""
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        names = (None, *reversed(req.blueprints))
-        if self.url_value_preprocessors:
-            for name in names:
-                for url_func in self.url_value_preprocessors.get(name, ()):
-                    url_func(req.endpoint, req.view_args)
-        hooks = self.before_request_funcs
-        for name in names:
-            for before_func in hooks.get(name, ()):
-                rv = self.ensure_sync(before_func)()
-                if rv is not None:
-                    return rv
-        return None
-
-    def process_response(self, response: Any) -> Any:
-        """Flask's: the request's own after_this_request functions, then after_request hooks
-        (innermost blueprint first, the app's last, each list in reverse), then the session."""
-        ctx = _cv_request.get()
-        for func in ctx._after_request_functions:
-            response = self.ensure_sync(func)(response)
-        hooks = self.after_request_funcs
-        for name in (*ctx.request.blueprints, None):
-            for func in reversed(hooks.get(name, ())):
-                response = self.ensure_sync(func)(response)
-        if ctx._session is not None and not self.session_interface.is_null_session(ctx._session):
-            self.session_interface.save_session(self, ctx._session, response)
-        return response
-
-    def do_teardown_request(self, exc: BaseException | None = _NO_EXC) -> None:  # type: ignore[assignment]
-        """Flask's: teardown_request hooks (innermost blueprint first, each list in reverse), then
-        the request_tearing_down signal."""
-        if exc is _NO_EXC:
-            exc = sys.exc_info()[1]
-        hooks = self.teardown_request_funcs
-        for name in (*request._get_current_object().blueprints, None):  # type: ignore[attr-defined]
-            for func in reversed(hooks.get(name, ())):
-                self.ensure_sync(func)(exc)
-        request_tearing_down.send(self, _async_wrapper=self.ensure_sync, exc=exc)
 
 
 class SafeJSONProvider(DefaultJSONProvider):

@@ -157,10 +157,11 @@ def _recording_app(cls: type[Flask]) -> tuple[Flask, list[str]]:
 
 
 def test_the_app_runs_every_hook_exactly_as_flask_does() -> None:
-    """web.App's own hook runners (the request looked up once) against Flask's. Hidden ways to
-    fail: after hooks in registration order instead of reverse, a blueprint's hooks skipped or
-    run after the app's, after_this_request forgotten, a before hook's answer not ending the
-    request, a teardown not told of the exception."""
+    """web.App (its remembered ensure_sync) against Flask: the same hooks run in the same order.
+    Hidden ways to fail: a remembered answer handing back the wrong hook, or any runner override
+    creeping back with after hooks in registration order instead of reverse, a blueprint's hooks
+    skipped or run after the app's, after_this_request forgotten, a before hook's answer not
+    ending the request, a teardown not told of the exception."""
     from web import App
 
     seen = []
