@@ -174,3 +174,37 @@ def test_a_late_payment_completed_ends_only_the_token_that_paid(client: FlaskCli
 
     # Then the new token lives on (before the fix the consumer ended whatever token the user held)
     assert client.get(f"{API}/queue/token", headers=rejoined).status_code == 200
+
+
+def test_gunicorn_builds_no_access_line_that_its_logger_drops(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """gunicorn.access is at WARNING (ACCESS_LOG's line is the app's): gunicorn must not build a
+    request's log atoms (~30 µs a request) only to drop them; raised to INFO it still writes.
+    Hidden way to fail: the stock logger, on whenever logconfig_dict is set, formatting every request."""
+    import logging
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    monkeypatch.setenv("AUTH_JWT_SECRET", TEST_JWT_SECRET)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    settings = runpy.run_path("config/gunicorn.py")
+    cfg = Config()
+    cfg.set("logconfig_dict", settings["logconfig_dict"])
+    cfg.set("logger_class", settings["logger_class"])
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        log = cfg.logger_class(cfg)  # applies the logconfig_dict, as in a gunicorn process
+        built: list[int] = []
+        monkeypatch.setattr(log, "atoms", lambda *a: built.append(1) or {})
+        resp, req = SimpleNamespace(), SimpleNamespace()
+
+        log.access(resp, req, {}, 0.001)
+        assert built == []
+
+        log.access_log.setLevel(logging.INFO)
+        log.access(resp, req, {}, 0.001)
+        assert built == [1]
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
