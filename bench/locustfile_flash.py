@@ -102,7 +102,9 @@ class Fan(FastHttpUser):
                 except Exception:
                     body = None
                 return status, body
-            resp.failure(f"{status} {_problem_code(resp)}".strip())
+            # no answer at all (status 0): the client's own error says why (timeout, reset, refused)
+            cause = _problem_code(resp) if status else f"{type(resp.error).__name__}: {resp.error}"[:120]
+            resp.failure(f"{status} {cause}".strip())
         outcomes[f"failed:{name}:{status}"] += 1
         raise Failed(name)
 

@@ -22,7 +22,12 @@
 4. After the sale: waits for the outbox to be PUBLISHED and every event consumed, then
    `python -m models check`, plus oversold / double-payment / unpublished / open-job counts.
 5. Framework floor: gunicorn with the same config serving bench/bare_app.py on the next port, loaded by the same
-   locustfile (FLASH_MODE=bare: GET back to back) with the same user count and spawn rate, a short run.
+   locustfile (FLASH_MODE=bare: GET back to back) with the same user count and spawn rate, a short run; then
+   each fan's first request alone (FLASH_MODE=bare_once: one GET on a new connection at the same arrival rate),
+   the floor of a join.
+
+locust runs with GEVENT_RESOLVER=block: gevent's default thread-pool resolver held every fan's first connect
+behind locust's GIL (fans reached the server at ~100/s while 500/s were spawned).
 
 The rate limiter stays on, with the per-IP limits raised (RATE_LIMIT_ISSUE_IP, RATE_LIMIT_POLL_IP): every
 fan comes from 127.0.0.1. ACTIVE_LIMIT, ADMIT_INTERVAL and OUTBOX_INTERVAL keep their production defaults.

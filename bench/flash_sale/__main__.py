@@ -348,6 +348,10 @@ def cleanup(run: Run) -> None:
             if src.exists():
                 keep.mkdir(parents=True, exist_ok=True)
                 shutil.copy(src, keep / f"flash_{name}_{kind}.csv")
+    log = run.tmp / "honcho.log"  # the service's own lines (gunicorn's errors, worker restarts)
+    if log.exists():
+        keep.mkdir(parents=True, exist_ok=True)
+        (keep / "flash_honcho_tail.log").write_bytes(log.read_bytes()[-200_000:])
     shutil.rmtree(run.tmp, ignore_errors=True)
 
 

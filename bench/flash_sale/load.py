@@ -57,6 +57,10 @@ def run_locust(
     """One headless locust run: (exit code, wall seconds, locust's CPU seconds)."""
     cmd = [str(BIN / "locust"), "-f", "bench/locustfile_flash.py", "--headless", "-u", str(users), "-r", str(rate)]
     cmd += ["-t", run_time, "--csv", str(csv_prefix), "--csv-full-history", "--host", host, "--only-summary"]
+    # gevent's default resolver hands every connect's getaddrinfo to a pool of 10 threads, each
+    # back through locust's GIL: with locust busy, fans connected at ~100/s while 500/s spawned
+    # (server accept queue empty, its threads idle). The host is an IP: resolve it inline.
+    env = {**env, "GEVENT_RESOLVER": env.get("GEVENT_RESOLVER", "block")}
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with log.open("wb") as out:
