@@ -263,7 +263,9 @@ def test_the_join_rate_limits_are_declared_keys_of_their_scripts_and_refuse_the_
 
     monkeypatch.setattr(room.r, "execute_command", spy)
     windows = {f"rl:{{c:{CONCERT}}}:u:7", f"rl:{{c:{CONCERT}}}:ip:10.0.0.7"}
-    rates = (Rate("u:7", 2, 60_000), Rate("ip:10.0.0.7", 200, 1_000))
+    # windows of a minute: a 1 s window could lapse between the joins on a loaded machine (the
+    # full suite at load 12 failed here on both Redis kinds, 2026-12-02 16:25 UTC)
+    rates = (Rate("u:7", 2, 60_000), Rate("ip:10.0.0.7", 200, 60_000))
 
     token, window = room.issue_limited(user_id=7, concert_id=CONCERT, rates=rates)
     second = room.check_rates(concert_id=CONCERT, rates=rates)  # the second join (pre-queue path)
@@ -277,4 +279,4 @@ def test_the_join_rate_limits_are_declared_keys_of_their_scripts_and_refuse_the_
     assert 1 <= refused.value.retry_after <= 60
     assert len(declared) >= 3 and all(windows <= keys for keys in declared), declared  # + a reload on NOSCRIPT
     assert int(room.r.get(f"rl:{{c:{CONCERT}}}:u:7")) == 3
-    assert 0 < room.r.pttl(f"rl:{{c:{CONCERT}}}:ip:10.0.0.7") <= 1_000
+    assert 0 < room.r.pttl(f"rl:{{c:{CONCERT}}}:ip:10.0.0.7") <= 60_000
