@@ -109,8 +109,8 @@ def test_killing_the_master_of_a_concerts_slot_is_a_short_503_window_then_the_sa
             # Given a sale in full swing
             for fan in fans:
                 fan.start()
-            time.sleep(1.5)
-            assert sale.ok_since(0) > 20, sale.answers[-10:]
+            # (waited for: a fixed 1.5 s gave fewer than 20 answers when the suite ran at load 12)
+            assert wait_for(lambda: sale.ok_since(0) > 20, timeout=30, step=0.1) is not None, sale.answers[-10:]
 
             # When the master serving the concert's waiting room is killed
             killed_at = time.monotonic()
