@@ -26,7 +26,19 @@ worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "8"))
 timeout = 30
 graceful_timeout = 20
-keepalive = 5
+# An idle keep-alive connection is closed by the client side, never by gunicorn while a client may
+# still send on it: gunicorn closes an expired one at the end of its event-loop pass, after it looked
+# for readable sockets, so a request that arrives in that pass is dropped unanswered, and a client
+# does not resend a POST (RFC 9110 9.2.2). The flash sale lost 36 holds and 54 payments that way
+# (2026-12-02) with keepalive 5 s while paced fans idle up to POLL_MAX_INTERVAL (30 s). So: longer
+# than the longest gap a fan leaves between two requests, plus a margin; a proxy or load balancer in
+# front must have an idle timeout below this (docs/ARCHITECTURE.md "Keep-alive").
+keepalive = int(os.environ.get("WEB_KEEPALIVE") or _settings.poll_max_interval + 30)
+# Every waiting fan keeps its connection for its whole wait: a worker holds the fans of its share.
+# Past worker_connections - threads kept-alive connections gunicorn answers "Connection: close"
+# (a new TCP connection per request); past worker_connections it stops accepting.
+# An idle connection costs one fd and ~2.7 KB of worker memory (3,000 idle: +8 MB RSS, 2026-12-02 16:48 UTC).
+worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "4000"))
 errorlog = "-"
 
 
