@@ -137,8 +137,21 @@ def hold_seat(
             if "hold_slot" in str(exc).lower() and Reservation.get_or_none(Reservation.job_id == job_id) is None:
                 continue
             return _after_conflict(exc, job_id=job_id, seat_number=seat.number)
+        except pw.OperationalError as exc:
+            # InnoDB picked this transaction as a deadlock's victim and rolled all of it back: run it
+            # again. Parallel holds of one user insert into the same (user, schedule, slot) unique
+            # index, whose duplicate checks can deadlock (4 parallel holds under load, 2026-12-02).
+            # Inside an outer transaction the rollback took that one too, so it is not retried here.
+            if not is_deadlock(exc) or db.in_transaction():
+                raise
+            continue
         return view_of(reservation, seat.number)
     raise ConcurrentUpdate("your other holds kept taking the free slots; retry", retry_after=1)
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """MySQL/MariaDB error 1213: the server rolled the transaction back to break a deadlock."""
+    return bool(exc.args) and exc.args[0] == 1213
 
 
 def free_hold_slots(*, user_id: int, schedule_id: int, max_holds: int, count: int = 1) -> list[int]:
