@@ -20,10 +20,23 @@ try:
 except (SettingsError, logs.LoggingConfigError) as exc:  # one line naming the variable, then exit
     raise SystemExit(f"configuration error: {exc}") from None
 
+
+def _whole(name: str, default: int) -> int:
+    """A positive whole number from the environment, or one line naming the variable, then exit."""
+    raw = os.environ.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SystemExit(f"configuration error: {name} must be a positive whole number, got {raw!r}")
+    return value
+
+
 bind = f"{_settings.host}:{_settings.port}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = _whole("WEB_CONCURRENCY", 2)
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "8"))
+threads = _whole("WEB_THREADS", 8)
 timeout = 30
 graceful_timeout = 20
 # An idle keep-alive connection is closed by the client side, never by gunicorn while a client may
@@ -33,12 +46,12 @@ graceful_timeout = 20
 # (2026-12-02) with keepalive 5 s while paced fans idle up to POLL_MAX_INTERVAL (30 s). So: longer
 # than the longest gap a fan leaves between two requests, plus a margin; a proxy or load balancer in
 # front must have an idle timeout below this (docs/ARCHITECTURE.md "Keep-alive").
-keepalive = int(os.environ.get("WEB_KEEPALIVE") or _settings.poll_max_interval + 30)
+keepalive = _whole("WEB_KEEPALIVE", int(_settings.poll_max_interval) + 30)
 # Every waiting fan keeps its connection for its whole wait: a worker holds the fans of its share.
 # Past worker_connections - threads kept-alive connections gunicorn answers "Connection: close"
 # (a new TCP connection per request); past worker_connections it stops accepting.
 # An idle connection costs one fd and ~2.7 KB of worker memory (3,000 idle: +8 MB RSS, 2026-12-02 16:48 UTC).
-worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "4000"))
+worker_connections = _whole("WEB_WORKER_CONNECTIONS", 4000)
 errorlog = "-"
 
 

@@ -133,6 +133,34 @@ def test_a_prometheus_multiproc_dir_that_is_not_a_directory_stops_the_start(
         create_app(unit_settings)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("WEB_KEEPALIVE", "sixty"), ("WEB_WORKER_CONNECTIONS", "4k"), ("WEB_CONCURRENCY", "0"), ("WEB_CONCURRENCY", "-1")],
+)
+def test_a_web_process_size_that_is_not_a_positive_whole_number_stops_the_start_with_one_line(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AUTH_JWT_SECRET", TEST_JWT_SECRET)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(SystemExit) as stopped:  # before: a ValueError traceback (or a worker count of 0)
+        runpy.run_path("config/gunicorn.py")
+
+    assert str(stopped.value) == f"configuration error: {name} must be a positive whole number, got {value!r}"
+
+
+def test_the_web_process_sizes_default_when_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AUTH_JWT_SECRET", TEST_JWT_SECRET)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for name in ("WEB_KEEPALIVE", "WEB_WORKER_CONNECTIONS", "WEB_THREADS", "WEB_CONCURRENCY", "POLL_MAX_INTERVAL"):
+        monkeypatch.delenv(name, raising=False)
+
+    config = runpy.run_path("config/gunicorn.py")
+
+    assert (config["keepalive"], config["worker_connections"], config["threads"], config["workers"]) == (60, 4000, 8, 2)
+
+
 def test_gunicorn_has_no_host_wide_control_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AUTH_JWT_SECRET", TEST_JWT_SECRET)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
