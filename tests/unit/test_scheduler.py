@@ -69,3 +69,37 @@ def test_install_schedules_every_job_once(app: Flask) -> None:
     jobs.install(scheduler, current(), LeaderLease(current().redis))
     ids = sorted(job.id for job in scheduler.get_jobs())
     assert ids == sorted(["leader-lease", "admit", "expire-holds", "sweep-jobs", "outbox-relay", "draws"])
+
+
+def test_a_stop_signal_that_lands_while_the_main_thread_hands_a_job_to_the_pool_still_stops_it() -> None:
+    """SIGTERM's handler runs in the main thread wherever it is, e.g. inside the executor's `submit`,
+    which holds the pool's non-reentrant shutdown lock. A shutdown run inside the handler then
+    waits on its own thread's lock and the scheduler never exits (the old handler did exactly that)."""
+    import threading
+    import time
+
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    from scheduler.__main__ import Stopper
+
+    scheduler = BlockingScheduler(timezone="UTC")
+    scheduler.add_job(lambda: None, "interval", seconds=60, id="noop")
+    runner = threading.Thread(target=scheduler.start, daemon=True)  # stands in for the main thread
+    runner.start()
+    assert wait_for(lambda: scheduler.running, 5)
+    pool = scheduler._lookup_executor("default")._pool  # concurrent.futures.ThreadPoolExecutor
+    stop = Stopper(scheduler)
+
+    def signal_inside_submit() -> None:  # the moment the signal lands: this thread holds the lock
+        with pool._shutdown_lock:
+            stop(15, None)
+
+    signalled = threading.Thread(target=signal_inside_submit, daemon=True)
+    signalled.start()
+    signalled.join(5)
+    assert not signalled.is_alive(), "the signal handler hung on the lock its own thread holds"
+    started = time.monotonic()
+    stop.join()
+    runner.join(5)
+    assert not runner.is_alive() and not scheduler.running
+    assert time.monotonic() - started < 5
