@@ -8,9 +8,10 @@ once, shuffled with a fixed seed. `--clients` threads run it closed-loop (each w
 outcome of its attempt before the next). Fresh schema and seed before each strategy.
 
   (a) pipeline  the partitioned pipeline: `--workers` `python -m workers run` processes; a client
-                checks the quick-refusal mark, enqueues as POST /reservations does (job record + message in
-                one round trip) and waits
-                (JobStore.wait); run twice: batched (WORKER_BATCH=`--batch`) and one message at a time
+                checks the quick-refusal mark, then as POST /reservations with `Prefer: wait` claims
+                the seat or waits for the end of its queued first hold (workers.reservations.claim_or_follow),
+                enqueues (job record + message + wake-up in one round trip) and waits (JobStore.wait);
+                run twice: batched (WORKER_BATCH=`--batch`) and one message at a time
                 (WORKER_BATCH=1, "a1"), to show what batching buys side by side
   (b') redis+edge  (b) behind the same quick-refusal check (models/quick_refusal.py) as (a)
   (b) redis     a Redis lock per seat (SET NX PX, spin, compare-and-delete) around models.reservations.hold_seat
@@ -57,7 +58,7 @@ from models.redis_support import scripts_in_one_round_trip
 from tests.support.procs import Cluster, wait_for_leases
 from workers.broker import send
 from workers.jobs import SUCCEEDED, TERMINAL, JobStore
-from workers.reservations import hold_seat
+from workers.reservations import claim_or_follow, hold_seat
 
 HELD, TAKEN, ERROR = "held", "taken", "error"
 LOCK_TTL_MS = 3000
@@ -274,9 +275,11 @@ def _domain_hold(user_id: int, seat_id: int, schedule_id: int, settings: Setting
         return TAKEN
 
 
-def send_hold(services: Services, store: JobStore, user_id: int, seat_id: int, schedule_id: int) -> str:
+def send_hold(
+    services: Services, store: JobStore, user_id: int, seat_id: int, schedule_id: int, job_id: str | None = None
+) -> str:
     """Send a hold as POST /reservations sends it (job record + message + wake-up in one script); its job id."""
-    job_id = uuid.uuid4().hex
+    job_id = job_id or uuid.uuid4().hex
     _, record = store.new(job_type="RESERVATION", user_id=user_id, job_id=job_id)
     send(
         services.broker,
@@ -294,13 +297,22 @@ def send_hold(services: Services, store: JobStore, user_id: int, seat_id: int, s
 
 
 def pipeline_hold(services: Services) -> HoldFn:
-    """(a)'s attempt: the edge check, then a job sent as POST /reservations sends it, and its outcome."""
+    """(a)'s attempt as POST /reservations with `Prefer: wait=60` makes it: the edge check (refused on a
+    taken mark), then the claim of the seat or the queued first hold's end (claim_or_follow), then
+    the job and its outcome."""
     store = JobStore(services.redis)
 
     def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
-        if edge_refuses(services.redis, schedule_id, seat_id):
+        mark = edge_mark(services.redis, schedule_id, seat_id)
+        if quick_refusal.refusal_of(mark) is not None:
             return TAKEN
-        job_id = send_hold(services, store, user_id, seat_id, schedule_id)
+        job_id = uuid.uuid4().hex
+        refusal = claim_or_follow(
+            services.redis, store, schedule_id=schedule_id, seat_id=seat_id, job_id=job_id, mark=mark, wait=60
+        )
+        if refusal is not None:
+            return TAKEN
+        send_hold(services, store, user_id, seat_id, schedule_id, job_id)
         done = store.wait(job_id, 60, fresh=True)
         if done is None or done.status not in TERMINAL:
             return ERROR
@@ -390,12 +402,17 @@ def warm_pool(client: redis.Redis, n: int) -> None:
         pool.release(conn)
 
 
-def edge_refuses(client: redis.Redis, schedule_id: int, seat_id: int) -> bool:
-    """The quick-refusal check POST /reservations makes in its queue-token round trip (here alone)."""
+def edge_mark(client: redis.Redis, schedule_id: int, seat_id: int) -> Any:
+    """The quick-refusal mark POST /reservations reads in its queue-token round trip (here alone)."""
     (reply,) = scripts_in_one_round_trip(
         client, [quick_refusal.check_call(client, schedule_id=schedule_id, seat_id=seat_id)]
     )
-    return quick_refusal.refusal_of(reply) is not None
+    return reply
+
+
+def edge_refuses(client: redis.Redis, schedule_id: int, seat_id: int) -> bool:
+    """The quick-refusal check POST /reservations makes in its queue-token round trip (here alone)."""
+    return quick_refusal.refusal_of(edge_mark(client, schedule_id, seat_id)) is not None
 
 
 def warm_up_workers(services: Services) -> None:

@@ -21,6 +21,7 @@ import os
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from bench.pipeline_bench import fresh_data
 from models import quick_refusal
 from models.db import db
 from workers.jobs import SUCCEEDED, JobStore, _job_of, done_key
+from workers.reservations import claim_or_follow
 
 
 def main() -> None:
@@ -59,12 +61,20 @@ def main() -> None:
 
     def hold(user_id: int, seat_id: int, schedule_id: int, _: Any) -> str:
         t0 = time.time()
-        if cb.edge_refuses(services.redis, schedule_id, seat_id):
+        mark = cb.edge_mark(services.redis, schedule_id, seat_id)
+        job_id = uuid.uuid4().hex
+        refused = quick_refusal.refusal_of(mark) is not None or (
+            claim_or_follow(
+                services.redis, store, schedule_id=schedule_id, seat_id=seat_id, job_id=job_id, mark=mark, wait=60
+            )
+            is not None
+        )
+        if refused:  # at the edge, or by the end of the seat's queued first hold ("edge" both)
             with guard:
                 rows.append({"kind": "edge", "t0": t0, "end": time.time(), "seat": seat_id})
             return cb.TAKEN
         t1 = time.time()
-        job_id = cb.send_hold(services, store, user_id, seat_id, schedule_id)
+        cb.send_hold(services, store, user_id, seat_id, schedule_id, job_id)
         t2 = time.time()
         element = services.redis.brpoplpush(done_key(job_id), done_key(job_id), 60)
         end = time.time()

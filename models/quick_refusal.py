@@ -1,6 +1,7 @@
 """Quick refusal (SPEC §3): the committed "taken" state of hot seats, kept in Redis for the edge.
 
   cache:{s:ID}:taken:SEAT  STRING the refusal's detail ("seat 7 is held")  PX <= TTL_MS, counted from a committed read
+                           or "pending:JOB" (PENDING_TTL_MS): the first queued hold of a seat nobody marked
 
 In a flash sale almost every hold is for a seat already HELD or RESERVED. The partition worker
 that learns a seat is taken (a hold it committed, a hold it refused, a payment) marks it here;
@@ -14,20 +15,69 @@ its write, a write-through that lands after a newer one): each mark expires TTL_
 moment *before* the database read that saw the seat taken (`read_at_ms`, the writer's clock).
 The seat can only turn AVAILABLE after that read, so the mark is gone less than TTL_MS later.
 A mark written too late to matter (its deadline passed) is not written at all.
+
+Pending: a hold that found no mark claims the seat before it sends its job: one script writes
+"pending:JOB" where there is still no mark (`claim`), or returns the mark another request wrote
+meanwhile (at the start of a sale hundreds of requests for a seat pass the check together; only
+the first sends a job). It is claimed after the queue token passed, so a caller without one can
+make nobody wait. A later hold of that seat does not queue a doomed job behind that one: it waits
+for the job's end (its done list) and answers 409 if the job held the seat or found it taken
+(`refusal_after`); on any other end it claims the seat in turn. A pending mark refuses nothing by
+itself, and a job's end counts only if it came at most TTL_MS before the read of the pending mark
+(Redis's clock, returned with it), so a pending mark whose replacement was lost (a crash after the
+commit) can never refuse a seat released since. Why: at the start of a sale every request for a
+seat found no mark and queued a job: at 256 in flight ~100 of 2,000 attempts were such doomed jobs,
+queued in front of the winners (docs/ARCHITECTURE.md, "Contention").
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from models.errors import SeatNotAvailable
+from models.redis_support import NOW_MS_LUA, run_script
 
 TTL_MS = 900  # < 1 s: the SPEC's bound, with room for clock granularity
+PENDING_PREFIX = "pending:"
+PENDING_TTL_MS = 10_000  # a queued first hold is followed this long at most (its job may be lost)
 
-_CHECK = "return redis.call('GET', KEYS[1])"
+# The mark; a pending one with the server's clock, so the reader can tell a fresh end from a stale one.
+_CHECK = (
+    NOW_MS_LUA
+    + """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 8) == 'pending:' then return {v, now_ms()} end
+return v
+"""
+)
+
+
+# Claim the seat for a queued hold, or return what is there (as _CHECK does).
+_CLAIM = (
+    NOW_MS_LUA
+    + """
+local v = redis.call('GET', KEYS[1])
+if not v or v == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return false
+end
+if string.sub(v, 1, 8) == 'pending:' then return {v, now_ms()} end
+return v
+"""
+)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A seat's first queued hold, read at the edge: its job and the server's clock at the read (ms)."""
+
+    job_id: str
+    mark: str
+    checked_ms: int
 
 
 def taken_key(schedule_id: int, seat_id: int) -> str:
@@ -56,13 +106,53 @@ def mark(
         client.set(key, refusal, px=left)
 
 
+def claim(client: Any, *, schedule_id: int, seat_id: int, job_id: str, replacing: str = "") -> Any:
+    """Write the pending mark of hold `job_id` where the seat has no mark (or still `replacing`, a
+    followed job's pending mark that ended); None if written (send the hold), else the mark found,
+    as `check_call` returns it. One round trip, in the mark's slot."""
+    script = client.register_script(_CLAIM)
+    return run_script(
+        script, keys=[taken_key(schedule_id, seat_id)], args=[PENDING_PREFIX + job_id, PENDING_TTL_MS, replacing]
+    )
+
+
 def check_call(client: redis.Redis, *, schedule_id: int, seat_id: int) -> tuple[Any, list[str], list[Any]]:
     """A (script, keys, args) call for `scripts_in_one_round_trip`: the seat's mark or None."""
     return client.register_script(_CHECK), [taken_key(schedule_id, seat_id)], []
 
 
 def refusal_of(reply: Any) -> SeatNotAvailable | None:
-    """The 409 to answer for a mark read by `check_call`, or None (no mark: queue the hold)."""
-    if reply is None:
+    """The 409 to answer for a mark read by `check_call`, or None (no mark, or a pending one: queue the hold)."""
+    if reply is None or isinstance(reply, list):
         return None
-    return SeatNotAvailable(reply.decode() if isinstance(reply, bytes) else str(reply))
+    return SeatNotAvailable(_text(reply))
+
+
+def pending_of(reply: Any) -> Pending | None:
+    """The queued first hold a mark read by `check_call` names, or None."""
+    if not isinstance(reply, list) or len(reply) != 2:
+        return None
+    mark = _text(reply[0])
+    return Pending(mark[len(PENDING_PREFIX) :], mark, int(reply[1]))
+
+
+def refusal_after(
+    pending: Pending, *, status: str, result: Any, error: Any, finished_ms: int | None
+) -> SeatNotAvailable | None:
+    """The 409 to answer once the followed job ended, or None (send a hold of one's own).
+
+    Only a job that held the seat (SUCCEEDED) or read it taken (failed SEAT_NOT_AVAILABLE) refuses,
+    and only if it ended at most TTL_MS before the check read its pending mark: an older end says
+    nothing about now (its seat may have been released since, and the mark not replaced).
+    """
+    if finished_ms is None or finished_ms < pending.checked_ms - TTL_MS:
+        return None
+    if status == "SUCCEEDED" and isinstance(result, dict) and result.get("seatNumber") is not None:
+        return SeatNotAvailable(f"seat {result['seatNumber']} is held")
+    if status == "FAILED" and isinstance(error, dict) and error.get("code") == SeatNotAvailable.code:
+        return SeatNotAvailable(str(error.get("detail") or "the seat is not available"))
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

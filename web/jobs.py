@@ -66,14 +66,16 @@ def enqueue(job: Job, actor: Actor, *, route_seat: int, **kwargs: Any) -> None:
     )
 
 
-def create_and_enqueue(actor: Actor, *, job_type: str, user_id: int, route_seat: int, **kwargs: Any) -> Job:
+def create_and_enqueue(
+    actor: Actor, *, job_type: str, user_id: int, route_seat: int, job_id: str | None = None, **kwargs: Any
+) -> Job:
     """Record a new job and send its message in one Redis round trip, one script (the record goes first).
 
     If the message cannot be sent (Redis unavailable: the caller gets a 503), a record that did
     get written is failed at once, so it never waits in `jobs:open` for the sweeper. On one Redis
     both fail together; on a Redis Cluster the record's node may answer while the queue's does not.
     """
-    store, job_id = job_store(), new_job_id()
+    store, job_id = job_store(), job_id or new_job_id()
     job, record = store.new(job_type=job_type, user_id=user_id, job_id=job_id)
     try:
         send(
@@ -115,6 +117,17 @@ def answer(
         finally:
             _WAITS.give()
     return job_answer(latest or job, location=location, success_status=success_status)
+
+
+def wait_slot(seconds: float) -> bool:
+    """Take one of this process's `Prefer: wait` slots for a wait of `seconds` (hand it back with
+    `give_wait_slot`); False when `seconds` is 0 or every slot is taken."""
+    return bool(seconds) and _WAITS.take(settings().wait_slots)
+
+
+def give_wait_slot() -> None:
+    """Hand back a slot taken by `wait_slot`."""
+    _WAITS.give()
 
 
 class _WaitSlots:

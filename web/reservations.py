@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, Response
@@ -12,7 +13,17 @@ from models.errors import LimitExceeded, SeatNotAvailable
 from web.api import parse_id, respond, settings, spec
 from web.auth import identity
 from web.gate import own_reservation, require_active, require_active_with, waiting_room
-from web.jobs import MAX_WAIT, answer, create_and_enqueue, job_route_responses
+from web.jobs import (
+    MAX_WAIT,
+    answer,
+    create_and_enqueue,
+    give_wait_slot,
+    job_route_responses,
+    job_store,
+    new_job_id,
+    prefer_wait,
+    wait_slot,
+)
 from web.limits import job_key, limiter
 from web.schemas import Problem
 from web.schemas.reservations import (
@@ -23,7 +34,7 @@ from web.schemas.reservations import (
     ReservationOut,
 )
 from workers.broker import Actor
-from workers.reservations import cancel_reservation, extend_hold, hold_seat, hold_seats
+from workers.reservations import cancel_reservation, claim_or_follow, extend_hold, hold_seat, hold_seats
 
 bp = Blueprint("reservations", __name__)
 RESERVATION = "RESERVATION"
@@ -47,6 +58,8 @@ def create(json: ReservationIn) -> Response:
 
     A seat the pipeline saw taken less than a second ago is refused at once, with no job: its
     mark is read in the queue-token check's round trip (SPEC §3 quick refusal, models/quick_refusal.py).
+    A seat whose first hold is still queued (a pending mark) is answered by that hold's end when the
+    caller waits (`Prefer: wait=N`): 409 if it took the seat, else this hold is queued.
     `seatIds` or `quantity` hold a group, all or nothing (see `_create_group`).
     """
     if json.seatId is None:
@@ -59,15 +72,33 @@ def create(json: ReservationIn) -> Response:
     refusal = quick_refusal.refusal_of(mark)
     if refusal is not None:
         raise refusal
+    wait, job_id = prefer_wait(), new_job_id()
+    started, waiting = time.monotonic(), wait_slot(wait)  # a pending seat's first hold may answer this one
+    try:
+        refusal = claim_or_follow(
+            waiting_room().r,
+            job_store(),
+            schedule_id=json.scheduleId,
+            seat_id=json.seatId,
+            job_id=job_id,
+            mark=mark,
+            wait=wait if waiting else 0.0,
+        )
+    finally:
+        if waiting:
+            give_wait_slot()
+    if refusal is not None:
+        raise refusal
     job = create_and_enqueue(
         hold_seat,
         job_type=RESERVATION,
         user_id=token.user_id,
         route_seat=json.seatId,
+        job_id=job_id,
         schedule_id=json.scheduleId,
         seat_id=json.seatId,
     )
-    return answer(job, location=_location, fresh=True)
+    return answer(job, location=_location, wait=max(0.0, wait - (time.monotonic() - started)), fresh=True)
 
 
 def _create_group(json: ReservationIn) -> Response:

@@ -6,6 +6,7 @@ PartitionWorker (its own threads) consumes the 16 partitions.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,30 @@ def test_a_hold_of_a_seat_just_taken_is_refused_at_once_with_no_job(client, demo
     assert (problem["code"], problem["detail"]) == ("SEAT_NOT_AVAILABLE", "seat 1 is held")
     assert "jobId" not in problem
     assert len(current().redis.keys("job:*")) == jobs_after_hold > jobs_before  # the refusal created no job
+    assert Reservation.select().count() == 1
+
+
+def test_a_hold_behind_the_seats_queued_first_hold_waits_for_it_and_is_refused_with_no_job(client, demo):
+    """At a sale's start hundreds of holds of a seat find no mark; only the first is queued, the
+    others wait for its end instead of queueing doomed jobs behind it (models/quick_refusal.py)."""
+    first, second = active_token(client, 1, demo.concert_id), active_token(client, 2, demo.concert_id)
+    seat = demo.seats[0]
+    queued = hold(client, first, seat)  # no worker yet: the first hold stays queued
+    answers: list[Any] = []
+    waiter = threading.Thread(target=lambda: answers.append(hold(client, second, seat, WAIT)))
+    waiter.start()
+    time.sleep(0.3)
+
+    with worker_thread():
+        waiter.join(10)
+        job = finished_job(client, queued.get_json()["jobId"])
+
+    assert queued.status_code == 202 and job["status"] == SUCCEEDED
+    (refused,) = answers
+    assert refused.status_code == 409
+    problem = problem_of(refused)
+    assert (problem["code"], problem["detail"]) == ("SEAT_NOT_AVAILABLE", "seat 1 is held")
+    assert "jobId" not in problem  # answered by the first hold's end: no job of its own
     assert Reservation.select().count() == 1
 
 
