@@ -581,6 +581,42 @@ def test_the_segment_check_accepts_and_refuses_exactly_what_pyjwts_own_does() ->
     assert 50 < sum(kind == "ok" for kind, _ in theirs) < len(segments) - 50  # both kinds well covered
 
 
+def test_a_reused_header_parse_loads_exactly_what_pyjwts_own_load_does() -> None:
+    """web/auth.py reuses the parse of a header segment seen before (_PyJWS._load): on valid,
+    bent and malformed tokens, first seen and seen again, it gives PyJWT's result or error.
+    Fails if a PyJWT release changes how _load splits a token or what it returns."""
+    import random
+
+    from jwt.api_jws import PyJWS
+
+    from web.auth import HEADERS_KEPT, _PyJWS
+
+    rng = random.Random(4242)
+    alice = sign(ALICE)
+    header, payload, signature = alice.split(".")
+    tokens: list[Any] = [alice, sign(BOB), _by_hand({"alg": "HS256", "kid": "k1"}), _non_canonical_signature(alice)]
+    tokens += [_by_hand({"alg": "HS256", "b64": False, "crit": ["b64"]}), _by_hand({"alg": "HS256", "crit": ["x"]})]
+    tokens += [f"{header}.{payload}", f"{header}.", f"{header}..", f"{header}.{payload}.{signature}.x", header, ""]
+    tokens += [f"{header}.{payload}.", f"{header}..{signature}", f"{header}.a.b.{signature}", f"{header}.{payload}.!!"]
+    tokens += [f"{header}={'=' * n}.{payload}.{signature}" for n in range(3)] + [alice.encode(), None, 7, "é.é.é"]
+    for _ in range(300):  # one character of a valid token bent at random (mostly outside its header)
+        at = rng.randrange(len(alice))
+        tokens.append(alice[:at] + rng.choice(_B64URL + "=.!") + alice[at + 1 :])
+
+    def outcome(jws: Any, token: Any) -> tuple[str, Any]:
+        try:
+            return "ok", jws._load(token)
+        except (jwt.PyJWTError, ValueError) as exc:
+            return type(exc).__name__, str(exc)
+
+    ours = _PyJWS()
+    theirs = [outcome(PyJWS(), t) for t in tokens]
+    for _ in range(2):  # the first pass fills the header memory, the second reads from it
+        assert [outcome(ours, t) for t in tokens] == theirs
+    assert 0 < len(ours._headers) <= HEADERS_KEPT and alice.split(".")[0].encode() in ours._headers
+    assert 50 < sum(kind == "ok" for kind, _ in theirs) < len(tokens) - 50
+
+
 def test_the_secret_is_prepared_once_not_on_every_verification(monkeypatch: pytest.MonkeyPatch) -> None:
     """PyJWT re-checks an HMAC key's shape (PEM, SSH, DER, JWK) on every decode: the verifier
     does it once, at start. Fails if verification goes back to `jwt.decode(token, secret)`."""
