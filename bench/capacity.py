@@ -209,14 +209,32 @@ def fan_seat_map(costs: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+RPS_LABELS = (
+    ("healthz", "healthz"),
+    ("seat_map", "cached seat map (one fan)"),
+    ("seat_map_fans", "cached seat map ({fans:,} fans in turn)"),
+    ("poll", "waiting poll"),
+    ("join", "join"),
+)
+
+
 def _rps_sentence(lead: str, rps: dict[str, Any]) -> str:
-    """One rps_bench result as a sentence: its date and load, and each ratio to the bare route."""
+    """One rps_bench result as a sentence: its date and load, and each ratio it measured to the bare route
+    (with the middle half of its rounds' ratios when the run has them)."""
     loads = rps.get("loadavg_each_round") or [[0.0]]
+    parts = []
+    for name, label in RPS_LABELS:
+        if f"{name}_ratio" not in rps:
+            continue
+        ratio = f"{rps[f'{name}_ratio']:.2f}"
+        iqr = rps.get(f"{name}_ratio_iqr")
+        spread = (
+            f" (middle half of {len(rps['ratios_each_pair'][name])} rounds {iqr[0]:.2f}–{iqr[1]:.2f})" if iqr else ""
+        )
+        parts.append(f"{label.format(fans=rps.get('active_fans', 0))} {ratio}{spread}")
     return (
         f"{lead}, {rps['machine']['date_utc']} UTC, load average {loads[0][0]}–{max(x[0] for x in loads)}): "
-        f"healthz {rps['healthz_ratio']:.2f}, cached seat map {rps['seat_map_ratio']:.2f} (one fan) and "
-        f"{rps['seat_map_fans_ratio']:.2f} ({rps['active_fans']:,} fans in turn), waiting poll "
-        f"{rps['poll_ratio']:.2f} of the bare route's requests/s."
+        f"{', '.join(parts)} of the bare route's requests/s."
     )
 
 
@@ -258,6 +276,21 @@ def render(rows: list[dict[str, Any]], big: dict[str, dict[str, Any]], figure: s
     for op in ("poll", "early_poll", "issue", "seat_map", "seat_map_fan", "healthz", "bare"):
         x = c[op]
         out.append(f"| {op} | {x['web_cpu_us']:.0f} | {x['redis_server_us']:.1f} | {x['redis_round_trips']:.1f} |")
+    if measured.get("before"):
+        from bench.unit_costs import table
+
+        out += [
+            "",
+            "Before → after, both measured in that run (`--before`: "
+            f"{measured.get('before_name') or 'an older checkout'}; {measured.get('n', 0):,} requests each,",
+            f"in-process; load average at the end {measured.get('loadavg', ['?'])[0]}):",
+            "",
+            table(c, measured["before"]),
+            "",
+            "A waiting poll is one round trip (the poll script); the 0.05 above it is the process's control",
+            "read (`HGETALL ctl:`), once per 0.5 s per process whatever the poll rate: 1 in 20 here, where",
+            "MONITOR slows the 20 counted polls. Target: 1 round trip, ≤ 600 µs of web CPU per poll.",
+        ]
     database = measured.get("database")
     if database:
         hold, pay = database["hold"], database["payment"]

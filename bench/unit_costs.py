@@ -16,7 +16,10 @@ of a hold and of a payment as the worker's actors run them, over --db-n of each.
 With --before DIR it runs the same measurement on another checkout (e.g. `git archive <commit> |
 tar -x -C DIR`) in a child process, and prints both side by side: same machine, same run.
 
-    .venv/bin/python -m bench.unit_costs [--n 10000] [--db-n 500] [--before /tmp/old-main]
+    .venv/bin/python -m bench.unit_costs [--n 10000] [--db-n 500] [--before /tmp/old-main --before-name 9110c11]
+
+A checkout from before swagger-ui-py (e.g. 9110c11) imports `swagger_ui_bundle`, no longer installed:
+put a one-line `swagger_ui_bundle.py` (`swagger_ui_path = "/tmp"`) in its root; the docs route is not measured.
 """
 
 from __future__ import annotations
@@ -126,7 +129,11 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
 
     db_file = Path(tempfile.mkdtemp()) / "costs.db"
     settings = Settings().with_(
-        database_url=f"sqlite:///{db_file}", redis_url=redis_url, admin_token="x", rate_issue_ip="1000000/second"
+        database_url=f"sqlite:///{db_file}",
+        redis_url=redis_url,
+        admin_token="x",
+        rate_issue_ip="1000000/second",
+        rate_issue_user="1000000/second",  # each fan joins once, but older checkouts count per body userId
     )
     with contextlib.suppress(TypeError):  # checkouts before the identity have no such setting
         settings = settings.with_(auth_jwt_secret=BENCH_JWT_SECRET)
@@ -158,7 +165,10 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
             return [_environ(poll, headers={"X-Queue-Token": t, **bearer(users[t])}) for t in fans]
         if op == "issue":
             ids = [10**9 + first_user + i for i in range(len(fans))]
-            return [_environ("/api/v1/queue/tokens", "POST", {**bearer(u)}, {"concertId": concert}) for u in ids]
+            # the body's userId (the signed-in user's own) is what checkouts before the JWT read
+            return [
+                _environ("/api/v1/queue/tokens", "POST", bearer(u), {"concertId": concert, "userId": u}) for u in ids
+            ]
         path = {"bare": "/bare", "healthz": "/api/v1/healthz", "seat_map": seats}[op]
         return [_environ(path, headers={"X-Queue-Token": active, **bearer(1)}) for _ in fans]
 
@@ -312,6 +322,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="requests per operation for the CPU figures")
     parser.add_argument("--before", type=Path, help="another checkout to measure in the same run")
+    parser.add_argument("--before-name", help="what --before is, for the results (e.g. a commit); default its path")
     parser.add_argument("--db-n", type=int, default=500, help="holds and payments for the database figures")
     args = parser.parse_args()
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
@@ -327,6 +338,7 @@ def main() -> None:
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "n": args.n,
         "before": before,
+        "before_name": (args.before_name or str(args.before)) if args.before else None,
         "after": after,
         "database": {"n": args.db_n, **database},
     }
