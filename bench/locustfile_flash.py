@@ -20,6 +20,11 @@ JSON file this process writes its outcome counts to at the end), FLASH_MODE=bare
 instead: the framework floor, same user count), FLASH_MODE=bare_once (each fan GETs /bare once, as its first
 request on a new connection, then idles: the floor of a join, which is every fan's first request, at the same
 arrival rate).
+FLASH_BARE_HOST (the bare Flask app's gunicorn, same config, running beside the service for the whole sale):
+every FLASH_BARE_EVERY-th fan (default 10) also GETs /bare there right after each of its own requests, on its
+own second connection, named `/bare (beside <endpoint>)`: the bare route under the same load, in the same
+run, at the same moments as that endpoint (the first one, beside the join, is that connection's first request,
+as the join is the fan's). These requests are the sale's floor, not part of a fan's journey.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any
 import gevent
 import gevent.event
 from locust import FastHttpUser, constant, events, task
+from locust.contrib.fasthttp import FastHttpSession
 from locust.runners import Runner, WorkerRunner
 
 API = "/api/v1"
@@ -51,6 +57,8 @@ BARE_ONCE = os.environ.get("FLASH_MODE", "") == "bare_once"
 HOLD_ATTEMPTS = 3
 JOB_POLL = 0.5
 JWT_SECRET = os.environ.get("AUTH_JWT_SECRET", "")
+BARE_HOST = os.environ.get("FLASH_BARE_HOST", "")
+BARE_EVERY = int(os.environ.get("FLASH_BARE_EVERY", "10"))
 
 
 def sign(user_id: int) -> str:
@@ -88,6 +96,20 @@ class Fan(FastHttpUser):
         self.user_id = next(_user_ids)
         self.token = ""
         self.auth = f"Bearer {sign(self.user_id)}"
+        self.bare: FastHttpSession | None = None
+        if BARE_HOST and not (BARE or BARE_ONCE) and self.user_id % BARE_EVERY == 0:
+            self.bare = FastHttpSession(
+                base_url=BARE_HOST,
+                request_event=self.environment.events.request,
+                user=self,
+                network_timeout=self.network_timeout,
+                connection_timeout=self.connection_timeout,
+            )
+
+    def _bare_beside(self, name: str) -> None:
+        """The same-run floor: GET /bare now, beside the request `name` this fan just made (sampled fans)."""
+        if self.bare is not None:
+            self.bare.get("/bare", name=f"/bare (beside {name})")
 
     # --- one request with an expected set of statuses ------------------------------------------
     def _call(self, method: str, path: str, name: str, ok: tuple[int, ...], **kw: Any) -> tuple[int, Any]:
@@ -101,10 +123,13 @@ class Fan(FastHttpUser):
                     body = resp.json() if resp.content else None
                 except Exception:
                     body = None
-                return status, body
-            # no answer at all (status 0): the client's own error says why (timeout, reset, refused)
-            cause = _problem_code(resp) if status else f"{type(resp.error).__name__}: {resp.error}"[:120]
-            resp.failure(f"{status} {cause}".strip())
+            else:
+                # no answer at all (status 0): the client's own error says why (timeout, reset, refused)
+                cause = _problem_code(resp) if status else f"{type(resp.error).__name__}: {resp.error}"[:120]
+                resp.failure(f"{status} {cause}".strip())
+        if status in ok:
+            self._bare_beside(name)  # after locust recorded this request
+            return status, body
         outcomes[f"failed:{name}:{status}"] += 1
         raise Failed(name)
 

@@ -480,6 +480,9 @@ def _ratio_rows(ratios: dict[str, Any]) -> list[str]:
             ours, floor = RATIO_WORDS[key]
         elif key.startswith("p50_over_bare_p50[") and key.endswith("]"):
             ours, floor = f"p50 latency of `{key[len('p50_over_bare_p50[') : -1]}` (ms)", "bare Flask p50 latency (ms)"
+        elif key.startswith("p50_over_same_run_bare_p50[") and key.endswith("]"):
+            name = key[len("p50_over_same_run_bare_p50[") : -1]
+            ours, floor = f"p50 latency of `{name}` (ms)", "bare Flask p50 beside it, same run and load (ms)"
         elif key.startswith("p50_over_bare_first_request_p50[") and key.endswith("]"):
             name = key[len("p50_over_bare_first_request_p50[") : -1]
             ours, floor = f"p50 latency of `{name}` (ms)", "bare Flask first-request p50 latency (ms)"

@@ -18,13 +18,16 @@
    --spawn-rate; each joins the queue, polls until ACTIVE, reads a seat map, holds a random free seat
    (`Prefer: wait=5`), pays (`Idempotency-Key`, `Prefer: wait=5`) and stops (see the locustfile).
    Meanwhile a thread polls the database every 0.1 s: time to sell out runs from the first reservation
-   row to the moment all seats are RESERVED.
+   row to the moment all seats are RESERVED. The same-run floor: gunicorn with the same config serves
+   bench/bare_app.py on the next port for the whole sale, and every BARE_EVERY-th fan GETs its /bare right
+   after each of its own requests (`/bare (beside <endpoint>)`, on a second connection of that fan's, whose
+   first request is the one beside the join): each endpoint's p50 is compared with the bare route's p50 at
+   the same moments, under the same load, from the same locust process.
 4. After the sale: waits for the outbox to be PUBLISHED and every event consumed, then
    `python -m models check`, plus oversold / double-payment / unpublished / open-job counts.
-5. Framework floor: gunicorn with the same config serving bench/bare_app.py on the next port, loaded by the same
-   locustfile (FLASH_MODE=bare: GET back to back) with the same user count and spawn rate, a short run; then
-   each fan's first request alone (FLASH_MODE=bare_once: one GET on a new connection at the same arrival rate),
-   the floor of a join.
+5. Framework floor, after the sale: the same bare gunicorn loaded by the same locustfile (FLASH_MODE=bare:
+   GET back to back) with the same user count and spawn rate, a short run; then each fan's first request alone
+   (FLASH_MODE=bare_once: one GET on a new connection at the same arrival rate), the floor of a join.
 
 locust runs with GEVENT_RESOLVER=block: gevent's default thread-pool resolver held every fan's first connect
 behind locust's GIL (fans reached the server at ~100/s while 500/s were spawned).
@@ -67,6 +70,9 @@ JWT_SECRET = "bench-flash-sale-jwt-secret-0123456789abcdef"  # AUTH_JWT_SECRET o
 
 
 FLOOR_THREADS = 4
+
+
+BARE_EVERY = 10  # every 10th fan also GETs the bare route beside each of its requests (the same-run floor)
 
 
 ENDPOINTS = (

@@ -25,6 +25,7 @@ import redis
 from bench.common import write
 from bench.flash_sale import (
     ADMIN_TOKEN,
+    BARE_EVERY,
     BIN,
     FLOOR_THREADS,
     JWT_SECRET,
@@ -257,6 +258,9 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
         "FLASH_USERS": str(run.users),
         "FLASH_OUTCOMES": str(run.tmp / "outcomes.json"),
     }
+    if run.bare is not None:  # the same-run floor: sampled fans GET /bare beside each of their requests
+        locust_env["FLASH_BARE_HOST"] = f"http://127.0.0.1:{run.bare_port}"
+        locust_env["FLASH_BARE_EVERY"] = str(BARE_EVERY)
     admissions = None
     if run.fair_start:  # fans wait for the opening on top of the queue
         locust_env["FLASH_MAX_WAIT"] = str(120 + fair.join_window_s(run.users, run.rate))
@@ -299,7 +303,8 @@ def after_sale(run: Run) -> dict[str, Any]:
 def bare_floor(run: Run) -> dict[str, Any]:
     """5. The framework floor: the same locust load against a bare Flask app under the same gunicorn config, then
     each fan's first request alone at the same arrival rate (the floor of a join)."""
-    run.bare = gunicorn("bench.bare_app:app", run.env, run.bare_port, "/bare", run.tmp / "bare.log")
+    if run.bare is None:
+        run.bare = gunicorn("bench.bare_app:app", run.env, run.bare_port, "/bare", run.tmp / "bare.log")
     bare_env = {**run.env, "FLASH_MODE": "bare"}
     _, seconds, cpu = run_locust(
         f"http://127.0.0.1:{run.bare_port}", run.users, run.rate, run.bare_run_time, run.tmp / "bare", bare_env,
@@ -398,6 +403,8 @@ def execute(run: Run, params: dict[str, Any], t0: float) -> dict[str, Any]:
         return execute_fair(run, params, t0)
     floors = physical_floor(run)
     concert_id, schedule_ids = start_service(run, params, t0)
+    # the bare app's gunicorn (same config) serves beside the service through the sale: the same-run floor
+    run.bare = gunicorn("bench.bare_app:app", run.env, run.bare_port, "/bare", run.tmp / "bare.log")
     sold = sale(run, concert_id, schedule_ids)
     after = after_sale(run)
     bare = bare_floor(run)

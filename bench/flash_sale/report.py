@@ -10,6 +10,8 @@ from bench.flash_sale import ENDPOINTS, SEATS_TOTAL
 from bench.flash_sale.checks import service_problems
 from bench.flash_sale.load import locust_cpu_warning, peak_rps, read_failures, timeline
 
+BESIDE = "/bare (beside "  # the same-run floor's rows: `/bare (beside <endpoint>)` (bench/locustfile_flash.py)
+
 
 def sale_result(
     tmp: Path, sold: dict[str, Any], after: dict[str, Any], bare: dict[str, Any], floors: dict[str, Any]
@@ -20,7 +22,9 @@ def sale_result(
     hold_window = (watch.all_taken or time.time()) - first if first else None
     holds_per_s = outcomes.get("held", 0) / hold_window if hold_window else None
     result = {
+        # Aggregated is locust's: it counts the same-run bare requests too
         "endpoints": {name: endpoints[name] for name in (*ENDPOINTS, "Aggregated") if name in endpoints},
+        "same_run_bare": {name: row for name, row in endpoints.items() if name.startswith(BESIDE)},
         "failures": read_failures(tmp / "sale"),
         "outcomes": dict(sorted(outcomes.items())),
         **_sale_figures(tmp, sold),
@@ -146,6 +150,10 @@ def ratios(
         out["p50_over_bare_first_request_p50[/queue/tokens]"] = div(
             endpoints["/queue/tokens"]["p50_ms"], bare_first["p50_ms"], 2
         )
+    for name in ENDPOINTS:  # the bare route at the same moments, same load, same run (sampled fans)
+        beside = endpoints.get(f"{BESIDE}{name})")
+        if name in endpoints and beside:
+            out[f"p50_over_same_run_bare_p50[{name}]"] = div(endpoints[name]["p50_ms"], beside["p50_ms"], 2)
     return out
 
 
@@ -154,6 +162,11 @@ def print_table(result: dict[str, Any]) -> None:
     for name, e in result["endpoints"].items():
         print(
             f"{name:<24}{e['requests']:>9}{e['failures']:>6}{e['rps']:>8.1f}"
+            f"{e['p50_ms'] or 0:>8.0f}{e['p95_ms'] or 0:>8.0f}{e['p99_ms'] or 0:>8.0f}"
+        )
+    for name, e in (result.get("same_run_bare") or {}).items():
+        print(
+            f"{name[:40]:<40}{e['requests']:>9}{e['failures']:>6}{e['rps']:>8.1f}"
             f"{e['p50_ms'] or 0:>8.0f}{e['p95_ms'] or 0:>8.0f}{e['p99_ms'] or 0:>8.0f}"
         )
     f = result["floors"]

@@ -35,3 +35,21 @@ def test_a_join_is_also_compared_with_the_bare_first_request() -> None:
     assert out["p50_over_bare_p50[/queue/tokens]"] == 1.5
     assert out["p50_over_bare_first_request_p50[/queue/tokens]"] == 2.0
     assert "p50_over_bare_first_request_p50[/queue/token]" not in out
+
+
+def test_each_endpoint_is_compared_with_the_bare_route_beside_it_in_the_same_run() -> None:
+    """Sampled fans GET /bare right after each of their requests (`/bare (beside <endpoint>)`): each
+    endpoint's p50 over that bare p50 is the same-run ratio; an endpoint with no sample gets none."""
+    endpoints = {
+        "/queue/tokens": {"p50_ms": 900.0, "rps": 100.0},
+        "/queue/token": {"p50_ms": 300.0, "rps": 50.0},
+        "/payments": {"p50_ms": 80.0, "rps": 1.0},
+        "/bare (beside /queue/tokens)": {"p50_ms": 600.0, "rps": 10.0},
+        "/bare (beside /queue/token)": {"p50_ms": 250.0, "rps": 5.0},
+    }
+    out = ratios({}, {"rps": 150.0}, {"p50_ms": 100.0, "rps": 1000.0}, None, None, 1.0, 1.0, endpoints, None)
+
+    assert out["p50_over_same_run_bare_p50[/queue/tokens]"] == 1.5
+    assert out["p50_over_same_run_bare_p50[/queue/token]"] == 1.2
+    assert "p50_over_same_run_bare_p50[/payments]" not in out
+    assert out["p50_over_bare_p50[/queue/tokens]"] == 9.0  # the closed-loop floor after the sale, as before
