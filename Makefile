@@ -55,6 +55,7 @@ bench: $(VENV)/.dev  ## every benchmark against MariaDB + Redis (+ the Kafka-pro
 	$(BIN)/python -m bench.queue_bench
 	$(BIN)/python -m bench.index_bench
 	$(BIN)/python -m bench.pipeline_bench
+	$(BIN)/python -m bench.expiry_bench
 	$(BIN)/python -m bench.contention_bench
 	$(BIN)/python -m bench.cache_bench
 	$(BIN)/python -m bench.relay_bench
@@ -65,6 +66,7 @@ bench-quick: $(VENV)/.dev  ## the same benchmarks at a smaller scale (< 5 min), 
 	$(BIN)/python -m bench.queue_bench --tokens 200000 --samples 50 --issues 5000
 	$(BIN)/python -m bench.index_bench --quick
 	$(BIN)/python -m bench.pipeline_bench --requests 1000
+	$(BIN)/python -m bench.expiry_bench --holds 300 --rounds 1
 	$(BIN)/python -m bench.contention_bench --attempts 1000
 	$(BIN)/python -m bench.cache_bench --seats 100000 -n 100 --duration 5s
 	$(BIN)/python -m bench.relay_bench --events 5000 --before-seconds 3

@@ -228,6 +228,7 @@ def _ms() -> int:
 
 def partition_worker(services: Any) -> Any:
     """The PartitionWorker of `python -m workers run` and `make run`: serial handler + batching."""
+    from workers.expiries import ExpiryRuns
     from workers.group import HoldGroup
     from workers.marks import MarkKeeper
     from workers.partitions import PartitionWorker
@@ -242,7 +243,7 @@ def partition_worker(services: Any) -> Any:
         max_holds=settings.max_holds_per_user,
         max_extensions=settings.hold_max_extensions,
     )
-    batch = SeatBatch(services.redis, handle, stale_after_s=stale, group=group)
+    batch = ExpiryRuns(SeatBatch(services.redis, handle, stale_after_s=stale, group=group), handle)
     marks = MarkKeeper(services.redis, background=True)  # one for all partitions of this process
     return PartitionWorker(
         services.redis,

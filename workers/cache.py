@@ -51,3 +51,36 @@ def mark_seat(client: Any, *, schedule_id: int, seat_id: int, refusal: str | Non
         quick_refusal.mark(client, schedule_id=schedule_id, seat_id=seat_id, refusal=refusal, read_at_ms=read_at_ms)
     except ANY_REDIS_ERROR as exc:
         log.warning("quick-refusal mark failed for seat %s: %s", seat_id, exc)
+
+
+def write_through_many(views: list[ReservationView]) -> None:
+    """`write_through` for a group of committed transitions: one seat read and one round trip for all."""
+    if not views:
+        return
+    read_at = quick_refusal.now_ms()
+    seats = {seat.id: seat for seat in Seat.select().where(Seat.id.in_({v.seat_id for v in views}))}
+    services = current()
+    cache = services.catalogue_cache()
+    pipe = services.redis.pipeline(transaction=False)
+    for view in views:
+        seat = seats[view.seat_id]
+        rejection = rejection_for(status=seat.status, number=seat.number)
+        cache.seat_changed(
+            schedule_id=view.schedule_id,
+            seat_id=seat.id,
+            number=seat.number,
+            price=seat.price,
+            status=seat.status,
+            client=pipe,
+        )
+        quick_refusal.mark(
+            pipe,
+            schedule_id=view.schedule_id,
+            seat_id=seat.id,
+            refusal=None if rejection is None else rejection.detail,
+            read_at_ms=read_at,
+        )
+    try:
+        pipe.execute()
+    except ANY_REDIS_ERROR as exc:  # the TTLs bound how long a missed write-through can show
+        log.warning("write-through failed for %d seats: %s", len(views), exc)
