@@ -40,6 +40,11 @@ class ExpiryRuns:
         self.handler = handler  # the serial path, for a group that could not run
         self.grouped = 0  # expiries decided in groups (for tests and metrics); one thread per partition adds
 
+    @property
+    def rejected(self) -> int:
+        """Holds the inner batch answered in bulk (SeatBatch.rejected), for tests and metrics."""
+        return int(getattr(self.batch, "rejected", 0))
+
     def __call__(self, messages: Sequence[MessageProxy]) -> None:
         if sum(1 for m in messages if m.actor_name == ACTOR) < 2:
             self.batch(messages)
