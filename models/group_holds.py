@@ -48,13 +48,7 @@ def hold_seats(
     """
     if len({h.seat_id for h in holds}) != len(holds):
         raise ValueError("a group holds each seat at most once")
-    seats: dict[int, tuple] = {
-        int(row[0]): row  # type: ignore[misc]
-        for row in Seat.select(Seat.id, Seat.schedule, Seat.number, Seat.price, Seat.status, Seat.version)
-        .where(Seat.id.in_([h.seat_id for h in holds]))
-        .tuples()
-    }
-    slots = _used_slots(holds)
+    seats, slots = _snapshot(holds)
     outcomes: list[ReservationView | DomainError] = []
     todo: list[tuple[int, HoldRequest, int]] = []  # (index, hold, slot)
     for hold in holds:
@@ -80,21 +74,34 @@ def hold_seats(
     return outcomes
 
 
-def _used_slots(holds: Sequence[HoldRequest]) -> dict[tuple[int, int], set[int]]:
-    """The hold slots in use per (user, schedule) of the group, in one query."""
-    used: dict[tuple[int, int], set[int]] = defaultdict(set)
-    rows = (
-        Reservation.select(Reservation.user_id, Reservation.schedule_id, Reservation.hold_slot)
-        .where(
-            Reservation.user_id.in_(sorted({h.user_id for h in holds}))
-            & Reservation.schedule_id.in_(sorted({h.schedule_id for h in holds}))
-            & Reservation.hold_slot.is_null(False)
-        )
-        .tuples()
+def _snapshot(holds: Sequence[HoldRequest]) -> tuple[dict[int, tuple], dict[tuple[int, int], set[int]]]:
+    """The group's seats (id, schedule, number, price, status, version) and the hold slots in use per
+    (user, schedule), in one statement (a UNION ALL: one round trip where two queries took two; on a
+    starved machine each round trip of a group cost 10-20 ms, py-spy at 20:40 UTC)."""
+    seats = Seat.select(
+        pw.Value("s").alias("kind"), Seat.id, Seat.schedule, Seat.number, Seat.price, Seat.status, Seat.version
+    ).where(Seat.id.in_([h.seat_id for h in holds]))
+    in_use = Reservation.select(
+        pw.Value("r").alias("kind"),
+        Reservation.user_id,
+        Reservation.schedule_id,
+        Reservation.hold_slot,
+        pw.Value(0),
+        pw.Value(""),
+        pw.Value(0),
+    ).where(
+        Reservation.user_id.in_(sorted({h.user_id for h in holds}))
+        & Reservation.schedule_id.in_(sorted({h.schedule_id for h in holds}))
+        & Reservation.hold_slot.is_null(False)
     )
-    for user_id, schedule_id, slot in rows:
-        used[(int(user_id), int(schedule_id))].add(int(slot))
-    return used
+    found: dict[int, tuple] = {}
+    used: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for kind, a, b, c, price, status, version in (seats + in_use).tuples():
+        if kind == "s":
+            found[int(a)] = (int(a), int(b), int(c), price, status, version)
+        else:
+            used[(int(a), int(b))].add(int(c))
+    return found, used
 
 
 def _commit(
