@@ -24,25 +24,7 @@ def write_through(view: ReservationView) -> None:
     message can never write an old state over a newer one; seat transitions are serialized by
     the partition, so nothing changes the seat between the commit and this read.
     """
-    read_at = quick_refusal.now_ms()
-    seat = Seat.get_by_id(view.seat_id)
-    services = current()
-    rejection = rejection_for(status=seat.status, number=seat.number)
-    refusal = None if rejection is None else rejection.detail
-    pipe = services.redis.pipeline(transaction=False)  # the cache and the mark in one round trip
-    services.catalogue_cache().seat_changed(
-        schedule_id=view.schedule_id,
-        seat_id=seat.id,
-        number=seat.number,
-        price=seat.price,
-        status=seat.status,
-        client=pipe,
-    )
-    quick_refusal.mark(pipe, schedule_id=view.schedule_id, seat_id=seat.id, refusal=refusal, read_at_ms=read_at)
-    try:
-        pipe.execute()
-    except ANY_REDIS_ERROR as exc:  # the TTLs bound how long a missed write-through can show
-        log.warning("write-through failed for seat %s: %s", seat.id, exc)
+    write_through_many([view])
 
 
 def mark_seat(client: Any, *, schedule_id: int, seat_id: int, refusal: str | None, read_at_ms: int) -> None:
@@ -54,7 +36,8 @@ def mark_seat(client: Any, *, schedule_id: int, seat_id: int, refusal: str | Non
 
 
 def write_through_many(views: list[ReservationView]) -> None:
-    """`write_through` for a group of committed transitions: one seat read and one round trip for all."""
+    """`write_through` for a group of committed transitions: one seat read and one round trip for all
+    (the cache entry and the quick-refusal mark of every seat)."""
     if not views:
         return
     read_at = quick_refusal.now_ms()
@@ -83,4 +66,4 @@ def write_through_many(views: list[ReservationView]) -> None:
     try:
         pipe.execute()
     except ANY_REDIS_ERROR as exc:  # the TTLs bound how long a missed write-through can show
-        log.warning("write-through failed for %d seats: %s", len(views), exc)
+        log.warning("write-through failed for seat(s) %s: %s", ", ".join(str(v.seat_id) for v in views), exc)
