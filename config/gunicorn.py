@@ -79,6 +79,19 @@ control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "gunicorn.ctl"
 control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
 
 
+def post_worker_init(worker: object) -> None:
+    """Freeze what start-up left (the app, its modules, ~97k objects) out of the garbage collector.
+
+    Every full collection scanned them all: 57-65 ms in-process on this machine, and in a flash sale
+    (5,000 fans, 2026-12-02 20:54 UTC, load 6-9) each worker ran 3 full collections of up to 465 ms,
+    and 22-30 pauses over 20 ms, each stopping all of its threads and its accept loop. Frozen objects
+    are never scanned again; what requests allocate is collected as before."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def child_exit(server: object, worker: object) -> None:
     """Drop a dead worker's live gauges from the multiprocess metrics."""
     from prometheus_client import multiprocess
