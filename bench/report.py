@@ -355,7 +355,7 @@ def flash_section(d: dict[str, Any]) -> list[str]:
     lines = [
         "## Flash sale over HTTP (locust, Procfile processes)",
         "",
-        f"Script: `python -m bench.flash_sale{flag}` · machine: {_machine(d)}.",
+        f"Script: `python -m bench.flash_sale{flag}` · machine: {_machine(d)}{_run_load(d)}.",
         "",
         f"{prm['users']:,} fans, one concert, {prm['schedules']} schedules × {prm['seats_per_schedule']} seats; "
         f"locust: {prm.get('locust', '')}; processes: {prm.get('procfile', '')}. Each fan joins the queue, polls "
@@ -379,7 +379,8 @@ def flash_section(d: dict[str, Any]) -> list[str]:
         "",
         "Floors measured in the same run:",
         "",
-        f"- bare Flask `GET` on the same gunicorn settings: {floors['bare_flask']['rps']} RPS, "
+        *_beside_lines(d.get("same_run_bare") or {}),
+        f"- after the sale, bare Flask `GET` on the same gunicorn settings: {floors['bare_flask']['rps']} RPS, "
         f"p50 {floors['bare_flask']['p50_ms']} ms (framework floor: every fan GETs back to back on its "
         "open connection);",
         *(
@@ -457,6 +458,28 @@ def flash_cluster_section(d: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _run_load(d: dict[str, Any]) -> str:
+    """', load average A at the start, B at the end' when the run recorded it."""
+    load = d.get("machine_load") or {}
+    start, end = load.get("loadavg_at_start"), load.get("loadavg_at_end")
+    return f", load average {start[0]} at the start, {end[0]} at the end" if start and end else ""
+
+
+def _beside_lines(beside: dict[str, Any]) -> list[str]:
+    """The same-run floor: the bare route GET by every 10th fan right after each of its requests."""
+    if not beside:
+        return []
+    rows = ", ".join(
+        f"{name.removeprefix('/bare (beside ').removesuffix(')')} {row['p50_ms']:g} ms ({row['requests']:,})"
+        for name, row in beside.items()
+    )
+    return [
+        "- during the sale, the bare Flask route on its own gunicorn (same settings), GET by every 10th fan "
+        f"right after each of its own requests; p50 beside each endpoint (requests): {rows} (the floor each "
+        "endpoint is compared with: same moments, same load);"
+    ]
 
 
 RATIO_WORDS = {
