@@ -9,7 +9,7 @@ outcome of its attempt before the next). Fresh schema and seed before each strat
 
   (a) pipeline  the partitioned pipeline: `--workers` `python -m workers run` processes; a client
                 checks the quick-refusal mark, then as POST /reservations with `Prefer: wait` claims
-                the seat or waits for the end of its queued first hold (workers.reservations.claim_or_follow),
+                the seat or waits for the end of its queued first hold (models.quick_refusal.claim_or_follow),
                 enqueues (job record + message + wake-up in one round trip) and waits (JobStore.wait);
                 run twice: batched (WORKER_BATCH=`--batch`) and one message at a time
                 (WORKER_BATCH=1, "a1"), to show what batching buys side by side
@@ -58,7 +58,7 @@ from models.redis_support import scripts_in_one_round_trip
 from tests.support.procs import Cluster, wait_for_leases
 from workers.broker import send
 from workers.jobs import SUCCEEDED, TERMINAL, JobStore
-from workers.reservations import claim_or_follow, hold_seat
+from workers.reservations import hold_seat
 
 HELD, TAKEN, ERROR = "held", "taken", "error"
 LOCK_TTL_MS = 3000
@@ -307,7 +307,7 @@ def pipeline_hold(services: Services) -> HoldFn:
         if quick_refusal.refusal_of(mark) is not None:
             return TAKEN
         job_id = uuid.uuid4().hex
-        refusal = claim_or_follow(
+        refusal = quick_refusal.claim_or_follow(
             services.redis, store, schedule_id=schedule_id, seat_id=seat_id, job_id=job_id, mark=mark, wait=60
         )
         if refusal is not None:

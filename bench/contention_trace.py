@@ -34,7 +34,6 @@ from bench.pipeline_bench import fresh_data
 from models import quick_refusal
 from models.db import db
 from workers.jobs import SUCCEEDED, JobStore, _job_of, done_key
-from workers.reservations import claim_or_follow
 
 
 def main() -> None:
@@ -64,7 +63,7 @@ def main() -> None:
         mark = cb.edge_mark(services.redis, schedule_id, seat_id)
         job_id = uuid.uuid4().hex
         refused = quick_refusal.refusal_of(mark) is not None or (
-            claim_or_follow(
+            quick_refusal.claim_or_follow(
                 services.redis, store, schedule_id=schedule_id, seat_id=seat_id, job_id=job_id, mark=mark, wait=60
             )
             is not None

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -44,6 +44,8 @@ from models.redis_support import NOW_MS_LUA, run_script
 TTL_MS = 900  # < 1 s: the SPEC's bound, with room for clock granularity
 PENDING_PREFIX = "pending:"
 PENDING_TTL_MS = 10_000  # a queued first hold is followed this long at most (its job may be lost)
+MAX_FOLLOWS = 3  # pending marks followed per request at most, then its hold is queued anyway
+_ENDED = ("SUCCEEDED", "FAILED")  # a job's terminal statuses (workers/jobs.py TERMINAL)
 
 # The mark; a pending one with the server's clock, so the reader can tell a fresh end from a stale one.
 _CHECK = (
@@ -78,6 +80,25 @@ class Pending:
     job_id: str
     mark: str
     checked_ms: int
+
+
+class EndedJob(Protocol):
+    """What a followed job's record tells (workers.jobs.Job)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def result(self) -> Any: ...
+    @property
+    def error(self) -> Any: ...
+    @property
+    def finished_ms(self) -> int | None: ...
+
+
+class JobWaiter(Protocol):
+    """Blocks until a job ends (workers.jobs.JobStore): its record, or None if unknown."""
+
+    def wait(self, job_id: str, timeout: float, *, fresh: bool = False) -> EndedJob | None: ...
 
 
 def taken_key(schedule_id: int, seat_id: int) -> str:
@@ -151,6 +172,42 @@ def refusal_after(
         return SeatNotAvailable(f"seat {result['seatNumber']} is held")
     if status == "FAILED" and isinstance(error, dict) and error.get("code") == SeatNotAvailable.code:
         return SeatNotAvailable(str(error.get("detail") or "the seat is not available"))
+    return None
+
+
+def claim_or_follow(
+    client: Any, jobs: JobWaiter, *, schedule_id: int, seat_id: int, job_id: str, mark: Any, wait: float
+) -> SeatNotAvailable | None:
+    """After the edge check found no taken mark (`mark`, as `check_call` read it): the 409 to
+    answer, or None once the seat is claimed for hold `job_id` (send it).
+
+    A pending mark names the seat's first hold, still queued: its end answers this request (up to
+    `wait` s; with no time to wait, this hold is queued behind it). A seat with no mark is claimed
+    (`claim`: only the first of many requests that passed the check together wins).
+    """
+    deadline = time.monotonic() + wait
+    replacing = ""
+    for _ in range(MAX_FOLLOWS):
+        pending = pending_of(mark)
+        if pending is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            job = jobs.wait(pending.job_id, left, fresh=True)
+            if job is None or job.status not in _ENDED:
+                return None  # still queued (or lost): this hold goes behind it
+            refusal = refusal_after(
+                pending, status=job.status, result=job.result, error=job.error, finished_ms=job.finished_ms
+            )
+            if refusal is not None:
+                return refusal
+            replacing = pending.mark  # it ended without the seat: claim it in turn
+        mark = claim(client, schedule_id=schedule_id, seat_id=seat_id, job_id=job_id, replacing=replacing)
+        if mark is None:
+            return None
+        refusal = refusal_of(mark)
+        if refusal is not None:
+            return refusal
     return None
 
 

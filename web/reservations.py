@@ -34,7 +34,7 @@ from web.schemas.reservations import (
     ReservationOut,
 )
 from workers.broker import Actor
-from workers.reservations import cancel_reservation, claim_or_follow, extend_hold, hold_seat, hold_seats
+from workers.reservations import cancel_reservation, extend_hold, hold_seat, hold_seats
 
 bp = Blueprint("reservations", __name__)
 RESERVATION = "RESERVATION"
@@ -75,7 +75,7 @@ def create(json: ReservationIn) -> Response:
     wait, job_id = prefer_wait(), new_job_id()
     started, waiting = time.monotonic(), wait_slot(wait)  # a pending seat's first hold may answer this one
     try:
-        refusal = claim_or_follow(
+        refusal = quick_refusal.claim_or_follow(
             waiting_room().r,
             job_store(),
             schedule_id=json.scheduleId,

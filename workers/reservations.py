@@ -7,60 +7,19 @@ the catalogue cache (after the commit: the cache never shows a state the databas
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any
 
 from config.bootstrap import current
 from models import extensions, groups, quick_refusal, reservations
 from models.errors import SeatNotAvailable
 from workers.broker import actor, send
 from workers.cache import mark_seat, write_through
-from workers.jobs import TERMINAL, JobStore, run_job
+from workers.jobs import JobStore, run_job
 
 log = logging.getLogger("workers.reservations")
 
 
 def _store() -> JobStore:
     return JobStore(current().redis)
-
-
-MAX_FOLLOWS = 3  # pending marks followed per request at most, then its hold is queued anyway
-
-
-def claim_or_follow(
-    client: Any, store: JobStore, *, schedule_id: int, seat_id: int, job_id: str, mark: Any, wait: float
-) -> SeatNotAvailable | None:
-    """After the edge check found no taken mark (`mark`, as quick_refusal.check_call read it):
-    the 409 to answer, or None once the seat is claimed for hold `job_id` (send it).
-
-    A pending mark names the seat's first hold, still queued: its end answers this request (up to
-    `wait` s; with no time to wait, this hold is queued behind it). A seat with no mark is claimed
-    (models/quick_refusal.py: only the first of many requests that passed the check together wins).
-    """
-    deadline = time.monotonic() + wait
-    replacing = ""
-    for _ in range(MAX_FOLLOWS):
-        pending = quick_refusal.pending_of(mark)
-        if pending is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            job = store.wait(pending.job_id, left, fresh=True)
-            if job is None or job.status not in TERMINAL:
-                return None  # still queued (or lost): this hold goes behind it
-            refusal = quick_refusal.refusal_after(
-                pending, status=job.status, result=job.result, error=job.error, finished_ms=job.finished_ms
-            )
-            if refusal is not None:
-                return refusal
-            replacing = pending.mark  # it ended without the seat: claim it in turn
-        mark = quick_refusal.claim(client, schedule_id=schedule_id, seat_id=seat_id, job_id=job_id, replacing=replacing)
-        if mark is None:
-            return None
-        refusal = quick_refusal.refusal_of(mark)
-        if refusal is not None:
-            return refusal
-    return None
 
 
 @actor("hold_seat")

@@ -1,4 +1,4 @@
-"""models/quick_refusal.py's pending marks and workers.reservations.claim_or_follow: a seat's first
+"""models/quick_refusal.py's pending marks and claim_or_follow: a seat's first
 queued hold answers the holds that come after it, without a doomed job of their own, and never
 refuses a seat on an end that says nothing about now (SPEC §3: a seat AVAILABLE for more than 1 s
 is never refused)."""
@@ -16,7 +16,6 @@ from models import quick_refusal
 from models.errors import LimitExceeded, SeatNotAvailable, problem_of
 from models.redis_support import scripts_in_one_round_trip
 from workers.jobs import JobStore, done_key, job_key
-from workers.reservations import claim_or_follow
 
 SCHEDULE, SEAT = 1, 7
 
@@ -30,7 +29,9 @@ def edge_mark(seat_id: int = SEAT) -> object:
 
 def follow(job_id: str, mark: object, wait: float = 2.0) -> SeatNotAvailable | None:
     r = current().redis
-    return claim_or_follow(r, JobStore(r), schedule_id=SCHEDULE, seat_id=SEAT, job_id=job_id, mark=mark, wait=wait)
+    return quick_refusal.claim_or_follow(
+        r, JobStore(r), schedule_id=SCHEDULE, seat_id=SEAT, job_id=job_id, mark=mark, wait=wait
+    )
 
 
 def queued(job_id: str) -> None:
