@@ -176,10 +176,11 @@ class SeatBatch:
         batch, pending[:] = list(pending), []
         try:
             pipe = self.r.pipeline(transaction=False)
+            self._mark_taken(batch, pipe, read_at)  # first: a waiter woken by its job's end finds the mark
+            first = len(pipe)
             for message, problem in batch:
                 self.jobs.fail_if_queued(message.kwargs["job_id"], problem, pipe=pipe)
-            self._mark_taken(batch, pipe, read_at)
-            results: list[Any] = pipe.execute()[: len(batch)]
+            results: list[Any] = pipe.execute()[first : first + len(batch)]
             ended = [m.kwargs["job_id"] for (m, _), done in zip(batch, results, strict=True) if int(done)]
             if ended:
                 self.r.zrem(OPEN_KEY, *ended)

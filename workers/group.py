@@ -121,9 +121,16 @@ class HoldGroup:
 
         The write-through (catalogue cache and quick-refusal marks, workers/cache.py) uses the
         state this group committed, HELD, without reading the seat back: these are first attempts
-        (a redelivery takes the serial path), and the partition is the seats' only writer.
+        (a redelivery takes the serial path), and the partition is the seats' only writer. It goes
+        ahead of the jobs' ends, as the serial path writes through before it finishes a job: a
+        pipeline is not atomic, and a waiter woken by its job's end (the winner, or holds that
+        followed its pending mark) may send the next request before the rest of the pipeline ran;
+        with the mark after the ends, a hold right after a 201 could still find the pending mark
+        and be queued (tests/unit/test_pipeline.py's "refused at once" test, flaky under load).
         """
         pipe = self.jobs.r.pipeline(transaction=False)
+        self._write_through(pipe, messages, outcomes, read_at)  # first: a woken waiter finds the mark
+        first = len(pipe)
         counted, now = [], _ms()
         results: list[dict[str, object] | None] = []  # each job's result (None: it failed)
         for m, o in zip(messages, outcomes, strict=True):
@@ -140,9 +147,8 @@ class HoldGroup:
             counted.append(("hold", outcome, max(0.0, (now - int(m.kwargs.get("enqueued_ms", now))) / 1000)))
         pipe.zrem(OPEN_KEY, *[m.kwargs["job_id"] for m in messages])
         jobstats.record(self.jobs.r, counted, pipe=pipe)
-        self._write_through(pipe, messages, outcomes, read_at)
         with contextlib.suppress(*ANY_REDIS_ERROR):
-            ended = pipe.execute()[: len(messages)]
+            ended = pipe.execute()[first : first + len(messages)]
             for m, o, result, (_, _, seconds), done in zip(messages, outcomes, results, counted, ended, strict=True):
                 if int(done):  # one INFO line per job, as the serial path writes (run_job)
                     with job_context(m.kwargs["job_id"], m.options.get("request_id")):

@@ -329,3 +329,93 @@ def test_two_partitions_batching_at_once_in_one_process_each_commit_only_their_o
         (SUCCEEDED, 20),
         (SUCCEEDED, 21),
     ]
+
+
+def stepwise_pipelines(monkeypatch: pytest.MonkeyPatch, client: Any, look: Any) -> None:
+    """Pipelines of `client` run their commands one at a time and call `look()` after each: what a
+    waiter that another connection wakes between two commands of a pipeline can see (a pipeline is
+    not atomic: on a Redis Cluster its commands go to several nodes, and on one Redis another client
+    woken by a push may run before the rest of the pipeline is read)."""
+    real = client.pipeline
+
+    def pipeline(transaction: bool = False) -> Any:
+        pipe = real(transaction=False)
+
+        def execute(raise_on_error: bool = True) -> list[Any]:
+            for script in pipe.scripts:
+                client.script_load(script.script)
+            replies = []
+            for args, options in pipe.command_stack:
+                replies.append(client.execute_command(*args, **options))
+                look()
+            pipe.reset()
+            return replies
+
+        pipe.execute = execute
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", pipeline)
+
+
+def marked_when_answered(client: Any, messages: list[MessageProxy]) -> tuple[Any, list[str]]:
+    """A `look` that records every job whose end was pushed (a waiter would wake) while its seat had
+    no taken mark yet (the next hold of the seat would be queued, not refused at once)."""
+    from models import quick_refusal
+    from workers.jobs import done_key
+
+    seen: list[str] = []
+
+    def look() -> None:
+        for m in messages:
+            job_id = m.kwargs["job_id"]
+            if job_id in seen or not client.llen(done_key(job_id)):
+                continue
+            mark = client.get(quick_refusal.taken_key(m.kwargs["schedule_id"], m.kwargs["seat_id"]))
+            text = mark.decode() if isinstance(mark, bytes) else mark
+            seen.append(job_id if text and not text.startswith(quick_refusal.PENDING_PREFIX) else "UNMARKED " + job_id)
+
+    return look, seen
+
+
+def test_a_group_marks_its_seats_taken_before_any_of_its_jobs_is_answered(seats, monkeypatch):
+    """The serial path writes through before it finishes a job; the group did it after: a winner
+    woken by its end could send the next hold of its seat while the seat still had only its pending
+    mark, and that hold was queued (202) instead of refused at once (409): test_pipeline.py's
+    "refused at once" test under load. Hidden way it fails: the marks after the ends in the pipeline."""
+    from models import quick_refusal
+
+    r = current().redis
+    store = JobStore(r)
+    settings = current().settings
+    group = HoldGroup(store, Counting(), stale_after_s=30, hold_ttl=300, max_holds=settings.max_holds_per_user)
+    messages = [hold_message(store, 400 + i, seats[i]) for i in range(3)]
+    for m in messages:  # each claimed its seat at the edge, as POST /reservations does
+        assert (
+            quick_refusal.claim(
+                r, schedule_id=m.kwargs["schedule_id"], seat_id=m.kwargs["seat_id"], job_id=m.kwargs["job_id"]
+            )
+            is None
+        )
+    look, seen = marked_when_answered(r, messages)
+    stepwise_pipelines(monkeypatch, r, look)
+
+    group(messages)
+
+    assert group.committed == 3
+    assert seen == [m.kwargs["job_id"] for m in messages]
+
+
+def test_bulk_rejections_mark_their_seats_taken_before_any_of_their_jobs_is_answered(seats, monkeypatch):
+    r = current().redis
+    store = JobStore(r)
+    direct_hold(1, seats[0], "earlier-job")
+    direct_hold(2, seats[1], "earlier-job-2")
+    r.flushdb()  # no mark left by those holds: the batch's read is what marks them
+    messages = [hold_message(store, u, s) for u, s in [(3, seats[0]), (4, seats[1]), (5, seats[0])]]
+    look, seen = marked_when_answered(r, messages)
+    stepwise_pipelines(monkeypatch, r, look)
+
+    SeatBatch(r, Counting(), stale_after_s=30)(messages)
+
+    assert [outcome(store, m) for m in messages] == [(FAILED, "SEAT_NOT_AVAILABLE")] * 3
+    assert seen == [m.kwargs["job_id"] for m in messages]
