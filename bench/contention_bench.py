@@ -47,7 +47,7 @@ from urllib.parse import urlparse
 import redis
 
 from bench.common import connect, create_database, run_threads_span, summary_ms, write
-from bench.pipeline_bench import cpu_seconds, fresh_data
+from bench.pipeline_bench import cpu_seconds, fresh_data, send_hold
 from config.bootstrap import Services, bootstrap
 from config.settings import Settings
 from models import check, quick_refusal
@@ -273,27 +273,6 @@ def _domain_hold(user_id: int, seat_id: int, schedule_id: int, settings: Setting
         return HELD
     except SeatNotAvailable:
         return TAKEN
-
-
-def send_hold(
-    services: Services, store: JobStore, user_id: int, seat_id: int, schedule_id: int, job_id: str | None = None
-) -> str:
-    """Send a hold as POST /reservations sends it (job record + message + wake-up in one script); its job id."""
-    job_id = job_id or uuid.uuid4().hex
-    _, record = store.new(job_type="RESERVATION", user_id=user_id, job_id=job_id)
-    send(
-        services.broker,
-        hold_seat,
-        route_seat=seat_id,
-        partitions=services.settings.partitions,
-        job=record,
-        job_id=job_id,
-        user_id=user_id,
-        schedule_id=schedule_id,
-        seat_id=seat_id,
-        enqueued_ms=int(time.time() * 1000),
-    )
-    return job_id
 
 
 def pipeline_hold(services: Services) -> HoldFn:

@@ -4,7 +4,9 @@
 
 1. Pipeline: a fresh schema with one schedule of `--seats` seats; `--workers` `python -m workers run`
    processes; `--requests` holds (distinct users, request i on seat i % seats) enqueued from
-   `--concurrency` threads exactly as POST /reservations does. Throughput = jobs finished per
+   `--concurrency` threads exactly as POST /reservations does (job record + message + wake-up in
+   one script; until 2026-12-03 the bench wrote the record in a pipeline of its own first, two round
+   trips a request where the service makes one). Throughput = jobs finished per
    second over the run (first job created -> last job finished); latency = created -> finished
    of each job record.
 2. Raw limit: the same requests on fresh data as a plain loop of the hold transaction
@@ -51,6 +53,27 @@ def fresh_data(seats: int) -> list[tuple[int, int]]:
     return [(s.id, s.schedule_id) for s in Seat.select().order_by(Seat.number)]
 
 
+def send_hold(
+    services: Services, store: JobStore, user_id: int, seat_id: int, schedule_id: int, job_id: str | None = None
+) -> str:
+    """Send a hold as POST /reservations sends it (job record + message + wake-up in one script); its job id."""
+    job_id = job_id or uuid.uuid4().hex
+    _, record = store.new(job_type="RESERVATION", user_id=user_id, job_id=job_id)
+    send(
+        services.broker,
+        hold_seat,
+        route_seat=seat_id,
+        partitions=services.settings.partitions,
+        job=record,
+        job_id=job_id,
+        user_id=user_id,
+        schedule_id=schedule_id,
+        seat_id=seat_id,
+        enqueued_ms=int(time.time() * 1000),
+    )
+    return job_id
+
+
 def pipeline_run(services: Services, seats: list[tuple[int, int]], requests: int, concurrency: int) -> dict[str, Any]:
     """Enqueue the contended run and wait for every job; throughput and latency from the job records."""
     store, ids = JobStore(services.redis), [""] * requests
@@ -58,19 +81,7 @@ def pipeline_run(services: Services, seats: list[tuple[int, int]], requests: int
     def enqueue(k: int) -> None:
         for i in range(k, requests, concurrency):
             seat_id, schedule_id = seats[i % len(seats)]
-            job = store.create(job_type="RESERVATION", user_id=i + 1)
-            send(
-                services.broker,
-                hold_seat,
-                route_seat=seat_id,
-                partitions=services.settings.partitions,
-                job_id=job.job_id,
-                user_id=i + 1,
-                schedule_id=schedule_id,
-                seat_id=seat_id,
-                enqueued_ms=int(time.time() * 1000),
-            )
-            ids[i] = job.job_id
+            ids[i] = send_hold(services, store, i + 1, seat_id, schedule_id)
 
     enqueue_s = run_threads(concurrency, enqueue)
     deadline = time.monotonic() + 300
