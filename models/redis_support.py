@@ -20,6 +20,8 @@ Every script declares all its keys, and all of them share one hash tag (CONVENTI
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,6 +74,55 @@ def evalsha(client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) 
     except rex.NoScriptError:
         script.sha = client.script_load(script.script)
         return client.evalsha(script.sha, len(keys), *keys, *args)
+
+
+class _ThreadConnections(threading.local):
+    """This thread's own connection to each connection pool's server (evalsha_direct)."""
+
+    def __init__(self) -> None:
+        self.by_pool: dict[int, Any] = {}
+        self.pid = os.getpid()
+
+
+_THREAD = _ThreadConnections()
+
+
+def evalsha_direct(client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """evalsha() on a connection this thread keeps to itself: the same EVALSHA, the same reply.
+
+    For the hottest calls (a fan's poll, a leave). redis-py checks a connection out of the pool
+    and back for every command, and around it times and records the call (its observability
+    hooks) and wraps it in its retry: ~50 of a poll's ~90 µs of client CPU (2026-12-03 07:41 UTC,
+    bench/unit_costs.py's machine), the checkout alone ~25 µs (a LifoQueue under a lock and a
+    `poll()` of the socket). One connection per thread needs none of that: nobody else writes
+    on it, and whatever fails mid-call (a timeout, a closed socket, a reply half read) closes
+    it, so a later call never reads a stale reply; that call is then made through the pool
+    (redis-py's retries, a fresh connection). A server that lost the script loads it again.
+    Anything but one plain Redis server (a Cluster, fakeredis, a pipeline) takes evalsha().
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or getattr(pool, "cache", None) is not None or type(client).__module__.startswith("fakeredis"):
+        return evalsha(client, script, keys, args)
+    local = _THREAD
+    if local.pid != os.getpid():  # forked: the parent's sockets are not this process's
+        local.by_pool, local.pid = {}, os.getpid()
+    conn = local.by_pool.get(id(pool))
+    if conn is None:
+        conn = local.by_pool[id(pool)] = pool.connection_class(**pool.connection_kwargs)
+    try:
+        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return conn.read_response()
+    except rex.NoScriptError:  # read whole: the connection is clean
+        script.sha = client.script_load(script.script)
+        return evalsha(client, script, keys, args)
+    except rex.ResponseError:  # an error reply, read whole: the connection is clean
+        raise
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        conn.disconnect()
+        return evalsha(client, script, keys, args)  # through the pool and its retries
+    except BaseException:
+        conn.disconnect()  # interrupted mid-call: a reply may still be on its way
+        raise
 
 
 def scripts_in_one_round_trip(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any]:

@@ -36,7 +36,7 @@ import redis
 from config.settings import Settings
 from models.errors import Forbidden, RateLimited, TokenInvalid, ValidationError
 from models.queue_tokens import QueueToken, concert_of_token, fingerprint, new_token_for, token_of_reply
-from models.redis_support import evalsha, is_cluster
+from models.redis_support import evalsha, evalsha_direct, is_cluster
 from models.waiting_room_lua import ADMIT, COUNTS, ISSUE, LEAVE, LIMITS, POLL, RATE, SWEEP, SWEEP_SLICE
 
 WAITING, ACTIVE = "WAITING", "ACTIVE"
@@ -234,7 +234,7 @@ class WaitingRoom:
         is refused with RateLimited when it comes more than 20 % before the last pollAfterMs.
         """
         script, keys, args = self.status_call(token=token, touch=touch)
-        return self.status_from(token=token, found=script(keys=keys, args=args))
+        return self.status_from(token=token, found=evalsha_direct(self.r, script, keys, args))
 
     def status_call(self, *, token: str, touch: bool = False) -> tuple[Any, list[str], list[str | int]]:
         """The poll script's (script, keys, args), to run in one round trip with other reads."""
@@ -291,7 +291,7 @@ class WaitingRoom:
         concert_id = concert_of_token(token)
         k = _keys(concert_id)
         keys = [f"{k['token_prefix']}{token}", k["waiting"], k["active"], k["pre"], k["entrants"]]
-        return int(self._leave(keys=keys, args=[token, k["user_prefix"], caller]))
+        return int(evalsha_direct(self.r, self._leave, keys, [token, k["user_prefix"], caller]))
 
     def owner(self, *, token: str) -> int | None:
         """The user a live token was issued to (None when unknown, expired or malformed)."""

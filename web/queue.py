@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import math
 
+import orjson
 from flask import Blueprint, Response, current_app, g
 from flask_limiter.util import get_remote_address
 from limits import parse_many
@@ -18,7 +18,7 @@ from models.errors import Forbidden, NotFound, TokenInvalid
 from models.prequeue import PreQueue, PrequeuedToken
 from models.queue_tokens import QueueToken, concert_of_token
 from models.waiting_room import JoinLimited, Rate, Window
-from web.api import described, json_body, respond, settings
+from web.api import described, json_body, ready_json, respond, settings
 from web.auth import identity
 from web.gate import queue_token_header, waiting_room
 from web.limits import limiter
@@ -59,7 +59,9 @@ def _pre_out(t: PrequeuedToken) -> TokenOut:
 
 def _body(t: QueueToken, status: int = 200) -> Response:
     """A token's TokenOut JSON, written directly: the poll is the hottest route of a sale, and a
-    pydantic model plus jsonify cost more than the poll's Redis round trip (bench/unit_costs.py)."""
+    pydantic model plus jsonify cost more than the poll's Redis round trip (bench/unit_costs.py).
+    orjson and a ready header list (web.api.ready_json): `json.dumps` and werkzeug's per-header
+    checks were ~400 of a poll's ~7,000 Python opcodes (bench/request_profile.py)."""
     notice = queue_controls().current(concert_id=t.concert_id).notice  # cached per process (0.5 s)
     expires = dt.datetime.fromtimestamp(t.expires_at_ms / 1000, dt.UTC).replace(tzinfo=None)
     body = {
@@ -75,7 +77,7 @@ def _body(t: QueueToken, status: int = 200) -> Response:
         "notice": notice,
         "entrant": _entrant(t.user_id, t.concert_id),
     }
-    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
+    return ready_json(orjson.dumps(body), status=status)
 
 
 def _own(user_id: int) -> None:
