@@ -291,6 +291,19 @@ def render(rows: list[dict[str, Any]], big: dict[str, dict[str, Any]], figure: s
             "read (`HGETALL ctl:`), once per 0.5 s per process whatever the poll rate: 1 in 20 here, where",
             "MONITOR slows the 20 counted polls. Target: 1 round trip, ≤ 600 µs of web CPU per poll.",
         ]
+    trip = measured.get("journey")
+    if trip:
+        p = trip["per_phase"]
+        out += [
+            "",
+            f"A whole fan journey (join, P polls, admission, seat map, hold and payment with `Prefer: wait=5`, "
+            f"let go after payment; {trip['n']} journeys on MariaDB, the jobs on an in-process partition worker) "
+            f"costs **{trip['fixed']:g} + {trip['per_poll']:g}·P Redis round trips**: join {p['join']:g}, "
+            f"poll {p['poll']:g} each, admission {p['admission']:g} per admitted fan, seat map {p['seat_map']:g}, "
+            f"hold {p['hold']:g} and payment {p['pay']:g} from the web, the two jobs {trip['worker_jobs']:g} on the "
+            f"worker (its idle loop, {trip['worker_idle_per_s']:g}/s, subtracted), let go {p['let_go']:g}. "
+            "Kafka and the outbox relay are not counted.",
+        ]
     database = measured.get("database")
     if database:
         hold, pay = database["hold"], database["payment"]

@@ -280,6 +280,177 @@ def db_costs(n: int, db_url: str) -> dict[str, Any]:
     return out
 
 
+def journey(n: int, redis_url: str, db_url: str) -> dict[str, Any]:
+    """Redis round trips of whole fan journeys, as the flash sale's fans make them, on MariaDB.
+
+    Each of `n` fans joins while admission is closed (WAITING), polls once on time, is admitted
+    by one admission pass for all of them, reads the cached seat map, holds a seat and pays, both
+    with `Prefer: wait=5` (the job's outcome in the answer), and is let go as the PaymentCompleted
+    consumer lets it go (`expire_user`). Requests go through the app in-process; the jobs run on
+    the partition worker in a thread of this process (tests/support/helpers.worker_thread). Round
+    trips are socket writes of this process's Redis clients, per phase; the worker's share is
+    what its thread sent during the fans' jobs minus what it sends idle over the same time
+    (measured just before). Kafka and the outbox relay are not in it.
+    """
+    import datetime as dt
+    import uuid
+
+    import redis
+    from werkzeug.test import EnvironBuilder
+
+    from config.settings import Settings
+    from models import points, schema
+    from models.concerts import NewSchedule, create_concert
+    from models.db import utcnow
+    from models.queue_tokens import fingerprint
+    from tests.support.helpers import worker_thread
+    from web import create_app
+
+    settings = Settings().with_(
+        database_url=db_url,
+        redis_url=redis_url,
+        admin_token="x",
+        active_limit=n + 1,
+        rate_issue_ip="1000000/second",
+        rate_issue_user="1000000/second",
+        auth_jwt_secret=BENCH_JWT_SECRET,
+    )
+    app = create_app(settings)
+    schema.drop_all()
+    schema.migrate()
+    redis.Redis.from_url(redis_url).flushdb()
+    concert, [view] = create_concert(
+        title="Journey", venue="Hall", schedules=[NewSchedule(utcnow() + dt.timedelta(days=30), n, 1_000)]
+    )
+    users = list(range(1, n + 1))
+    for user in users:
+        points.charge(user_id=user, amount=10_000, max_charge=10**9, max_balance=10**12)
+    room, controls = app.extensions["waiting_room"], app.extensions["queue_controls"]
+    auth = {u: bearer(u)["Authorization"] for u in users}
+
+    def call(path: str, method: str = "GET", headers: dict[str, str] | None = None, body: Any = None) -> Any:
+        environ = EnvironBuilder(path=path, method=method, headers=headers or {}, json=body).get_environ()
+        out: list[str] = []
+        chunks = app(environ, lambda s, h, e=None: out.append(s))
+        data = b"".join(chunks)
+        getattr(chunks, "close", lambda: None)()
+        return int(out[0][:3]), json.loads(data) if data else None
+
+    from redis.connection import AbstractConnection
+
+    sends: dict[str, int] = {}
+    original = AbstractConnection.send_packed_command
+
+    def counted(conn: Any, command: Any, check_health: bool = True) -> None:
+        name = threading.current_thread().name
+        sends[name] = sends.get(name, 0) + 1
+        original(conn, command, check_health)
+
+    def trips() -> tuple[int, int]:
+        """(this thread's socket writes, every other thread's) so far."""
+        mine = sends.get(threading.current_thread().name, 0)
+        return mine, sum(sends.values()) - mine
+
+    phases: dict[str, list[int]] = {}
+
+    def phase(name: str, before: tuple[int, int]) -> None:
+        phases.setdefault(name, []).append(trips()[0] - before[0])
+
+    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    try:
+        with worker_thread():
+            controls.change(concert_id=concert, who="bench", changes={"paused": True})  # no admission on join
+            tokens: dict[int, str] = {}
+            for u in users:  # joins while admission waits: every fan is WAITING
+                before = trips()
+                status, body = call("/api/v1/queue/tokens", "POST", {"Authorization": auth[u]}, {"concertId": concert})
+                phase("join", before)
+                assert status in (200, 201), body
+                tokens[u] = body["token"]
+            server_ms = int(room.r.time()[0]) * 1000
+            for u in users:  # due now: on-time polls
+                room.r.hset(f"wr:{{c:{concert}}}:t:{tokens[u]}", "p", f"{server_ms}:{server_ms}")
+            for u in users:
+                before = trips()
+                status, body = call(
+                    "/api/v1/queue/token", headers={"X-Queue-Token": tokens[u], "Authorization": auth[u]}
+                )
+                phase("poll", before)
+            before = trips()
+            controls.change(concert_id=concert, who="bench", changes={"paused": False})
+            admitted = room.admit(concert_id=concert, limit=n).admitted
+            phases["admission"] = [trips()[0] - before[0]]
+            time.sleep(1.0)
+            idle_started, idle_before = time.perf_counter(), trips()[1]
+            time.sleep(3.0)
+            idle_rate = (trips()[1] - idle_before) / (time.perf_counter() - idle_started)
+            jobs_started, jobs_before = time.perf_counter(), trips()[1]
+            seats = [
+                s["seatId"]
+                for s in call(
+                    f"/api/v1/schedules/{view.schedule_id}/seats",
+                    headers={"X-Queue-Token": tokens[users[0]], "Authorization": auth[users[0]]},
+                )[1]["seats"]
+            ]
+            outcomes: dict[str, int] = {}
+            for i, u in enumerate(users):
+                head = {"X-Queue-Token": tokens[u], "Authorization": auth[u]}
+                before = trips()
+                call(f"/api/v1/schedules/{view.schedule_id}/seats", headers=head)
+                phase("seat_map", before)
+                before = trips()
+                status, held = call(
+                    "/api/v1/reservations",
+                    "POST",
+                    {**head, "Prefer": "wait=5"},
+                    {"scheduleId": view.schedule_id, "seatId": seats[i]},
+                )
+                phase("hold", before)
+                outcomes[f"hold {status}"] = outcomes.get(f"hold {status}", 0) + 1
+                before = trips()
+                status, _ = call(
+                    "/api/v1/payments",
+                    "POST",
+                    {**head, "Prefer": "wait=5", "Idempotency-Key": uuid.uuid4().hex},
+                    {"reservationId": held["reservationId"]},
+                )
+                phase("pay", before)
+                outcomes[f"pay {status}"] = outcomes.get(f"pay {status}", 0) + 1
+                before = trips()
+                room.expire_user(user_id=u, concert_id=concert, token_fingerprint=fingerprint(tokens[u]))
+                phase("let_go", before)
+            elapsed = time.perf_counter() - jobs_started
+            worker = trips()[1] - jobs_before - idle_rate * elapsed
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+    mean = {
+        name: round(sum(v) / max(1, len(v)) if name != "admission" else v[0] / max(1, admitted), 2)
+        for name, v in phases.items()
+    }
+    web = sum(mean[k] for k in ("join", "admission", "seat_map", "hold", "pay", "let_go"))
+    jobs = round(worker / n, 2)
+    return {
+        "n": n,
+        "admitted": admitted,
+        "outcomes": outcomes,
+        "per_phase": mean,
+        "worker_jobs": jobs,
+        "worker_idle_per_s": round(idle_rate, 1),
+        "fixed": round(web + jobs, 1),
+        "per_poll": mean["poll"],
+    }
+
+
+def journey_line(j: dict[str, Any]) -> str:
+    """One fan's journey in Redis round trips: fixed part + per poll, and the phases."""
+    p = j["per_phase"]
+    phases = ", ".join(f"{k} {v:g}" for k, v in p.items() if k != "poll")
+    return (
+        f"per fan journey: {j['fixed']:g} + {j['per_poll']:g} x polls Redis round trips "
+        f"(web: {phases}; the hold and payment jobs on the worker {j['worker_jobs']:g}; {j['n']} journeys)"
+    )
+
+
 def run_in(checkout: Path, n: int, redis_url: str) -> dict[str, Any]:
     """measure() inside another checkout, in a child process (its own imports)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
@@ -324,6 +495,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="another checkout to measure in the same run")
     parser.add_argument("--before-name", help="what --before is, for the results (e.g. a commit); default its path")
     parser.add_argument("--db-n", type=int, default=500, help="holds and payments for the database figures")
+    parser.add_argument("--journeys", type=int, default=200, help="whole fan journeys for the per-journey round trips")
     args = parser.parse_args()
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
     from bench.common import create_database, machine
@@ -333,6 +505,7 @@ def main() -> None:
     db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_unit_costs")
     create_database(db_url)
     database = db_costs(args.db_n, db_url)
+    journeys = journey(args.journeys, redis_url, db_url)
     result = {
         "machine": machine(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
@@ -341,6 +514,7 @@ def main() -> None:
         "before_name": (args.before_name or str(args.before)) if args.before else None,
         "after": after,
         "database": {"n": args.db_n, **database},
+        "journey": journeys,
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(table(after, before))
@@ -349,6 +523,7 @@ def main() -> None:
         d = database[kind]
         kinds = ", ".join(f"{k} {v:g}" for k, v in d["by_kind"].items())
         print(f"| {kind} | {d['statements']:g} | {kinds} | {d['ms_p50']} | {d['ms_mean']} |")
+    print(f"\n{journey_line(journeys)}")
     print(f"\nwritten {RESULTS.relative_to(ROOT)}")
 
 
