@@ -18,7 +18,10 @@ for it never reach the partition, so the worker cannot learn from them that the 
 its commit's mark for 900 ms and no more; then the attempts of the next 100-400 ms queued as
 doomed jobs, bench/contention_trace.py at 32 clients, 2026-12-02 15:20 UTC: 170 of 270 jobs.)
 The refresh costs one indexed read and one pipelined write per `REFRESH_S` for all of a
-process's remembered seats (at most `LIMIT` per keeper, the least recently asked dropped first).
+process's remembered seats (at most `LIMIT` per keeper, the least recently asked dropped first):
+fixed SQL text and one script call per schedule (`quick_refusal.mark_many`), not an ORM query and a
+SET per seat, which cost 89 ms of CPU per refresh of 2,000 seats (2026-12-03 07:47 UTC, load 9):
+~30 % of a CPU per worker process while a sale's seats stayed remembered.
 
 Why one keeper per worker process, on its own thread (`background=True`, what `python -m
 workers run` uses), and not in each partition's consumer between batches: under load a batch
@@ -153,8 +156,7 @@ class MarkKeeper:
         except (pw.OperationalError, pw.InterfaceError) as exc:
             log.warning("mark refresh read failed (%s); the marks lapse until the next one", exc)
             return
-        pipe = self.r.pipeline(transaction=False)
-        marked = 0
+        taken: dict[int, list[tuple[int, str]]] = {}  # per schedule: (seat, detail) of the seats read taken
         for seat_id, (schedule_id, number, status) in states.items():
             rejection = rejection_for(status=str(status), number=int(number))
             expected = wanted.get(int(seat_id))
@@ -165,10 +167,12 @@ class MarkKeeper:
                 continue
             if rejection is None:
                 continue  # free (not yet held, or released): no mark, but still hot until forgotten
-            quick_refusal.mark(
-                pipe, schedule_id=int(schedule_id), seat_id=int(seat_id), refusal=rejection.detail, read_at_ms=read_at
-            )
-            marked += 1
+            taken.setdefault(int(schedule_id), []).append((int(seat_id), rejection.detail))
+        if not taken:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for schedule_id, refusals in taken.items():
+            quick_refusal.mark_many(pipe, schedule_id=schedule_id, refusals=refusals, read_at_ms=read_at)
         with contextlib.suppress(*ANY_REDIS_ERROR):  # a lost refresh only lets the next holds through
             pipe.execute()
-            self.refreshed += marked
+            self.refreshed += sum(len(r) for r in taken.values())
