@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,11 +77,20 @@ def evalsha(client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) 
         return client.evalsha(script.sha, len(keys), *keys, *args)
 
 
+_pack: Any
+try:
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover - hiredis is pinned in requirements.txt
+    _pack = None
+
+
 class _ThreadConnections(threading.local):
     """This thread's own connection to each connection pool's server (evalsha_direct)."""
 
     def __init__(self) -> None:
-        self.by_pool: dict[int, Any] = {}
+        # pool -> this thread's connection, forgotten with the pool (a new pool, even one at the
+        # dropped pool's address, never gets its connection: another server or database)
+        self.by_pool: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self.pid = os.getpid()
 
 
@@ -90,7 +100,7 @@ _THREAD = _ThreadConnections()
 def evalsha_direct(client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
     """evalsha() on a connection this thread keeps to itself: the same EVALSHA, the same reply.
 
-    For the hottest calls (a fan's poll, a leave). redis-py checks a connection out of the pool
+    For the hottest calls (a fan's join, poll, leave). redis-py checks a connection out of the pool
     and back for every command, and around it times and records the call (its observability
     hooks) and wraps it in its retry: ~50 of a poll's ~90 µs of client CPU (2026-12-03 07:41 UTC,
     bench/unit_costs.py's machine), the checkout alone ~25 µs (a LifoQueue under a lock and a
@@ -105,12 +115,15 @@ def evalsha_direct(client: Any, script: Any, keys: Sequence[Any], args: Sequence
         return evalsha(client, script, keys, args)
     local = _THREAD
     if local.pid != os.getpid():  # forked: the parent's sockets are not this process's
-        local.by_pool, local.pid = {}, os.getpid()
-    conn = local.by_pool.get(id(pool))
+        local.by_pool, local.pid = weakref.WeakKeyDictionary(), os.getpid()
+    conn = local.by_pool.get(pool)
     if conn is None:
-        conn = local.by_pool[id(pool)] = pool.connection_class(**pool.connection_kwargs)
+        conn = local.by_pool[pool] = pool.connection_class(**pool.connection_kwargs)
     try:
-        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        if _pack is None:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        else:  # hiredis packs str and int as redis-py does, less its per-argument checks (3-8 µs)
+            conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
         return conn.read_response()
     except rex.NoScriptError:  # read whole: the connection is clean
         script.sha = client.script_load(script.script)

@@ -36,7 +36,7 @@ import redis
 from config.settings import Settings
 from models.errors import Forbidden, RateLimited, TokenInvalid, ValidationError
 from models.queue_tokens import QueueToken, concert_of_token, fingerprint, new_token_for, token_of_reply
-from models.redis_support import evalsha, evalsha_direct, is_cluster
+from models.redis_support import evalsha_direct, is_cluster
 from models.waiting_room_lua import ADMIT, COUNTS, ISSUE, LEAVE, LIMITS, POLL, RATE, SWEEP, SWEEP_SLICE
 
 WAITING, ACTIVE = "WAITING", "ACTIVE"
@@ -209,7 +209,7 @@ class WaitingRoom:
         # (nobody waited) sees it again.
         if not self._cluster:
             keys.append(CONCERTS_KEY)
-        reply = evalsha(self.r, self._issue, keys, args)
+        reply = evalsha_direct(self.r, self._issue, keys, args)
         _refuse_if_limited(reply)
         window = Window(int(reply[10]), int(reply[11]), int(reply[12])) if rates else None
         issued = token_of_reply(_text(reply[0]), reply[2:10], created=int(reply[1]) == 1)
