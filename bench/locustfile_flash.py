@@ -25,6 +25,11 @@ every FLASH_BARE_EVERY-th fan (default 10) also GETs /bare there right after eac
 own second connection, named `/bare (beside <endpoint>)`: the bare route under the same load, in the same
 run, at the same moments as that endpoint (the first one, beside the join, is that connection's first request,
 as the join is the fan's). These requests are the sale's floor, not part of a fan's journey.
+FLASH_FLOOR_PATH (`/floor/bare`: the service's own gunicorn serving bench/bare_app.py beside the service,
+bench/flash_sale/same_server.py): every FLASH_BARE_EVERY-th fan, counted from the middle (other fans than the
+ones above), also GETs it right after each of its own requests on its own connection to the service, named
+`/floor/bare (same server, beside <endpoint>)`: the bare route waiting in the same workers, threads and GIL as
+that endpoint, at the same moments.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ JOB_POLL = 0.5
 JWT_SECRET = os.environ.get("AUTH_JWT_SECRET", "")
 BARE_HOST = os.environ.get("FLASH_BARE_HOST", "")
 BARE_EVERY = int(os.environ.get("FLASH_BARE_EVERY", "10"))
+FLOOR_PATH = os.environ.get("FLASH_FLOOR_PATH", "")
 
 
 def sign(user_id: int) -> str:
@@ -105,11 +111,14 @@ class Fan(FastHttpUser):
                 network_timeout=self.network_timeout,
                 connection_timeout=self.connection_timeout,
             )
+        self.floor = bool(FLOOR_PATH) and not (BARE or BARE_ONCE) and self.user_id % BARE_EVERY == BARE_EVERY // 2
 
     def _bare_beside(self, name: str) -> None:
         """The same-run floor: GET /bare now, beside the request `name` this fan just made (sampled fans)."""
         if self.bare is not None:
             self.bare.get("/bare", name=f"/bare (beside {name})")
+        if self.floor:  # the same server's bare route, on this fan's own connection
+            self.client.get(FLOOR_PATH, name=f"/floor/bare (same server, beside {name})")
 
     # --- one request with an expected set of statuses ------------------------------------------
     def _call(self, method: str, path: str, name: str, ok: tuple[int, ...], **kw: Any) -> tuple[int, Any]:

@@ -223,7 +223,9 @@ def start_service(run: Run, params: dict[str, Any], t0: float) -> tuple[int, lis
     run.broker.start()
     run.env["KAFKA_BOOTSTRAP_SERVERS"] = run.broker.bootstrap
     run.env["PROMETHEUS_MULTIPROC_DIR"] = str(run.tmp / "metrics")
-    run.honcho = Honcho(run.env, run.workers, run.tmp / "honcho.log", run.web_port)
+    # the same-server floor: the service's gunicorn also serves bench/bare_app.py at /floor/bare
+    procfile = None if run.fair_start else ROOT / "bench" / "flash_sale" / "Procfile"
+    run.honcho = Honcho(run.env, run.workers, run.tmp / "honcho.log", run.web_port, procfile)
     api = ApiClient(f"http://127.0.0.1:{run.web_port}/api/v1")
     wait_http(f"http://127.0.0.1:{run.web_port}/api/v1/readyz", 60, run.honcho.proc)
     wait_for_partitions(run.redis, 16)
@@ -261,6 +263,8 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
     if run.bare is not None:  # the same-run floor: sampled fans GET /bare beside each of their requests
         locust_env["FLASH_BARE_HOST"] = f"http://127.0.0.1:{run.bare_port}"
         locust_env["FLASH_BARE_EVERY"] = str(BARE_EVERY)
+    if not run.fair_start:  # the same-server floor: other sampled fans GET /floor/bare from the service itself
+        locust_env["FLASH_FLOOR_PATH"] = "/floor/bare"
     admissions = None
     if run.fair_start:  # fans wait for the opening on top of the queue
         locust_env["FLASH_MAX_WAIT"] = str(120 + fair.join_window_s(run.users, run.rate))

@@ -11,6 +11,7 @@ from bench.flash_sale.checks import service_problems
 from bench.flash_sale.load import locust_cpu_warning, peak_rps, read_failures, timeline
 
 BESIDE = "/bare (beside "  # the same-run floor's rows: `/bare (beside <endpoint>)` (bench/locustfile_flash.py)
+SAME_SERVER = "/floor/bare (same server, beside "  # the bare route served by the service's own gunicorn
 
 
 def sale_result(
@@ -25,6 +26,7 @@ def sale_result(
         # Aggregated is locust's: it counts the same-run bare requests too
         "endpoints": {name: endpoints[name] for name in (*ENDPOINTS, "Aggregated") if name in endpoints},
         "same_run_bare": {name: row for name, row in endpoints.items() if name.startswith(BESIDE)},
+        "same_server_bare": {name: row for name, row in endpoints.items() if name.startswith(SAME_SERVER)},
         "failures": read_failures(tmp / "sale"),
         "outcomes": dict(sorted(outcomes.items())),
         **_sale_figures(tmp, sold),
@@ -154,6 +156,10 @@ def ratios(
         beside = endpoints.get(f"{BESIDE}{name})")
         if name in endpoints and beside:
             out[f"p50_over_same_run_bare_p50[{name}]"] = div(endpoints[name]["p50_ms"], beside["p50_ms"], 2)
+    for name in ENDPOINTS:  # the bare route in the service's own workers, same moments (other sampled fans)
+        same = endpoints.get(f"{SAME_SERVER}{name})")
+        if name in endpoints and same:
+            out[f"p50_over_same_server_bare_p50[{name}]"] = div(endpoints[name]["p50_ms"], same["p50_ms"], 2)
     return out
 
 
@@ -164,9 +170,9 @@ def print_table(result: dict[str, Any]) -> None:
             f"{name:<24}{e['requests']:>9}{e['failures']:>6}{e['rps']:>8.1f}"
             f"{e['p50_ms'] or 0:>8.0f}{e['p95_ms'] or 0:>8.0f}{e['p99_ms'] or 0:>8.0f}"
         )
-    for name, e in (result.get("same_run_bare") or {}).items():
+    for name, e in {**(result.get("same_run_bare") or {}), **(result.get("same_server_bare") or {})}.items():
         print(
-            f"{name[:40]:<40}{e['requests']:>9}{e['failures']:>6}{e['rps']:>8.1f}"
+            f"{name[:60]:<60}{e['requests']:>9}{e['failures']:>6}{e['rps']:>8.1f}"
             f"{e['p50_ms'] or 0:>8.0f}{e['p95_ms'] or 0:>8.0f}{e['p99_ms'] or 0:>8.0f}"
         )
     f = result["floors"]

@@ -29,9 +29,12 @@ from tests.support.procs import lease_holders
 class Honcho:
     """`honcho start` of the Procfile in its own session; stop() sends SIGTERM, then SIGKILL to what is left."""
 
-    def __init__(self, env: dict[str, str], workers: int, log: Path, port: int) -> None:
+    def __init__(self, env: dict[str, str], workers: int, log: Path, port: int, procfile: Path | None = None) -> None:
         self.log = log
-        cmd = [str(BIN / "honcho"), "-e", os.devnull, "start", "-p", str(port), "-c", f"worker={workers}"]
+        cmd = [str(BIN / "honcho"), "-e", os.devnull]
+        if procfile is not None:  # another Procfile, run from the repository's root as the default one is
+            cmd += ["-f", str(procfile), "-d", str(ROOT)]
+        cmd += ["start", "-p", str(port), "-c", f"worker={workers}"]
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
