@@ -394,6 +394,7 @@ def flash_section(d: dict[str, Any]) -> list[str]:
         "Floors measured in the same run:",
         "",
         *_beside_lines(d.get("same_run_bare") or {}),
+        *_same_server_lines(d.get("same_server_bare") or {}),
         f"- after the sale, bare Flask `GET` on the same gunicorn settings: {floors['bare_flask']['rps']} RPS, "
         f"p50 {floors['bare_flask']['p50_ms']} ms (framework floor: every fan GETs back to back on its "
         "open connection);",
@@ -496,6 +497,23 @@ def _beside_lines(beside: dict[str, Any]) -> list[str]:
     ]
 
 
+def _same_server_lines(same: dict[str, Any]) -> list[str]:
+    """The second same-run floor: the bare route served by the service's own gunicorn."""
+    if not same:
+        return []
+    prefix = "/floor/bare (same server, beside "
+    rows = ", ".join(
+        f"{name.removeprefix(prefix).removesuffix(')')} {row['p50_ms']:g} ms ({row['requests']:,})"
+        for name, row in same.items()
+    )
+    return [
+        "- during the sale, the same bare Flask route mounted in the service's own gunicorn "
+        "(`bench/flash_sale/same_server.py`: same workers, threads and GIL), GET by other sampled fans on "
+        f"their own service connection right after each of their requests; p50 beside each endpoint (requests): "
+        f"{rows} (what the endpoint adds over a bare route waiting in the same server);"
+    ]
+
+
 RATIO_WORDS = {
     "seat_map_rps_over_bare_rps": ("seat-map requests per second", "bare Flask requests per second"),
     "all_requests_rps_over_bare_rps": ("requests per second, all endpoints (mean)", "bare Flask requests per second"),
@@ -520,6 +538,9 @@ def _ratio_rows(ratios: dict[str, Any]) -> list[str]:
         elif key.startswith("p50_over_same_run_bare_p50[") and key.endswith("]"):
             name = key[len("p50_over_same_run_bare_p50[") : -1]
             ours, floor = f"p50 latency of `{name}` (ms)", "bare Flask p50 beside it, same run and load (ms)"
+        elif key.startswith("p50_over_same_server_bare_p50[") and key.endswith("]"):
+            name = key[len("p50_over_same_server_bare_p50[") : -1]
+            ours, floor = f"p50 latency of `{name}` (ms)", "bare Flask p50 in the same gunicorn, same moments (ms)"
         elif key.startswith("p50_over_bare_first_request_p50[") and key.endswith("]"):
             name = key[len("p50_over_bare_first_request_p50[") : -1]
             ours, floor = f"p50 latency of `{name}` (ms)", "bare Flask first-request p50 latency (ms)"

@@ -260,3 +260,33 @@ def test_a_web_worker_freezes_what_start_up_left_out_of_the_garbage_collector(
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize(("env", "expected"), [(None, 0.001), ("250", 0.00025)])
+def test_a_web_worker_hands_the_gil_over_after_WEB_GIL_SWITCH_US(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: str | None, expected: float
+) -> None:
+    """A request thread whose Redis reply is in waits for the GIL at most this long behind a thread
+    running Python (Python's default 5 ms); set once the app is loaded (post_worker_init)."""
+    import gc
+    import sys
+
+    from gunicorn.config import Config
+
+    monkeypatch.setenv("AUTH_JWT_SECRET", TEST_JWT_SECRET)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    if env is None:
+        monkeypatch.delenv("WEB_GIL_SWITCH_US", raising=False)
+    else:
+        monkeypatch.setenv("WEB_GIL_SWITCH_US", env)
+    config = runpy.run_path("config/gunicorn.py")
+    cfg = Config()
+    cfg.set("post_worker_init", config["post_worker_init"])
+    saved = sys.getswitchinterval()
+    try:
+        cfg.post_worker_init(object())
+
+        assert sys.getswitchinterval() == pytest.approx(expected)
+    finally:
+        sys.setswitchinterval(saved)
+        gc.unfreeze()
