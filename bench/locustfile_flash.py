@@ -21,15 +21,18 @@ instead: the framework floor, same user count), FLASH_MODE=bare_once (each fan G
 request on a new connection, then idles: the floor of a join, which is every fan's first request, at the same
 arrival rate).
 FLASH_BARE_HOST (the bare Flask app's gunicorn, same config, running beside the service for the whole sale):
-every FLASH_BARE_EVERY-th fan (default 10) also GETs /bare there right after each of its own requests, on its
-own second connection, named `/bare (beside <endpoint>)`: the bare route under the same load, in the same
-run, at the same moments as that endpoint (the first one, beside the join, is that connection's first request,
-as the join is the fan's). These requests are the sale's floor, not part of a fan's journey.
+every FLASH_BARE_EVERY-th fan (default 10) also GETs /bare there with each of its own requests (sent at the
+same moment, on its own second connection), named `/bare (beside <endpoint>)`: the bare route under the same
+load, in the same run, at the same moments as that endpoint (the first one, beside the join, is that
+connection's first request, as the join is the fan's). These requests are the sale's floor, not part of a
+fan's journey.
 FLASH_FLOOR_PATH (`/floor/bare`: the service's own gunicorn serving bench/bare_app.py beside the service,
 bench/flash_sale/same_server.py): every FLASH_BARE_EVERY-th fan, counted from the middle (other fans than the
-ones above), also GETs it right after each of its own requests on its own connection to the service, named
-`/floor/bare (same server, beside <endpoint>)`: the bare route waiting in the same workers, threads and GIL as
-that endpoint, at the same moments.
+ones above), also GETs it with each of its own requests (same moment, on a second connection of its own to the
+service), named `/floor/bare (same server, beside <endpoint>)`: the bare route waiting in the same workers,
+threads and GIL as that endpoint, at the same moments.
+Until 2026-12-03 08:05 UTC the floor request was sent right after the endpoint's answer: in a burst (the
+sold-out leaves) it came after the burst the endpoint had waited through, and read low.
 """
 
 from __future__ import annotations
@@ -111,19 +114,31 @@ class Fan(FastHttpUser):
                 network_timeout=self.network_timeout,
                 connection_timeout=self.connection_timeout,
             )
-        self.floor = bool(FLOOR_PATH) and not (BARE or BARE_ONCE) and self.user_id % BARE_EVERY == BARE_EVERY // 2
+        self.floor: FastHttpSession | None = None
+        if FLOOR_PATH and not (BARE or BARE_ONCE) and self.user_id % BARE_EVERY == BARE_EVERY // 2:
+            self.floor = FastHttpSession(
+                base_url=self.host,
+                request_event=self.environment.events.request,
+                user=self,
+                network_timeout=self.network_timeout,
+                connection_timeout=self.connection_timeout,
+            )
 
-    def _bare_beside(self, name: str) -> None:
-        """The same-run floor: GET /bare now, beside the request `name` this fan just made (sampled fans)."""
+    def _floors_beside(self, name: str) -> list[gevent.Greenlet]:
+        """The same-run floors of the request `name` this fan is sending now (sampled fans): GET the bare
+        route at the same moment, on a connection of their own; joined once the request is answered."""
+        started = []
         if self.bare is not None:
-            self.bare.get("/bare", name=f"/bare (beside {name})")
-        if self.floor:  # the same server's bare route, on this fan's own connection
-            self.client.get(FLOOR_PATH, name=f"/floor/bare (same server, beside {name})")
+            started.append(gevent.spawn(self.bare.get, "/bare", name=f"/bare (beside {name})"))
+        if self.floor is not None:  # the same server's bare route
+            started.append(gevent.spawn(self.floor.get, FLOOR_PATH, name=f"/floor/bare (same server, beside {name})"))
+        return started
 
     # --- one request with an expected set of statuses ------------------------------------------
     def _call(self, method: str, path: str, name: str, ok: tuple[int, ...], **kw: Any) -> tuple[int, Any]:
         if not (BARE or BARE_ONCE):
             kw["headers"] = {"Authorization": self.auth, **(kw.get("headers") or {})}
+        floors = self._floors_beside(name)
         with self.client.request(method, path, name=name, catch_response=True, **kw) as resp:
             status = resp.status_code
             if status in ok:
@@ -136,8 +151,8 @@ class Fan(FastHttpUser):
                 # no answer at all (status 0): the client's own error says why (timeout, reset, refused)
                 cause = _problem_code(resp) if status else f"{type(resp.error).__name__}: {resp.error}"[:120]
                 resp.failure(f"{status} {cause}".strip())
+        gevent.joinall(floors)
         if status in ok:
-            self._bare_beside(name)  # after locust recorded this request
             return status, body
         outcomes[f"failed:{name}:{status}"] += 1
         raise Failed(name)

@@ -19,10 +19,13 @@
    (`Prefer: wait=5`), pays (`Idempotency-Key`, `Prefer: wait=5`) and stops (see the locustfile).
    Meanwhile a thread polls the database every 0.1 s: time to sell out runs from the first reservation
    row to the moment all seats are RESERVED. The same-run floor: gunicorn with the same config serves
-   bench/bare_app.py on the next port for the whole sale, and every BARE_EVERY-th fan GETs its /bare right
-   after each of its own requests (`/bare (beside <endpoint>)`, on a second connection of that fan's, whose
-   first request is the one beside the join): each endpoint's p50 is compared with the bare route's p50 at
-   the same moments, under the same load, from the same locust process.
+   bench/bare_app.py on the next port for the whole sale, and every BARE_EVERY-th fan GETs its /bare with
+   each of its own requests, sent at the same moment (`/bare (beside <endpoint>)`, on a second connection of
+   that fan's, whose first request is the one beside the join): each endpoint's p50 is compared with the
+   bare route's p50 at the same moments, under the same load, from the same locust process. A second floor:
+   the service's own gunicorn also serves the bare app at /floor/bare (bench/flash_sale/Procfile), GET the
+   same way by other sampled fans (`/floor/bare (same server, beside <endpoint>)`): the bare route waiting
+   in the same workers as the endpoint.
 4. After the sale: waits for the outbox to be PUBLISHED and every event consumed, then
    `python -m models check`, plus oversold / double-payment / unpublished / open-job counts.
 5. Framework floor, after the sale: the same bare gunicorn loaded by the same locustfile (FLASH_MODE=bare:
