@@ -492,8 +492,9 @@ def _beside_lines(beside: dict[str, Any]) -> list[str]:
     )
     return [
         "- during the sale, the bare Flask route on its own gunicorn (same settings), GET by every 10th fan "
-        f"right after each of its own requests; p50 beside each endpoint (requests): {rows} (the floor each "
-        "endpoint is compared with: same moments, same load);"
+        "with each of its own requests (sent at the same moment since 2026-12-03 08:05 UTC, right after its "
+        f"answer before); p50 beside each endpoint (requests): {rows} (the floor each endpoint is compared with: "
+        "same moments, same load);"
     ]
 
 
@@ -509,7 +510,7 @@ def _same_server_lines(same: dict[str, Any]) -> list[str]:
     return [
         "- during the sale, the same bare Flask route mounted in the service's own gunicorn "
         "(`bench/flash_sale/same_server.py`: same workers, threads and GIL), GET by other sampled fans on "
-        f"their own service connection right after each of their requests; p50 beside each endpoint (requests): "
+        f"a second connection to the service, sent with each of their requests; p50 beside each endpoint (requests): "
         f"{rows} (what the endpoint adds over a bare route waiting in the same server);"
     ]
 
