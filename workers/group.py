@@ -70,8 +70,9 @@ class HoldGroup:
             for message in messages:
                 self.serial(message)  # stale ones: the serial path drops them
             return
+        kept = {id(m) for m in fresh}  # by identity: `in fresh` compared messages field by field, n² times
         for message in messages:
-            if message not in fresh:
+            if id(message) not in kept:
                 self.serial(message)
         mine = self._start(fresh)
         if not mine:
