@@ -153,6 +153,9 @@ def pipeline_section(d: dict[str, Any]) -> list[str]:
         f"(target: at least 0.4×; issue 16's group commit, every hold a winner on its own seat: at least 1.5×). "
         f"Invariant violations after the run: {len(d.get('invariant_violations', []))}.",
         "",
+        "One round; the ratio moves with the machine's load from round to round (every round of the day, "
+        'and their median: docs/ARCHITECTURE.md, "Contention", group commit).',
+        "",
         "![pipeline](img/bench-pipeline.png)",
         "",
     ]
