@@ -97,6 +97,43 @@ class _ThreadConnections(threading.local):
 _THREAD = _ThreadConnections()
 
 
+def _kept_connection(client: Any) -> Any:
+    """This thread's own connection to the server of `client`'s pool (made on first use), or None
+    for anything but one plain Redis server (a Cluster, fakeredis, a client-side cache)."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or getattr(pool, "cache", None) is not None or type(client).__module__.startswith("fakeredis"):
+        return None
+    local = _THREAD
+    if local.pid != os.getpid():  # forked: the parent's sockets are not this process's
+        local.by_pool, local.pid = weakref.WeakKeyDictionary(), os.getpid()
+    conn = local.by_pool.get(pool)
+    if conn is None:
+        conn = local.by_pool[pool] = pool.connection_class(**pool.connection_kwargs)
+    return conn
+
+
+def _scripts_direct(conn: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any] | None:
+    """Several EVALSHAs sent together on a kept connection and every reply read (an error reply as
+    its exception, in its place): the connection stays in step. None when the connection failed
+    (it is closed; the caller goes through the pool)."""
+    commands = [_pack(("EVALSHA", script.sha, len(keys), *keys, *args)) for script, keys, args in calls]
+    try:
+        conn.send_packed_command(commands)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except rex.ResponseError as exc:  # read whole: the next reply follows it
+                replies.append(exc)
+        return replies
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        conn.disconnect()
+        return None
+    except BaseException:
+        conn.disconnect()  # interrupted mid-call: replies may still be on their way
+        raise
+
+
 def evalsha_direct(client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
     """evalsha() on a connection this thread keeps to itself: the same EVALSHA, the same reply.
 
@@ -110,15 +147,9 @@ def evalsha_direct(client: Any, script: Any, keys: Sequence[Any], args: Sequence
     (redis-py's retries, a fresh connection). A server that lost the script loads it again.
     Anything but one plain Redis server (a Cluster, fakeredis, a pipeline) takes evalsha().
     """
-    pool = getattr(client, "connection_pool", None)
-    if pool is None or getattr(pool, "cache", None) is not None or type(client).__module__.startswith("fakeredis"):
-        return evalsha(client, script, keys, args)
-    local = _THREAD
-    if local.pid != os.getpid():  # forked: the parent's sockets are not this process's
-        local.by_pool, local.pid = weakref.WeakKeyDictionary(), os.getpid()
-    conn = local.by_pool.get(pool)
+    conn = _kept_connection(client)
     if conn is None:
-        conn = local.by_pool[pool] = pool.connection_class(**pool.connection_kwargs)
+        return evalsha(client, script, keys, args)
     try:
         if _pack is None:
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -146,7 +177,23 @@ def scripts_in_one_round_trip(client: Any, calls: Sequence[tuple[Any, Sequence[A
     On a Redis Cluster the scripts go as EVAL (see run_script), one round trip per node.
     """
     if len(calls) <= 1:  # no pipeline for one script (cheaper on the client: the seat map's common case)
-        return [run_script(script, keys=keys, args=args) for script, keys, args in calls]
+        if is_cluster(client):
+            return [run_script(script, keys=keys, args=args) for script, keys, args in calls]
+        return [evalsha_direct(client, script, keys, args) for script, keys, args in calls]
+    conn = None if _pack is None or is_cluster(client) else _kept_connection(client)
+    if conn is not None:  # the thread's own connection: none of redis-py's pipeline machinery
+        for attempt in (1, 2):
+            direct = _scripts_direct(conn, calls)
+            if direct is None:
+                break  # the connection failed: through the pool and its retries below
+            if attempt == 1 and any(isinstance(r, rex.NoScriptError) for r in direct):
+                for script, _, _ in calls:
+                    script.sha = client.script_load(script.script)
+                continue
+            for reply in direct:
+                if isinstance(reply, Exception):
+                    raise reply
+            return direct
     for attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         for script, keys, args in calls:

@@ -38,6 +38,8 @@ def room_on(client: redis.Redis) -> WaitingRoom:
 
 def test_joins_take_the_direct_path_on_one_redis_and_get_the_queue_right(client: redis.Redis) -> None:
     room = room_on(client)
+    for script in (room._issue, room._poll):
+        client.script_load(script.script)  # a server that lost them reloads them (another test)
     pool: Any = client.connection_pool
     checkouts: list[int] = []
     real = pool.get_connection
@@ -146,3 +148,31 @@ def _db(url: str, db: int) -> str:
 def _url(client: redis.Redis) -> str:
     kw = client.connection_pool.connection_kwargs
     return f"redis://{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+def test_scripts_sent_together_go_on_the_kept_connection_and_stay_in_step(client: redis.Redis) -> None:
+    """The gate's poll + seat-map read (scripts_in_one_round_trip) on the thread's own connection:
+    no pool checkout; a server that forgot a script gets it again; an error reply in the middle is
+    read whole, so the next call reads its own replies, not the rest of the last one's."""
+    from models.redis_support import scripts_in_one_round_trip
+
+    echo = client.register_script("return ARGV[1]")
+    fail = client.register_script("return redis.error_reply('BOOM ' .. ARGV[1])")
+    client.script_load(echo.script)
+    pool: Any = client.connection_pool
+    checkouts: list[int] = []
+    real = pool.get_connection
+    pool.get_connection = lambda *a, **k: checkouts.append(1) or real(*a, **k)
+    try:
+        assert scripts_in_one_round_trip(client, [(echo, ["{k}"], ["a"]), (echo, ["{k}"], ["b"])]) == ["a", "b"]
+        assert checkouts == []
+    finally:
+        pool.get_connection = real
+    client.script_flush()
+    assert scripts_in_one_round_trip(client, [(echo, ["{k}"], ["c"]), (echo, ["{k}"], ["d"])]) == ["c", "d"]
+
+    with pytest.raises(rex.ResponseError, match="BOOM 1"):
+        scripts_in_one_round_trip(client, [(fail, ["{k}"], ["1"]), (echo, ["{k}"], ["e"]), (fail, ["{k}"], ["2"])])
+
+    assert scripts_in_one_round_trip(client, [(echo, ["{k}"], ["f"]), (echo, ["{k}"], ["g"])]) == ["f", "g"]
+    assert room_on(client).issue(user_id=5, concert_id=CONCERT).user_id == 5
