@@ -113,3 +113,10 @@ def token_key() -> str:
 def job_key() -> str:
     """Rate-limit key of job creation (holds, cancels, payments): the signed-in user's one budget."""
     return f"jobs:{identity()}" if _queue_token() else ""
+
+
+def identity_job_key() -> str:
+    """job_key() for a job route that needs no queue token (a refund): the same budget, keyed by the
+    identity alone (the identity hook has already refused a request without one). job_key() gave
+    "" there, which Flask-Limiter skips (with an ERROR line): refunds had no limit at all."""
+    return f"jobs:{identity()}"

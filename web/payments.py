@@ -12,7 +12,7 @@ from web.api import idempotency_key_header, parse_id, respond, settings, spec
 from web.auth import identity
 from web.gate import own_reservation, queue_token_header, require_active
 from web.jobs import MAX_WAIT, answer, create_and_enqueue, enqueue, job_route_responses, job_store, new_job_id
-from web.limits import job_key, limiter
+from web.limits import identity_job_key, job_key, limiter
 from web.schemas import Problem
 from web.schemas.payments import PaymentIn, PaymentOut
 from workers.jobs import Job, finished_job
@@ -100,7 +100,7 @@ def get(payment_id: str) -> Response:
 
 
 @bp.post("/payments/<payment_id>/refund")
-@limiter.shared_limit(lambda: settings().rate_jobs_user, scope="jobs", key_func=job_key)
+@limiter.shared_limit(lambda: settings().rate_jobs_user, scope="jobs", key_func=identity_job_key)
 @spec.validate(resp=job_route_responses((400, 401, 404, 409, 429), HTTP_200=PaymentOut), tags=["payments"])
 def refund(payment_id: str) -> Response:
     """Refund the caller's payment through the seat's partition: points back, the seat on sale again.

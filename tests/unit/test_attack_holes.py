@@ -290,3 +290,15 @@ def test_a_web_worker_hands_the_gil_over_after_WEB_GIL_SWITCH_US(
     finally:
         sys.setswitchinterval(saved)
         gc.unfreeze()
+
+
+def test_refunds_share_the_job_budget(limited: FlaskClient) -> None:
+    # a refund needs no queue token, so job_key() gave "" and Flask-Limiter skipped the limit
+    # (logging an ERROR): every refund request made a job with no budget at all
+    answers = [limited.post(f"{API}/payments/999/refund", headers=user_headers(FAN)) for _ in range(4)]
+
+    assert [r.status_code for r in answers[:3]] == [404, 404, 404]
+    assert (answers[3].status_code, problem_of(answers[3])["code"]) == (429, "RATE_LIMITED")
+    assert _hold(limited, queue_headers(limited, FAN, 1), 1).status_code == 429  # one budget with holds
+    other = limited.post(f"{API}/payments/999/refund", headers=user_headers(FAN + 1))
+    assert other.status_code == 404  # another fan's budget is their own
