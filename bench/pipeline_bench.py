@@ -40,7 +40,7 @@ from models import check, schema, seed
 from models.concerts import Seat
 from models.db import db
 from tests.support.procs import Cluster, wait_for_leases
-from workers.broker import send
+from workers.broker import enqueue_job
 from workers.jobs import OPEN_KEY, SUCCEEDED, TERMINAL, JobStore, job_key
 from workers.reservations import hold_seat
 
@@ -58,20 +58,20 @@ def fresh_data(seats: int) -> list[tuple[int, int]]:
 def send_hold(
     services: Services, store: JobStore, user_id: int, seat_id: int, schedule_id: int, job_id: str | None = None
 ) -> str:
-    """Send a hold as POST /reservations sends it (job record + message + wake-up in one script); its job id."""
+    """Send a hold as POST /reservations sends it (workers.broker.enqueue_job: job record + message +
+    wake-up in one script); its job id."""
     job_id = job_id or uuid.uuid4().hex
-    _, record = store.new(job_type="RESERVATION", user_id=user_id, job_id=job_id)
-    send(
+    enqueue_job(
         services.broker,
+        store,
         hold_seat,
-        route_seat=seat_id,
         partitions=services.settings.partitions,
-        job=record,
-        job_id=job_id,
+        job_type="RESERVATION",
         user_id=user_id,
+        route_seat=seat_id,
+        job_id=job_id,
         schedule_id=schedule_id,
         seat_id=seat_id,
-        enqueued_ms=int(time.time() * 1000),
     )
     return job_id
 

@@ -21,8 +21,8 @@ from web.auth import identity
 from web.errors import problem_response
 from web.schemas import Problem
 from web.schemas.jobs import JobAccepted, JobOut
-from workers.broker import Actor, send
-from workers.jobs import SUCCEEDED, TERMINAL, Job, JobStore, job_key
+from workers.broker import Actor, enqueue_job, send
+from workers.jobs import SUCCEEDED, TERMINAL, Job, JobStore
 
 bp = Blueprint("jobs", __name__)
 MAX_WAIT = 10.0
@@ -76,18 +76,16 @@ def create_and_enqueue(
     both fail together; on a Redis Cluster the record's node may answer while the queue's does not.
     """
     store, job_id = job_store(), job_id or new_job_id()
-    job, record = store.new(job_type=job_type, user_id=user_id, job_id=job_id)
     try:
-        send(
+        job = enqueue_job(
             services().broker,
+            store,
             actor,
-            route_seat=route_seat,
             partitions=settings().partitions,
-            job=record,
-            durable=[job_key(job_id)],
-            job_id=job_id,
+            job_type=job_type,
             user_id=user_id,
-            enqueued_ms=int(time.time() * 1000),
+            route_seat=route_seat,
+            job_id=job_id,
             **kwargs,
         )
     except REDIS_ERRORS:

@@ -24,6 +24,7 @@ tests/unit/test_broker.py fails if a Dramatiq upgrade changes any of them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,7 @@ from dramatiq.common import current_millis
 
 from config.logs import REQUEST_ID
 from models.redis_support import is_cluster, run_script, wait_replicated
-from workers.jobs import OPEN_KEY, NewRecord
+from workers.jobs import OPEN_KEY, Job, JobStore, NewRecord, job_key
 
 # Enqueue a message as Dramatiq's dispatch script does ("enqueue": HSET the message into the
 # queue's .msgs hash, RPUSH its id on the queue) and wake the partition's consumer; with five
@@ -256,3 +257,34 @@ def requeue_own_unacked(broker: dramatiq.Broker, queue: str) -> int:  # type: ig
 def recover_dead_consumers(broker: dramatiq.Broker, queue: str) -> None:  # type: ignore[type-arg]
     """Put the messages a dead process had fetched from `queue` back on it, now (see partitions.py)."""
     dispatch(broker, "qsize", queue, client=broker.client, maintenance=True)  # type: ignore[attr-defined]
+
+
+def enqueue_job(
+    broker: dramatiq.Broker,  # type: ignore[type-arg]
+    store: JobStore,
+    actor: Actor,
+    *,
+    partitions: int,
+    job_type: str,
+    user_id: int,
+    route_seat: int,
+    job_id: str,
+    **kwargs: Any,
+) -> Job:
+    """A new job's record and message in one script, one round trip (the record goes first): what
+    every job route sends (web.jobs.create_and_enqueue adds its 503 answer) and what the benches
+    send as the service does. The record is a durable key (on a Cluster, replicated with the message)."""
+    job, record = store.new(job_type=job_type, user_id=user_id, job_id=job_id)
+    send(
+        broker,
+        actor,
+        route_seat=route_seat,
+        partitions=partitions,
+        job=record,
+        durable=[job_key(job_id)],
+        job_id=job_id,
+        user_id=user_id,
+        enqueued_ms=int(time.time() * 1000),
+        **kwargs,
+    )
+    return job
