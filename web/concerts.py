@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from pydantic import ValidationError as PydanticValidationError
 from spectree import Response as Resp
 
 from models import concerts, draws
 from models.cache import CatalogueCache
 from models.errors import ValidationError
-from models.seat_pages import SeatMapView, SeatPages
+from models.seat_pages import Page, SeatMapView, SeatPages
+from models.waiting_room import WaitingRoom
 from web.api import described, parse_id, ready_json, respond, spec
-from web.auth import public
-from web.gate import _same_concert, require_active_with
+from web.auth import identity, public
+from web.gate import _same_concert, active_token_with, queue_token_header, waiting_room
 from web.schemas import Problem
 from web.schemas.catalogue import (
     ConcertList,
@@ -97,31 +98,52 @@ def seat_map(schedule_id: str) -> Response:
     req = request._get_current_object()  # type: ignore[attr-defined]  # one lookup, not one per attribute
     environ = req.environ
     view = _seat_map_view(parse_id(schedule_id, "scheduleId"), req.args if environ.get("QUERY_STRING") else None)
-    pages = seat_pages()
+    ctx = g._get_current_object()  # type: ignore[attr-defined]
+    token = queue_token_header()
+    page = seat_map_page(seat_pages(), waiting_room(), view, token, identity(ctx))
+    if page.etag in environ.get("HTTP_IF_NONE_MATCH", ""):
+        return Response(status=304, headers={"ETag": page.etag})
+    return ready_json(page.body, seat_map_headers(page))
+
+
+def seat_map_page(pages: SeatPages, room: WaitingRoom, view: SeatMapView, token: str, user_id: int) -> Page:
+    """The page of `view` for `user_id` holding the queue token `token`: 401/403 unless it is the
+    user's ACTIVE token of the schedule's concert; one Redis round trip at most (token and page
+    together), none when this process read both less than 0.5 s ago. The route and the WSGI
+    path (web/seat_map_path.py) both answer with it."""
     stamp, page = pages.recent(view)  # this process's copy, < 0.5 s old
     calls = [] if page is not None else [pages.read_call(view)]
-    token, replies = require_active_with(calls, recent=True)  # one round trip at most; none when both are recent
-    _same_concert(token, concerts.concert_id_of_schedule(schedule_id=view.schedule_id))
+    info, replies = active_token_with(room, token, user_id, calls, recent=True)
+    _same_concert(info, concerts.concert_id_of_schedule(schedule_id=view.schedule_id))
     if page is None:
         page = pages.page(view, replies[0])
         pages.remember(view, page, stamp)
-    if page.etag in environ.get("HTTP_IF_NONE_MATCH", ""):
-        return Response(status=304, headers={"ETag": page.etag})
-    return ready_json(page.body, (("ETag", page.etag), ("Cache-Control", "no-cache")))
+    return page
+
+
+def seat_map_headers(page: Page) -> tuple[tuple[str, str], ...]:
+    """A seat map's headers besides its type and length."""
+    return (("ETag", page.etag), ("Cache-Control", "no-cache"))
 
 
 _PLAIN_VIEWS: dict[int, SeatMapView] = {}
 
 
+def plain_view(schedule_id: int) -> SeatMapView:
+    """The query-less view of a schedule's map: one object per schedule (the recent-page lookup then
+    compares by identity)."""
+    view = _PLAIN_VIEWS.get(schedule_id)
+    if view is None:
+        if len(_PLAIN_VIEWS) >= 4096:
+            _PLAIN_VIEWS.clear()
+        view = _PLAIN_VIEWS[schedule_id] = SeatMapView(schedule_id)
+    return view
+
+
 def _seat_map_view(schedule_id: int, args: Any) -> SeatMapView:
     """The query of a seat map, checked by SeatQuery's rules (unknown parameters are a 400)."""
     if not args:  # the common read: SeatQuery's defaults, without pydantic's ~10 µs
-        view = _PLAIN_VIEWS.get(schedule_id)
-        if view is None:  # one object per schedule: the recent-page lookup then compares by identity
-            if len(_PLAIN_VIEWS) >= 4096:
-                _PLAIN_VIEWS.clear()
-            view = _PLAIN_VIEWS[schedule_id] = SeatMapView(schedule_id)
-        return view
+        return plain_view(schedule_id)
     try:
         query = SeatQuery.model_validate(args.to_dict())
     except PydanticValidationError as exc:

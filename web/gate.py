@@ -54,26 +54,50 @@ def require_active_with(
     believed without asking Redis again (WaitingRoom.recent_active); the identity, concert and
     user checks still run on every request.
     """
-    room = waiting_room()
+    ctx = g._get_current_object()  # type: ignore[attr-defined]  # one lookup, not one per attribute
     token = _token()
+    info, replies = active_token_with(
+        waiting_room(), token, identity(ctx), calls, concert_id, claimed_user_id=claimed_user_id, recent=recent
+    )
+    ctx.queue_token = info
+    return info, replies
+
+
+def active_token_with(
+    room: WaitingRoom,
+    token: str,
+    user_id: int,
+    calls: list[tuple[Any, Any, Any]],
+    concert_id: int | None = None,
+    *,
+    claimed_user_id: int | None = None,
+    recent: bool = False,
+) -> tuple[QueueToken, list[Any]]:
+    """require_active_with() for a token and a verified user id already read from the request
+    (no Flask: the seat map's WSGI path, web/seat_map_path.py, calls it too)."""
     if recent:
         known = room.recent_active(token)
         if known is not None:
-            accepted = _accept(known, concert_id, claimed_user_id)
+            accepted = accept(known, user_id, concert_id, claimed_user_id)
             return accepted, scripts_in_one_round_trip(room.r, calls) if calls else []
     stamp = ends_here()
     found, *replies = scripts_in_one_round_trip(room.r, [room.status_call(token=token), *calls])
     info = room.status_from(token=token, found=found)
     if recent:
         room.remember_active(info, stamp)
-    return _accept(info, concert_id, claimed_user_id), replies
+    return accept(info, user_id, concert_id, claimed_user_id), replies
 
 
 def queue_token_header() -> str:
     """The request's queue token, read once the same way by the gate and the rate limiter:
     401 TOKEN_MISSING when absent, 401 TOKEN_INVALID unless it has a token's exact form (so
     `<token>\\xa0` is refused, never counted under another key than the token it imitates)."""
-    raw = request.environ.get(_ENVIRON_KEY, "").strip(" \t")
+    return queue_token_from(request.environ)
+
+
+def queue_token_from(environ: dict[str, Any]) -> str:
+    """queue_token_header() of a WSGI environ."""
+    raw = environ.get(_ENVIRON_KEY, "").strip(" \t")
     if not raw:
         raise TokenMissing(f"send the queue token in the {HEADER} header")
     concert_of_token(raw)
@@ -85,7 +109,14 @@ _token = queue_token_header
 
 def _accept(info: QueueToken, concert_id: int | None, claimed_user_id: int | None) -> QueueToken:
     ctx = g._get_current_object()  # type: ignore[attr-defined]  # one lookup, not one per attribute
-    if info.user_id != identity(ctx):
+    ctx.queue_token = accept(info, identity(ctx), concert_id, claimed_user_id)
+    return info
+
+
+def accept(info: QueueToken, user_id: int, concert_id: int | None, claimed_user_id: int | None) -> QueueToken:
+    """`info` when it is `user_id`'s ACTIVE token (of `concert_id` when given, and `claimed_user_id`
+    names the same user when given), else the matching 403."""
+    if info.user_id != user_id:
         raise Forbidden("the queue token belongs to another user")
     if info.status != ACTIVE:
         raise TokenNotActive(f"the token is still waiting (rank {info.rank}); poll GET /api/v1/queue/token")
@@ -93,7 +124,6 @@ def _accept(info: QueueToken, concert_id: int | None, claimed_user_id: int | Non
         _same_concert(info, concert_id)
     if claimed_user_id is not None and claimed_user_id != info.user_id:
         raise Forbidden("userId does not match the signed-in user")
-    ctx.queue_token = info
     return info
 
 

@@ -48,8 +48,7 @@ def _only_on_limited_routes(app: Flask) -> None:
 
     def is_limited() -> bool:
         if not limited:
-            marked = limiter._marked_for_limiting  # qualified names of the decorated views
-            limited.update(e for e, f in app.view_functions.items() if get_qualified_name(f) in marked)
+            limited.update(limited_endpoints(app))
             limited.add("")  # built, even when no route is limited
         return request._get_current_object().endpoint in limited  # type: ignore[attr-defined]
 
@@ -66,6 +65,12 @@ def _only_on_limited_routes(app: Flask) -> None:
     for i, hook in enumerate(teardown):
         if getattr(hook, "__self__", None) is limiter:  # limiter.__release_context
             teardown[i] = _when(is_limited, hook)
+
+
+def limited_endpoints(app: Flask) -> set[str]:
+    """The endpoints whose views carry a @limiter.limit (once every blueprint is registered)."""
+    marked = limiter._marked_for_limiting  # qualified names of the decorated views
+    return {e for e, f in app.view_functions.items() if get_qualified_name(f) in marked}
 
 
 def _when(condition: Callable[[], bool], hook: Callable[..., Any]) -> Callable[..., Any]:
