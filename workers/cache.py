@@ -45,17 +45,15 @@ def write_through_many(views: list[ReservationView]) -> None:
     services = current()
     cache = services.catalogue_cache()
     pipe = services.redis.pipeline(transaction=False)
+    changes: dict[int, list[tuple[int, int, int, str]]] = {}  # per schedule: one cache script call
+    for view in views:
+        seat = seats[view.seat_id]
+        changes.setdefault(view.schedule_id, []).append((seat.id, seat.number, seat.price, seat.status))
+    for schedule_id, changed in changes.items():
+        cache.seats_changed(schedule_id=schedule_id, changes=changed, client=pipe)
     for view in views:
         seat = seats[view.seat_id]
         rejection = rejection_for(status=seat.status, number=seat.number)
-        cache.seat_changed(
-            schedule_id=view.schedule_id,
-            seat_id=seat.id,
-            number=seat.number,
-            price=seat.price,
-            status=seat.status,
-            client=pipe,
-        )
         quick_refusal.mark(
             pipe,
             schedule_id=view.schedule_id,

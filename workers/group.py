@@ -162,25 +162,26 @@ class HoldGroup:
                 self.jobs.succeed(m.kwargs["job_id"], reservation_json(o))
 
     def _write_through(self, pipe: Any, messages: list[MessageProxy], outcomes: list[Any], read_at: int) -> None:
-        """Add the cache update and the taken mark of every seat the group held or found taken."""
+        """Add the cache update and the taken mark of every seat the group held or found taken: one
+        cache script and one mark script per schedule (a call of each per seat made 64 of the 258
+        commands of a group of 32; bench/group_costs.py, 2026-12-03)."""
         if self._cache is None:
             self._cache = current().catalogue_cache()
+        held: dict[int, list[tuple[int, int, int, str]]] = {}  # schedule -> (seat, number, price, HELD)
+        marks: dict[int, list[tuple[int, str]]] = {}  # schedule -> (seat, 409 detail)
         for m, o in zip(messages, outcomes, strict=True):
             schedule_id, seat_id = int(m.kwargs["schedule_id"]), int(m.kwargs["seat_id"])
             if isinstance(o, ReservationView):
-                self._cache.seat_changed(
-                    schedule_id=schedule_id,
-                    seat_id=seat_id,
-                    number=o.seat_number,
-                    price=o.price,
-                    status=SEAT_HELD,
-                    client=pipe,
-                )
+                held.setdefault(schedule_id, []).append((seat_id, o.seat_number, o.price, SEAT_HELD))
                 refusal = rejection_for(status=SEAT_HELD, number=o.seat_number)
-                detail = refusal.detail if refusal is not None else None
-                quick_refusal.mark(pipe, schedule_id=schedule_id, seat_id=seat_id, refusal=detail, read_at_ms=read_at)
+                if refusal is not None:
+                    marks.setdefault(schedule_id, []).append((seat_id, refusal.detail))
             elif isinstance(o, SeatNotAvailable):
-                quick_refusal.mark(pipe, schedule_id=schedule_id, seat_id=seat_id, refusal=o.detail, read_at_ms=read_at)
+                marks.setdefault(schedule_id, []).append((seat_id, o.detail))
+        for schedule_id, changes in held.items():
+            self._cache.seats_changed(schedule_id=schedule_id, changes=changes, client=pipe)
+        for schedule_id, refusals in marks.items():
+            quick_refusal.mark_many(pipe, schedule_id=schedule_id, refusals=refusals, read_at_ms=read_at)
 
 
 def _ms() -> int:

@@ -114,13 +114,32 @@ def test_a_group_costs_the_same_statements_whatever_its_size_and_writes_each_sea
         statements.append(sql.split()[0].upper())
         return real(sql, params, *args, **kwargs)
 
+    redis_commands: list[int] = []  # commands per Redis round trip of the group
+    real_pipeline = store.r.pipeline
+
+    def counted_pipeline(*args, **kwargs):  # type: ignore[no-untyped-def]
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+
+        def execute(*a, **k):  # type: ignore[no-untyped-def]
+            redis_commands.append(len(pipe))
+            return real_execute(*a, **k)
+
+        pipe.execute = execute
+        return pipe
+
     db.obj.execute_sql = counting
+    store.r.pipeline = counted_pipeline  # type: ignore[method-assign]
     try:
         group(messages)
     finally:
         del db.obj.execute_sql
+        del store.r.pipeline
     assert group.committed == size
     assert Counter(statements) == {"SELECT": 2, "UPDATE": 1, "INSERT": 1}, statements
+    # Redis: a start and a finish script per job, and per group (not per hold) the cache update,
+    # the marks, the open index and the counters (6 commands a hold before 2026-12-03)
+    assert len(redis_commands) == 2 and sum(redis_commands) <= 2 * size + 8, redis_commands
     held = Seat.select().where(Seat.id.in_([s.id for s in seats[:size]]))
     assert {(s.status, s.version) for s in held} == {("HELD", 1)}
     r = current().redis

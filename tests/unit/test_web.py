@@ -136,6 +136,29 @@ def test_job_outcomes_and_durations_are_counted_per_type(client: FlaskClient) ->
     assert 'job_duration_seconds_count{type="hold"} 2.0' in text
 
 
+def test_a_batch_of_outcomes_is_counted_with_one_command_per_counter_it_touches(client: FlaskClient) -> None:
+    """A group of 32 holds finishes in one pipeline: its counters must not cost 3 commands a job.
+
+    Hidden ways it fails: a HINCRBY per job (96 commands for 32 holds), or summed counts that
+    no longer add up (a bucket or the duration sum lost in the summing)."""
+    from config.bootstrap import current
+    from workers import jobstats
+
+    pipe = current().redis.pipeline(transaction=False)
+    outcomes = [("hold", "succeeded", 0.004)] * 30 + [("hold", "failed", 0.3), ("hold", "failed", 0.004)]
+    jobstats.record(current().redis, outcomes, pipe=pipe)
+
+    assert len(pipe) == 5  # succeeded, failed, two buckets, the sum
+    pipe.execute()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'jobs_finished_total{outcome="succeeded",type="hold"} 30.0' in text
+    assert 'jobs_finished_total{outcome="failed",type="hold"} 2.0' in text
+    assert 'job_duration_seconds_bucket{le="0.005",type="hold"} 31.0' in text
+    assert 'job_duration_seconds_bucket{le="0.5",type="hold"} 32.0' in text
+    assert 'job_duration_seconds_count{type="hold"} 32.0' in text
+    assert 'job_duration_seconds_sum{type="hold"} 0.424' in text
+
+
 def test_metrics_label_by_route_template_not_by_raw_path(client: FlaskClient) -> None:
     client.get("/api/v1/users/123456789/points")
 
