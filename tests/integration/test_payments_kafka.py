@@ -56,6 +56,8 @@ RELAY_EVERY = 0.2
 log = logging.getLogger("tests.payments_kafka")
 
 kafka_broker = kafka_broker_fixture()
+# the outage test kills and restarts its broker: always a Tansu of its own, even with TEST_KAFKA_BOOTSTRAP set
+own_kafka_broker = kafka_broker_fixture(restartable=True)
 
 
 @pytest.fixture
@@ -147,11 +149,12 @@ def make_stack(mysql_url: str, redis11: str, kafka_broker: TansuBroker) -> Itera
     """Build the stack with some settings changed; everything is stopped and flushed afterwards."""
     stacks: list[Stack] = []
 
-    def build(**overrides: Any) -> Stack:
+    def build(broker: TansuBroker | None = None, **overrides: Any) -> Stack:
+        broker = broker or kafka_broker
         settings = Settings().with_(
             database_url=mysql_url,
             redis_url=redis11,
-            kafka_bootstrap_servers=kafka_broker.bootstrap,
+            kafka_bootstrap_servers=broker.bootstrap,
             admin_token="test-admin-token",
             partitions=4,
             **overrides,
@@ -168,7 +171,7 @@ def make_stack(mysql_url: str, redis11: str, kafka_broker: TansuBroker) -> Itera
         bootstrap.current().redis.flushdb()
         with db.connection_context():
             seed_demo()
-        stack = Stack(app, settings, kafka_broker)
+        stack = Stack(app, settings, broker)
         stacks.append(stack)
         return stack
 
@@ -438,10 +441,10 @@ def test_overlapping_workers_paying_one_reservation_directly_charge_once(make_st
 
 # --- (c) broker down --------------------------------------------------------------------------
 def test_payments_succeed_while_the_broker_is_down_and_every_row_is_published_in_order_when_it_returns(
-    make_stack: Callable[..., Stack], record_property: Callable[[str, object], None]
+    make_stack: Callable[..., Stack], own_kafka_broker: TansuBroker, record_property: Callable[[str, object], None]
 ) -> None:
     # Given a running relay that has published once (its producer is connected), OUTBOX_MAX_ATTEMPTS=1
-    stack = make_stack(outbox_max_attempts=1)
+    stack = make_stack(own_kafka_broker, outbox_max_attempts=1)
     stack.start_worker()
     stack.start_relay()
     client = stack.client()

@@ -18,6 +18,9 @@ TEST_REDIS_CLUSTER_URL = os.environ.get("TEST_REDIS_CLUSTER_URL", "redis+cluster
 # tests/support/mariadb_pair.sh starts a MariaDB primary + replica there (.ci/run calls it)
 TEST_DATABASE_PRIMARY_URL = os.environ.get("TEST_DATABASE_PRIMARY_URL", "mysql://root:@127.0.0.1:3307/test")
 TEST_DATABASE_REPLICA_URL = os.environ.get("TEST_DATABASE_REPLICA_URL", "mysql://root:@127.0.0.1:3308/test")
+# SPEC §8: a Kafka-protocol broker of your own for the tests that only need one (unset: each such test
+# starts its own Tansu; the tests that kill and restart a broker always do). See tests/support/kafka_broker.py.
+TEST_KAFKA_BOOTSTRAP = os.environ.get("TEST_KAFKA_BOOTSTRAP", "").strip()
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
 
