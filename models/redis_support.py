@@ -59,6 +59,8 @@ def is_cluster(client: Any) -> bool:
 
 def run_script(script: Any, *, keys: Sequence[Any], args: Sequence[Any], client: Any = None) -> Any:
     """Call a registered script on its client, or queue it on `client` (a pipeline)."""
+    if isinstance(client, DirectPipeline):
+        return client.script(script, keys, args)
     if isinstance(client, ClusterPipeline):
         return client.execute_command("EVAL", script.script, len(keys), *keys, *args)
     return script(keys=list(keys), args=list(args), client=client)
@@ -211,6 +213,119 @@ def scripts_in_one_round_trip(client: Any, calls: Sequence[tuple[Any, Sequence[A
                 raise reply
         return list(replies)
     raise AssertionError("unreachable")
+
+
+def _send_direct(conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any] | None:
+    """Commands packed by hiredis and sent together on a kept connection, every reply read (an error
+    reply as its exception, in its place). None when the connection failed (it is closed)."""
+    try:
+        conn.send_packed_command([_pack(command) for command in commands])
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except rex.ResponseError as exc:  # read whole: the next reply follows it
+                replies.append(exc)
+        return replies
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        conn.disconnect()
+        return None
+    except BaseException:
+        conn.disconnect()  # interrupted mid-call: replies may still be on their way
+        raise
+
+
+class DirectPipeline:
+    """A pipeline (transaction=False) sent on this thread's kept connection: the partition worker's
+    round trips (a group's start and finish, a batch's rejections and acknowledgement, the mark
+    refresh), each up to a hundred commands and scripts.
+
+    redis-py's pipeline checks a connection out of its pool and back, asks its observability hooks
+    and argument checks about every command, packs each argument through a generator and runs each
+    reply through a callback: on a group of 32 holds that was ~40 % of the worker's CPU for the
+    group (bench/group_costs.py, 2026-12-03). Here the commands are packed by hiredis and the
+    replies are the server's own (no callbacks: a SET answers "OK", an HINCRBYFLOAT its text).
+    Scripts go as EVALSHA; the ones a server no longer knows (a restart, SCRIPT FLUSH) answered
+    NOSCRIPT and did not run: they are loaded and exactly those calls sent again, in their order,
+    as `config.bootstrap.ScriptPipeline` does. A connection that fails mid-call is closed and the
+    whole pipeline sent again through the pool (redis-py's retries), as redis-py's own pipeline
+    retries it: only for commands that may run twice, which every caller's are (compare-and-set
+    scripts, SETs of one value, acknowledgements; a job counter may count twice). Anything but one
+    plain Redis server (a Cluster, fakeredis) takes the client's own pipeline, with the same calls.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._calls: list[tuple[tuple[Any, ...], tuple[Any, Sequence[Any], Sequence[Any]] | None]] = []
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def execute_command(self, *args: Any) -> DirectPipeline:
+        """Queue a command as its arguments (str, bytes, int or float)."""
+        self._calls.append((args, None))
+        return self
+
+    def script(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> DirectPipeline:
+        """Queue a registered script (what run_script does with this pipeline)."""
+        self._calls.append((("EVALSHA", script.sha, len(keys), *keys, *args), (script, keys, args)))
+        return self
+
+    def register_script(self, body: str) -> Any:
+        """A script registered on the client (its sha is computed here, nothing is sent)."""
+        return self.client.register_script(body)
+
+    def hincrby(self, name: str, key: str, amount: int = 1) -> DirectPipeline:
+        return self.execute_command("HINCRBY", name, key, int(amount))
+
+    def hincrbyfloat(self, name: str, key: str, amount: float = 1.0) -> DirectPipeline:
+        return self.execute_command("HINCRBYFLOAT", name, key, repr(float(amount)))
+
+    def set(self, name: str, value: Any, px: int | None = None) -> DirectPipeline:
+        return self.execute_command("SET", name, value, *(() if px is None else ("PX", int(px))))
+
+    def delete(self, *names: str) -> DirectPipeline:
+        return self.execute_command("DEL", *names)
+
+    def zrem(self, name: str, *values: Any) -> DirectPipeline:
+        return self.execute_command("ZREM", name, *values)
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send everything queued in one round trip (and empty the pipeline); the replies in order."""
+        calls, self._calls = self._calls, []
+        if not calls:
+            return []
+        conn = None if _pack is None else _kept_connection(self.client)
+        replies = None if conn is None else _send_direct(conn, [command for command, _ in calls])
+        if replies is not None:
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, rex.NoScriptError) and calls[i][1]]
+            if missing:
+                scripts = [call for _, call in (calls[i] for i in missing) if call is not None]
+                for script in {id(s): s for s, _, _ in scripts}.values():
+                    script.sha = self.client.script_load(script.script)
+                again = [calls[i] for i in missing]
+                retried = _send_direct(conn, [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in scripts])
+                if retried is None:
+                    retried = self._through_pool(again)
+                for i, reply in zip(missing, retried, strict=True):
+                    replies[i] = reply
+        else:
+            replies = self._through_pool(calls)
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+    def _through_pool(self, calls: Sequence[tuple[tuple[Any, ...], Any]]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for command, call in calls:
+            if call is None:
+                pipe.execute_command(*command)
+            else:
+                script, keys, args = call
+                run_script(script, keys=keys, args=args, client=pipe)
+        return list(pipe.execute(raise_on_error=False))
 
 
 REPLICATION_WAIT_MS = 100

@@ -38,7 +38,7 @@ from models import concerts, quick_refusal
 from models.concerts import AVAILABLE
 from models.db import db
 from models.errors import SeatNotAvailable, problem_of
-from models.redis_support import ANY_REDIS_ERROR
+from models.redis_support import ANY_REDIS_ERROR, DirectPipeline
 from models.reservations import rejection_for
 from workers import jobstats
 from workers.dispatch import actor_of, handle
@@ -175,7 +175,7 @@ class SeatBatch:
             return
         batch, pending[:] = list(pending), []
         try:
-            pipe = self.r.pipeline(transaction=False)
+            pipe = DirectPipeline(self.r)
             self._mark_taken(batch, pipe, read_at)  # first: a waiter woken by its job's end finds the mark
             first = len(pipe)
             for message, problem in batch:

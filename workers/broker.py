@@ -36,7 +36,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
 from config.logs import REQUEST_ID
-from models.redis_support import is_cluster, run_script, wait_replicated
+from models.redis_support import DirectPipeline, is_cluster, run_script, wait_replicated
 from workers.jobs import OPEN_KEY, Job, JobStore, NewRecord, job_key
 
 # Enqueue a message as Dramatiq's dispatch script does ("enqueue": HSET the message into the
@@ -229,7 +229,7 @@ def ack_all(consumer: Any, messages: list[Any]) -> None:
     if len(messages) == 1:
         consumer.ack(messages[0])
         return
-    pipe = consumer.broker.client.pipeline(transaction=False)
+    pipe = DirectPipeline(consumer.broker.client)
     for message in messages:
         dispatch(consumer.broker, "ack", consumer.queue_name, message.options["redis_message_id"], client=pipe)
     try:

@@ -53,7 +53,7 @@ from dramatiq.broker import MessageProxy
 
 from models import concerts, quick_refusal
 from models.db import db
-from models.redis_support import ANY_REDIS_ERROR
+from models.redis_support import ANY_REDIS_ERROR, DirectPipeline
 from models.reservations import rejection_for
 from workers.dispatch import actor_of
 from workers.reservations import hold_seat
@@ -170,7 +170,7 @@ class MarkKeeper:
             taken.setdefault(int(schedule_id), []).append((int(seat_id), rejection.detail))
         if not taken:
             return
-        pipe = self.r.pipeline(transaction=False)
+        pipe = DirectPipeline(self.r)
         for schedule_id, refusals in taken.items():
             quick_refusal.mark_many(pipe, schedule_id=schedule_id, refusals=refusals, read_at_ms=read_at)
         with contextlib.suppress(*ANY_REDIS_ERROR):  # a lost refresh only lets the next holds through
