@@ -108,3 +108,34 @@ def test_the_access_log_is_one_compact_line_per_request_when_on(app, json_lines:
     assert line["requestId"] == "r-1"
     assert str(line["msg"]).startswith("GET /api/v1/concerts?limit=5 200 ")
     assert str(line["msg"]).endswith("ms")
+
+
+def test_setup_skips_what_no_format_writes_and_a_job_line_still_names_its_ids(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A worker writes an INFO line per job: the caller's frame, thread and process that every record
+    gathered by default cost ~a third of a line's CPU, and neither format writes them.
+    Hidden ways it fails: setup() leaving the defaults on, or a line that lost its text or ids."""
+    for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, name, getattr(logging, name))  # restored after the test
+    monkeypatch.setattr(logging.config, "dictConfig", lambda config: None)  # the session's handlers stay
+
+    logs.setup({"LOG_LEVEL": "INFO", "LOG_FORMAT": "text"})
+
+    assert (logging._srcfile, logging.logThreads, logging.logProcesses, logging.logMultiprocessing) == (  # type: ignore[attr-defined]
+        None,
+        False,
+        False,
+        False,
+    )
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(logs.ContextFilter())
+    handler.setFormatter(logging.Formatter(logs.TEXT_FORMAT))
+    logger = logging.getLogger("workers.lean-test")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with logs.job_context("job-1", "req-1"):
+            logger.info("hold succeeded in %d ms", 12)
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().rstrip().endswith("INFO workers.lean-test: hold succeeded in 12 ms [req=req-1 job=job-1]")
