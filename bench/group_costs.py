@@ -10,7 +10,8 @@ refresh, run it (bulk read, group start, group commit, group finish), acknowledg
 timed in CPU (thread_time) and wall time; no other process competes for this one's GIL, so the
 CPU figures hardly move with the machine's load (the database's and Redis's own work is not in
 them). Beside it: one mark refresh of `--remembered` seats held, what the worker's keeper thread
-does every 0.3 s. `--profile` prints cProfile's top functions of the batch steps.
+does every 0.3 s. Logging is set up as the worker's (LOG_LEVEL, LOG_FORMAT): its INFO line per job goes
+to stderr. `--profile` prints cProfile's top functions of the batch steps.
 
 Environment: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_group_costs),
 BENCH_REDIS_URL (default redis://127.0.0.1:6379/13; emptied).
@@ -31,6 +32,7 @@ from typing import Any
 
 from bench.common import create_database
 from bench.pipeline_bench import fresh_data, send_hold
+from config import logs
 from config.bootstrap import bootstrap
 from config.settings import Settings
 from models import check
@@ -58,6 +60,7 @@ def main() -> None:
     parser.add_argument("--remembered", type=int, default=2000, help="seats in the mark refresh timed beside")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions of the batches")
     args = parser.parse_args()
+    logs.setup()  # as `python -m workers run` does: its INFO line per job is part of the cost (on stderr)
 
     db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_group_costs")
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
