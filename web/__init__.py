@@ -63,7 +63,7 @@ class SafeJSONProvider(DefaultJSONProvider):
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: services from bootstrap, blueprints under /api/v1, problem+json errors."""
-    from web import auth, errors, limits, metrics, queue_controls, requestlog, seat_map_path
+    from web import auth, errors, hot_paths, limits, metrics, queue_controls, requestlog
     from web.api import spec
 
     services = bootstrap(settings)
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     metrics.install(app)
     queue_controls.install(app)
     spec.app = app  # spectree reads the routes from here; its own UI routes are not used
-    seat_map_path.install(app, access_log=access_log_enabled())  # last: every route and limit is known
+    hot_paths.install(app, access_log=access_log_enabled())  # last: every route and limit is known
     return app
 
 

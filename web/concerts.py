@@ -110,7 +110,7 @@ def seat_map_page(pages: SeatPages, room: WaitingRoom, view: SeatMapView, token:
     """The page of `view` for `user_id` holding the queue token `token`: 401/403 unless it is the
     user's ACTIVE token of the schedule's concert; one Redis round trip at most (token and page
     together), none when this process read both less than 0.5 s ago. The route and the WSGI
-    path (web/seat_map_path.py) both answer with it."""
+    path (web/hot_paths.py) both answer with it."""
     stamp, page = pages.recent(view)  # this process's copy, < 0.5 s old
     calls = [] if page is not None else [pages.read_call(view)]
     info, replies = active_token_with(room, token, user_id, calls, recent=True)

@@ -74,7 +74,7 @@ def active_token_with(
     recent: bool = False,
 ) -> tuple[QueueToken, list[Any]]:
     """require_active_with() for a token and a verified user id already read from the request
-    (no Flask: the seat map's WSGI path, web/seat_map_path.py, calls it too)."""
+    (no Flask: the seat map's WSGI path, web/hot_paths.py, calls it too)."""
     if recent:
         known = room.recent_active(token)
         if known is not None:

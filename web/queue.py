@@ -7,14 +7,14 @@ import functools
 import math
 
 import orjson
-from flask import Blueprint, Response, current_app, g
+from flask import Blueprint, Response, current_app, g, request
 from flask_limiter.util import get_remote_address
 from limits import parse_many
 from spectree import Response as Resp
 
 from models import concerts, draws, fairness
 from models.db import utcnow
-from models.errors import Forbidden, NotFound, TokenInvalid
+from models.errors import DomainError, Forbidden, NotFound, TokenInvalid
 from models.prequeue import PreQueue, PrequeuedToken
 from models.queue_tokens import QueueToken, concert_of_token
 from models.waiting_room import JoinLimited, Rate, Window
@@ -27,6 +27,7 @@ from web.schemas import Problem
 from web.schemas.queue import TokenIn, TokenOut
 
 bp = Blueprint("queue", __name__)
+POLLED = "concert.polled"  # the environ key of a poll web/hot_paths.py made (no header can name it: those are HTTP_*)
 
 
 def prequeue() -> PreQueue:
@@ -63,6 +64,11 @@ def _body(t: QueueToken, status: int = 200) -> Response:
     orjson and a ready header list (web.api.ready_json): `json.dumps` and werkzeug's per-header
     checks were ~400 of a poll's ~7,000 Python opcodes (bench/request_profile.py)."""
     notice = queue_controls().current(concert_id=t.concert_id).notice  # cached per process (0.5 s)
+    return ready_json(token_json(t, notice, _entrant(t.user_id, t.concert_id)), status=status)
+
+
+def token_json(t: QueueToken, notice: str | None, entrant: str | None) -> bytes:
+    """A token's TokenOut as JSON bytes (the routes and web/hot_paths.py)."""
     expires = dt.datetime.fromtimestamp(t.expires_at_ms / 1000, dt.UTC).replace(tzinfo=None)
     body = {
         "token": t.token,
@@ -75,9 +81,9 @@ def _body(t: QueueToken, status: int = 200) -> Response:
         "soldOut": t.sold_out,
         "pollAfterMs": t.poll_after_ms,
         "notice": notice,
-        "entrant": _entrant(t.user_id, t.concert_id),
+        "entrant": entrant,
     }
-    return ready_json(orjson.dumps(body), status=status)
+    return orjson.dumps(body)
 
 
 def _own(user_id: int) -> None:
@@ -171,7 +177,13 @@ def poll() -> Response:
     if pre is not None:
         _own(pre.user_id)
         return respond(_pre_out(pre))
-    status = waiting_room().status(token=token)
+    polled = request.environ.pop(POLLED, None)  # (token, what its poll answered) from web/hot_paths.py
+    if polled is not None and polled[0] == token:  # polled already: never twice
+        if isinstance(polled[1], DomainError):
+            raise polled[1]
+        status = polled[1]
+    else:
+        status = waiting_room().status(token=token)
     _own(status.user_id)
     return _body(status)
 

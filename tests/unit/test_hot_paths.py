@@ -1,4 +1,4 @@
-"""The seat map's WSGI path (web/seat_map_path.py) answers exactly as the Flask route does.
+"""The hot routes' WSGI path (web/hot_paths.py) answers exactly as the Flask routes do.
 
 Every request is sent twice, once through the app as served (the path in front) and once to the
 Flask app behind it, with the same environ: the status, every header and the body must be the
@@ -21,8 +21,8 @@ from models.concerts import NewSchedule, Schedule, create_concert
 from models.seed import seed_demo
 from models.tally import TALLY
 from tests.support.helpers import queue_headers, user_headers
+from web.hot_paths import HotPaths
 from web.metrics import HTTP_REQUESTS
-from web.seat_map_path import SeatMapPath
 
 API = "/api/v1"
 
@@ -35,7 +35,7 @@ def _answer(app: Any, path: str, headers: dict[str, str], method: str = "GET") -
 
 def _both(app: Flask, path: str, headers: dict[str, str], method: str = "GET") -> tuple[Any, Any]:
     served = app.wsgi_app
-    assert isinstance(served, SeatMapPath)
+    assert isinstance(served, HotPaths)
     headers = {"X-Request-Id": "same-id", **headers}  # else each answer makes up its own
     return _answer(served, path, headers, method), _answer(served.app, path, headers, method)
 
@@ -140,7 +140,7 @@ def test_the_path_serves_the_map_without_flask_and_counts_it_as_flask_does(
     route and status (and its latency) and its request id still reach the metrics and logs."""
     url, fan = seat_map["url"], seat_map["fan"]
     served = app.wsgi_app
-    assert isinstance(served, SeatMapPath)
+    assert isinstance(served, HotPaths)
     flask_calls = Counter[str]()
     inner = served.app
 
@@ -170,7 +170,7 @@ def test_the_access_line_is_the_same(app: Flask, seat_map: dict[str, Any], caplo
     from web import requestlog
 
     served = app.wsgi_app
-    assert isinstance(served, SeatMapPath)
+    assert isinstance(served, HotPaths)
     url, fan = seat_map["url"], seat_map["fan"]
     served.access_log = True
     with caplog.at_level(logging.INFO, logger=requestlog.access.name):
@@ -186,7 +186,149 @@ def test_a_limited_seat_map_is_left_to_flask(unit_settings: Any, monkeypatch: py
     from tests.support.helpers import make_app
     from web import limits
 
-    monkeypatch.setattr(limits, "limited_endpoints", lambda app: {"concerts.seat_map"})
+    monkeypatch.setattr(limits, "limited_endpoints", lambda app: {"concerts.seat_map", "queue.poll", "queue.leave"})
     app = make_app(unit_settings)
 
-    assert not isinstance(app.wsgi_app, SeatMapPath)
+    assert not isinstance(app.wsgi_app, HotPaths)
+
+
+def _due(app: Flask, token: str) -> None:
+    """Make a waiting token's next poll on time (its last poll long enough ago)."""
+    from config import bootstrap
+
+    r = bootstrap.current().redis
+    key = next(k for k in r.scan_iter(match=f"wr:*:t:{token}"))
+    now_ms = int(r.time()[0]) * 1000
+    r.hset(key, "p", f"{now_ms - 60_000}:{now_ms - 1}")
+
+
+def _json(answer: tuple[str, list[Any], bytes]) -> Any:
+    import json
+
+    return json.loads(answer[2]) if answer[2] else None
+
+
+def test_a_poll_is_answered_as_the_route_does_and_counted_once(app: Flask, seat_map: dict[str, Any]) -> None:
+    """A waiting fan's on-time poll: the same status, headers and body as the route's; an early
+    poll (the second at once) is the route's 429 with Retry-After on both ways."""
+    served = app.wsgi_app
+    assert isinstance(served, HotPaths)
+    fan = seat_map["waiting"]
+    headers = {"X-Request-Id": "same-id", **fan}
+    _due(app, fan["X-Queue-Token"])
+    fast = _answer(served, f"{API}/queue/token", headers)
+    early_fast = _answer(served, f"{API}/queue/token", headers)
+    _due(app, fan["X-Queue-Token"])
+    flask_answer = _answer(served.app, f"{API}/queue/token", headers)
+    early_flask = _answer(served.app, f"{API}/queue/token", headers)
+
+    assert fast[0] == flask_answer[0] == "200 OK"
+    assert [name for name, _ in fast[1]] == [name for name, _ in flask_answer[1]]
+    assert dict(fast[1])["Content-Length"] == str(len(fast[2]))
+    mine, theirs = _json(fast), _json(flask_answer)
+    expiry = (mine.pop("expiresAt"), theirs.pop("expiresAt"))  # now + WAITING_TTL: ms apart
+    assert mine == theirs and mine["status"] == "WAITING" and list(mine) == list(theirs)
+    assert len(expiry[0]) == len(expiry[1]) and expiry[0][:16] == expiry[1][:16]
+    assert early_fast[0] == early_flask[0] and early_fast[0].startswith("429")
+    assert [n for n, _ in early_fast[1]] == [n for n, _ in early_flask[1]] and "Retry-After" in dict(early_fast[1])
+    assert _json(early_fast)["code"] == _json(early_flask)["code"] == "RATE_LIMITED"
+
+
+@pytest.mark.parametrize(
+    "case", ["no bearer", "bad bearer", "no token", "malformed token", "unknown token", "query", "post"]
+)
+def test_a_refused_poll_is_the_route_s(app: Flask, seat_map: dict[str, Any], case: str) -> None:
+    """Refusals of a poll (nothing polled) are Flask's answers, byte for byte."""
+    fan = seat_map["waiting"]
+    path, headers, method = {
+        "no bearer": (f"{API}/queue/token", {"X-Queue-Token": fan["X-Queue-Token"]}, "GET"),
+        "bad bearer": (f"{API}/queue/token", {**fan, "Authorization": "Bearer x.y.z"}, "GET"),
+        "no token": (f"{API}/queue/token", {"Authorization": fan["Authorization"]}, "GET"),
+        "malformed token": (f"{API}/queue/token", {**fan, "X-Queue-Token": "nope"}, "GET"),
+        "unknown token": (f"{API}/queue/token", {**fan, "X-Queue-Token": fan["X-Queue-Token"][:-4] + "0000"}, "GET"),
+        "query": (f"{API}/queue/token?x=1", {**fan, "X-Queue-Token": "nope"}, "GET"),
+        "post": (f"{API}/queue/token", fan, "POST"),
+    }[case]
+    fast, flask_answer = _both(app, path, headers, method)
+    assert fast == flask_answer and not fast[0].startswith("2")
+
+
+def test_another_user_s_poll_is_refused_once_not_polled_twice(app: Flask, seat_map: dict[str, Any]) -> None:
+    """Hidden way to fail: the path polls (keeping the token's place, as the route does), finds
+    another user's token and leaves the request to Flask, which polls again and, the token now
+    polled a moment ago, answers an early poll's 429 instead of the route's 403."""
+    served = app.wsgi_app
+    assert isinstance(served, HotPaths)
+    fan = seat_map["waiting"]
+    stranger = {"X-Request-Id": "same-id", **user_headers(9), "X-Queue-Token": fan["X-Queue-Token"]}
+    _due(app, fan["X-Queue-Token"])
+    fast = _answer(served, f"{API}/queue/token", stranger)
+    _due(app, fan["X-Queue-Token"])
+    flask_answer = _answer(served.app, f"{API}/queue/token", stranger)
+
+    assert fast == flask_answer and fast[0].startswith("403")
+
+
+def test_a_leave_is_answered_as_the_route_does(app: Flask, seat_map: dict[str, Any]) -> None:
+    """A fan's leave: 204 with the route's headers; then the token is gone (401 both ways), and
+    another user's leave is the route's 403 with the token kept."""
+    from config import bootstrap
+
+    served = app.wsgi_app
+    assert isinstance(served, HotPaths)
+    room = app.extensions["waiting_room"]
+    concert = seat_map["concert"]
+    one = {
+        "X-Request-Id": "same-id",
+        **user_headers(21),
+        "X-Queue-Token": room.issue(user_id=21, concert_id=concert, limit=0).token,
+    }
+    two = {
+        "X-Request-Id": "same-id",
+        **user_headers(22),
+        "X-Queue-Token": room.issue(user_id=22, concert_id=concert, limit=0).token,
+    }
+    three_token = room.issue(user_id=23, concert_id=concert, limit=0).token
+    stranger = {"X-Request-Id": "same-id", **user_headers(9), "X-Queue-Token": three_token}
+
+    refused = (
+        _answer(served, f"{API}/queue/token", stranger, "DELETE"),
+        _answer(served.app, f"{API}/queue/token", stranger, "DELETE"),
+    )
+    left = (
+        _answer(served, f"{API}/queue/token", one, "DELETE"),
+        _answer(served.app, f"{API}/queue/token", two, "DELETE"),
+    )
+    again = _both(app, f"{API}/queue/token", one, "DELETE")
+
+    assert refused[0] == refused[1] and refused[0][0].startswith("403")
+    assert room.owner(token=three_token) == 23
+    assert left[0] == left[1] and left[0][0] == "204 NO CONTENT" and left[0][2] == b""
+    assert again[0] == again[1] and again[0][0].startswith("401")
+    assert bootstrap.current().redis is not None
+
+
+def test_an_early_or_unknown_poll_costs_one_poll(
+    app: Flask, seat_map: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC §3: an early poll's 429 costs no more Redis work than the poll itself. Hidden way to
+    fail: the path polls, gets the refusal and leaves the request to Flask, which polls again."""
+    served = app.wsgi_app
+    assert isinstance(served, HotPaths)
+    room = app.extensions["waiting_room"]
+    calls: list[str] = []
+    status = room.status
+
+    def counted(**kw: Any) -> Any:
+        calls.append(kw["token"])
+        return status(**kw)
+
+    monkeypatch.setattr(room, "status", counted)
+    fan = seat_map["waiting"]
+    _due(app, fan["X-Queue-Token"])
+    on_time = _answer(served, f"{API}/queue/token", fan)
+    early = _answer(served, f"{API}/queue/token", fan)
+    unknown = _answer(served, f"{API}/queue/token", {**fan, "X-Queue-Token": fan["X-Queue-Token"][:-4] + "0000"})
+
+    assert (on_time[0][:3], early[0][:3], unknown[0][:3]) == ("200", "429", "401")
+    assert len(calls) == 3  # one poll each
