@@ -136,7 +136,10 @@ def pipeline_section(d: dict[str, Any]) -> list[str]:
         "## Reservation pipeline vs the raw database",
         "",
         f"Script: `python -m bench.pipeline_bench --requests {prm['requests']} --seats {prm['seats']} "
-        f"--concurrency {prm['concurrency']} --workers {prm['workers']}` · machine: {_machine(d)}.",
+        f"--concurrency {prm['concurrency']} --workers {prm['workers']}"
+        + (f" --rounds {prm['rounds']}" if prm.get("rounds", 1) > 1 else "")
+        + (f" --processes {prm['processes']}" if prm.get("processes", 1) > 1 else "")
+        + f"` · machine: {_machine(d)}.",
         "",
         f"{prm['requests']:,} hold requests over {prm['seats']} seats from {prm['concurrency']} threads, "
         f"through {prm['workers']} worker processes and {prm['partitions']} partitions; beside it, in the same "
