@@ -54,7 +54,7 @@ from models import check, quick_refusal
 from models import reservations as domain
 from models.db import db
 from models.errors import ConcurrentUpdate, SeatNotAvailable
-from models.redis_support import scripts_in_one_round_trip
+from models.redis_support import open_kept_connection, scripts_in_one_round_trip
 from tests.support.procs import Cluster, wait_for_leases
 from workers.broker import send
 from workers.jobs import SUCCEEDED, TERMINAL, JobStore
@@ -322,8 +322,12 @@ def run_pipeline(
         warm_pool(services.redis, threads)
         warm_pool(services.broker.client, threads)  # type: ignore[attr-defined]
 
+    def setup() -> None:  # each thread's own connections (the edge check's and the send's), as (c)'s pool
+        open_kept_connection(services.redis)
+        open_kept_connection(services.broker.client)  # type: ignore[attr-defined]
+
     attempt = pipeline_hold(services) if hold is None else hold
-    return closed_loop(plan, clients, attempt, lambda: None, teardown, processes=processes, prepare=prepare)
+    return closed_loop(plan, clients, attempt, setup, teardown, processes=processes, prepare=prepare)
 
 
 @contextlib.contextmanager

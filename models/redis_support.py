@@ -114,6 +114,17 @@ def _kept_connection(client: Any) -> Any:
     return conn
 
 
+def open_kept_connection(client: Any) -> bool:
+    """Open this thread's kept connection to `client`'s server now (evalsha_direct, DirectPipeline make it
+    on first use); False where there is none (a Cluster, fakeredis). For a thread about to start
+    work, as a pool is warmed before it (bench/contention_bench.py's clients)."""
+    conn = _kept_connection(client)
+    if conn is None:
+        return False
+    conn.connect()
+    return True
+
+
 def _scripts_direct(conn: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any] | None:
     """Several EVALSHAs sent together on a kept connection and every reply read (an error reply as
     its exception, in its place): the connection stays in step. None when the connection failed

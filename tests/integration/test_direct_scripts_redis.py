@@ -210,3 +210,19 @@ def test_a_job_is_sent_on_the_kept_connection_record_message_and_wake_up_in_one_
     assert store.get("sent").status == QUEUED == job.status  # type: ignore[union-attr]
     assert client.zscore(OPEN_KEY, "sent") is not None
     assert client.llen(queue_key(partition)) == 2 and client.llen(wake_key(partition)) == 1
+
+
+def test_a_thread_can_open_its_kept_connection_before_it_starts_work(client: redis.Redis) -> None:
+    """open_kept_connection: the connection evalsha_direct then uses is open already (the bench's
+    clients open theirs before the common start, as the other strategies warm their pools)."""
+    from models.redis_support import _kept_connection, open_kept_connection
+
+    def opened() -> bool:
+        return open_kept_connection(client)
+
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.extend([opened(), _kept_connection(client)._sock is not None]))
+    thread.start()
+    thread.join()
+
+    assert result == [True, True]
