@@ -14,6 +14,7 @@ import redis.exceptions as rex
 
 from config.bootstrap import make_redis
 from models.redis_support import DirectPipeline, is_cluster
+from tests.support.env import TEST_REDIS_URL, need_service
 from workers.jobs import FAILED, RUNNING, SUCCEEDED, JobStore, job_key
 
 pytestmark = pytest.mark.integration
@@ -26,13 +27,32 @@ def redis_url(redis_any: str) -> str:
     return redis_any
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = make_redis(redis_url)
+def _client(url: str) -> Iterator[redis.Redis]:
+    c = make_redis(url)
     c.delete(*(f"{TAG}:{k}" for k in ("s", "h", "z", "gone")))
     yield c
     c.delete(*(f"{TAG}:{k}" for k in ("s", "h", "z", "gone")))
     c.close()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    yield from _client(redis_url)
+
+
+@pytest.fixture
+def single_url() -> str:
+    """The single Redis server only: what a kept connection is for (a Cluster takes its own pipeline)."""
+    try:
+        redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=3).ping()
+    except Exception as exc:
+        need_service(f"Redis at {TEST_REDIS_URL} (TEST_REDIS_URL)", exc)
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def single_client(single_url: str) -> Iterator[redis.Redis]:
+    yield from _client(single_url)
 
 
 def checkouts_of(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -82,9 +102,9 @@ def test_a_pipeline_on_the_kept_connection_does_what_redis_pys_does_with_no_chec
         client.delete(job_key(job_id))
 
 
-def test_scripts_the_server_forgot_are_loaded_and_only_they_sent_again(client, monkeypatch):
-    if is_cluster(client):
-        pytest.skip("a cluster pipeline sends scripts as EVAL (models.redis_support.run_script)")
+def test_scripts_the_server_forgot_are_loaded_and_only_they_sent_again(single_client):
+    # one server only: a cluster pipeline sends scripts as EVAL (models.redis_support.run_script)
+    client = single_client
     store = JobStore(client)
     jobs = [store.create(job_type="RESERVATION", user_id=u).job_id for u in (3, 4)]
     client.script_flush()
@@ -116,9 +136,9 @@ def test_an_error_reply_is_read_whole_in_its_place_and_the_connection_stays_in_s
     assert [int(r) for r in pipe.execute()] == [6]  # its own reply, not a leftover
 
 
-def test_a_killed_connection_sends_the_pipeline_again_through_the_pool(client, redis_url):
-    if is_cluster(client):
-        pytest.skip("no kept connection on a cluster: its own pipeline, with its own retries")
+def test_a_killed_connection_sends_the_pipeline_again_through_the_pool(single_client, single_url):
+    # one server only: a cluster keeps no connection (its own pipeline, with its own retries)
+    client, redis_url = single_client, single_url
     store = JobStore(client)
     job_id = store.create(job_type="RESERVATION", user_id=5).job_id
     warm = DirectPipeline(client)
