@@ -126,25 +126,10 @@ def open_kept_connection(client: Any) -> bool:
 
 
 def _scripts_direct(conn: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any] | None:
-    """Several EVALSHAs sent together on a kept connection and every reply read (an error reply as
-    its exception, in its place): the connection stays in step. None when the connection failed
-    (it is closed; the caller goes through the pool)."""
-    commands = [_pack(("EVALSHA", script.sha, len(keys), *keys, *args)) for script, keys, args in calls]
-    try:
-        conn.send_packed_command(commands)
-        replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(conn.read_response())
-            except rex.ResponseError as exc:  # read whole: the next reply follows it
-                replies.append(exc)
-        return replies
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        conn.disconnect()
-        return None
-    except BaseException:
-        conn.disconnect()  # interrupted mid-call: replies may still be on their way
-        raise
+    """Several EVALSHAs sent together on a kept connection (_send_direct): every reply read, an error
+    reply as its exception in its place. None when the connection failed (it is closed; the caller
+    goes through the pool)."""
+    return _send_direct(conn, [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls])
 
 
 def evalsha_direct(client: Any, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -315,7 +300,7 @@ class DirectPipeline:
                 for script in {id(s): s for s, _, _ in scripts}.values():
                     script.sha = self.client.script_load(script.script)
                 again = [calls[i] for i in missing]
-                retried = _send_direct(conn, [("EVALSHA", s.sha, len(k), *k, *a) for s, k, a in scripts])
+                retried = _scripts_direct(conn, scripts)
                 if retried is None:
                     retried = self._through_pool(again)
                 for i, reply in zip(missing, retried, strict=True):

@@ -84,8 +84,9 @@ def mysql_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The Redis URL of the integration tier (skips or fails if unreachable)."""
+def redis_single_url() -> str:
+    """The single Redis server of the integration tier (skips or fails if unreachable); unlike
+    `redis_url`, a module cannot point it at the Cluster."""
     import redis
 
     try:
@@ -93,6 +94,12 @@ def redis_url() -> str:
     except Exception as exc:
         need_service(f"Redis at {TEST_REDIS_URL} (TEST_REDIS_URL)", exc)
     return TEST_REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_single_url: str) -> str:
+    """The Redis URL of the integration tier (a module may override it, e.g. with `redis_any`)."""
+    return redis_single_url
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +146,7 @@ def redis_any(request: pytest.FixtureRequest) -> str:
     overriding `redis_url` with it: `@pytest.fixture def redis_url(redis_any): return redis_any`."""
     if request.param == "cluster":
         return str(request.getfixturevalue("redis_cluster_url"))
-    return str(request.getfixturevalue("redis_url"))
+    return str(request.getfixturevalue("redis_single_url"))
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import redis.exceptions as rex
 
 from config.bootstrap import make_redis
 from models.redis_support import DirectPipeline, is_cluster
-from tests.support.env import TEST_REDIS_URL, need_service
 from workers.jobs import FAILED, RUNNING, SUCCEEDED, JobStore, job_key
 
 pytestmark = pytest.mark.integration
@@ -41,18 +40,8 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def single_url() -> str:
-    """The single Redis server only: what a kept connection is for (a Cluster takes its own pipeline)."""
-    try:
-        redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=3).ping()
-    except Exception as exc:
-        need_service(f"Redis at {TEST_REDIS_URL} (TEST_REDIS_URL)", exc)
-    return TEST_REDIS_URL
-
-
-@pytest.fixture
-def single_client(single_url: str) -> Iterator[redis.Redis]:
-    yield from _client(single_url)
+def single_client(redis_single_url: str) -> Iterator[redis.Redis]:
+    yield from _client(redis_single_url)
 
 
 def checkouts_of(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -136,9 +125,9 @@ def test_an_error_reply_is_read_whole_in_its_place_and_the_connection_stays_in_s
     assert [int(r) for r in pipe.execute()] == [6]  # its own reply, not a leftover
 
 
-def test_a_killed_connection_sends_the_pipeline_again_through_the_pool(single_client, single_url):
+def test_a_killed_connection_sends_the_pipeline_again_through_the_pool(single_client, redis_single_url):
     # one server only: a cluster keeps no connection (its own pipeline, with its own retries)
-    client, redis_url = single_client, single_url
+    client, redis_url = single_client, redis_single_url
     store = JobStore(client)
     job_id = store.create(job_type="RESERVATION", user_id=5).job_id
     warm = DirectPipeline(client)
