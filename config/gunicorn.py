@@ -31,7 +31,8 @@ def _whole(name: str, default: int) -> int:
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _whole("WEB_CONCURRENCY", 2)
-worker_class = "gthread"
+# gthread, except that a thread is taken only once a new connection's request has arrived (config/gthread.py)
+worker_class = "config.gthread.ReadableThreadWorker"
 threads = _whole("WEB_THREADS", 8)
 timeout = 30
 graceful_timeout = 20
