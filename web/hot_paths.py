@@ -36,35 +36,41 @@ leaves out every route that carries one.
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from flask import Flask
 
 from config.logs import REQUEST_ID
-from models import draws
-from models.db import db
+from models import concerts, draws
+from models.db import MAX_ID, db
 from models.errors import DomainError
 from models.queue_tokens import concert_of_token
 from models.tally import TALLY
+from models.waiting_room import JoinLimited
 from web.api import JSON
 from web.auth import bearer_token
 from web.concerts import plain_view, seat_map_headers, seat_map_page
 from web.gate import queue_token_from
 from web.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from web.queue import POLLED, token_json
+from web.queue import JOIN_REFUSED, POLLED, join_rates, rate_headers, token_json
 from web.requestlog import HEADER as REQUEST_ID_HEADER
 from web.requestlog import log_access, request_id_from
 
 # the seat map's path with a plain decimal id (what parse_id reads without its pattern); others go to Flask
 _SEATS = re.compile(r"/api/v1/schedules/([1-9][0-9]{0,17})/seats")
 _TOKEN = "/api/v1/queue/token"
+_TOKENS = "/api/v1/queue/tokens"
 SEAT_MAP = ("concerts.seat_map", ("GET", "/api/v1/schedules/<schedule_id>/seats"))  # endpoint, metrics labels
+JOIN = ("queue.issue", ("POST", _TOKENS))
 POLL = ("queue.poll", ("GET", _TOKEN))
 LEAVE = ("queue.leave", ("DELETE", _TOKEN))
 
+_JOIN_BODY_MAX = 256  # bytes: a plain join body is ~40; a longer one is Flask's to read and judge
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Answer = tuple[str, list[tuple[str, str]], bytes]  # status line, headers (the request id added after), body
@@ -79,6 +85,7 @@ class HotPaths:
         self.pages = flask_app.extensions["seat_pages"]
         self.room = flask_app.extensions["waiting_room"]
         self.controls = flask_app.extensions["queue_controls"]
+        self.settings = flask_app.config["SETTINGS"]
         self.access_log = access_log
         self.endpoints = endpoints  # the routes served here (install leaves out limited ones)
 
@@ -87,7 +94,9 @@ class HotPaths:
             return self.app(environ, start_response)
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
         answer: Callable[[dict[str, Any], int], Answer | None]
-        if path == _TOKEN and method == "GET" and POLL[0] in self.endpoints:
+        if path == _TOKENS and method == "POST" and JOIN[0] in self.endpoints:
+            answer, labels = self._join, JOIN[1]
+        elif path == _TOKEN and method == "GET" and POLL[0] in self.endpoints:
             answer, labels = self._poll, POLL[1]
         elif path == _TOKEN and method == "DELETE" and LEAVE[0] in self.endpoints:
             answer, labels = self._leave, LEAVE[1]
@@ -157,6 +166,33 @@ class HotPaths:
         body = token_json(status, notice, None)  # an entrant hash only on a fair-start concert's tokens
         return "200 OK", [("Content-Type", JSON), ("Content-Length", str(len(body)))], body
 
+    def _join(self, environ: dict[str, Any], user_id: int) -> Answer | None:
+        """A join's 201 or 200 (web.queue.issue) with a plain body, for a concert without a fair start.
+
+        The body is read here and put back for Flask: anything but `{"concertId": N}` or
+        `{"concertId": N, "userId": <this user or null>}` as application/json (a 400, a 403) goes
+        to the route, as do an unknown concert (404), a fair start's pre-queue and, with what the
+        issue script answered (it counted the join: never counted twice), a rate limit's 429."""
+        joining = _join_body(environ)
+        if joining is None or joining[1] not in (None, user_id):
+            return None
+        concert_id = joining[0]
+        if not concerts.concert_exists(concert_id=concert_id) or draws.fair_start_of(concert_id=concert_id):
+            return None
+        controls = self.controls.current(concert_id=concert_id)
+        rates = join_rates(user_id, environ.get("REMOTE_ADDR") or "127.0.0.1", self.settings)
+        limit = controls.join_limit(self.settings.active_limit)
+        try:
+            token, window = self.room.issue_limited(user_id=user_id, concert_id=concert_id, limit=limit, rates=rates)
+        except JoinLimited as refused:
+            environ[JOIN_REFUSED] = (user_id, concert_id, refused)
+            return None
+        body = token_json(token, controls.notice, None)  # an entrant hash only on a fair-start concert's tokens
+        headers = [("Content-Type", JSON), ("Content-Length", str(len(body)))]
+        if window is not None:
+            headers += rate_headers(window)
+        return ("201 CREATED" if token.created else "200 OK"), headers, body
+
     def _leave(self, environ: dict[str, Any], user_id: int) -> Answer | None:
         """A leave's 204 (web.queue.leave); another user's token or an unknown one: Flask (nothing changed)."""
         if not self.room.leave_as(token=queue_token_from(environ), user_id=user_id):
@@ -164,11 +200,43 @@ class HotPaths:
         return "204 NO CONTENT", [("Content-Type", "text/html; charset=utf-8")], b""  # the route's: werkzeug's default
 
 
+def _join_body(environ: dict[str, Any]) -> tuple[int, int | None] | None:
+    """(concertId, userId or None) of a join's plain JSON body, else None; the body read is put
+    back in `wsgi.input` for Flask either way."""
+    if environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != "application/json":
+        return None
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None  # chunked, or no length: Flask reads it
+    if not 0 < length <= _JOIN_BODY_MAX:
+        return None
+    raw = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(raw)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not dict or not data.keys() <= {"concertId", "userId"}:
+        return None
+    concert_id, user_id = data.get("concertId"), data.get("userId")
+    if type(concert_id) is not int or not _plain_id(concert_id):
+        return None
+    if user_id is not None and (type(user_id) is not int or not _plain_id(user_id)):
+        return None
+    return concert_id, user_id
+
+
+def _plain_id(value: int) -> bool:
+    """An id the schema takes as it is (the int checked first: not a bool, not 7.0): 1 to MAX_ID."""
+    return 1 <= value <= MAX_ID
+
+
 def install(app: Flask, *, access_log: bool) -> None:
     """Answer the hot routes before the app's WSGI callable (after every blueprint is registered
     and the limiter set up); a route that carries a Flask-Limiter limit stays Flask's."""
     from web.limits import limited_endpoints
 
-    endpoints = {SEAT_MAP[0], POLL[0], LEAVE[0]} - limited_endpoints(app)
+    endpoints = {SEAT_MAP[0], POLL[0], LEAVE[0], JOIN[0]} - limited_endpoints(app)
     if endpoints:
         app.wsgi_app = HotPaths(app, app.wsgi_app, access_log=access_log, endpoints=endpoints)  # type: ignore[method-assign]

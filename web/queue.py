@@ -12,6 +12,7 @@ from flask_limiter.util import get_remote_address
 from limits import parse_many
 from spectree import Response as Resp
 
+from config.settings import Settings
 from models import concerts, draws, fairness
 from models.db import utcnow
 from models.errors import DomainError, Forbidden, NotFound, TokenInvalid
@@ -28,6 +29,7 @@ from web.schemas.queue import TokenIn, TokenOut
 
 bp = Blueprint("queue", __name__)
 POLLED = "concert.polled"  # the environ key of a poll web/hot_paths.py made (no header can name it: those are HTTP_*)
+JOIN_REFUSED = "concert.join_refused"  # (user, concert, JoinLimited) of a join web/hot_paths.py counted and was refused
 
 
 def prequeue() -> PreQueue:
@@ -111,7 +113,7 @@ def issue() -> Response:
     user_id = identity()
     if json.userId is not None and json.userId != user_id:
         raise Forbidden("userId does not match the signed-in user")
-    room, rates = waiting_room(), _join_rates(user_id)
+    room, rates = waiting_room(), join_rates(user_id, get_remote_address())
     try:
         if not concerts.concert_exists(concert_id=json.concertId):
             g.join_window = room.check_rates(concert_id=json.concertId, rates=rates)
@@ -123,6 +125,9 @@ def issue() -> Response:
         )
         if pre is not None:
             return respond(_pre_out(pre), 201 if pre.created else 200)
+        refused = request.environ.pop(JOIN_REFUSED, None)  # counted already by web/hot_paths.py: never twice
+        if refused is not None and refused[:2] == (user_id, json.concertId):
+            raise refused[2]
         limit = queue_controls().current(concert_id=json.concertId).join_limit(settings().active_limit)
         token, window = room.issue_limited(user_id=user_id, concert_id=json.concertId, limit=limit, rates=rates)
     except JoinLimited as refused:
@@ -132,13 +137,13 @@ def issue() -> Response:
     return _body(token, 201 if token.created else 200)
 
 
-def _join_rates(user_id: int) -> tuple[Rate, ...]:
+def join_rates(user_id: int, address: str, s: Settings | None = None) -> tuple[Rate, ...]:
     """The join's limits for this request: per user, then per client address (none when rate
-    limiting is off)."""
-    s = settings()
+    limiting is off); the route and web/hot_paths.py."""
+    s = s or settings()
     if not s.rate_limit_enabled:
         return ()
-    return (*_rates(f"u:{user_id}", s.rate_issue_user), *_rates(f"ip:{get_remote_address()}", s.rate_issue_ip))
+    return (*_rates(f"u:{user_id}", s.rate_issue_user), *_rates(f"ip:{address}", s.rate_issue_ip))
 
 
 def _rates(name: str, text: str) -> tuple[Rate, ...]:
@@ -156,10 +161,17 @@ def _rate_headers(response: Response) -> Response:
     """X-RateLimit-* of a join (the window the issue script counted it in)."""
     window: Window | None = g.pop("join_window", None)
     if window is not None:
-        response.headers["X-RateLimit-Limit"] = str(window.limit)
-        response.headers["X-RateLimit-Remaining"] = str(max(0, window.remaining))
-        response.headers["X-RateLimit-Reset"] = str(-(-window.reset_ms // 1000))
+        response.headers.extend(rate_headers(window))
     return response
+
+
+def rate_headers(window: Window) -> list[tuple[str, str]]:
+    """X-RateLimit-Limit / -Remaining / -Reset of a join's window (the route and web/hot_paths.py)."""
+    return [
+        ("X-RateLimit-Limit", str(window.limit)),
+        ("X-RateLimit-Remaining", str(max(0, window.remaining))),
+        ("X-RateLimit-Reset", str(-(-window.reset_ms // 1000))),
+    ]
 
 
 @bp.get("/queue/token")

@@ -186,7 +186,8 @@ def test_a_limited_seat_map_is_left_to_flask(unit_settings: Any, monkeypatch: py
     from tests.support.helpers import make_app
     from web import limits
 
-    monkeypatch.setattr(limits, "limited_endpoints", lambda app: {"concerts.seat_map", "queue.poll", "queue.leave"})
+    every = {"concerts.seat_map", "queue.poll", "queue.leave", "queue.issue"}
+    monkeypatch.setattr(limits, "limited_endpoints", lambda app: every)
     app = make_app(unit_settings)
 
     assert not isinstance(app.wsgi_app, HotPaths)
@@ -250,7 +251,12 @@ def test_a_refused_poll_is_the_route_s(app: Flask, seat_map: dict[str, Any], cas
         "post": (f"{API}/queue/token", fan, "POST"),
     }[case]
     fast, flask_answer = _both(app, path, headers, method)
-    assert fast == flask_answer and not fast[0].startswith("2")
+    assert not fast[0].startswith("2")
+    if case == "unknown concert":  # the route counts a join of an unknown concert too: once each, never twice
+        left = [int(dict(a[1])["X-RateLimit-Remaining"]) for a in (fast, flask_answer)]
+        assert left[0] - left[1] == 1
+        fast, flask_answer = (_without(a, "X-RateLimit-Remaining") for a in (fast, flask_answer))
+    assert fast == flask_answer
 
 
 def test_another_user_s_poll_is_refused_once_not_polled_twice(app: Flask, seat_map: dict[str, Any]) -> None:
@@ -332,3 +338,152 @@ def test_an_early_or_unknown_poll_costs_one_poll(
 
     assert (on_time[0][:3], early[0][:3], unknown[0][:3]) == ("200", "429", "401")
     assert len(calls) == 3  # one poll each
+
+
+def _join(app: Any, headers: dict[str, str], body: Any = None, *, data: bytes | None = None, **kw: Any) -> Any:
+    """A join's (status, sorted headers, body) through `app` (the path in front, or Flask behind it)."""
+    builder = EnvironBuilder(
+        path=f"{API}/queue/tokens",
+        method="POST",
+        headers={"X-Request-Id": "same-id", **headers},
+        json=body,
+        data=data,
+        **kw,
+    )
+    body_iter, status, got = run_wsgi_app(app, builder.get_environ())
+    return status, sorted(got.to_wsgi_list()), b"".join(body_iter)
+
+
+def test_a_join_is_answered_as_the_route_does(app: Flask, seat_map: dict[str, Any]) -> None:
+    """A fan's first join (201) and a repeated one (200, the same token and place): the route's
+    status, headers (X-RateLimit-* included) and body, through the path and through Flask."""
+    served = app.wsgi_app
+    assert isinstance(served, HotPaths)
+    concert = seat_map["concert"]
+    first = (
+        _join(served, user_headers(31), {"concertId": concert}),
+        _join(served.app, user_headers(32), {"concertId": concert}),
+    )
+    again = (
+        _join(served, user_headers(32), {"concertId": concert, "userId": 32}),
+        _join(served.app, user_headers(31), {"concertId": concert, "userId": None}),
+    )
+
+    for fast, flask_answer in (first, again):
+        assert fast[0] == flask_answer[0]
+        assert [n for n, _ in fast[1]] == [n for n, _ in flask_answer[1]]
+        assert dict(fast[1])["Content-Length"] == str(len(fast[2]))
+        mine, theirs = _json(fast), _json(flask_answer)
+        assert list(mine) == list(theirs) and mine["concertId"] == theirs["concertId"] == concert
+    assert first[0][0] == "201 CREATED" and again[0][0] == "200 OK"
+    assert _json(again[0])["token"] == _json(first[1])["token"]  # user 32's token, joined through Flask
+    assert _json(again[1])["token"] == _json(first[0])["token"]  # user 31's, joined through the path
+    assert "X-RateLimit-Remaining" in dict(first[0][1])
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no bearer",
+        "bad bearer",
+        "another user's id",
+        "unknown concert",
+        "concert as a string",
+        "concert 7.0",
+        "concert true",
+        "concert 0",
+        "unknown field",
+        "array",
+        "malformed json",
+        "empty body",
+        "form body",
+        "query",
+    ],
+)
+def test_every_other_join_answer_is_the_flask_route_s(app: Flask, seat_map: dict[str, Any], case: str) -> None:
+    """Refusals and every body the path does not take are Flask's answers, byte for byte: the body
+    the path read is Flask's to read again (a lost body would be another 400 or a 201)."""
+    concert = seat_map["concert"]
+    fan = user_headers(41)
+    headers, kw = {
+        "no bearer": ({}, {"body": {"concertId": concert}}),
+        "bad bearer": ({"Authorization": "Bearer x.y.z"}, {"body": {"concertId": concert}}),
+        "another user's id": (fan, {"body": {"concertId": concert, "userId": 42}}),
+        "unknown concert": (fan, {"body": {"concertId": 999_999}}),
+        "concert as a string": (fan, {"body": {"concertId": str(concert)}}),
+        "concert 7.0": (fan, {"data": b'{"concertId": %d.0}' % concert, "content_type": "application/json"}),
+        "concert true": (fan, {"body": {"concertId": True}}),
+        "concert 0": (fan, {"body": {"concertId": 0}}),
+        "unknown field": (fan, {"body": {"concertId": concert, "seat": 1}}),
+        "array": (fan, {"body": [concert]}),
+        "malformed json": (fan, {"data": b'{"concertId": ', "content_type": "application/json"}),
+        "empty body": (fan, {"data": b"", "content_type": "application/json"}),
+        "form body": (fan, {"data": b"concertId=1", "content_type": "application/x-www-form-urlencoded"}),
+        "query": (fan, {"body": {"concertId": concert}, "query_string": "x=1"}),
+    }[case]
+    served = app.wsgi_app
+    assert isinstance(served, HotPaths)
+    fast = _join(served, headers, **kw)
+    flask_answer = _join(served.app, headers, **kw)
+    if case == "concert 7.0":  # a whole number is the id (web.schemas.whole_number): the route's 201, then 200
+        assert (fast[0], flask_answer[0]) == ("201 CREATED", "200 OK") and _json(fast) == _json(flask_answer)
+        return
+    if case == "query":  # not a refusal: the route's own answer, as the first and then the repeated join
+        assert (fast[0], flask_answer[0]) == ("201 CREATED", "200 OK")
+        return
+    assert not fast[0].startswith("2")
+    if case == "unknown concert":  # the route counts a join of an unknown concert too: once each, never twice
+        left = [int(dict(a[1])["X-RateLimit-Remaining"]) for a in (fast, flask_answer)]
+        assert left[0] - left[1] == 1
+        fast, flask_answer = (_without(a, "X-RateLimit-Remaining") for a in (fast, flask_answer))
+    assert fast == flask_answer
+
+
+def _without(answer: Any, header: str) -> Any:
+    status, headers, body = answer
+    return status, [h for h in headers if h[0] != header], body
+
+
+def test_a_rate_limited_join_is_counted_once(unit_settings: Any) -> None:
+    """The issue script counts a join before it refuses it (429): the route must not run it again
+    for the same request. Hidden way to fail: each refused join through the path counts twice, and a
+    fan over the limit stays locked out for longer than the window says."""
+    from config import bootstrap
+    from tests.support.helpers import make_app
+
+    app = make_app(unit_settings.with_(rate_issue_user="2/minute"))
+    bootstrap.current().redis.flushall()
+    concert = seed_demo()
+    served = app.wsgi_app
+    assert isinstance(served, HotPaths)
+    answers = [_join(served, user_headers(51), {"concertId": concert})[0] for _ in range(4)]
+    counted = bootstrap.current().redis.get(f"rl:{{c:{concert}}}:u:51")
+
+    assert answers == ["201 CREATED", "200 OK", "429 TOO MANY REQUESTS", "429 TOO MANY REQUESTS"]
+    assert counted is not None and int(counted) == 4
+
+
+def test_the_path_serves_the_join_without_flask(app: Flask, seat_map: dict[str, Any]) -> None:
+    """The point of the path for every fan's first request: a plain join never reaches Flask,
+    and is still counted by route and status in the metrics."""
+    served = app.wsgi_app
+    assert isinstance(served, HotPaths)
+    flask_calls = Counter[str]()
+    inner = served.app
+
+    def counting(environ: dict[str, Any], start_response: Any) -> Any:
+        flask_calls[environ["PATH_INFO"]] += 1
+        return inner(environ, start_response)
+
+    served.app = counting
+    TALLY.flush()
+    labels = ("POST", "/api/v1/queue/tokens")
+    before = HTTP_REQUESTS.labels(*labels, "201")._value.get()
+    joined = app.test_client().post(
+        f"{API}/queue/tokens", json={"concertId": seat_map["concert"]}, headers=user_headers(61)
+    )
+    TALLY.flush()
+
+    assert joined.status_code == 201 and joined.json["userId"] == 61
+    assert flask_calls == Counter()
+    assert HTTP_REQUESTS.labels(*labels, "201")._value.get() - before == 1
