@@ -413,6 +413,7 @@ def flash_section(d: dict[str, Any]) -> list[str]:
         "",
         *_beside_lines(d.get("same_run_bare") or {}),
         *_same_server_lines(d.get("same_server_bare") or {}),
+        *_in_app_lines(d.get("in_app_p50_ms") or {}),
         f"- after the sale, bare Flask `GET` on the same gunicorn settings: {floors['bare_flask']['rps']} RPS, "
         f"p50 {floors['bare_flask']['p50_ms']} ms (framework floor: every fan GETs back to back on its "
         "open connection);",
@@ -530,6 +531,19 @@ def _same_server_lines(same: dict[str, Any]) -> list[str]:
         "(`bench/flash_sale/same_server.py`: same workers, threads and GIL), GET by other sampled fans on "
         f"a second connection to the service, sent with each of their requests; p50 beside each endpoint (requests): "
         f"{rows} (what the endpoint adds over a bare route waiting in the same server);"
+    ]
+
+
+def _in_app_lines(in_app: dict[str, Any]) -> list[str]:
+    """Each queue route's p50 inside the app (its latency histogram), beside locust's p50."""
+    known = {name: ms for name, ms in in_app.items() if ms is not None}
+    if not known:
+        return []
+    rows = ", ".join(f"{name} ≤ {ms:g} ms" for name, ms in known.items())
+    return [
+        "- each route's p50 inside the app (the web process's `http_request_duration_seconds` histogram: from "
+        "the WSGI callable's start to its answer, without the accept, gunicorn's queue or the network; the upper "
+        f"bound of the bucket holding the median): {rows};"
     ]
 
 

@@ -103,19 +103,36 @@ def service_problems(facts: dict[str, Any], server_5xx: int) -> list[str]:
     return found
 
 
-def server_metrics(port: int) -> tuple[int, dict[str, float]]:
-    """From the web process's /metrics: 5xx answers counted (-1 if unreadable), seat-map cache events."""
+def server_metrics(port: int) -> tuple[int, dict[str, float], dict[str, dict[str, float]]]:
+    """From the web process's /metrics: 5xx answers counted (-1 if unreadable), seat-map cache events,
+    and each route's latency histogram inside the app (`http_request_duration_seconds`, from the WSGI
+    callable's start to its answer: no accept, no gunicorn queue, no network) as
+    "METHOD path" -> {bucket upper bound "le": cumulative count}."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/metrics", timeout=10) as resp:
             lines = resp.read().decode().splitlines()
     except Exception:
-        return -1, {}
+        return -1, {}, {}
     total = 0.0
     cache: dict[str, float] = {}
+    latency: dict[str, dict[str, float]] = {}
     prefix = 'cache_events_total{cache="seats",event="'
     for line in lines:
         if line.startswith("http_requests_total{") and re.search(r'status="5\d\d"', line):
             total += float(line.rsplit(" ", 1)[1])
         elif line.startswith(prefix):
             cache[line[len(prefix) :].split('"')[0]] = float(line.rsplit(" ", 1)[1])
-    return int(total), cache
+        elif line.startswith("http_request_duration_seconds_bucket{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            route = f"{labels.get('method')} {labels.get('endpoint')}"
+            latency.setdefault(route, {})[labels["le"]] = float(line.rsplit(" ", 1)[1])
+    return int(total), cache, latency
+
+
+def in_app_p50_ms(buckets: dict[str, float]) -> float | None:
+    """The upper bound (ms) of the histogram bucket that holds the median request (None: no request)."""
+    ordered = sorted(((float(le), n) for le, n in buckets.items()), key=lambda x: x[0])
+    if not ordered or ordered[-1][1] <= 0:
+        return None
+    half = ordered[-1][1] / 2
+    return next(round(le * 1000, 1) for le, n in ordered if n >= half)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.flash_sale import ENDPOINTS, SEATS_TOTAL
-from bench.flash_sale.checks import service_problems
+from bench.flash_sale.checks import in_app_p50_ms, service_problems
 from bench.flash_sale.load import locust_cpu_warning, peak_rps, read_failures, timeline
 
 BESIDE = "/bare (beside "  # the same-run floor's rows: `/bare (beside <endpoint>)` (bench/locustfile_flash.py)
@@ -31,6 +31,8 @@ def sale_result(
         "outcomes": dict(sorted(outcomes.items())),
         **_sale_figures(tmp, sold),
         "seat_map_cache_events": after["seat_cache"],
+        # each queue route's p50 inside the app (its WSGI callable), beside locust's p50 of the same route
+        "in_app_p50_ms": in_app(after.get("latency") or {}),
         "seats_sold": after["facts"]["seats_by_status"].get("RESERVED", 0),
         "seats_total": SEATS_TOTAL,
         "sale_timeline": watch.timeline[:400],
@@ -52,6 +54,19 @@ def sale_result(
         result["peak_rps"],
     )
     return result
+
+
+IN_APP = {
+    "/queue/tokens": "POST /api/v1/queue/tokens",
+    "/queue/token": "GET /api/v1/queue/token",
+    "/queue/token [DELETE]": "DELETE /api/v1/queue/token",
+    "/schedules/[id]/seats": "GET /api/v1/schedules/<schedule_id>/seats",
+}
+
+
+def in_app(latency: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """locust's name -> the route's p50 inside the app, ms (the upper bound of its histogram bucket)."""
+    return {name: in_app_p50_ms(latency.get(route, {})) for name, route in IN_APP.items()}
 
 
 def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +190,8 @@ def print_table(result: dict[str, Any]) -> None:
             f"{name[:60]:<60}{e['requests']:>9}{e['failures']:>6}{e['rps']:>8.1f}"
             f"{e['p50_ms'] or 0:>8.0f}{e['p95_ms'] or 0:>8.0f}{e['p99_ms'] or 0:>8.0f}"
         )
+    inside = ", ".join(f"{k} ≤{v:g}" for k, v in (result.get("in_app_p50_ms") or {}).items() if v is not None)
+    print(f"p50 inside the app (ms, its histogram bucket; no accept, gunicorn queue or network): {inside}")
     f = result["floors"]
     b = f["bare_flask"]
     print(

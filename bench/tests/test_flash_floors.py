@@ -53,3 +53,14 @@ def test_each_endpoint_is_compared_with_the_bare_route_beside_it_in_the_same_run
     assert out["p50_over_same_run_bare_p50[/queue/token]"] == 1.2
     assert "p50_over_same_run_bare_p50[/payments]" not in out
     assert out["p50_over_bare_p50[/queue/tokens]"] == 9.0  # the closed-loop floor after the sale, as before
+
+
+def test_the_in_app_median_is_the_bucket_that_holds_the_middle_request() -> None:
+    """From prometheus' cumulative buckets: 10 requests, 4 under 1 ms, 7 under 2.5 ms: the 5th is in (1, 2.5]."""
+    from bench.flash_sale.checks import in_app_p50_ms
+
+    buckets = {"0.001": 4.0, "0.0025": 7.0, "0.005": 10.0, "+Inf": 10.0}
+
+    assert in_app_p50_ms(buckets) == 2.5
+    assert in_app_p50_ms({"0.001": 0.0, "+Inf": 0.0}) is None
+    assert in_app_p50_ms({}) is None
