@@ -132,12 +132,27 @@ def _p95(later: np.ndarray, earlier: np.ndarray, mask: np.ndarray) -> float:
     return float(np.percentile(later[mask] - earlier[mask], 95)) if mask.any() else 0.0
 
 
+OVERHEAD = ROOT / "bench" / "results" / "server_overhead.json"
+
+
+def server_overhead() -> dict[str, float]:
+    """gunicorn's own CPU µs a request around the app (bench/server_overhead.py): kept alive, new connection.
+    Zero when the file is missing (the model then counts the app's in-process cost only)."""
+    if not OVERHEAD.exists():
+        return {"kept_alive": 0.0, "new_connection": 0.0}
+    found = json.loads(OVERHEAD.read_text())
+    return {"kept_alive": found["overhead_kept_alive_us"], "new_connection": found["overhead_new_connection_us"]}
+
+
 def capacity(sale: Sale, run: dict[str, Any], costs: dict[str, Any]) -> dict[str, Any]:
-    """Peak request rates of the run turned into cores, shards and partitions."""
+    """Peak request rates of the run turned into cores, shards and partitions: a request's web CPU is
+    the app's in-process cost plus gunicorn's (a join on the fan's new connection, the rest kept alive)."""
     s = {k: np.array(v, dtype=float) for k, v in run["series"].items()}
-    web_us = {k: costs[k]["web_cpu_us"] for k in ("poll", "issue")}
+    served = server_overhead()
+    web_us = {"poll": costs["poll"]["web_cpu_us"] + served["kept_alive"]}
+    web_us["issue"] = costs["issue"]["web_cpu_us"] + served["new_connection"]
     redis_us = {k: costs[k]["redis_server_us"] for k in ("poll", "issue")}
-    web_us["seat_map"] = costs["seat_map_fan"]["web_cpu_us"]  # a fan's read: its token checked in Redis
+    web_us["seat_map"] = costs["seat_map_fan"]["web_cpu_us"] + served["kept_alive"]  # its token checked in Redis
     redis_us["seat_map"] = costs["seat_map_fan"]["redis_server_us"]
     web = s["polls"] * web_us["poll"] + s["joins"] * web_us["issue"] + s["seat_maps"] * web_us["seat_map"]
     red = s["polls"] * redis_us["poll"] + s["joins"] * redis_us["issue"] + s["seat_maps"] * redis_us["seat_map"]
@@ -256,6 +271,19 @@ def main() -> None:
     print(f"written {DOC.relative_to(ROOT)}")
 
 
+def _overhead_lines() -> list[str]:
+    if not OVERHEAD.exists():
+        return ["(not measured: run `python -m bench.server_overhead`; the web cores below count the app only):"]
+    o = json.loads(OVERHEAD.read_text())
+    m = o["machine"]
+    return [
+        f"(`bench/server_overhead.py`, {m['date_utc']} UTC: the bare Flask route served by gunicorn with",
+        f"`config/gunicorn.py` under wrk took {o['overhead_kept_alive_us']:.0f} µs of server CPU more than in-process",
+        f"on a kept-alive connection and {o['overhead_new_connection_us']:.0f} µs on a new one; a join is charged the",
+        "second, every other request the first):",
+    ]
+
+
 def render(rows: list[dict[str, Any]], big: dict[str, dict[str, Any]], figure: str, measured: dict[str, Any]) -> str:
     c = measured["after"]
     m = measured["machine"]
@@ -268,7 +296,8 @@ def render(rows: list[dict[str, Any]], big: dict[str, dict[str, Any]], figure: s
         "with other work: the absolute µs are high, the ratios beside the bare route are the stable part;",
         "`seat_map` is one fan refreshing (a process's 0.5 s copies, no Redis), `seat_map_fan` a fan's read",
         "seconds after its last (token checked in Redis; web CPU from `bench/request_profile.py` seat_fans),",
-        "which the model charges):",
+        "which the model charges). The model adds what gunicorn itself costs a request around the app",
+        *_overhead_lines(),
         "",
         "| request | web CPU µs | Redis server µs | Redis round trips |",
         "|---|---|---|---|",
