@@ -13,6 +13,8 @@ opcodes and a poll 5,076 against a bare Flask route's 3,470; under gunicorn the 
 - `GET /api/v1/schedules/<id>/seats` (a plain decimal id): 200 or 304, by `seat_map_page`;
 - `GET /api/v1/queue/token` of a concert without a fair start: 200, by `WaitingRoom.status`;
 - `DELETE /api/v1/queue/token`: 204, by `WaitingRoom.leave_as`;
+- `POST /api/v1/queue/tokens` with a plain body (every fan's first request): 201 or 200, by
+  `WaitingRoom.issue_limited` (the body read is put back for Flask, which takes every other body);
 through the functions the routes call (`web.auth.Verifier.user_id`, `web.gate.queue_token_from`),
 with the routes' headers, the same request id in and out (`web.requestlog`), the same count and
 latency in the metrics (`web.metrics`) and, with ACCESS_LOG, the same access line. Anything else,
@@ -27,7 +29,9 @@ compared, and polling again could turn its 403 into an early poll's 429; an earl
 no more Redis work than the poll itself (SPEC §3). So what the poll script answered here (the
 token, or the early poll's or unknown token's refusal) travels with the request
 (`web.queue.POLLED`) and the route answers from it instead of polling again. A refused leave
-changes nothing in Redis and is asked again. A failing Redis is asked twice.
+changes nothing in Redis and is asked again. A join refused by a rate limit was counted by the
+issue script: that refusal travels with the request too (`web.queue.JOIN_REFUSED`). A failing
+Redis is asked twice.
 
 The routes must stay without a Flask-Limiter limit (its hooks run only under Flask): `install`
 leaves out every route that carries one.
