@@ -271,6 +271,30 @@ def main() -> None:
     print(f"written {DOC.relative_to(ROOT)}")
 
 
+SALE = ROOT / "bench" / "results" / "flash_sale.json"
+
+
+def _sale_check(rows: list[dict[str, Any]]) -> list[str]:
+    """The model's web cores beside what the flash sale's web process spent a request (bench/flash_sale)."""
+    if not SALE.exists():
+        return []
+    sale = json.loads(SALE.read_text())
+    web = sale.get("web_cpu") or {}
+    if not web.get("ms_per_request"):
+        return []
+    big = rows[-1]
+    cores = math.ceil(big["peak_rps"] * web["ms_per_request"] / 1000 / CORE_BUSY)
+    return [
+        "",
+        f"A check against the service served over HTTP: in the flash sale (`bench/flash_sale`, "
+        f"{sale['machine']['date_utc']} UTC, 5,000 fans on 2 CPUs shared with the load generator) the web "
+        f"process used {web['ms_per_request']:g} ms of CPU for each of the {web['requests']:,} requests it "
+        f"answered (holds, payments and the floor's bare requests among them). At that cost the "
+        f"{big['fans']:,}-fan row's peak of {big['peak_rps']:,.0f} requests/s would need **{cores} web cores** "
+        f"where the model says {big['web_cores']}: plan between the two.",
+    ]
+
+
 def _overhead_lines() -> list[str]:
     if not OVERHEAD.exists():
         return ["(not measured: run `python -m bench.server_overhead`; the web cores below count the app only):"]
@@ -377,6 +401,7 @@ def render(rows: list[dict[str, Any]], big: dict[str, dict[str, Any]], figure: s
             f"| {r['kafka_partitions']} | {sell} "
             f"| {r['polls_per_admitted']:.1f} | {r['wait_p50_s']:.0f} s / {r['wait_p95_s']:.0f} s |"
         )
+    out += _sale_check(rows)
     out += [
         "",
         "## The simulation at 1M fans: paced against fixed 1 s and 5 s polling",

@@ -414,6 +414,7 @@ def flash_section(d: dict[str, Any]) -> list[str]:
         *_beside_lines(d.get("same_run_bare") or {}),
         *_same_server_lines(d.get("same_server_bare") or {}),
         *_in_app_lines(d.get("in_app_p50_ms") or {}),
+        *_web_cpu_lines(d.get("web_cpu")),
         f"- after the sale, bare Flask `GET` on the same gunicorn settings: {floors['bare_flask']['rps']} RPS, "
         f"p50 {floors['bare_flask']['p50_ms']} ms (framework floor: every fan GETs back to back on its "
         "open connection);",
@@ -544,6 +545,16 @@ def _in_app_lines(in_app: dict[str, Any]) -> list[str]:
         "- each route's p50 inside the app (the web process's `http_request_duration_seconds` histogram: from "
         "the WSGI callable's start to its answer, without the accept, gunicorn's queue or the network; the upper "
         f"bound of the bucket holding the median): {rows};"
+    ]
+
+
+def _web_cpu_lines(web: dict[str, Any] | None) -> list[str]:
+    """The web process's CPU per request over the sale (read from /proc)."""
+    if not web or not web.get("ms_per_request"):
+        return []
+    return [
+        f"- the service's gunicorn (master and workers, CPU from /proc) used {web['cpu_s']:g} CPU s over the sale "
+        f"for the {web['requests']:,} requests it answered: {web['ms_per_request']:g} ms of CPU a request;"
     ]
 
 

@@ -54,6 +54,7 @@ from bench.flash_sale.service import (
     stop_group,
     wait_for_partitions,
     wait_http,
+    web_cpu_seconds,
 )
 from tests.support.api_client import ApiClient
 from tests.support.kafka_broker import TansuBroker
@@ -273,10 +274,12 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
     run_time = run.run_time
     if run.fair_start:  # the sale's time limit starts at the opening
         run_time = f"{int(run.run_time.rstrip('s')) + int(fair.join_window_s(run.users, run.rate))}s"
+    web_cpu_before = web_cpu_seconds()
     rc, seconds, cpu = run_locust(
         f"http://127.0.0.1:{run.web_port}", run.users, run.rate, run_time, run.tmp / "sale", locust_env,
         run.tmp / "locust-sale.log",
     )  # fmt: skip
+    web_cpu = web_cpu_seconds() - web_cpu_before
     run.watch.done.set()
     run.watch.join(timeout=5)
     if admissions is not None:
@@ -287,7 +290,7 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
         for k, v in json.loads(Path(path).read_text()).items():
             outcomes[k] = outcomes.get(k, 0) + int(v)
     print(f"sale: locust exit {rc} after {seconds:.1f} s; outcomes {outcomes}", flush=True)
-    return {"rc": rc, "seconds": seconds, "cpu": cpu, "started": started, "outcomes": outcomes,
+    return {"rc": rc, "seconds": seconds, "cpu": cpu, "web_cpu": web_cpu, "started": started, "outcomes": outcomes,
             "endpoints": read_stats(run.tmp / "sale"), "watch": run.watch, "admissions": admissions}  # fmt: skip
 
 

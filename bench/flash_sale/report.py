@@ -69,6 +69,21 @@ def in_app(latency: dict[str, dict[str, float]]) -> dict[str, float | None]:
     return {name: in_app_p50_ms(latency.get(route, {})) for name, route in IN_APP.items()}
 
 
+def web_cpu_per_request(cpu_s: float | None, endpoints: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The web process's CPU seconds over the sale, the requests it answered (the queue endpoints and
+    the same-server floor's; not the bare gunicorn's) and the CPU ms a request."""
+    if cpu_s is None:
+        return None
+    served = sum(
+        row["requests"] for name, row in endpoints.items() if name in ENDPOINTS or name.startswith(SAME_SERVER)
+    )
+    return {
+        "cpu_s": round(cpu_s, 2),
+        "requests": served,
+        "ms_per_request": round(cpu_s / served * 1000, 3) if served else None,
+    }
+
+
 def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
     """How long the sale and the sell-out took, locust's own load, admission wait against the estimate."""
     outcomes, watch, seconds = sold["outcomes"], sold["watch"], sold["seconds"]
@@ -79,6 +94,8 @@ def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
         "peak_rps": peak_rps(tmp / "sale"),
         "locust_cpu_saturated": locust_cpu_warning(tmp / "locust-sale.log"),
         "locust_cpu_share": round(sold["cpu"] / seconds, 2),
+        # the service's web process (gunicorn master and workers) over the sale: CPU per request it served
+        "web_cpu": web_cpu_per_request(sold.get("web_cpu"), sold["endpoints"]),
         "mean_estimate_on_join_s": round(outcomes.get("estimate_on_join_s_total", 0) / waiting, 1) if waiting else None,
         "mean_admission_wait_s": round(outcomes.get("admitted_after_s_total_ms", 0) / 1000 / admitted, 2)
         if admitted
@@ -192,6 +209,11 @@ def print_table(result: dict[str, Any]) -> None:
         )
     inside = ", ".join(f"{k} ≤{v:g}" for k, v in (result.get("in_app_p50_ms") or {}).items() if v is not None)
     print(f"p50 inside the app (ms, its histogram bucket; no accept, gunicorn queue or network): {inside}")
+    web = result.get("web_cpu")
+    if web:
+        print(
+            f"web process: {web['cpu_s']} CPU s for {web['requests']:,} requests: {web['ms_per_request']} ms a request"
+        )
     f = result["floors"]
     b = f["bare_flask"]
     print(

@@ -78,6 +78,24 @@ class Honcho:
         return clean
 
 
+def web_cpu_seconds(marker: str = "same_server:create_app") -> float:
+    """CPU seconds (user + system) so far of the service's gunicorn, master and workers: every process
+    whose command line names the service's app (`marker`; the bare floor's gunicorn is another app)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if marker.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / hz
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

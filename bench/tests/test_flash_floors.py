@@ -64,3 +64,19 @@ def test_the_in_app_median_is_the_bucket_that_holds_the_middle_request() -> None
     assert in_app_p50_ms(buckets) == 2.5
     assert in_app_p50_ms({"0.001": 0.0, "+Inf": 0.0}) is None
     assert in_app_p50_ms({}) is None
+
+
+def test_the_web_cpu_per_request_counts_what_the_service_answered() -> None:
+    """The service's requests are the queue endpoints and the same-server floor's, not the bare gunicorn's."""
+    from bench.flash_sale.report import web_cpu_per_request
+
+    endpoints = {
+        "/queue/tokens": {"requests": 600},
+        "/queue/token": {"requests": 300},
+        "/floor/bare (same server, beside /queue/tokens)": {"requests": 100},
+        "/bare (beside /queue/tokens)": {"requests": 100},
+        "Aggregated": {"requests": 1100},
+    }
+
+    assert web_cpu_per_request(1.5, endpoints) == {"cpu_s": 1.5, "requests": 1000, "ms_per_request": 1.5}
+    assert web_cpu_per_request(None, endpoints) is None
