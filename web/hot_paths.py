@@ -61,7 +61,7 @@ from web.auth import bearer_token
 from web.concerts import plain_view, seat_map_headers, seat_map_page
 from web.gate import queue_token_from
 from web.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from web.queue import JOIN_REFUSED, POLLED, join_rates, rate_headers, token_json
+from web.queue import JOIN_REFUSED, POLLED, join_queue, join_rates, rate_headers, token_json
 from web.requestlog import HEADER as REQUEST_ID_HEADER
 from web.requestlog import log_access, request_id_from
 
@@ -183,15 +183,16 @@ class HotPaths:
         concert_id = joining[0]
         if not concerts.concert_exists(concert_id=concert_id) or draws.fair_start_of(concert_id=concert_id):
             return None
-        controls = self.controls.current(concert_id=concert_id)
         rates = join_rates(user_id, environ.get("REMOTE_ADDR") or "127.0.0.1", self.settings)
-        limit = controls.join_limit(self.settings.active_limit)
         try:
-            token, window = self.room.issue_limited(user_id=user_id, concert_id=concert_id, limit=limit, rates=rates)
+            token, window = join_queue(
+                self.room, self.controls, self.settings, user_id=user_id, concert_id=concert_id, rates=rates
+            )
         except JoinLimited as refused:
             environ[JOIN_REFUSED] = (user_id, concert_id, refused)
             return None
-        body = token_json(token, controls.notice, None)  # an entrant hash only on a fair-start concert's tokens
+        notice = self.controls.current(concert_id=concert_id).notice  # the route's _body: cached per process
+        body = token_json(token, notice, None)  # an entrant hash only on a fair-start concert's tokens
         headers = [("Content-Type", JSON), ("Content-Length", str(len(body)))]
         if window is not None:
             headers += rate_headers(window)

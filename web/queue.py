@@ -17,8 +17,9 @@ from models import concerts, draws, fairness
 from models.db import utcnow
 from models.errors import DomainError, Forbidden, NotFound, TokenInvalid
 from models.prequeue import PreQueue, PrequeuedToken
+from models.queue_controls import QueueControls
 from models.queue_tokens import QueueToken, concert_of_token
-from models.waiting_room import JoinLimited, Rate, Window
+from models.waiting_room import JoinLimited, Rate, WaitingRoom, Window
 from web.api import described, json_body, ready_json, respond, settings
 from web.auth import identity
 from web.gate import queue_token_header, waiting_room
@@ -128,13 +129,24 @@ def issue() -> Response:
         refused = request.environ.pop(JOIN_REFUSED, None)  # counted already by web/hot_paths.py: never twice
         if refused is not None and refused[:2] == (user_id, json.concertId):
             raise refused[2]
-        limit = queue_controls().current(concert_id=json.concertId).join_limit(settings().active_limit)
-        token, window = room.issue_limited(user_id=user_id, concert_id=json.concertId, limit=limit, rates=rates)
+        token, window = join_queue(
+            room, queue_controls(), settings(), user_id=user_id, concert_id=json.concertId, rates=rates
+        )
     except JoinLimited as refused:
         g.join_window = refused.window
         raise
     g.join_window = window or g.get("join_window")
     return _body(token, 201 if token.created else 200)
+
+
+def join_queue(
+    room: WaitingRoom, controls: QueueControls, s: Settings, *, user_id: int, concert_id: int, rates: tuple[Rate, ...]
+) -> tuple[QueueToken, Window | None]:
+    """Join a known concert's ordinary queue (no fair start): its operators' join limit and the
+    rate windows, checked in the issue script (JoinLimited over a window); the route and
+    web/hot_paths.py."""
+    limit = controls.current(concert_id=concert_id).join_limit(s.active_limit)
+    return room.issue_limited(user_id=user_id, concert_id=concert_id, limit=limit, rates=rates)
 
 
 def join_rates(user_id: int, address: str, s: Settings | None = None) -> tuple[Rate, ...]:
