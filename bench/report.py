@@ -414,7 +414,7 @@ def flash_section(d: dict[str, Any]) -> list[str]:
         *_beside_lines(d.get("same_run_bare") or {}),
         *_same_server_lines(d.get("same_server_bare") or {}),
         *_in_app_lines(d.get("in_app_p50_ms") or {}),
-        *_web_cpu_lines(d.get("web_cpu")),
+        *_web_cpu_lines(d.get("web_cpu"), d.get("cpu_busy_during_arrivals")),
         f"- after the sale, bare Flask `GET` on the same gunicorn settings: {floors['bare_flask']['rps']} RPS, "
         f"p50 {floors['bare_flask']['p50_ms']} ms (framework floor: every fan GETs back to back on its "
         "open connection);",
@@ -548,14 +548,20 @@ def _in_app_lines(in_app: dict[str, Any]) -> list[str]:
     ]
 
 
-def _web_cpu_lines(web: dict[str, Any] | None) -> list[str]:
-    """The web process's CPU per request over the sale (read from /proc)."""
-    if not web or not web.get("ms_per_request"):
-        return []
-    return [
-        f"- the service's gunicorn (master and workers, CPU from /proc) used {web['cpu_s']:g} CPU s over the sale "
-        f"for the {web['requests']:,} requests it answered: {web['ms_per_request']:g} ms of CPU a request;"
-    ]
+def _web_cpu_lines(web: dict[str, Any] | None, busy: float | None = None) -> list[str]:
+    """The web process's CPU per request over the sale, and the machine's CPUs while the fans arrived (/proc)."""
+    lines = []
+    if web and web.get("ms_per_request"):
+        lines.append(
+            f"- the service's gunicorn (master and workers, CPU from /proc) used {web['cpu_s']:g} CPU s over the "
+            f"sale for the {web['requests']:,} requests it answered: {web['ms_per_request']:g} ms of CPU a request;"
+        )
+    if busy is not None:
+        lines.append(
+            f"- the machine's CPUs (every process, locust included; /proc/stat) were {busy:.0%} busy while the fans "
+            "arrived (the sale's first users ÷ spawn rate seconds);"
+        )
+    return lines
 
 
 RATIO_WORDS = {

@@ -40,7 +40,7 @@ from bench.flash_sale import (
 )
 from bench.flash_sale.checks import invariant_check, server_metrics, settle
 from bench.flash_sale.floors import raw_db_commit_rate, raw_redis_rate
-from bench.flash_sale.load import SellOutWatch, read_stats, run_locust
+from bench.flash_sale.load import CpuWatch, SellOutWatch, read_stats, run_locust
 from bench.flash_sale.report import compare_redis, print_comparison, print_table, sale_result
 from bench.flash_sale.service import (
     Honcho,
@@ -275,11 +275,15 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
     if run.fair_start:  # the sale's time limit starts at the opening
         run_time = f"{int(run.run_time.rstrip('s')) + int(fair.join_window_s(run.users, run.rate))}s"
     web_cpu_before = web_cpu_seconds()
+    cpus = CpuWatch()
+    cpus.start()
     rc, seconds, cpu = run_locust(
         f"http://127.0.0.1:{run.web_port}", run.users, run.rate, run_time, run.tmp / "sale", locust_env,
         run.tmp / "locust-sale.log",
     )  # fmt: skip
     web_cpu = web_cpu_seconds() - web_cpu_before
+    cpus.done.set()
+    cpus.join(timeout=5)
     run.watch.done.set()
     run.watch.join(timeout=5)
     if admissions is not None:
@@ -290,7 +294,8 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
         for k, v in json.loads(Path(path).read_text()).items():
             outcomes[k] = outcomes.get(k, 0) + int(v)
     print(f"sale: locust exit {rc} after {seconds:.1f} s; outcomes {outcomes}", flush=True)
-    return {"rc": rc, "seconds": seconds, "cpu": cpu, "web_cpu": web_cpu, "started": started, "outcomes": outcomes,
+    return {"rc": rc, "seconds": seconds, "cpu": cpu, "web_cpu": web_cpu, "cpu_busy": cpus,
+            "users": run.users, "rate": run.rate, "started": started, "outcomes": outcomes,
             "endpoints": read_stats(run.tmp / "sale"), "watch": run.watch, "admissions": admissions}  # fmt: skip
 
 

@@ -51,6 +51,35 @@ class SellOutWatch(threading.Thread):
                 self.done.wait(self.interval)
 
 
+def cpu_times() -> tuple[int, int]:
+    """(all, idle) jiffies of every CPU so far, from /proc/stat (idle counts iowait too)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+class CpuWatch(threading.Thread):
+    """The machine's CPUs, busy share each second (/proc/stat), from the sale's start until `done`."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.done = threading.Event()
+        self.busy: list[float] = []  # one a second: 0..1 of all CPUs
+
+    def run(self) -> None:
+        last = cpu_times()
+        while not self.done.wait(self.interval):
+            now = cpu_times()
+            total = now[0] - last[0]
+            self.busy.append(round(1 - (now[1] - last[1]) / total, 3) if total else 0.0)
+            last = now
+
+    def during(self, seconds: float) -> float | None:
+        """The mean busy share over the first `seconds` of the sale (the fans' arrivals)."""
+        first = self.busy[: max(1, round(seconds / self.interval))]
+        return round(sum(first) / len(first), 3) if first else None
+
+
 def run_locust(
     host: str, users: int, rate: float, run_time: str, csv_prefix: Path, env: dict[str, str], log: Path
 ) -> tuple[int, float, float]:

@@ -87,6 +87,7 @@ def web_cpu_per_request(cpu_s: float | None, endpoints: dict[str, dict[str, Any]
 def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
     """How long the sale and the sell-out took, locust's own load, admission wait against the estimate."""
     outcomes, watch, seconds = sold["outcomes"], sold["watch"], sold["seconds"]
+    cpus = sold.get("cpu_busy")
     first, last = watch.first_hold, watch.sold_out
     waiting, admitted = outcomes.get("waiting_on_join", 0), outcomes.get("admitted", 0)
     return {
@@ -96,6 +97,9 @@ def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
         "locust_cpu_share": round(sold["cpu"] / seconds, 2),
         # the service's web process (gunicorn master and workers) over the sale: CPU per request it served
         "web_cpu": web_cpu_per_request(sold.get("web_cpu"), sold["endpoints"]),
+        # the machine's CPUs (all processes, locust included) while the fans arrive, and each second of the sale
+        "cpu_busy_during_arrivals": cpus.during(sold["users"] / sold["rate"]) if cpus else None,
+        "cpu_busy_each_s": cpus.busy[:300] if cpus else [],
         "mean_estimate_on_join_s": round(outcomes.get("estimate_on_join_s_total", 0) / waiting, 1) if waiting else None,
         "mean_admission_wait_s": round(outcomes.get("admitted_after_s_total_ms", 0) / 1000 / admitted, 2)
         if admitted
@@ -214,6 +218,8 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"web process: {web['cpu_s']} CPU s for {web['requests']:,} requests: {web['ms_per_request']} ms a request"
         )
+    if result.get("cpu_busy_during_arrivals") is not None:
+        print(f"machine CPUs busy while the fans arrived: {result['cpu_busy_during_arrivals']:.0%}")
     f = result["floors"]
     b = f["bare_flask"]
     print(

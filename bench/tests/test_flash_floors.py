@@ -80,3 +80,13 @@ def test_the_web_cpu_per_request_counts_what_the_service_answered() -> None:
 
     assert web_cpu_per_request(1.5, endpoints) == {"cpu_s": 1.5, "requests": 1000, "ms_per_request": 1.5}
     assert web_cpu_per_request(None, endpoints) is None
+
+
+def test_the_cpu_watch_averages_the_arrival_seconds_only() -> None:
+    from bench.flash_sale.load import CpuWatch
+
+    watch = CpuWatch()
+    watch.busy = [0.9, 1.0, 0.95, 0.2, 0.1]
+
+    assert watch.during(3) == 0.95
+    assert CpuWatch().during(10) is None
