@@ -31,6 +31,11 @@ bench/flash_sale/same_server.py): every FLASH_BARE_EVERY-th fan, counted from th
 ones above), also GETs it with each of its own requests (same moment, on a second connection of its own to the
 service), named `/floor/bare (same server, beside <endpoint>)`: the bare route waiting in the same workers,
 threads and GIL as that endpoint, at the same moments.
+FLASH_FLOOR_EVERY (default 10): the same for the same-server floor's fans (FLASH_BARE_EVERY can be 1, every
+fan, for the bare route under the same load). FLASH_ARRIVALS=poisson with FLASH_RATE: each fan waits for its
+own arrival (a Poisson process at FLASH_RATE a second) instead of starting with its second's burst.
+FLASH_TRACE (a path prefix): every request's start, name and time, written at the end (bench/flash_sale/trace.py).
+Every connection a fan's client opens is counted by port (`connections_opened:<port>`, bench/idle_socket.py).
 Until 2026-12-03 08:05 UTC the floor request was sent right after the endpoint's answer: in a burst (the
 sold-out leaves) it came after the burst the endpoint had waited through, and read low.
 """
@@ -53,6 +58,8 @@ from locust import FastHttpUser, constant, events, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.runners import Runner, WorkerRunner
 
+from bench.idle_socket import install as keep_idle_connections
+
 API = "/api/v1"
 CONCERT_ID = int(os.environ.get("FLASH_CONCERT_ID", "1"))
 SCHEDULES = [int(s) for s in os.environ.get("FLASH_SCHEDULES", "1").split(",") if s]
@@ -67,7 +74,11 @@ JOB_POLL = 0.5
 JWT_SECRET = os.environ.get("AUTH_JWT_SECRET", "")
 BARE_HOST = os.environ.get("FLASH_BARE_HOST", "")
 BARE_EVERY = int(os.environ.get("FLASH_BARE_EVERY", "10"))
+FLOOR_EVERY = int(os.environ.get("FLASH_FLOOR_EVERY", "10"))
 FLOOR_PATH = os.environ.get("FLASH_FLOOR_PATH", "")
+ARRIVALS = os.environ.get("FLASH_ARRIVALS", "burst")  # poisson: each fan waits for its own arrival time
+RATE = float(os.environ.get("FLASH_RATE", "0"))  # fans a second (locust's -r)
+TRACE_FILE = os.environ.get("FLASH_TRACE", "")  # every request's (start, name, ms), to <FLASH_TRACE>.<pid>
 
 
 def sign(user_id: int) -> str:
@@ -81,6 +92,29 @@ outcomes: collections.Counter[str] = collections.Counter()
 _user_ids = itertools.count(USER_BASE)
 _done = gevent.event.Event()
 _in_journey = [0]  # fans between joining and stopping, right now
+
+
+# geventhttpclient dropped every kept-alive connection past fd 1024 (bench/idle_socket.py); each connection
+# opened is counted by the port it goes to (the service's, the bare route's)
+keep_idle_connections(lambda port: outcomes.update({f"connections_opened:{port}": 1}))
+
+_next_arrival = [0.0]  # time.time() of the next fan's arrival
+_arrival_gaps = random.Random(int(os.environ.get("FLASH_SEED", "1")))
+
+
+def wait_for_arrival() -> None:
+    """With FLASH_ARRIVALS=poisson, hold this fan until its arrival: a Poisson process at RATE a second from
+    the first fan's. Locust starts each second's RATE fans at once (500 within 150-350 ms, then none for
+    the rest of the second); fans spread over the second instead, as independent people do."""
+    if ARRIVALS != "poisson" or RATE <= 0:
+        return
+    now = time.time()
+    if not _next_arrival[0]:
+        _next_arrival[0] = now
+    else:
+        _next_arrival[0] += _arrival_gaps.expovariate(RATE)
+    if _next_arrival[0] > now:
+        gevent.sleep(_next_arrival[0] - now)
 
 
 class Failed(Exception):
@@ -115,7 +149,7 @@ class Fan(FastHttpUser):
                 connection_timeout=self.connection_timeout,
             )
         self.floor: FastHttpSession | None = None
-        if FLOOR_PATH and not (BARE or BARE_ONCE) and self.user_id % BARE_EVERY == BARE_EVERY // 2:
+        if FLOOR_PATH and not (BARE or BARE_ONCE) and self.user_id % FLOOR_EVERY == FLOOR_EVERY // 2:
             self.floor = FastHttpSession(
                 base_url=self.host,
                 request_event=self.environment.events.request,
@@ -177,6 +211,7 @@ class Fan(FastHttpUser):
         if BARE:
             self.client.get("/bare", name="/bare")
             return
+        wait_for_arrival()
         if BARE_ONCE:  # one first request per fan, then idle (as a fan waiting after its join)
             self.client.get("/bare", name="/bare (first request)")
             outcomes["done"] += 1
@@ -327,6 +362,22 @@ def _quit_when_every_fan_is_done(environment: Any, **_: Any) -> None:
         runner.quit()
 
     gevent.spawn(watch, environment.runner)
+
+
+_trace: list[tuple[float, str, float]] = []
+
+
+@events.request.add_listener
+def _trace_request(name: str, response_time: float, start_time: float = 0.0, **_: Any) -> None:
+    if TRACE_FILE:
+        _trace.append((round(start_time, 4), name, round(response_time, 2)))
+
+
+@events.quitting.add_listener
+def _write_trace(environment: Any, **_: Any) -> None:
+    if TRACE_FILE and _trace:
+        with open(f"{TRACE_FILE}.{os.getpid()}", "w") as fh:
+            json.dump(_trace, fh)
 
 
 @events.quitting.add_listener

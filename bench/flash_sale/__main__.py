@@ -101,6 +101,8 @@ class Run:
     pairs: int = 1  # --redis-cluster: single/cluster pairs in one invocation (0: the cluster run alone)
     replica_url: str = ""  # --replica: DATABASE_REPLICA_URL of the service (db_url is then the primary)
     fair_start: bool = False  # --fair-start: the concert opens with a pre-queue and a verifiable draw
+    bare_every: int = BARE_EVERY  # --bare-every: every Nth fan GETs the bare gunicorn beside its requests (1: all)
+    arrivals: str = "burst"  # --arrivals: locust's per-second bursts, or a Poisson process at the same rate
     opens_at: dt.datetime | None = None
 
     @property
@@ -160,7 +162,23 @@ def parse(argv: list[str] | None) -> Run:
         "the opening, admission follows the drawn order; checks the order and verifies the published draw "
         "(docs/verify_fairness.py, python -m models fairness verify); no floors; writes flash_sale_fair.json",
     )
+    parser.add_argument(
+        "--bare-every",
+        type=int,
+        default=BARE_EVERY,
+        help=f"every Nth fan also GETs the bare gunicorn beside each of its requests (default {BARE_EVERY}); 1: every "
+        "fan, so that the bare route takes the same requests at the same moments as the service (the same load)",
+    )
+    parser.add_argument(
+        "--arrivals",
+        choices=("burst", "poisson"),
+        default="burst",
+        help="burst (default): locust starts each second's fans at once; poisson: each fan waits for its own "
+        "arrival, a Poisson process at --spawn-rate (the bare first-request floor arrives the same way)",
+    )
     args = parser.parse_args(argv)
+    if args.bare_every < 1:
+        parser.error("--bare-every must be 1 or more")
     cluster_url = os.environ.get("BENCH_REDIS_CLUSTER_URL", "redis+cluster://127.0.0.1:7000")
     db_url = os.environ.get("BENCH_DATABASE_URL", "mysql://root@127.0.0.1:3306/bench_flash")
     return Run(
@@ -179,6 +197,8 @@ def parse(argv: list[str] | None) -> Run:
         pairs=args.pairs,
         replica_url=replica_of(db_url) if args.replica else "",
         fair_start=args.fair_start,
+        bare_every=args.bare_every,
+        arrivals=args.arrivals,
     )
 
 
@@ -205,6 +225,8 @@ def parameters(run: Run) -> dict[str, Any]:
         "floor_threads": FLOOR_THREADS,
         "bare_run_time": run.bare_run_time,
         "database": "MariaDB primary + replica (DATABASE_REPLICA_URL)" if run.replica_url else "one MariaDB",
+        "bare_every": run.bare_every,
+        "arrivals": run.arrivals,
     }
 
 
@@ -260,10 +282,12 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
         "FLASH_USER_BASE": "1",
         "FLASH_USERS": str(run.users),
         "FLASH_OUTCOMES": str(run.tmp / "outcomes.json"),
+        "FLASH_TRACE": str(run.tmp / "trace"),
+        **arrival_env(run),
     }
     if run.bare is not None:  # the same-run floor: sampled fans GET /bare beside each of their requests
         locust_env["FLASH_BARE_HOST"] = f"http://127.0.0.1:{run.bare_port}"
-        locust_env["FLASH_BARE_EVERY"] = str(BARE_EVERY)
+        locust_env["FLASH_BARE_EVERY"] = str(run.bare_every)
     if not run.fair_start:  # the same-server floor: other sampled fans GET /floor/bare from the service itself
         locust_env["FLASH_FLOOR_PATH"] = "/floor/bare"
     admissions = None
@@ -312,6 +336,11 @@ def after_sale(run: Run) -> dict[str, Any]:
             "violations": violations, "procfile_clean_stop": clean_stop, "honcho_tail": tail}  # fmt: skip
 
 
+def arrival_env(run: Run) -> dict[str, str]:
+    """How the locustfile spaces the fans' arrivals (--arrivals)."""
+    return {"FLASH_ARRIVALS": run.arrivals, "FLASH_RATE": str(run.rate)}
+
+
 def bare_floor(run: Run) -> dict[str, Any]:
     """5. The framework floor: the same locust load against a bare Flask app under the same gunicorn config, then
     each fan's first request alone at the same arrival rate (the floor of a join)."""
@@ -323,7 +352,7 @@ def bare_floor(run: Run) -> dict[str, Any]:
         run.tmp / "locust-bare.log",
     )  # fmt: skip
     # each fan's first request alone, at the sale's arrival rate: the floor of a join (every fan's first request)
-    once_env = {**run.env, "FLASH_MODE": "bare_once", "FLASH_USERS": str(run.users)}
+    once_env = {**run.env, "FLASH_MODE": "bare_once", "FLASH_USERS": str(run.users), **arrival_env(run)}
     _, once_seconds, once_cpu = run_locust(
         f"http://127.0.0.1:{run.bare_port}", run.users, run.rate, run.run_time, run.tmp / "bare_once", once_env,
         run.tmp / "locust-bare-once.log",

@@ -9,6 +9,8 @@ from typing import Any
 from bench.flash_sale import ENDPOINTS, SEATS_TOTAL
 from bench.flash_sale.checks import in_app_p50_ms, service_problems
 from bench.flash_sale.load import locust_cpu_warning, peak_rps, read_failures, timeline
+from bench.flash_sale.trace import arrivals, by_second
+from bench.flash_sale.trace import read as read_trace
 
 BESIDE = "/bare (beside "  # the same-run floor's rows: `/bare (beside <endpoint>)` (bench/locustfile_flash.py)
 SAME_SERVER = "/floor/bare (same server, beside "  # the bare route served by the service's own gunicorn
@@ -89,9 +91,14 @@ def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
     outcomes, watch, seconds = sold["outcomes"], sold["watch"], sold["seconds"]
     cpus = sold.get("cpu_busy")
     first, last = watch.first_hold, watch.sold_out
+    trace = read_trace(tmp / "trace")
     waiting, admitted = outcomes.get("waiting_on_join", 0), outcomes.get("admitted", 0)
     return {
         "sale_seconds": round(seconds, 1),
+        # how each second's fans reached the service (locust starts a second's fans at once) and, second by
+        # second, each queue endpoint's p50 beside its floors' (the locustfile's trace of every request)
+        "arrivals": arrivals(trace),
+        "by_second": by_second(trace),
         "peak_rps": peak_rps(tmp / "sale"),
         "locust_cpu_saturated": locust_cpu_warning(tmp / "locust-sale.log"),
         "locust_cpu_share": round(sold["cpu"] / seconds, 2),
@@ -217,6 +224,12 @@ def print_table(result: dict[str, Any]) -> None:
     if web:
         print(
             f"web process: {web['cpu_s']} CPU s for {web['requests']:,} requests: {web['ms_per_request']} ms a request"
+        )
+    spread = result.get("arrivals") or {}
+    if spread:
+        print(
+            f"arrivals: {spread['joins_a_second']} joins a second, 90% of each second's within "
+            f"{spread['ms_for_90pct_of_a_seconds_joins']} ms (median of {spread['seconds']} seconds)"
         )
     if result.get("cpu_busy_during_arrivals") is not None:
         print(f"machine CPUs busy while the fans arrived: {result['cpu_busy_during_arrivals']:.0%}")

@@ -1,0 +1,38 @@
+"""bench/flash_sale/trace.py: how the fans arrived and each second's p50, from locust's trace of every request."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.flash_sale.trace import arrivals, by_second, read
+
+
+def test_joins_started_at_once_each_second_read_as_a_burst_and_spread_ones_do_not() -> None:
+    burst = [(1000.0 + s + i * 0.0004, "/queue/tokens", 5.0) for s in range(3) for i in range(500)]  # 200 ms
+    even = [(1000.0 + i * 0.002, "/queue/tokens", 5.0) for i in range(1500)]  # 500 a second, every 2 ms
+
+    assert arrivals(burst) == {"seconds": 3, "joins_a_second": 500, "ms_for_90pct_of_a_seconds_joins": 180}
+    assert 880 <= arrivals(even)["ms_for_90pct_of_a_seconds_joins"] <= 900  # 90% of 1,000 ms
+    assert arrivals([]) == {}
+
+
+def test_each_second_sets_an_endpoints_p50_beside_its_floors(tmp_path: Path) -> None:
+    rows = [
+        (100.0, "/queue/tokens", 80.0),
+        (100.2, "/queue/tokens", 60.0),
+        (100.3, "/queue/tokens", 70.0),
+        (100.1, "/bare (beside /queue/tokens)", 20.0),
+        (101.5, "/queue/token", 2.0),
+        (101.6, "/seat map is not a queue endpoint", 9.0),
+    ]
+    (tmp_path / "trace.41").write_text(json.dumps(rows[:3]))
+    (tmp_path / "trace.42").write_text(json.dumps(rows[3:]))
+
+    table = by_second(read(tmp_path / "trace"))
+
+    assert table == {
+        "/bare (beside /queue/tokens)": [(0, 1, 20.0)],
+        "/queue/token": [(1, 1, 2.0)],
+        "/queue/tokens": [(0, 3, 70.0)],
+    }
