@@ -411,7 +411,7 @@ def flash_section(d: dict[str, Any]) -> list[str]:
         "",
         "Floors measured in the same run:",
         "",
-        *_beside_lines(d.get("same_run_bare") or {}),
+        *_beside_lines(d.get("same_run_bare") or {}, int(prm.get("bare_every") or 10)),
         *_same_server_lines(d.get("same_server_bare") or {}),
         *_in_app_lines(d.get("in_app_p50_ms") or {}),
         *_web_cpu_lines(d.get("web_cpu"), d.get("cpu_busy_during_arrivals")),
@@ -431,6 +431,7 @@ def flash_section(d: dict[str, Any]) -> list[str]:
         f"- raw Redis: {floors['raw_redis_ops_per_s']:,} ops/s; raw MariaDB single-row INSERT+COMMIT: "
         f"{floors['raw_db_commits_per_s']:,} commits/s (physical floor).",
         "",
+        *_arrival_lines(d),
         "How the sale compares with those floors (same run):",
         "",
         "| the sale's … | ÷ the floor's … | ratio |",
@@ -502,20 +503,51 @@ def _run_load(d: dict[str, Any]) -> str:
     return f", load average {start[0]} at the start, {end[0]} at the end" if start and end else ""
 
 
-def _beside_lines(beside: dict[str, Any]) -> list[str]:
-    """The same-run floor: the bare route GET by every 10th fan right after each of its requests."""
+def _beside_lines(beside: dict[str, Any], every: int = 10) -> list[str]:
+    """The same-run floor: the bare route GET by every `every`th fan with each of its requests."""
     if not beside:
         return []
+    who = (
+        "every fan (`--bare-every 1`: the same requests at the same moments as the service)"
+        if every == 1
+        else (f"every {every}th fan")
+    )
     rows = ", ".join(
         f"{name.removeprefix('/bare (beside ').removesuffix(')')} {row['p50_ms']:g} ms ({row['requests']:,})"
         for name, row in beside.items()
     )
     return [
-        "- during the sale, the bare Flask route on its own gunicorn (same settings), GET by every 10th fan "
+        f"- during the sale, the bare Flask route on its own gunicorn (same settings), GET by {who} "
         "with each of its own requests (sent at the same moment since 2026-12-03 08:05 UTC, right after its "
         f"answer before); p50 beside each endpoint (requests): {rows} (the floor each endpoint is compared with: "
-        "same moments, same load);"
+        f"same moments{', same requests' if every == 1 else f', one fan in {every} (that share of the load)'});"
     ]
+
+
+def _arrival_lines(d: dict[str, Any]) -> list[str]:
+    """How the fans arrived, the connections their clients opened, and the join second by second."""
+    spread, outcomes = d.get("arrivals") or {}, d.get("outcomes") or {}
+    lines = []
+    if spread:
+        arrivals = (d.get("parameters") or {}).get("arrivals", "burst")
+        lines.append(
+            f"Arrivals (`--arrivals {arrivals}`): {spread['joins_a_second']} joins a second, 90% of each second's "
+            f"within {spread['ms_for_90pct_of_a_seconds_joins']} ms of its first (median of {spread['seconds']} "
+            "seconds; 1,000 would be even). "
+        )
+    opened = {k.split(":", 1)[1]: v for k, v in outcomes.items() if k.startswith("connections_opened:")}
+    if opened:
+        text = ", ".join(f"{v:,} to :{port}" for port, v in sorted(opened.items()))
+        lines[-1:] = [(lines[-1] if lines else "") + f"Connections the fans' clients opened: {text}."]
+    table = d.get("by_second") or {}
+    join = table.get("/queue/tokens") or []
+    if join:
+        beside = {s: ms for s, _, ms in table.get("/bare (beside /queue/tokens)") or []}
+        same = {s: ms for s, _, ms in table.get("/floor/bare (same server, beside /queue/tokens)") or []}
+        lines += ["", "Joins second by second (p50 ms; requests):", "",
+                  "| second | join | bare beside | bare, same server |", "|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [f"| {s} | {ms:g} ({n}) | {beside.get(s, '–')} | {same.get(s, '–')} |" for s, n, ms in join[:15]]
+    return [*lines, ""] if lines else []
 
 
 def _same_server_lines(same: dict[str, Any]) -> list[str]:
@@ -587,7 +619,7 @@ def _ratio_rows(ratios: dict[str, Any]) -> list[str]:
             ours, floor = f"p50 latency of `{key[len('p50_over_bare_p50[') : -1]}` (ms)", "bare Flask p50 latency (ms)"
         elif key.startswith("p50_over_same_run_bare_p50[") and key.endswith("]"):
             name = key[len("p50_over_same_run_bare_p50[") : -1]
-            ours, floor = f"p50 latency of `{name}` (ms)", "bare Flask p50 beside it, same run and load (ms)"
+            ours, floor = f"p50 latency of `{name}` (ms)", "bare Flask p50 on its own gunicorn beside it, same moments (ms)"
         elif key.startswith("p50_over_same_server_bare_p50[") and key.endswith("]"):
             name = key[len("p50_over_same_server_bare_p50[") : -1]
             ours, floor = f"p50 latency of `{name}` (ms)", "bare Flask p50 in the same gunicorn, same moments (ms)"
