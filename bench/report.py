@@ -619,7 +619,8 @@ def _ratio_rows(ratios: dict[str, Any]) -> list[str]:
             ours, floor = f"p50 latency of `{key[len('p50_over_bare_p50[') : -1]}` (ms)", "bare Flask p50 latency (ms)"
         elif key.startswith("p50_over_same_run_bare_p50[") and key.endswith("]"):
             name = key[len("p50_over_same_run_bare_p50[") : -1]
-            ours, floor = f"p50 latency of `{name}` (ms)", "bare Flask p50 on its own gunicorn beside it, same moments (ms)"
+            ours = f"p50 latency of `{name}` (ms)"
+            floor = "bare Flask p50 on its own gunicorn beside it, same moments (ms)"
         elif key.startswith("p50_over_same_server_bare_p50[") and key.endswith("]"):
             name = key[len("p50_over_same_server_bare_p50[") : -1]
             ours, floor = f"p50 latency of `{name}` (ms)", "bare Flask p50 in the same gunicorn, same moments (ms)"
