@@ -86,6 +86,13 @@ def web_cpu_per_request(cpu_s: float | None, endpoints: dict[str, dict[str, Any]
     }
 
 
+def stats_complete(endpoints: dict[str, dict[str, Any]], outcomes: dict[str, int]) -> bool:
+    """Whether locust's table holds every join, poll and leave the fans counted (its CSV is a snapshot
+    taken once a second: a run that quit before the next one lost its last requests)."""
+    counted = {"/queue/tokens": "joined", "/queue/token": "polls", "/queue/token [DELETE]": "left"}
+    return all((endpoints.get(name) or {}).get("requests", 0) >= outcomes.get(key, 0) for name, key in counted.items())
+
+
 def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
     """How long the sale and the sell-out took, locust's own load, admission wait against the estimate."""
     outcomes, watch, seconds = sold["outcomes"], sold["watch"], sold["seconds"]
@@ -95,6 +102,7 @@ def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
     waiting, admitted = outcomes.get("waiting_on_join", 0), outcomes.get("admitted", 0)
     return {
         "sale_seconds": round(seconds, 1),
+        "locust_stats_complete": stats_complete(sold["endpoints"], outcomes),
         # how each second's fans reached the service (locust starts a second's fans at once) and, second by
         # second, each queue endpoint's p50 beside its floors' (the locustfile's trace of every request)
         "arrivals": arrivals(trace),
@@ -225,6 +233,8 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"web process: {web['cpu_s']} CPU s for {web['requests']:,} requests: {web['ms_per_request']} ms a request"
         )
+    if result.get("locust_stats_complete") is False:
+        print("WARNING: locust's table lacks requests the fans counted (its last CSV snapshot came too early)")
     spread = result.get("arrivals") or {}
     if spread:
         print(

@@ -36,3 +36,17 @@ def test_each_second_sets_an_endpoints_p50_beside_its_floors(tmp_path: Path) -> 
         "/queue/token": [(1, 1, 2.0)],
         "/queue/tokens": [(0, 3, 70.0)],
     }
+
+
+def test_a_locust_table_missing_the_last_waves_leaves_is_flagged() -> None:
+    from bench.flash_sale.report import stats_complete
+
+    outcomes = {"joined": 5000, "polls": 7657, "left": 4900}
+    whole = {
+        "/queue/tokens": {"requests": 5000},
+        "/queue/token": {"requests": 7657},
+        "/queue/token [DELETE]": {"requests": 4900},
+    }
+    cut = {**whole, "/queue/token [DELETE]": {"requests": 4427}}  # the 2026-12-04 17:31 run
+
+    assert (stats_complete(whole, outcomes), stats_complete(cut, outcomes)) == (True, False)
