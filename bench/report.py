@@ -524,6 +524,23 @@ def _beside_lines(beside: dict[str, Any], every: int = 10) -> list[str]:
     ]
 
 
+def _queue_p50_rows(ratios: dict[str, Any], every: int) -> list[str]:
+    """Issue 15's target rows: each queue endpoint's p50 ≤ 1.5× the bare route's beside it (and, for the
+    record, the bare route's in the service's own gunicorn)."""
+    rows = []
+    floor = "taking the same requests" if every == 1 else f"GET by one fan in {every}"
+    for name in ("/queue/tokens", "/queue/token", "/queue/token [DELETE]"):
+        beside = ratios.get(f"p50_over_same_run_bare_p50[{name}]")
+        same = ratios.get(f"p50_over_same_server_bare_p50[{name}]")
+        if beside is None:
+            continue
+        rows.append(
+            f"| flash sale: `{name}` p50 ≤ 1.5× the bare route's on its own gunicorn beside it ({floor}) "
+            f"| {beside}× (in the service's own gunicorn: {same}×) | {_yes(beside <= 1.5)} |"
+        )
+    return rows
+
+
 def _arrival_lines(d: dict[str, Any]) -> list[str]:
     """How the fans arrived, the connections their clients opened, and the join second by second."""
     spread, outcomes = d.get("arrivals") or {}, d.get("outcomes") or {}
@@ -711,6 +728,7 @@ def targets_section(data: dict[str, dict[str, Any] | None]) -> list[str]:
             f"| {f['seats_sold']}/{f['seats_total']} sold, oversold {chk.get('oversold')}, "
             f"double {chk.get('double_payments')} | {_yes(clean and f['seats_sold'] == f['seats_total'])} |"
         )
+        rows += _queue_p50_rows(f.get("ratios") or {}, int(f["parameters"].get("bare_every") or 10))
     if not rows:
         return []
     quick = bool(idx and idx["parameters"].get("quick")) or bool(f and f["parameters"].get("mode") == "quick")

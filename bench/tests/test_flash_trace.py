@@ -50,3 +50,21 @@ def test_a_locust_table_missing_the_last_waves_leaves_is_flagged() -> None:
     cut = {**whole, "/queue/token [DELETE]": {"requests": 4427}}  # the 2026-12-04 17:31 run
 
     assert (stats_complete(whole, outcomes), stats_complete(cut, outcomes)) == (True, False)
+
+
+def test_the_targets_table_marks_each_queue_endpoint_against_the_bare_route_beside_it() -> None:
+    from bench.report import _queue_p50_rows
+
+    ratios = {
+        "p50_over_same_run_bare_p50[/queue/tokens]": 2.63,
+        "p50_over_same_server_bare_p50[/queue/tokens]": 1.06,
+        "p50_over_same_run_bare_p50[/queue/token]": 1.5,
+        "p50_over_same_server_bare_p50[/queue/token]": 1.0,
+    }
+
+    rows = _queue_p50_rows(ratios, every=10)
+
+    assert len(rows) == 2  # no leave figure, no row
+    assert rows[0].endswith("| 2.63× (in the service's own gunicorn: 1.06×) | **no** |")
+    assert rows[1].endswith("| yes |") and "one fan in 10" in rows[1]
+    assert "taking the same requests" in _queue_p50_rows(ratios, every=1)[0]
