@@ -105,7 +105,7 @@ _arrival_gaps = random.Random(int(os.environ.get("FLASH_SEED", "1")))
 
 def wait_for_arrival() -> None:
     """With FLASH_ARRIVALS=poisson, hold this fan until its arrival: a Poisson process at RATE a second from
-    the first fan's. Locust starts each second's RATE fans at once (500 within 150-350 ms, then none for
+    the first fan's. Locust starts each second's RATE fans at once (90 % of them within 230-350 ms, then none for
     the rest of the second); fans spread over the second instead, as independent people do."""
     if ARRIVALS != "poisson" or RATE <= 0:
         return

@@ -544,18 +544,22 @@ def _queue_p50_rows(ratios: dict[str, Any], every: int) -> list[str]:
 def _arrival_lines(d: dict[str, Any]) -> list[str]:
     """How the fans arrived, the connections their clients opened, and the join second by second."""
     spread, outcomes = d.get("arrivals") or {}, d.get("outcomes") or {}
-    lines = []
+    said = []
     if spread:
         arrivals = (d.get("parameters") or {}).get("arrivals", "burst")
-        lines.append(
+        said.append(
             f"Arrivals (`--arrivals {arrivals}`): {spread['joins_a_second']} joins a second, 90% of each second's "
             f"within {spread['ms_for_90pct_of_a_seconds_joins']} ms of its first (median of {spread['seconds']} "
-            "seconds; 1,000 would be even). "
+            "seconds; ~900 if spread evenly)."
         )
     opened = {k.split(":", 1)[1]: v for k, v in outcomes.items() if k.startswith("connections_opened:")}
     if opened:
-        text = ", ".join(f"{v:,} to :{port}" for port, v in sorted(opened.items()))
-        lines[-1:] = [(lines[-1] if lines else "") + f"Connections the fans' clients opened: {text}."]
+        said.append(
+            "Connections the fans' clients opened: "
+            + ", ".join(f"{v:,} to :{p}" for p, v in sorted(opened.items()))
+            + "."
+        )
+    lines = [" ".join(said)] if said else []
     table = d.get("by_second") or {}
     join = table.get("/queue/tokens") or []
     if join:

@@ -5,6 +5,10 @@
     .venv/bin/python -m bench.flash_sale --quick --redis-cluster --pairs 2
         # one Redis and the 6-node Redis Cluster back to back (pairs alternate which goes first), same
         # invocation: sell-out rate cluster / single per pair and their median -> flash_sale_cluster.json
+    .venv/bin/python -m bench.flash_sale --bare-every 1     # every fan's requests also go to the bare route
+        # (the bare route under the same requests, not one fan in 10)
+    .venv/bin/python -m bench.flash_sale --arrivals poisson # fans spread over each second (locust starts each
+        # second's fans at once); the first-request floor arrives the same way
 
 1. Physical floor (quiet machine, before anything starts): raw Redis INCR round trips and raw MariaDB
    single-row INSERT + COMMIT, each from FLOOR_THREADS threads with one connection each.
@@ -31,6 +35,12 @@
 5. Framework floor, after the sale: the same bare gunicorn loaded by the same locustfile (FLASH_MODE=bare:
    GET back to back) with the same user count and spawn rate, a short run; then each fan's first request alone
    (FLASH_MODE=bare_once: one GET on a new connection at the same arrival rate), the floor of a join.
+
+Locust's fans keep their connections: bench/idle_socket.py replaces geventhttpclient's select() check of an idle
+connection, which failed past fd 1024 and re-opened three connections in four. Every request is traced
+(bench/flash_sale/trace.py: how the joins arrived, each queue endpoint and its floors second by second), the
+connections the fans open are counted by port, and the result says whether locust's table holds every request
+the fans counted (`locust_stats_complete`).
 
 locust runs with GEVENT_RESOLVER=block: gevent's default thread-pool resolver held every fan's first connect
 behind locust's GIL (fans reached the server at ~100/s while 500/s were spawned).

@@ -1,7 +1,7 @@
 """Every request of the sale as locust timed it (the locustfile's FLASH_TRACE): second by second, and how fans arrived.
 
 Locust's -r 500 does not spread fans over the second: its dispatcher starts each second's 500 at once,
-and they send their joins within the first 150-350 ms (2026-12-04, full runs), so the service takes
+and 90 % of a second's joins go out within 230-350 ms of its first (2026-12-04, full runs), so the service takes
 each second's joins as one burst. `arrivals` measures that spread; `by_second` sets each queue
 endpoint's p50 beside its floors' in the same second.
 """
@@ -31,7 +31,8 @@ def read(prefix: Path) -> Trace:
 
 def arrivals(trace: Trace, name: str = JOIN) -> dict[str, Any]:
     """How the fans' first requests spread over each whole second of the arrivals: the median over those
-    seconds of the ms from a second's first join to its 90th-percentile one (1,000 ms would be even)."""
+    seconds of the ms from a second's first join to its 90th-percentile one (~900 ms if they were spread
+    evenly over the second)."""
     if not trace:
         return {}
     t0 = trace[0][0]
