@@ -304,7 +304,15 @@ def _overhead_lines() -> list[str]:
         f"(`bench/server_overhead.py`, {m['date_utc']} UTC: the bare Flask route served by gunicorn with",
         f"`config/gunicorn.py` under wrk took {o['overhead_kept_alive_us']:.0f} µs of server CPU more than in-process",
         f"on a kept-alive connection and {o['overhead_new_connection_us']:.0f} µs on a new one; a join is charged the",
-        "second, every other request the first):",
+        "second, every other request the first. wrk sends back to back, as a loaded server's requests come;"
+        + (
+            f" under a paced load ({o['parameters']['paced_connections']:,} connections, a request every "
+            f"{o['parameters']['paced_period_s']:g} s each, `bench/paced_client.py`) the overhead was "
+            f"{o['overhead_paced_us']:.0f} µs, each request paying its own wake-ups: the flash-sale check below"
+            " is that regime):"
+            if "overhead_paced_us" in o
+            else ")"
+        ),
     ]
 
 
