@@ -88,7 +88,7 @@ def _prepare(settings: Settings) -> Any:
 
 
 class EmbeddedServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn with one gthread worker that holds every part of the service."""
+    """gunicorn with one worker (the web's own class, config/gthread.py) that holds every part of the service."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings_ = settings
@@ -97,9 +97,11 @@ class EmbeddedServer(BaseApplication):  # type: ignore[misc]
     def load_config(self) -> None:
         self.cfg.set("bind", f"{self.settings_.host}:{self.settings_.port}")
         self.cfg.set("workers", 1)
-        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("worker_class", "config.gthread.SharedPollWorker")  # as config/gunicorn.py
         self.cfg.set("control_socket_disable", True)  # no host-wide control socket shared between instances
         self.cfg.set("threads", 16)
+        # as config/gunicorn.py: an idle fan's connection outlives its longest paced wait (ARCHITECTURE "Keep-alive")
+        self.cfg.set("keepalive", int(self.settings_.poll_max_interval) + 30)
         self.cfg.set("timeout", 60)
         self.cfg.set("graceful_timeout", 10)
         self.cfg.set("worker_exit", lambda server, worker: [stop() for stop in _stops])

@@ -65,15 +65,6 @@ def _serve(mysql_url: str, redis_url: str, **env: str):  # type: ignore[no-untyp
     return port, procs, web
 
 
-def test_the_config_serves_with_the_shared_poll_worker() -> None:
-    """The worker class these tests prove is the one config/gunicorn.py and bench/server_overhead.py name."""
-    from bench.server_overhead import CONFIG_CLASS
-
-    config = Path(__file__).resolve().parents[2] / "config" / "gunicorn.py"
-    assert f'worker_class = "{CONFIG_CLASS}"' in config.read_text()
-    assert CONFIG_CLASS == "config.gthread.SharedPollWorker"
-
-
 def test_many_kept_alive_clients_each_get_every_answer_on_their_own_connection(mysql_url: str, redis_url: str) -> None:
     """48 clients x 40 requests each, one connection each, two workers of 4 threads: 1,920 answers,
     every one a 200, none lost, no connection closed by the server."""
