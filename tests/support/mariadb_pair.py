@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,12 +83,24 @@ class Pair:
 
     def shutdown_replica(self) -> None:
         """SHUTDOWN the replica server (as a crash would take it away from the app)."""
+        [(pid_file,)] = sql(self.replica_url, "SELECT @@pid_file")
+        pid = int(Path(pid_file).read_text().strip())
         conn = connect(self.replica_url, database=False)
         try:
             with conn.cursor() as cur:
                 cur.execute("SHUTDOWN")
         finally:
             conn.close()
+        # SHUTDOWN answers before the server is gone: for a moment it still serves queries on open connections,
+        # and a read then returns the replica's (stale) rows. Gone means: its process has exited.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"the replica (pid {pid}) still runs 30 s after SHUTDOWN")
 
     def restart_replica(self) -> None:
         """Start the replica again on its datadir (it resumes from its GTID position) and wait until it caught up."""
