@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -966,6 +967,40 @@ def expiry_section(d: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def server_overhead_section(d: dict[str, Any] | None) -> list[str]:
+    """What gunicorn costs a request around the bare route, by worker class (bench/server_overhead.py)."""
+    lines = ["## gunicorn's own cost a request, by worker class", ""]
+    if not d:
+        return [*lines, "No results yet: run `python -m bench.server_overhead`.", ""]
+    p = d["parameters"]
+    lines += [
+        f"`python -m bench.server_overhead` ({_machine(d)}; load average {d['loadavg_start_end'][0][0]} at the start,",
+        f"{d['loadavg_start_end'][1][0]} at the end): the bare Flask route under `config/gunicorn.py` (2 workers, 8",
+        f"threads), {p['rounds']} rounds alternating the classes, medians. wrk: {p['connections']} connections back to",
+        f"back for {p['seconds']:g} s; paced: {p.get('paced_connections', '?'):,} kept-alive connections, one request",
+        f"every {p.get('paced_period_s', '?')} s each (`bench/paced_client.py`). In-process the route took",
+        f"{statistics.median(d['in_process_us']):.0f} µs. Switches: voluntary context switches of the server's",
+        "threads.",
+        f"The web serves with `{p.get('worker_class', '?')}`.",
+        "",
+    ]
+    by_class = d.get("by_worker_class")
+    if not by_class:
+        kept, new = statistics.median(d["served_kept_alive_us"]), statistics.median(d["served_new_connection_us"])
+        return [*lines, f"Kept alive {kept:.0f} µs, new connection {new:.0f} µs (one class measured).", ""]
+    lines += [
+        "| worker class | kept alive (wrk) µs | new connection (wrk) µs | paced µs | switches a paced request |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, b in by_class.items():
+        lines.append(
+            f"| `{name}` | {statistics.median(b['served_kept_alive_us']):.0f} | "
+            f"{statistics.median(b['served_new_connection_us']):.0f} | {b['paced_cpu_us_median']:.0f} | "
+            f"{b['paced_switches_median']:.2f} |"
+        )
+    return [*lines, ""]
+
+
 def render() -> str:
     """The whole document."""
     names = ("queue", "index", "pipeline", "contention", "contention_map", "cache", "flash_sale")
@@ -999,6 +1034,7 @@ def render() -> str:
     lines += fair_start_section(_load("draw"), _load("flash_sale_fair"))
     lines += expiry_section(_load("expiry"))
     lines += request_cost_section(_load("rps"), _load("request_profile"), _load("unit_costs"))
+    lines += server_overhead_section(_load("server_overhead"))
     return "\n".join(lines)
 
 
