@@ -45,9 +45,9 @@ CONFIG_CLASS = "config.gthread.SharedPollWorker"  # config/gunicorn.py's worker_
 COMPARED = ("config.gthread.ReadableThreadWorker",)  # the worker it replaced (2026-12-04)
 
 
-def group_cpu(pgid: int) -> float:
-    """CPU seconds (user + system) of every process in the group, read from /proc."""
-    total = 0
+def _group_stats(pgid: int) -> list[tuple[str, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command) of every process in the group."""
+    found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -56,8 +56,13 @@ def group_cpu(pgid: int) -> float:
         except OSError:
             continue
         if int(fields[2]) == pgid:  # field 5 of stat (pgrp), after the command
-            total += int(fields[11]) + int(fields[12])
-    return total / HZ
+            found.append((pid, fields))
+    return found
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of every process in the group, read from /proc."""
+    return sum(int(fields[11]) + int(fields[12]) for _, fields in _group_stats(pgid)) / HZ
 
 
 def wrk(url: str, seconds: float, connections: int, close: bool) -> int:
@@ -96,12 +101,8 @@ def in_process_us(n: int = 5000) -> float:
 def group_switches(pgid: int) -> int:
     """Voluntary context switches of every thread of every process in the group (a thread that blocks)."""
     total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid, _ in _group_stats(pgid):
         try:
-            if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
             for task in Path(f"/proc/{pid}/task").iterdir():
                 status = (task / "status").read_text()
                 total += int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
