@@ -59,6 +59,8 @@ from bench.flash_sale.service import (
 from tests.support.api_client import ApiClient
 from tests.support.kafka_broker import TansuBroker
 
+BARE_APP = "bench.bare_app:app"  # the bare gunicorn's app: its command line names it (web_cpu_seconds' marker)
+
 SERVICE_ENV = {
     "HOST": "127.0.0.1",
     "ADMIN_TOKEN": ADMIN_TOKEN,
@@ -298,14 +300,14 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
     run_time = run.run_time
     if run.fair_start:  # the sale's time limit starts at the opening
         run_time = f"{int(run.run_time.rstrip('s')) + int(fair.join_window_s(run.users, run.rate))}s"
-    web_cpu_before = web_cpu_seconds()
+    web_cpu_before, bare_cpu_before = web_cpu_seconds(), web_cpu_seconds(BARE_APP)
     cpus = CpuWatch()
     cpus.start()
     rc, seconds, cpu = run_locust(
         f"http://127.0.0.1:{run.web_port}", run.users, run.rate, run_time, run.tmp / "sale", locust_env,
         run.tmp / "locust-sale.log",
     )  # fmt: skip
-    web_cpu = web_cpu_seconds() - web_cpu_before
+    web_cpu, bare_cpu = web_cpu_seconds() - web_cpu_before, web_cpu_seconds(BARE_APP) - bare_cpu_before
     cpus.done.set()
     cpus.join(timeout=5)
     run.watch.done.set()
@@ -318,7 +320,7 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
         for k, v in json.loads(Path(path).read_text()).items():
             outcomes[k] = outcomes.get(k, 0) + int(v)
     print(f"sale: locust exit {rc} after {seconds:.1f} s; outcomes {outcomes}", flush=True)
-    return {"rc": rc, "seconds": seconds, "cpu": cpu, "web_cpu": web_cpu, "cpu_busy": cpus,
+    return {"rc": rc, "seconds": seconds, "cpu": cpu, "web_cpu": web_cpu, "bare_cpu": bare_cpu, "cpu_busy": cpus,
             "users": run.users, "rate": run.rate, "started": started, "outcomes": outcomes,
             "endpoints": read_stats(run.tmp / "sale"), "watch": run.watch, "admissions": admissions}  # fmt: skip
 
@@ -345,7 +347,7 @@ def bare_floor(run: Run) -> dict[str, Any]:
     """5. The framework floor: the same locust load against a bare Flask app under the same gunicorn config, then
     each fan's first request alone at the same arrival rate (the floor of a join)."""
     if run.bare is None:
-        run.bare = gunicorn("bench.bare_app:app", run.env, run.bare_port, "/bare", run.tmp / "bare.log")
+        run.bare = gunicorn(BARE_APP, run.env, run.bare_port, "/bare", run.tmp / "bare.log")
     bare_env = {**run.env, "FLASH_MODE": "bare"}
     _, seconds, cpu = run_locust(
         f"http://127.0.0.1:{run.bare_port}", run.users, run.rate, run.bare_run_time, run.tmp / "bare", bare_env,
@@ -445,7 +447,7 @@ def execute(run: Run, params: dict[str, Any], t0: float) -> dict[str, Any]:
     floors = physical_floor(run)
     concert_id, schedule_ids = start_service(run, params, t0)
     # the bare app's gunicorn (same config) serves beside the service through the sale: the same-run floor
-    run.bare = gunicorn("bench.bare_app:app", run.env, run.bare_port, "/bare", run.tmp / "bare.log")
+    run.bare = gunicorn(BARE_APP, run.env, run.bare_port, "/bare", run.tmp / "bare.log")
     sold = sale(run, concert_id, schedule_ids)
     after = after_sale(run)
     bare = bare_floor(run)

@@ -86,6 +86,19 @@ def web_cpu_per_request(cpu_s: float | None, endpoints: dict[str, dict[str, Any]
     }
 
 
+def bare_cpu_per_request(cpu_s: float | None, endpoints: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The bare gunicorn beside's CPU seconds over the sale, the requests it answered (every `/bare (beside ...)`
+    row) and the CPU ms a request: with --bare-every 1 it takes the service's requests, so the two compare."""
+    if cpu_s is None:
+        return None
+    served = sum(row["requests"] for name, row in endpoints.items() if name.startswith("/bare (beside "))
+    return {
+        "cpu_s": round(cpu_s, 2),
+        "requests": served,
+        "ms_per_request": round(cpu_s / served * 1000, 3) if served else None,
+    }
+
+
 def stats_complete(endpoints: dict[str, dict[str, Any]], outcomes: dict[str, int]) -> bool:
     """Whether locust's table holds every join, poll and leave the fans counted (its CSV is a snapshot
     taken once a second: a run that quit before the next one lost its last requests)."""
@@ -112,6 +125,8 @@ def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
         "locust_cpu_share": round(sold["cpu"] / seconds, 2),
         # the service's web process (gunicorn master and workers) over the sale: CPU per request it served
         "web_cpu": web_cpu_per_request(sold.get("web_cpu"), sold["endpoints"]),
+        # the bare gunicorn beside over the same seconds (its app costs ~50 µs in-process): gunicorn's own share
+        "bare_web_cpu": bare_cpu_per_request(sold.get("bare_cpu"), sold["endpoints"]),
         # the machine's CPUs (all processes, locust included) while the fans arrive, and each second of the sale
         "cpu_busy_during_arrivals": cpus.during(sold["users"] / sold["rate"]) if cpus else None,
         "cpu_busy_each_s": cpus.busy[:300] if cpus else [],
@@ -232,6 +247,12 @@ def print_table(result: dict[str, Any]) -> None:
     if web:
         print(
             f"web process: {web['cpu_s']} CPU s for {web['requests']:,} requests: {web['ms_per_request']} ms a request"
+        )
+    bare = result.get("bare_web_cpu")
+    if bare and bare["ms_per_request"]:
+        print(
+            f"bare gunicorn beside: {bare['cpu_s']} CPU s for {bare['requests']:,} requests: "
+            f"{bare['ms_per_request']} ms a request"
         )
     if result.get("locust_stats_complete") is False:
         print("WARNING: locust's table lacks requests the fans counted (its last CSV snapshot came too early)")

@@ -90,3 +90,18 @@ def test_the_cpu_watch_averages_the_arrival_seconds_only() -> None:
 
     assert watch.during(3) == 0.95
     assert CpuWatch().during(10) is None
+
+
+def test_the_bare_gunicorns_cpu_is_counted_over_its_own_requests_only() -> None:
+    """CPU ms a request of the bare gunicorn beside: its `/bare (beside ...)` rows, not the service's nor the
+    same-server floor's."""
+    from bench.flash_sale.report import bare_cpu_per_request
+
+    endpoints = {
+        "/queue/tokens": {"requests": 5000},
+        "/bare (beside /queue/tokens)": {"requests": 3000},
+        "/bare (beside /queue/token)": {"requests": 1000},
+        "/floor/bare (same server, beside /queue/tokens)": {"requests": 700},
+    }
+    assert bare_cpu_per_request(2.6, endpoints) == {"cpu_s": 2.6, "requests": 4000, "ms_per_request": 0.65}
+    assert bare_cpu_per_request(None, endpoints) is None

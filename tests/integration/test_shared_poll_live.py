@@ -5,8 +5,8 @@ thread that takes its event owns it until it re-arms it. What a client must see 
 every request answered once, on the connection it came on, pipelined requests in order, and
 "Connection: close" once the worker holds as many kept-alive connections as it may
 (worker_connections - threads). What the design buys is fewer wake-ups: gthread's loop thread
-hands each request to a pool thread and back (6.6-6.8 voluntary context switches a paced request,
-`python -m bench.server_overhead`, 2026-12-04).
+hands each request to a pool thread and back (6.3-7.1 voluntary context switches a paced request,
+`python -m bench.server_overhead`, 2026-12-04 19:38 UTC).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _voluntary_switches(pid: int) -> int:
 def test_a_paced_request_wakes_the_worker_about_once(mysql_url: str, redis_url: str) -> None:
     """300 requests 5 ms apart on one kept-alive connection: the worker's threads block fewer than 4 times a
     request (one wake-up to read and answer it). gthread's hand-offs (loop -> pool thread -> pipe -> loop)
-    made 6.6-6.8 (bench/server_overhead.py, 2026-12-04)."""
+    made 6.3-7.1 (bench/server_overhead.py, 2026-12-04 19:38 UTC)."""
     port, procs, web = _serve(mysql_url, redis_url, WEB_CONCURRENCY="1", WEB_THREADS="8")
     try:
         children = Path(f"/proc/{web.pid}/task/{web.pid}/children").read_text().split()
