@@ -21,9 +21,10 @@ instead: the framework floor, same user count), FLASH_MODE=bare_once (each fan G
 request on a new connection, then idles: the floor of a join, which is every fan's first request, at the same
 arrival rate).
 FLASH_BARE_HOST (the bare Flask app's gunicorn, same config, running beside the service for the whole sale):
-every FLASH_BARE_EVERY-th fan (default 10) also GETs /bare there with each of its own requests (sent at the
-same moment, on its own second connection), named `/bare (beside <endpoint>)`: the bare route under the same
-load, in the same run, at the same moments as that endpoint (the first one, beside the join, is that
+every FLASH_BARE_EVERY-th fan (default 10; bench.flash_sale passes 1, every fan) also GETs /bare there with
+each of its own requests (started just before it, on its own second connection), named
+`/bare (beside <endpoint>)`: the bare route under the same load, in the same run, at the same moments as that
+endpoint (the first one, beside the join, is that
 connection's first request, as the join is the fan's). These requests are the sale's floor, not part of a
 fan's journey.
 FLASH_FLOOR_PATH (`/floor/bare`: the service's own gunicorn serving bench/bare_app.py beside the service,
@@ -37,7 +38,10 @@ own arrival (a Poisson process at FLASH_RATE a second) instead of starting with 
 FLASH_TRACE (a path prefix): every request's start, name and time, written at the end (bench/flash_sale/trace.py).
 Every connection a fan's client opens is counted by port (`connections_opened:<port>`, bench/idle_socket.py).
 Until 2026-12-03 08:05 UTC the floor request was sent right after the endpoint's answer: in a burst (the
-sold-out leaves) it came after the burst the endpoint had waited through, and read low.
+sold-out leaves) it came after the burst the endpoint had waited through, and read low. Until 2026-12-04
+21:50 UTC its greenlet was spawned and only started once every greenlet queued before it had run: in a burst
+of joins, after the whole burst's joins had started (200-400 ms after its own), and it read low again. Each
+pair's start gap is counted (`beside_pairs`, `beside_lag_ms_total`, `beside_lag_ms_max`).
 """
 
 from __future__ import annotations
@@ -159,21 +163,35 @@ class Fan(FastHttpUser):
                 connection_timeout=self.connection_timeout,
             )
 
-    def _floors_beside(self, name: str) -> list[gevent.Greenlet]:
+    def _floors_beside(self, name: str, started: list[float]) -> list[gevent.Greenlet]:
         """The same-run floors of the request `name` this fan is sending now (sampled fans): GET the bare
-        route at the same moment, on a connection of their own; joined once the request is answered."""
-        started = []
+        route at the same moment, on a connection of their own; joined once the request is answered. Each
+        floor appends the time it starts its GET to `started`."""
+
+        def get(session: FastHttpSession, path: str, floor_name: str) -> None:
+            started.append(time.time())
+            session.get(path, name=floor_name)
+
+        greenlets = []
         if self.bare is not None:
-            started.append(gevent.spawn(self.bare.get, "/bare", name=f"/bare (beside {name})"))
+            greenlets.append(gevent.spawn(get, self.bare, "/bare", f"/bare (beside {name})"))
         if self.floor is not None:  # the same server's bare route
-            started.append(gevent.spawn(self.floor.get, FLOOR_PATH, name=f"/floor/bare (same server, beside {name})"))
-        return started
+            greenlets.append(gevent.spawn(get, self.floor, FLOOR_PATH, f"/floor/bare (same server, beside {name})"))
+        return greenlets
 
     # --- one request with an expected set of statuses ------------------------------------------
     def _call(self, method: str, path: str, name: str, ok: tuple[int, ...], **kw: Any) -> tuple[int, Any]:
         if not (BARE or BARE_ONCE):
             kw["headers"] = {"Authorization": self.auth, **(kw.get("headers") or {})}
-        floors = self._floors_beside(name)
+        floor_starts: list[float] = []
+        floors = self._floors_beside(name, floor_starts)
+        if not (BARE or BARE_ONCE):
+            # gevent.spawn only queues a floor's greenlet behind every greenlet already queued: in a burst,
+            # the floor beside a join started after the whole second's joins, 200-400 ms after its own
+            # (2026-12-04 21:44 trace). Yielding once starts the floors first and this request right after
+            # them; every fan yields alike, sampled or not, so every fan's request starts the same way.
+            gevent.sleep(0)
+        sent = time.time()
         with self.client.request(method, path, name=name, catch_response=True, **kw) as resp:
             status = resp.status_code
             if status in ok:
@@ -187,6 +205,11 @@ class Fan(FastHttpUser):
                 cause = _problem_code(resp) if status else f"{type(resp.error).__name__}: {resp.error}"[:120]
                 resp.failure(f"{status} {cause}".strip())
         gevent.joinall(floors)
+        for floor_start in floor_starts:  # how far from its endpoint's start each floor started, ms
+            lag = abs(floor_start - sent) * 1000
+            outcomes["beside_pairs"] += 1
+            outcomes["beside_lag_ms_total"] += int(lag)
+            outcomes["beside_lag_ms_max"] = max(outcomes["beside_lag_ms_max"], int(lag))
         if status in ok:
             return status, body
         outcomes[f"failed:{name}:{status}"] += 1

@@ -509,7 +509,7 @@ def _beside_lines(beside: dict[str, Any], every: int = 10) -> list[str]:
     if not beside:
         return []
     who = (
-        "every fan (`--bare-every 1`: the same requests at the same moments as the service)"
+        "every fan (the default since 2026-12-04 21:50 UTC: the same requests at the same moments as the service)"
         if every == 1
         else (f"every {every}th fan")
     )
@@ -519,8 +519,9 @@ def _beside_lines(beside: dict[str, Any], every: int = 10) -> list[str]:
     )
     return [
         f"- during the sale, the bare Flask route on its own gunicorn (same settings), GET by {who} "
-        "with each of its own requests (sent at the same moment since 2026-12-03 08:05 UTC, right after its "
-        f"answer before); p50 beside each endpoint (requests): {rows} (the floor each endpoint is compared with: "
+        "with each of its own requests (started just before it since 2026-12-04 21:50 UTC; from 2026-12-03 "
+        "08:05 spawned with it but started after every fan's request of the same burst, and before that right after "
+        f"its answer); p50 beside each endpoint (requests): {rows} (the floor each endpoint is compared with: "
         f"same moments{', same requests' if every == 1 else f', one fan in {every} (that share of the load)'});"
     ]
 
@@ -558,6 +559,19 @@ def _arrival_lines(d: dict[str, Any]) -> list[str]:
         said.append(
             "Connections the fans' clients opened: "
             + ", ".join(f"{v:,} to :{p}" for p, v in sorted(opened.items()))
+            + "."
+        )
+    lag = d.get("beside_lag_ms")
+    if lag:
+        said.append(
+            f"Each floor started {lag['mean']:g} ms from the request beside it on average (largest {lag['max']} ms, "
+            f"{lag['pairs']:,} pairs)."
+        )
+    exact = d.get("trace_p50_ms") or {}
+    if exact:
+        said.append(
+            "p50s from the trace, to 0.01 ms (the ratios' figures; locust's table rounds to whole ms): "
+            + ", ".join(f"`{name}` {ms:g}" for name, ms in exact.items())
             + "."
         )
     lines = [" ".join(said)] if said else []

@@ -5,8 +5,8 @@
     .venv/bin/python -m bench.flash_sale --quick --redis-cluster --pairs 2
         # one Redis and the 6-node Redis Cluster back to back (pairs alternate which goes first), same
         # invocation: sell-out rate cluster / single per pair and their median -> flash_sale_cluster.json
-    .venv/bin/python -m bench.flash_sale --bare-every 1     # every fan's requests also go to the bare route
-        # (the bare route under the same requests, not one fan in 10)
+    .venv/bin/python -m bench.flash_sale --bare-every 10    # one fan in 10 also GETs the bare route (default
+        # 1: every fan, the bare route under the same requests as the service)
     .venv/bin/python -m bench.flash_sale --arrivals poisson # fans spread over each second (locust starts each
         # second's fans at once); the first-request floor arrives the same way
 
@@ -23,10 +23,12 @@
    (`Prefer: wait=5`), pays (`Idempotency-Key`, `Prefer: wait=5`) and stops (see the locustfile).
    Meanwhile a thread polls the database every 0.1 s: time to sell out runs from the first reservation
    row to the moment all seats are RESERVED. The same-run floor: gunicorn with the same config serves
-   bench/bare_app.py on the next port for the whole sale, and every BARE_EVERY-th fan GETs its /bare with
-   each of its own requests, sent at the same moment (`/bare (beside <endpoint>)`, on a second connection of
-   that fan's, whose first request is the one beside the join): each endpoint's p50 is compared with the
-   bare route's p50 at the same moments, under the same load, from the same locust process. A second floor:
+   bench/bare_app.py on the next port for the whole sale, and every fan (--bare-every N: every Nth) GETs its
+   /bare with each of its own requests, started just before it (`/bare (beside <endpoint>)`, on a second
+   connection of that fan's, whose first request is the one beside the join): each endpoint's p50 is
+   compared with the bare route's p50 at the same moments, under the same load, from the same locust process
+   (`beside_lag_ms`: how far apart each pair started; the p50s of the ratios come from the trace, to
+   0.01 ms, where locust's table rounds to whole ms). A second floor:
    the service's own gunicorn also serves the bare app at /floor/bare (bench/flash_sale/Procfile), GET the
    same way by other sampled fans (`/floor/bare (same server, beside <endpoint>)`): the bare route waiting
    in the same workers as the endpoint.
@@ -51,6 +53,7 @@ fan comes from 127.0.0.1. ACTIVE_LIMIT, ADMIT_INTERVAL and OUTBOX_INTERVAL keep 
 Env: BENCH_DATABASE_URL (default mysql://root@127.0.0.1:3306/bench_flash, dropped and recreated; left in
 place afterwards for inspection), BENCH_REDIS_URL (default redis://127.0.0.1:6379/7, flushed before and
 after), BENCH_REDIS_CLUSTER_URL (--redis-cluster; default redis+cluster://127.0.0.1:7000, flushed too).
+FLASH_KEEP_TMP=1 keeps the run's temporary directory (every log, the trace of every request) and prints its path.
 Writes bench/results/flash_sale.json (--redis-cluster: flash_sale_cluster.json, every run of the pairs with
 the comparison) and bench/results/locust/flash_{sale,bare}_{stats,failures}.csv.
 Every process it starts (Tansu, honcho and the Procfile's process groups, locust, gunicorn) is stopped on
@@ -85,7 +88,7 @@ JWT_SECRET = "bench-flash-sale-jwt-secret-0123456789abcdef"  # AUTH_JWT_SECRET o
 FLOOR_THREADS = 4
 
 
-BARE_EVERY = 10  # every 10th fan also GETs the bare route beside each of its requests (the same-run floor)
+BARE_EVERY = 1  # every fan also GETs the bare route beside each of its requests: the bare route under the same load
 
 
 ENDPOINTS = (

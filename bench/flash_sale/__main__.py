@@ -400,7 +400,10 @@ def cleanup(run: Run) -> None:
     if log.exists():
         keep.mkdir(parents=True, exist_ok=True)
         (keep / "flash_honcho_tail.log").write_bytes(log.read_bytes()[-200_000:])
-    shutil.rmtree(run.tmp, ignore_errors=True)
+    if os.environ.get("FLASH_KEEP_TMP"):
+        print(f"kept {run.tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(run.tmp, ignore_errors=True)
 
 
 def execute_fair(run: Run, params: dict[str, Any], t0: float) -> dict[str, Any]:

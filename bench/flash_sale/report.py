@@ -9,7 +9,7 @@ from typing import Any
 from bench.flash_sale import ENDPOINTS, SEATS_TOTAL
 from bench.flash_sale.checks import in_app_p50_ms, service_problems
 from bench.flash_sale.load import locust_cpu_warning, peak_rps, read_failures, timeline
-from bench.flash_sale.trace import arrivals, by_second
+from bench.flash_sale.trace import arrivals, by_second, exact_p50s
 from bench.flash_sale.trace import read as read_trace
 
 BESIDE = "/bare (beside "  # the same-run floor's rows: `/bare (beside <endpoint>)` (bench/locustfile_flash.py)
@@ -54,6 +54,7 @@ def sale_result(
         floors["redis_rate"],
         endpoints,
         result["peak_rps"],
+        result["trace_p50_ms"],
     )
     return result
 
@@ -106,6 +107,15 @@ def stats_complete(endpoints: dict[str, dict[str, Any]], outcomes: dict[str, int
     return all((endpoints.get(name) or {}).get("requests", 0) >= outcomes.get(key, 0) for name, key in counted.items())
 
 
+def beside_lag(outcomes: dict[str, int]) -> dict[str, Any] | None:
+    """Mean and largest ms between a request's start and the start of a floor beside it (None: no floor)."""
+    pairs = outcomes.get("beside_pairs", 0)
+    if not pairs:
+        return None
+    return {"pairs": pairs, "mean": round(outcomes.get("beside_lag_ms_total", 0) / pairs, 1),
+            "max": outcomes.get("beside_lag_ms_max", 0)}  # fmt: skip
+
+
 def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
     """How long the sale and the sell-out took, locust's own load, admission wait against the estimate."""
     outcomes, watch, seconds = sold["outcomes"], sold["watch"], sold["seconds"]
@@ -119,7 +129,11 @@ def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
         # how each second's fans reached the service (locust starts a second's fans at once) and, second by
         # second, each queue endpoint's p50 beside its floors' (the locustfile's trace of every request)
         "arrivals": arrivals(trace),
+        # how far from its endpoint's start each floor beside it started its GET (the locustfile's counts)
+        "beside_lag_ms": beside_lag(outcomes),
         "by_second": by_second(trace),
+        # each queue endpoint's p50 and its floors' to 0.01 ms (locust's table rounds to whole ms): the ratios'
+        "trace_p50_ms": exact_p50s(trace),
         "peak_rps": peak_rps(tmp / "sale"),
         "locust_cpu_saturated": locust_cpu_warning(tmp / "locust-sale.log"),
         "locust_cpu_share": round(sold["cpu"] / seconds, 2),
@@ -199,7 +213,11 @@ def ratios(
     redis_rate: float,
     endpoints: dict[str, dict[str, Any]],
     peak: float | None,
+    exact: dict[str, float] | None = None,
 ) -> dict[str, Any]:
+    """The run's ratios. A queue endpoint's p50 over its floor's is taken from `exact` (the trace's p50s, to
+    0.01 ms) where both are there, else from locust's table (whole ms under 100 ms)."""
+
     def div(a: Any, b: Any, digits: int = 3) -> float | None:
         return round(a / b, digits) if a is not None and b else None
 
@@ -218,14 +236,19 @@ def ratios(
         out["p50_over_bare_first_request_p50[/queue/tokens]"] = div(
             endpoints["/queue/tokens"]["p50_ms"], bare_first["p50_ms"], 2
         )
+    exact = exact or {}
+
+    def p50(name: str) -> Any:
+        return exact.get(name, (endpoints.get(name) or {}).get("p50_ms"))
+
     for name in ENDPOINTS:  # the bare route at the same moments, same load, same run (sampled fans)
-        beside = endpoints.get(f"{BESIDE}{name})")
-        if name in endpoints and beside:
-            out[f"p50_over_same_run_bare_p50[{name}]"] = div(endpoints[name]["p50_ms"], beside["p50_ms"], 2)
+        beside = f"{BESIDE}{name})"
+        if name in endpoints and beside in endpoints:
+            out[f"p50_over_same_run_bare_p50[{name}]"] = div(p50(name), p50(beside), 2)
     for name in ENDPOINTS:  # the bare route in the service's own workers, same moments (other sampled fans)
-        same = endpoints.get(f"{SAME_SERVER}{name})")
-        if name in endpoints and same:
-            out[f"p50_over_same_server_bare_p50[{name}]"] = div(endpoints[name]["p50_ms"], same["p50_ms"], 2)
+        same = f"{SAME_SERVER}{name})"
+        if name in endpoints and same in endpoints:
+            out[f"p50_over_same_server_bare_p50[{name}]"] = div(p50(name), p50(same), 2)
     return out
 
 
@@ -241,6 +264,12 @@ def print_table(result: dict[str, Any]) -> None:
             f"{name[:60]:<60}{e['requests']:>9}{e['failures']:>6}{e['rps']:>8.1f}"
             f"{e['p50_ms'] or 0:>8.0f}{e['p95_ms'] or 0:>8.0f}{e['p99_ms'] or 0:>8.0f}"
         )
+    exact = result.get("trace_p50_ms") or {}
+    for name in ("/queue/tokens", "/queue/token", "/queue/token [DELETE]"):
+        if name in exact and f"{BESIDE}{name})" in exact:
+            ratio = result["ratios"].get(f"p50_over_same_run_bare_p50[{name}]")
+            floor = exact[f"{BESIDE}{name})"]
+            print(f"p50 from the trace: {name} {exact[name]} ms, the bare route beside it {floor} ms: {ratio}x")
     inside = ", ".join(f"{k} ≤{v:g}" for k, v in (result.get("in_app_p50_ms") or {}).items() if v is not None)
     print(f"p50 inside the app (ms, its histogram bucket; no accept, gunicorn queue or network): {inside}")
     web = result.get("web_cpu")
@@ -261,6 +290,12 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"arrivals: {spread['joins_a_second']} joins a second, 90% of each second's within "
             f"{spread['ms_for_90pct_of_a_seconds_joins']} ms (median of {spread['seconds']} seconds)"
+        )
+    lag = result.get("beside_lag_ms")
+    if lag:
+        print(
+            f"floors beside a request started {lag['mean']} ms from it on average "
+            f"(largest {lag['max']} ms, {lag['pairs']:,} pairs)"
         )
     if result.get("cpu_busy_during_arrivals") is not None:
         print(f"machine CPUs busy while the fans arrived: {result['cpu_busy_during_arrivals']:.0%}")

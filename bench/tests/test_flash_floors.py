@@ -55,6 +55,22 @@ def test_each_endpoint_is_compared_with_the_bare_route_beside_it_in_the_same_run
     assert out["p50_over_bare_p50[/queue/tokens]"] == 9.0  # the closed-loop floor after the sale, as before
 
 
+def test_the_same_run_ratio_reads_the_traces_exact_p50s_not_locusts_whole_ms() -> None:
+    """Locust's table rounds times under 100 ms to whole ms: 1.4 ms against 1.3 ms read 1 against 1 (or 2
+    against 1). Where the trace has both p50s, the ratio is theirs."""
+    endpoints = {
+        "/queue/token": {"p50_ms": 2.0, "rps": 50.0},
+        "/bare (beside /queue/token)": {"p50_ms": 1.0, "rps": 5.0},
+        "/queue/token [DELETE]": {"p50_ms": 2.0, "rps": 50.0},
+        "/bare (beside /queue/token [DELETE])": {"p50_ms": 1.0, "rps": 5.0},
+    }
+    exact = {"/queue/token": 1.56, "/bare (beside /queue/token)": 1.3}  # the leave's are not in the trace
+    out = ratios({}, {"rps": 150.0}, {"p50_ms": 100.0, "rps": 1000.0}, None, None, 1.0, 1.0, endpoints, None, exact)
+
+    assert out["p50_over_same_run_bare_p50[/queue/token]"] == 1.2
+    assert out["p50_over_same_run_bare_p50[/queue/token [DELETE]]"] == 2.0  # locust's, for lack of a trace
+
+
 def test_the_in_app_median_is_the_bucket_that_holds_the_middle_request() -> None:
     """From prometheus' cumulative buckets: 10 requests, 4 under 1 ms, 7 under 2.5 ms: the 5th is in (1, 2.5]."""
     from bench.flash_sale.checks import in_app_p50_ms

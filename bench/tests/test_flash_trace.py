@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.flash_sale.trace import arrivals, by_second, read
+from bench.flash_sale.trace import arrivals, by_second, exact_p50s, read
 
 
 def test_joins_started_at_once_each_second_read_as_a_burst_and_spread_ones_do_not() -> None:
@@ -68,3 +68,11 @@ def test_the_targets_table_marks_each_queue_endpoint_against_the_bare_route_besi
     assert rows[0].endswith("| 2.63× (in the service's own gunicorn: 1.06×) | **no** |")
     assert rows[1].endswith("| yes |") and "one fan in 10" in rows[1]
     assert "taking the same requests" in _queue_p50_rows(ratios, every=1)[0]
+
+
+def test_the_exact_p50s_keep_what_locusts_whole_ms_round_away() -> None:
+    rows = [(100.0 + i, "/queue/token", ms) for i, ms in enumerate((1.21, 1.44, 1.47))]
+    rows += [(100.0, "/bare (beside /queue/token)", 1.18), (101.0, "/bare (beside /queue/token)", 1.26)]
+    rows += [(102.0, "/schedules/[id]/seats", 9.0)]  # not a queue endpoint
+
+    assert exact_p50s(rows) == {"/bare (beside /queue/token)": 1.22, "/queue/token": 1.44}
