@@ -55,6 +55,7 @@ from bench.flash_sale.service import (
     wait_for_partitions,
     wait_http,
     web_cpu_seconds,
+    web_run_delay_seconds,
 )
 from tests.support.api_client import ApiClient
 from tests.support.kafka_broker import TansuBroker
@@ -301,6 +302,7 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
     if run.fair_start:  # the sale's time limit starts at the opening
         run_time = f"{int(run.run_time.rstrip('s')) + int(fair.join_window_s(run.users, run.rate))}s"
     web_cpu_before, bare_cpu_before = web_cpu_seconds(), web_cpu_seconds(BARE_APP)
+    web_delay_before, bare_delay_before = web_run_delay_seconds(), web_run_delay_seconds(BARE_APP)
     cpus = CpuWatch()
     cpus.start()
     rc, seconds, cpu = run_locust(
@@ -308,6 +310,8 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
         run.tmp / "locust-sale.log",
     )  # fmt: skip
     web_cpu, bare_cpu = web_cpu_seconds() - web_cpu_before, web_cpu_seconds(BARE_APP) - bare_cpu_before
+    web_delay = web_run_delay_seconds() - web_delay_before
+    bare_delay = web_run_delay_seconds(BARE_APP) - bare_delay_before
     cpus.done.set()
     cpus.join(timeout=5)
     run.watch.done.set()
@@ -321,6 +325,7 @@ def sale(run: Run, concert_id: int, schedule_ids: list[int]) -> dict[str, Any]:
             outcomes[k] = outcomes.get(k, 0) + int(v)
     print(f"sale: locust exit {rc} after {seconds:.1f} s; outcomes {outcomes}", flush=True)
     return {"rc": rc, "seconds": seconds, "cpu": cpu, "web_cpu": web_cpu, "bare_cpu": bare_cpu, "cpu_busy": cpus,
+            "web_run_delay": web_delay, "bare_run_delay": bare_delay,
             "users": run.users, "rate": run.rate, "started": started, "outcomes": outcomes,
             "endpoints": read_stats(run.tmp / "sale"), "watch": run.watch, "admissions": admissions}  # fmt: skip
 

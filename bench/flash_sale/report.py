@@ -141,6 +141,9 @@ def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
         "web_cpu": web_cpu_per_request(sold.get("web_cpu"), sold["endpoints"]),
         # the bare gunicorn beside over the same seconds (its app costs ~50 µs in-process): gunicorn's own share
         "bare_web_cpu": bare_cpu_per_request(sold.get("bare_cpu"), sold["endpoints"]),
+        # how long each one's threads waited, runnable, for a CPU (the kernel's run_delay), a request
+        "web_run_delay": web_cpu_per_request(sold.get("web_run_delay"), sold["endpoints"]),
+        "bare_run_delay": bare_cpu_per_request(sold.get("bare_run_delay"), sold["endpoints"]),
         # the machine's CPUs (all processes, locust included) while the fans arrive, and each second of the sale
         "cpu_busy_during_arrivals": cpus.during(sold["users"] / sold["rate"]) if cpus else None,
         "cpu_busy_each_s": cpus.busy[:300] if cpus else [],
@@ -282,6 +285,12 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"bare gunicorn beside: {bare['cpu_s']} CPU s for {bare['requests']:,} requests: "
             f"{bare['ms_per_request']} ms a request"
+        )
+    delay, bare_delay = result.get("web_run_delay"), result.get("bare_run_delay")
+    if delay and bare_delay and delay["ms_per_request"] and bare_delay["ms_per_request"]:
+        print(
+            f"waiting for a CPU (run_delay), a request: web {delay['ms_per_request']} ms "
+            f"({delay['cpu_s']} s), bare gunicorn {bare_delay['ms_per_request']} ms ({bare_delay['cpu_s']} s)"
         )
     if result.get("locust_stats_complete") is False:
         print("WARNING: locust's table lacks requests the fans counted (its last CSV snapshot came too early)")

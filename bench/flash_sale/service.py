@@ -96,6 +96,23 @@ def web_cpu_seconds(marker: str = "same_server:create_app") -> float:
     return total / hz
 
 
+def web_run_delay_seconds(marker: str = "same_server:create_app") -> float:
+    """Seconds the threads of the processes whose command line names `marker` (as web_cpu_seconds) have so far
+    spent runnable but waiting for a CPU: the kernel's run_delay (/proc/PID/task/TID/schedstat, field 2, ns)."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if marker.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench.flash_sale.load import timeline
@@ -121,3 +122,31 @@ def test_the_bare_gunicorns_cpu_is_counted_over_its_own_requests_only() -> None:
     }
     assert bare_cpu_per_request(2.6, endpoints) == {"cpu_s": 2.6, "requests": 4000, "ms_per_request": 0.65}
     assert bare_cpu_per_request(None, endpoints) is None
+
+
+def test_the_time_a_processs_threads_waited_for_a_cpu_is_read_by_its_command_line() -> None:
+    """Three children that name a marker spin at once on this machine's CPUs plus one more, so that some of
+    them wait for a CPU: their run_delay shows under their marker, and none under another."""
+    import subprocess
+    import sys
+
+    from bench.flash_sale.service import web_run_delay_seconds
+
+    marker = "run-delay-marker-7d1f"
+    spin = (
+        f"import os, time  # {marker}\nwhile time.process_time() < 0.3: pass\nprint('done', flush=True)\ntime.sleep(30)"
+    )
+    children = [
+        subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE, text=True)
+        for _ in range((os.cpu_count() or 2) + 1)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline().strip() == "done"
+        waited, other = web_run_delay_seconds(marker), web_run_delay_seconds("run-delay-marker-none")
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert waited > 0.01
+    assert other == 0.0
