@@ -30,6 +30,7 @@ from bench.flash_sale import (
     FLOOR_THREADS,
     JWT_SECRET,
     PRICE,
+    REDIS_NICE,
     ROOT,
     SCHEDULES,
     SEATS_PER_SCHEDULE,
@@ -41,6 +42,7 @@ from bench.flash_sale import (
 from bench.flash_sale.checks import invariant_check, server_metrics, settle
 from bench.flash_sale.floors import raw_db_commit_rate, raw_redis_rate
 from bench.flash_sale.load import CpuWatch, SellOutWatch, read_stats, run_locust
+from bench.flash_sale.priority import raise_priority, redis_server_pids, restore
 from bench.flash_sale.report import compare_redis, print_comparison, print_table, sale_result
 from bench.flash_sale.service import (
     Honcho,
@@ -106,6 +108,7 @@ class Run:
     fair_start: bool = False  # --fair-start: the concert opens with a pre-queue and a verifiable draw
     bare_every: int = BARE_EVERY  # --bare-every: every Nth fan GETs the bare gunicorn beside its requests (1: all)
     arrivals: str = "burst"  # --arrivals: locust's per-second bursts, or a Poisson process at the same rate
+    redis_nice: int = REDIS_NICE  # --redis-nice: Redis's CPU priority for the run (bench/flash_sale/priority.py)
     opens_at: dt.datetime | None = None
 
     @property
@@ -179,6 +182,14 @@ def parse(argv: list[str] | None) -> Run:
         help="burst (default): locust starts each second's fans at once; poisson: each fan waits for its own "
         "arrival, a Poisson process at --spawn-rate (the bare first-request floor arrives the same way)",
     )
+    parser.add_argument(
+        "--redis-nice",
+        type=int,
+        default=REDIS_NICE,
+        help=f"nice value of the local Redis server(s) and their session for the run, put back afterwards (default "
+        f"{REDIS_NICE}; 0 leaves them as they are): Redis shares this machine's CPUs with the load generator and "
+        "both gunicorns, where in production it has its own (bench/flash_sale/priority.py)",
+    )
     args = parser.parse_args(argv)
     if args.bare_every < 1:
         parser.error("--bare-every must be 1 or more")
@@ -202,6 +213,7 @@ def parse(argv: list[str] | None) -> Run:
         fair_start=args.fair_start,
         bare_every=args.bare_every,
         arrivals=args.arrivals,
+        redis_nice=args.redis_nice,
     )
 
 
@@ -479,10 +491,15 @@ def one_run(run: Run) -> dict[str, Any]:
         run.env["DATABASE_REPLICA_URL"] = run.replica_url
     selects_before = replica_selects(run.replica_url) if run.replica_url else 0
     result: dict[str, Any] = {"parameters": parameters(run)}
+    pids = redis_server_pids(run.redis) if run.redis_nice else []
+    raised = [r for pid in pids if (r := raise_priority(pid, run.redis_nice))]
+    result["parameters"]["redis_nice"] = run.redis_nice if raised else 0  # 0: left as it was (or not permitted)
     try:
         result.update(execute(run, result["parameters"], t0))
     finally:
         cleanup(run)
+        for each in raised:
+            restore(each)
     if run.replica_url:  # the replica did serve reads (the SELECTs it ran over the run, startup included)
         result["replica_selects"] = replica_selects(run.replica_url) - selects_before
     result["total_seconds"] = round(time.perf_counter() - t0, 1)

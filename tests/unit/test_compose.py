@@ -274,3 +274,10 @@ def test_the_non_http_processes_are_checked_by_their_heartbeat(name: str) -> Non
 def test_the_build_context_leaves_out_local_state() -> None:
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip()}
     assert {".git", ".venv", "var", "tests", "bench"} <= ignored
+
+
+def test_redis_gets_a_larger_cpu_weight_than_the_app_containers() -> None:
+    """A poll waits for Redis's reply: on a busy shared host Redis must get a CPU before the app containers."""
+    redis_weight = int(_service("redis").get("cpu_shares", 1024))
+    for name in ("web", "worker", "scheduler", "consumer"):
+        assert redis_weight >= 4 * int(_service(name).get("cpu_shares", 1024)), name
