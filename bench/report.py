@@ -433,6 +433,7 @@ def flash_section(d: dict[str, Any]) -> list[str]:
         f"{floors['raw_db_commits_per_s']:,} commits/s (physical floor).",
         "",
         *_arrival_lines(d),
+        *_same_settings_lines(prm),
         "How the sale compares with those floors (same run):",
         "",
         "| the sale's … | ÷ the floor's … | ratio |",
@@ -526,19 +527,69 @@ def _beside_lines(beside: dict[str, Any], every: int = 10) -> list[str]:
     ]
 
 
-def _queue_p50_rows(ratios: dict[str, Any], every: int) -> list[str]:
+SAME_SETTINGS = ("mode", "users", "bare_every", "redis_nice", "web_threads", "web_concurrency", "arrivals", "redis")
+QUEUE_NAMES = ("/queue/tokens", "/queue/token", "/queue/token [DELETE]")
+
+
+def same_settings_runs(prm: dict[str, Any], runs_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every stored flash-sale run (bench/results/flash_sale_runs/) made with this run's settings and ratios
+    from the trace, oldest first: one run's ratio is one draw, these are the others."""
+    found = []
+    for path in sorted((runs_dir or RESULTS / "flash_sale_runs").glob("*.json")):
+        try:
+            run = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        other = run.get("parameters") or {}
+        if run.get("trace_p50_ms") and all(other.get(k) == prm.get(k) for k in SAME_SETTINGS):
+            found.append(
+                {"file": path.name, "ratios": run.get("ratios") or {}, "sell_out_s": run.get("sell_out_seconds")}
+            )
+    return found
+
+
+def _same_settings_lines(prm: dict[str, Any]) -> list[str]:
+    """Each queue endpoint's ratio over every stored run with this run's settings: range and how many met 1.5×."""
+    runs = same_settings_runs(prm)
+    if len(runs) < 2:
+        return []
+    said = []
+    for name in QUEUE_NAMES:
+        values = [r["ratios"].get(f"p50_over_same_run_bare_p50[{name}]") for r in runs]
+        values = [v for v in values if v is not None]
+        if values:
+            met = sum(v <= 1.5 for v in values)
+            said.append(f"`{name}` {min(values):g}–{max(values):g}× ({met} of {len(values)} within 1.5×)")
+    return [
+        f"The same ratios over the {len(runs)} stored runs with this run's settings "
+        f"(`bench/results/flash_sale_runs/`, {runs[0]['file'][:13]} to {runs[-1]['file'][:13]}): "
+        + "; ".join(said)
+        + ".",
+        "",
+    ]
+
+
+def _queue_p50_rows(ratios: dict[str, Any], every: int, prm: dict[str, Any] | None = None) -> list[str]:
     """Issue 15's target rows: each queue endpoint's p50 ≤ 1.5× the bare route's beside it (and, for the
-    record, the bare route's in the service's own gunicorn)."""
+    record, the bare route's in the service's own gunicorn), with how many stored runs of the same settings
+    met it."""
     rows = []
     floor = "taking the same requests" if every == 1 else f"GET by one fan in {every}"
-    for name in ("/queue/tokens", "/queue/token", "/queue/token [DELETE]"):
+    runs = same_settings_runs(prm) if prm else []
+    for name in QUEUE_NAMES:
         beside = ratios.get(f"p50_over_same_run_bare_p50[{name}]")
         same = ratios.get(f"p50_over_same_server_bare_p50[{name}]")
         if beside is None:
             continue
+        others = [v for r in runs if (v := r["ratios"].get(f"p50_over_same_run_bare_p50[{name}]")) is not None]
+        record = (
+            f"; {sum(v <= 1.5 for v in others)} of {len(others)} stored runs like it within 1.5×"
+            if len(others) > 1
+            else ""
+        )
         rows.append(
             f"| flash sale: `{name}` p50 ≤ 1.5× the bare route's on its own gunicorn beside it ({floor}) "
-            f"| {beside}× (in the service's own gunicorn: {same}×) | {_yes(beside <= 1.5)} |"
+            f"| {beside}× (in the service's own gunicorn: {same}×{record}) | {_yes(beside <= 1.5)} |"
         )
     return rows
 
@@ -747,7 +798,7 @@ def targets_section(data: dict[str, dict[str, Any] | None]) -> list[str]:
             f"| {f['seats_sold']}/{f['seats_total']} sold, oversold {chk.get('oversold')}, "
             f"double {chk.get('double_payments')} | {_yes(clean and f['seats_sold'] == f['seats_total'])} |"
         )
-        rows += _queue_p50_rows(f.get("ratios") or {}, int(f["parameters"].get("bare_every") or 10))
+        rows += _queue_p50_rows(f.get("ratios") or {}, int(f["parameters"].get("bare_every") or 10), f["parameters"])
     if not rows:
         return []
     quick = bool(idx and idx["parameters"].get("quick")) or bool(f and f["parameters"].get("mode") == "quick")
