@@ -78,38 +78,36 @@ class Honcho:
         return clean
 
 
+def _app_pids(marker: str) -> list[str]:
+    """Every process whose command line names `marker` (one gunicorn's master and workers, by its app)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+    return found
+
+
 def web_cpu_seconds(marker: str = "same_server:create_app") -> float:
     """CPU seconds (user + system) so far of the service's gunicorn, master and workers: every process
     whose command line names the service's app (`marker`; the bare floor's gunicorn is another app)."""
-    hz = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            if marker.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                continue
+    for pid in _app_pids(marker):
+        with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / hz
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def web_run_delay_seconds(marker: str = "same_server:create_app") -> float:
     """Seconds the threads of the processes whose command line names `marker` (as web_cpu_seconds) have so far
     spent runnable but waiting for a CPU: the kernel's run_delay (/proc/PID/task/TID/schedstat, field 2, ns)."""
     total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            if marker.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                continue
+    for pid in _app_pids(marker):
+        with contextlib.suppress(OSError, IndexError, ValueError):
             for task in Path(f"/proc/{pid}/task").iterdir():
                 total += int((task / "schedstat").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
     return total / 1e9
 
 
