@@ -7,6 +7,8 @@
         # invocation: sell-out rate cluster / single per pair and their median -> flash_sale_cluster.json
     .venv/bin/python -m bench.flash_sale --bare-every 10    # one fan in 10 also GETs the bare route (default
         # 1: every fan, the bare route under the same requests as the service)
+    .venv/bin/python -m bench.flash_sale --redis-nice 0     # leave the local Redis's CPU priority alone (default:
+        # nice -10 for it and its session during the sale, put back afterwards; bench/flash_sale/priority.py)
     .venv/bin/python -m bench.flash_sale --arrivals poisson # fans spread over each second (locust starts each
         # second's fans at once); the first-request floor arrives the same way
 
