@@ -90,3 +90,11 @@ def test_app_processes_are_scaled_out_and_configured_for_the_cluster_with_valid_
         assert (settings.kafka_replication_factor, settings.kafka_partitions) == (3, 6)
         assert "mysql-primary" in settings.database_url
         assert "@mysql-replica:3306/concert" in settings.database_replica_url and settings.database_replica_max_lag > 0
+
+
+def test_every_redis_node_gets_a_larger_cpu_weight_than_the_app_containers() -> None:
+    """A poll waits for its node's reply: on a busy shared host the nodes get a CPU before the app containers."""
+    for node in REDIS_NODES:
+        weight = int(SERVICES[node].get("cpu_shares", 1024))
+        for app in ("web", "worker", "scheduler", "consumer"):
+            assert weight >= 4 * int(SERVICES[app].get("cpu_shares", 1024)), (node, app)
