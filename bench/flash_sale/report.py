@@ -72,32 +72,42 @@ def in_app(latency: dict[str, dict[str, float]]) -> dict[str, float | None]:
     return {name: in_app_p50_ms(latency.get(route, {})) for name, route in IN_APP.items()}
 
 
+def _served(endpoints: dict[str, dict[str, Any]], *, bare: bool) -> int:
+    """The requests the service's gunicorn answered (the queue endpoints and the same-server floor's), or
+    with `bare` the bare gunicorn beside (every `/bare (beside ...)` row)."""
+    if bare:
+        return sum(row["requests"] for name, row in endpoints.items() if name.startswith("/bare (beside "))
+    return sum(row["requests"] for name, row in endpoints.items() if name in ENDPOINTS or name.startswith(SAME_SERVER))
+
+
+def _per_request(seconds: float | None, served: int, key: str) -> dict[str, Any] | None:
+    if seconds is None:
+        return None
+    return {
+        key: round(seconds, 2),
+        "requests": served,
+        "ms_per_request": round(seconds / served * 1000, 3) if served else None,
+    }
+
+
 def web_cpu_per_request(cpu_s: float | None, endpoints: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The web process's CPU seconds over the sale, the requests it answered (the queue endpoints and
     the same-server floor's; not the bare gunicorn's) and the CPU ms a request."""
-    if cpu_s is None:
-        return None
-    served = sum(
-        row["requests"] for name, row in endpoints.items() if name in ENDPOINTS or name.startswith(SAME_SERVER)
-    )
-    return {
-        "cpu_s": round(cpu_s, 2),
-        "requests": served,
-        "ms_per_request": round(cpu_s / served * 1000, 3) if served else None,
-    }
+    return _per_request(cpu_s, _served(endpoints, bare=False), "cpu_s")
 
 
 def bare_cpu_per_request(cpu_s: float | None, endpoints: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The bare gunicorn beside's CPU seconds over the sale, the requests it answered (every `/bare (beside ...)`
     row) and the CPU ms a request: with --bare-every 1 it takes the service's requests, so the two compare."""
-    if cpu_s is None:
-        return None
-    served = sum(row["requests"] for name, row in endpoints.items() if name.startswith("/bare (beside "))
-    return {
-        "cpu_s": round(cpu_s, 2),
-        "requests": served,
-        "ms_per_request": round(cpu_s / served * 1000, 3) if served else None,
-    }
+    return _per_request(cpu_s, _served(endpoints, bare=True), "cpu_s")
+
+
+def run_delay_per_request(
+    waited_s: float | None, endpoints: dict[str, dict[str, Any]], *, bare: bool
+) -> dict[str, Any] | None:
+    """Seconds a gunicorn's threads waited, runnable, for a CPU over the sale (run_delay), over the requests
+    it answered: the service's, or with `bare` the bare gunicorn beside's."""
+    return _per_request(waited_s, _served(endpoints, bare=bare), "waited_s")
 
 
 def stats_complete(endpoints: dict[str, dict[str, Any]], outcomes: dict[str, int]) -> bool:
@@ -142,8 +152,8 @@ def _sale_figures(tmp: Path, sold: dict[str, Any]) -> dict[str, Any]:
         # the bare gunicorn beside over the same seconds (its app costs ~50 µs in-process): gunicorn's own share
         "bare_web_cpu": bare_cpu_per_request(sold.get("bare_cpu"), sold["endpoints"]),
         # how long each one's threads waited, runnable, for a CPU (the kernel's run_delay), a request
-        "web_run_delay": web_cpu_per_request(sold.get("web_run_delay"), sold["endpoints"]),
-        "bare_run_delay": bare_cpu_per_request(sold.get("bare_run_delay"), sold["endpoints"]),
+        "web_run_delay": run_delay_per_request(sold.get("web_run_delay"), sold["endpoints"], bare=False),
+        "bare_run_delay": run_delay_per_request(sold.get("bare_run_delay"), sold["endpoints"], bare=True),
         # the machine's CPUs (all processes, locust included) while the fans arrive, and each second of the sale
         "cpu_busy_during_arrivals": cpus.during(sold["users"] / sold["rate"]) if cpus else None,
         "cpu_busy_each_s": cpus.busy[:300] if cpus else [],
@@ -290,7 +300,7 @@ def print_table(result: dict[str, Any]) -> None:
     if delay and bare_delay and delay["ms_per_request"] and bare_delay["ms_per_request"]:
         print(
             f"waiting for a CPU (run_delay), a request: web {delay['ms_per_request']} ms "
-            f"({delay['cpu_s']} s), bare gunicorn {bare_delay['ms_per_request']} ms ({bare_delay['cpu_s']} s)"
+            f"({delay['waited_s']} s), bare gunicorn {bare_delay['ms_per_request']} ms ({bare_delay['waited_s']} s)"
         )
     if result.get("locust_stats_complete") is False:
         print("WARNING: locust's table lacks requests the fans counted (its last CSV snapshot came too early)")

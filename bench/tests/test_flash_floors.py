@@ -124,6 +124,26 @@ def test_the_bare_gunicorns_cpu_is_counted_over_its_own_requests_only() -> None:
     assert bare_cpu_per_request(None, endpoints) is None
 
 
+def test_the_time_waited_for_a_cpu_is_counted_over_each_gunicorns_own_requests() -> None:
+    from bench.flash_sale.report import run_delay_per_request
+
+    endpoints = {
+        "/queue/tokens": {"requests": 5000},
+        "/floor/bare (same server, beside /queue/tokens)": {"requests": 1000},
+        "/bare (beside /queue/tokens)": {"requests": 4000},
+    }
+    assert run_delay_per_request(12.0, endpoints, bare=False) == {
+        "waited_s": 12.0,
+        "requests": 6000,
+        "ms_per_request": 2.0,
+    }
+    assert run_delay_per_request(6.0, endpoints, bare=True) == {
+        "waited_s": 6.0,
+        "requests": 4000,
+        "ms_per_request": 1.5,
+    }
+
+
 def test_the_time_a_processs_threads_waited_for_a_cpu_is_read_by_its_command_line() -> None:
     """Three children that name a marker spin at once on this machine's CPUs plus one more, so that some of
     them wait for a CPU: their run_delay shows under their marker, and none under another."""
