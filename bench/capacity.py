@@ -33,6 +33,7 @@ BROWSE_S, PAY_S = 20, 20  # seat map → hold, hold → payment
 VIEWS = 3  # seat-map reads per buyer
 ACTIVE_TTL = 600
 CORE_BUSY = 0.6  # plan cores at 60 % busy
+MEMO_MARGIN = 1_000  # the poll memo answers a fan beyond the active limit + this (models/poll_memo.py POP_BUDGET)
 HOLD_DB_MS, PAY_DB_MS = 1000 / 2354, 2 * 1000 / 2354  # bench/results/pipeline.json raw database tx/s
 
 
@@ -65,7 +66,8 @@ def simulate(sale: Sale, mode: str, horizon: int = 4 * 3600) -> dict[str, Any]:
     polls = np.zeros(f, dtype=np.int32)
     head, sold, active_until = 0, 0, []  # FIFO head; slot release times
     admissions: list[tuple[int, int]] = []
-    series = {k: [] for k in ("t", "polls", "joins", "seat_maps", "holds", "payments", "sold", "waiting")}
+    keys = ("t", "polls", "memo_polls", "joins", "seat_maps", "holds", "payments", "sold", "waiting")
+    series: dict[str, list[int]] = {k: [] for k in keys}
     pay_due: dict[int, int] = {}
     sold_out_at = None
     for t in range(horizon):
@@ -95,14 +97,18 @@ def simulate(sale: Sale, mode: str, horizon: int = 4 * 3600) -> dict[str, Any]:
         newly = who[admitted_at[who] <= t]
         learned_at[newly] = t
         waiting = who[admitted_at[who] > t]
+        # the web process's poll memo answers a fan beyond the active limit + 1,000, or any at a sell-out
         if sold_out_at is not None:
             gone[waiting] = True
+            memo = len(waiting)
         else:
             rank = (waiting - head + 1).astype(float)
             next_poll[waiting] = t + poll_interval(mode, rank, rate or sale.active_limit / ACTIVE_TTL)
+            memo = int((rank > sale.active_limit + MEMO_MARGIN).sum())
         holds = int(buyer[(admitted_at == t - BROWSE_S)].sum()) if t >= BROWSE_S else 0
         series["t"].append(t)
         series["polls"].append(len(who))
+        series["memo_polls"].append(memo)
         series["joins"].append(joined)
         series["seat_maps"].append(VIEWS * holds)
         series["holds"].append(holds)
@@ -154,8 +160,16 @@ def capacity(sale: Sale, run: dict[str, Any], costs: dict[str, Any]) -> dict[str
     redis_us = {k: costs[k]["redis_server_us"] for k in ("poll", "issue")}
     web_us["seat_map"] = costs["seat_map_fan"]["web_cpu_us"] + served["kept_alive"]  # its token checked in Redis
     redis_us["seat_map"] = costs["seat_map_fan"]["redis_server_us"]
-    web = s["polls"] * web_us["poll"] + s["joins"] * web_us["issue"] + s["seat_maps"] * web_us["seat_map"]
-    red = s["polls"] * redis_us["poll"] + s["joins"] * redis_us["issue"] + s["seat_maps"] * redis_us["seat_map"]
+    # polls the memo answers (no round trip; its keep-alive flush in Redis µs); none measured: all Redis's
+    memo_cost = costs.get("memo_poll")
+    memo = s["memo_polls"] if memo_cost else np.zeros_like(s["polls"])
+    web_us["memo_poll"] = memo_cost["web_cpu_us"] + served["kept_alive"] if memo_cost else 0.0
+    redis_us["memo_poll"] = memo_cost["redis_server_us"] if memo_cost else 0.0
+    redis_polls = s["polls"] - memo
+    web = redis_polls * web_us["poll"] + memo * web_us["memo_poll"]
+    web += s["joins"] * web_us["issue"] + s["seat_maps"] * web_us["seat_map"]
+    red = redis_polls * redis_us["poll"] + memo * redis_us["memo_poll"]
+    red += s["joins"] * redis_us["issue"] + s["seat_maps"] * redis_us["seat_map"]
     tx = s["holds"] + s["payments"]
     peak_rps = float((s["polls"] + s["joins"] + s["seat_maps"] + s["holds"] + s["payments"]).max())
     return {
@@ -171,6 +185,7 @@ def capacity(sale: Sale, run: dict[str, Any], costs: dict[str, Any]) -> dict[str
         "kafka_partitions": max(6, math.ceil(float(s["payments"].max()) / 1000)),
         "sell_out_s": run["sold_out_s"],
         "polls_per_admitted": run["polls_per_admitted"],
+        "memo_share": float(memo.sum() / max(1.0, float(s["polls"].sum()))),
         "wait_p50_s": run["wait_p50_s"],
         "wait_p95_s": run["wait_p95_s"],
     }
@@ -334,7 +349,9 @@ def render(rows: list[dict[str, Any]], big: dict[str, dict[str, Any]], figure: s
         "| request | web CPU µs | Redis server µs | Redis round trips |",
         "|---|---|---|---|",
     ]
-    for op in ("poll", "early_poll", "issue", "seat_map", "seat_map_fan", "healthz", "bare"):
+    for op in ("poll", "early_poll", "memo_poll", "issue", "seat_map", "seat_map_fan", "healthz", "bare"):
+        if op not in c:
+            continue
         x = c[op]
         out.append(f"| {op} | {x['web_cpu_us']:.0f} | {x['redis_server_us']:.1f} | {x['redis_round_trips']:.1f} |")
     if measured.get("before"):
@@ -393,13 +410,19 @@ def render(rows: list[dict[str, Any]], big: dict[str, dict[str, Any]], figure: s
         f"{PAY_S} s later. Polls are paced (pollAfterMs = a quarter of the estimated wait, 1–30 s). Cores are",
         f"planned at {CORE_BUSY:.0%} busy: web cores = peak Σ(rate × web CPU µs); Redis shards = peak",
         "Σ(rate × Redis server µs) per single-threaded shard (one replica each for failover; a poll writes",
-        "its `p` field, so polls go to the primary). MySQL transactions/s = peak holds + payments (each a",
+        "its `p` field, so polls go to the primary). A fan further back than the active limit + 1,000, and",
+        "every waiting fan once the seats are sold, is answered by the web process's poll memo",
+        "(`models/poll_memo.py`): no round trip, its keep-alive written by a flush once a second (the",
+        "`memo_poll` row above: its Redis µs are that flush's); the model assumes each fan's polls reach",
+        "the process that last asked Redis for it (a kept-alive connection). MySQL transactions/s = peak",
+        "holds + payments (each a",
         "short transaction; the raw database did 2,354 tx/s on this machine, bench/results/pipeline.json).",
         "Partitions keep ≤ 100 seat jobs/s each; Kafka partitions ≤ 1,000 payments/s each (minimum 6).",
         "",
         "| fans | seats | active limit | peak req/s | web cores | Redis shards (+1 replica each) | MySQL tx/s"
-        " (busy ms/s) | seat partitions | Kafka partitions | sell-out | polls per admitted fan | wait p50 / p95 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " (busy ms/s) | seat partitions | Kafka partitions | sell-out | polls per admitted fan | polls the memo answers"
+        " | wait p50 / p95 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         sell = f"{r['sell_out_s'] / 60:.0f} min" if r["sell_out_s"] is not None else "not within 4 h"
@@ -407,7 +430,8 @@ def render(rows: list[dict[str, Any]], big: dict[str, dict[str, Any]], figure: s
             f"| {r['fans']:,} | {r['seats']:,} | {r['active_limit']:,} | {r['peak_rps']:,.0f} | {r['web_cores']} "
             f"| {r['redis_shards']} | {r['mysql_tx_s']:,.0f} ({r['mysql_busy_ms_s']:,.0f}) | {r['partitions']} "
             f"| {r['kafka_partitions']} | {sell} "
-            f"| {r['polls_per_admitted']:.1f} | {r['wait_p50_s']:.0f} s / {r['wait_p95_s']:.0f} s |"
+            f"| {r['polls_per_admitted']:.1f} | {r['memo_share']:.0%} "
+            f"| {r['wait_p50_s']:.0f} s / {r['wait_p95_s']:.0f} s |"
         )
     out += _sale_check(rows)
     out += [

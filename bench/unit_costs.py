@@ -2,7 +2,10 @@
 
 Measured in-process (the WSGI app called directly, no HTTP server, so the web CPU is the app's
 own) against a real Redis (BENCH_REDIS_URL) and a SQLite file, for: join (issue), a waiting poll,
-an early poll, the cached seat map, /healthz and a bare Flask route in the same run.
+an early poll, the cached seat map, /healthz and a bare Flask route in the same run. A waiting
+poll ("poll", "early_poll") is Redis's (its fans are near the front, or the poll memo is off);
+"memo_poll" is a far-back fan's on-time poll answered by the web process's poll memo
+(models/poll_memo.py; POLL_MEMO, on by default; not in checkouts before it).
 
   Redis round trips   the Redis client's socket writes (a pipeline is one), counted in-process
   Redis commands      commands MONITOR shows from clients (commands a Lua script runs are not counted)
@@ -38,7 +41,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "unit_costs.json"
-OPS = ("bare", "healthz", "issue", "poll", "early_poll", "seat_map")
+OPS = ("bare", "healthz", "issue", "poll", "early_poll", "memo_poll", "seat_map")
 
 
 def _environ(path: str, method: str = "GET", headers: dict[str, str] | None = None, body: Any = None) -> Any:
@@ -159,9 +162,20 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
     poll, seats = "/api/v1/queue/token", "/api/v1/schedules/1/seats"
 
     users = {t: u for u, t in enumerate(tokens, start=1)}  # each fan is signed in as its token's user
+    memo = getattr(room, "memo", None)  # the poll memo: off for "poll" and "early_poll" (Redis's polls)
+    far: list[str] = []  # fans far enough back for the memo (ranks n + k + 1 on)
+    if memo is not None:
+        room.memo = None
+        first = len(tokens) + 1
+        far = [room.issue(user_id=u, concert_id=concert).token for u in range(first, first + n + k)]
+        users.update({t: u for u, t in enumerate(far, start=first)})
+        room.memo = memo
+        for fan in memo._fans.values():  # every remembered fan is due now (its pollAfterMs passed)
+            fan.last = fan.due = time.monotonic() - 1
+        room.memo = None
 
     def envs(op: str, fans: list[str], first_user: int) -> list[Any]:
-        if op in ("poll", "early_poll"):  # early_poll: the same tokens again, right after `poll`
+        if op in ("poll", "early_poll", "memo_poll"):  # early_poll: the same tokens again, right after `poll`
             return [_environ(poll, headers={"X-Queue-Token": t, **bearer(users[t])}) for t in fans]
         if op == "issue":
             ids = [10**9 + first_user + i for i in range(len(fans))]
@@ -173,6 +187,8 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
         return [_environ(path, headers={"X-Queue-Token": active, **bearer(1)}) for _ in fans]
 
     target = {op: bare if op == "bare" else app for op in OPS}
+    watched_for = {"memo_poll": far[:k]}
+    timed_for = {"memo_poll": far[k:]}
     _call(app, envs("seat_map", [active], 0)[0])  # the seat map is cached from here on
     # one poll first (an ACTIVE token: nothing written): the connection it takes is open before counting,
     # as in a serving process (a connection's HELLO/SELECT/CLIENT SETINFO are once per connection)
@@ -180,18 +196,29 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     mon = Monitor(redis_url)
     for op in OPS:
-        batch = envs(op, watched, 0)
+        if op == "memo_poll" and memo is None:
+            continue
+        room.memo = memo if op == "memo_poll" else None
+        batch = envs(op, watched_for.get(op, watched), 0)
         trips, calls, sample = mon.count(lambda batch=batch, op=op: [_call(target[op], e) for e in batch])
         out[op] = {"redis_round_trips": trips / k, "redis_commands": calls / k, "sample_commands": sample[:8]}
     mon._mon.connection.disconnect()  # MONITOR slows the server: off for the timed pass
     time.sleep(0.3)
     for op in OPS:
-        batch = envs(op, on_time, k)
+        if op == "memo_poll" and memo is None:
+            continue
+        room.memo = memo if op == "memo_poll" else None
+        batch = envs(op, timed_for.get(op, on_time), k)
         r.config_resetstat()
         cpu, statuses = _cpu_us(target[op], batch)
+        if op == "memo_poll":  # the keep-alive of these polls (the flush thread wrote some already)
+            started = time.process_time()
+            memo.flush()
+            cpu += (time.process_time() - started) / len(batch) * 1e6
         stats = r.info("commandstats")
         usec = sum(v["usec"] for key, v in stats.items() if key not in ("cmdstat_config", "cmdstat_info"))
         out[op].update(web_cpu_us=round(cpu, 1), redis_server_us=round(usec / n, 2), statuses=statuses)
+    room.memo = memo
     return out
 
 

@@ -169,6 +169,7 @@ class Settings:
     active_ttl: int = 600
     waiting_ttl: int = 300
     poll_max_interval: float = 30.0
+    poll_memo: bool = True
     hold_ttl: int = 300
     max_holds_per_user: int = 4
     prequeue_window: int = 3600
@@ -225,6 +226,8 @@ class Settings:
             active_ttl=_int(e, "ACTIVE_TTL", 600, 1, 86_400),
             waiting_ttl=_int(e, "WAITING_TTL", 300, 1, 86_400),
             poll_max_interval=_float(e, "POLL_MAX_INTERVAL", 30.0, 1.0, 3600.0),
+            # a web process answers far-back waiting polls itself (models/poll_memo.py)
+            poll_memo=_bool(e, "POLL_MEMO", True),
             hold_ttl=_int(e, "HOLD_TTL", 300, 1, 86_400),
             # at most this many of a web process's threads block in `Prefer: wait` at once (web/jobs.py):
             # by default half of WEB_THREADS, so joins, polls and leaves always find a thread

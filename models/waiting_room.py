@@ -14,6 +14,10 @@ Keys (all of one concert share the hash tag `{c:<id>}`, so they live on one Clus
                            of the last minute; wr:{c:N}:rate = "<count>:<oldest ms>" (wait estimate)
   wr:{c:N}:soldout   STRING "1" while no seat of the concert can still be sold (none AVAILABLE or HELD)
   wr:{c:N}:admitted  STRING admissions ever (pass and join), for the operator console
+  wr:{c:N}:popped    STRING waiting tokens ever popped from the head by admission (admitted or dropped)
+  wr:{c:N}:gone      STRING waiting tokens ever removed elsewhere (leave, sweep, replaced on join);
+                           with popped, what lets a web process answer far-back polls itself
+                           (models/poll_memo.py)
   wr:{c:N}:gate      STRING "1" until a fair-start concert opens (models/prequeue.py):
                            no admission, no direct admission on join
   wr:{c:N}:pre       ZSET  a fair start's pre-queue, "<draw key>:<token>" in drawn order (models/prequeue.py):
@@ -35,9 +39,11 @@ import redis
 
 from config.settings import Settings
 from models.errors import Forbidden, RateLimited, TokenInvalid, ValidationError
+from models.poll_memo import POLL_ANSWERS, SNAPSHOT_LUA, PollMemo
 from models.queue_tokens import QueueToken, concert_of_token, fingerprint, new_token_for, token_of_reply
 from models.redis_support import evalsha_direct, is_cluster
-from models.waiting_room_lua import ADMIT, COUNTS, ISSUE, LEAVE, LIMITS, POLL, RATE, SWEEP, SWEEP_SLICE
+from models.tally import TALLY
+from models.waiting_room_lua import ADMIT, COUNTS, ISSUE, LEAVE, LIMITS, POLL, PRELUDE, RATE, SWEEP, SWEEP_SLICE
 
 WAITING, ACTIVE = "WAITING", "ACTIVE"
 CONCERTS_KEY = "wr:concerts"
@@ -105,6 +111,8 @@ def _keys(concert_id: int) -> dict[str, str]:
         "admits": f"{tag}:admits",
         "soldout": f"{tag}:soldout",
         "admitted": f"{tag}:admitted",
+        "popped": f"{tag}:popped",
+        "gone": f"{tag}:gone",
         # a fair start's pre-queue: models/prequeue.py owns these; the queue reads them
         "gate": f"{tag}:gate",
         "pre": f"{tag}:pre",
@@ -125,6 +133,7 @@ class WaitingRoom:
         active_ttl: int,
         waiting_ttl: int,
         poll_max_interval: float = 30.0,
+        poll_memo: bool = False,
     ) -> None:
         self.r = client
         self._cluster = is_cluster(client)  # an isinstance of a typing Protocol: ~2 µs, once
@@ -140,6 +149,13 @@ class WaitingRoom:
         self._admit = client.register_script(ADMIT)
         self._counts = client.register_script(COUNTS)
         self._rate = client.register_script(RATE)
+        self._snapshot = client.register_script(PRELUDE + SNAPSHOT_LUA)
+        # a web process answers far-back polls itself (POLL_MEMO; the composition root turns it on)
+        self.memo: PollMemo | None = None
+        if poll_memo:
+            self.memo = PollMemo(
+                client, snapshot=self.snapshot, poll_max_ms=self.poll_max_ms, waiting_ttl_ms=self.waiting_ttl_ms
+            )
         self._recent: dict[str, tuple[float, int, QueueToken]] = {}  # token -> (until, ends here, status)
 
     @classmethod
@@ -151,6 +167,7 @@ class WaitingRoom:
             active_ttl=settings.active_ttl,
             waiting_ttl=settings.waiting_ttl,
             poll_max_interval=settings.poll_max_interval,
+            poll_memo=settings.poll_memo,
         )
 
     def _args(self, concert_id: int) -> list[str | int]:
@@ -213,6 +230,8 @@ class WaitingRoom:
         _refuse_if_limited(reply)
         window = Window(int(reply[10]), int(reply[11]), int(reply[12])) if rates else None
         issued = token_of_reply(_text(reply[0]), reply[2:10], created=int(reply[1]) == 1)
+        if self.memo is not None:
+            self.memo.remember(issued, reply[13:16])
         if issued.created and issued.status != ACTIVE and self._cluster:
             self.r.sadd(CONCERTS_KEY, concert_id)
         return issued, window
@@ -234,7 +253,25 @@ class WaitingRoom:
         is refused with RateLimited when it comes more than 20 % before the last pollAfterMs.
         """
         script, keys, args = self.status_call(token=token, touch=touch)
-        return self.status_from(token=token, found=evalsha_direct(self.r, script, keys, args))
+        found = evalsha_direct(self.r, script, keys, args)
+        info = self.status_from(token=token, found=found)
+        if touch and self.memo is not None:
+            self.memo.remember(info, found[8:11])
+        return info
+
+    def poll_as(self, *, token: str, user_id: int, limit: int) -> QueueToken:
+        """A fan's poll: from this process's memo when the fan is far enough back (no Redis at
+        all, models/poll_memo.py), else status(). `limit` is the concert's active limit in force."""
+        if self.memo is not None:
+            found = self.memo.answer(token, user_id, limit)
+            if found is not None:
+                return found
+            TALLY.inc(POLL_ANSWERS, ("redis",))
+        return self.status(token=token)
+
+    def snapshot(self, concert_id: int) -> Any:
+        """The concert's (admissions/s, popped, gone, sold out, gate closed) now: the poll memo's read."""
+        return self._snapshot(keys=[f"{_tag(concert_id)}:waiting"], args=self._args(concert_id))
 
     def status_call(self, *, token: str, touch: bool = False) -> tuple[Any, list[str], list[str | int]]:
         """The poll script's (script, keys, args), to run in one round trip with other reads."""
@@ -248,7 +285,7 @@ class WaitingRoom:
         if found[0] == b"EARLY" or found[0] == "EARLY":
             wait_ms = int(found[1])
             raise RateLimited(f"poll again in {wait_ms} ms (pollAfterMs)", retry_after=max(1, -(-wait_ms // 1000)))
-        return token_of_reply(token, found, created=False)
+        return token_of_reply(token, found[:8], created=False)
 
     def recent_active(self, token: str) -> QueueToken | None:
         """The ACTIVE status of `token` this process read less than RECENT_S ago (else None).
@@ -289,8 +326,10 @@ class WaitingRoom:
     def _left(self, token: str, caller: str) -> int:
         _ENDS_HERE[0] += 1
         concert_id = concert_of_token(token)
+        if self.memo is not None:
+            self.memo.forget(token)
         k = _keys(concert_id)
-        keys = [f"{k['token_prefix']}{token}", k["waiting"], k["active"], k["pre"], k["entrants"]]
+        keys = [f"{k['token_prefix']}{token}", k["waiting"], k["active"], k["pre"], k["entrants"], k["gone"]]
         return int(evalsha_direct(self.r, self._leave, keys, [token, k["user_prefix"], caller]))
 
     def owner(self, *, token: str) -> int | None:
@@ -320,7 +359,9 @@ class WaitingRoom:
         """One bounded slice of the abandoned-waiter sweep: (examined, dropped, wrapped, waiting)."""
         k = _keys(concert_id)
         args: list[str | int] = [k["token_prefix"], k["user_prefix"], self.waiting_ttl_ms, slice_size]
-        examined, dropped, wrapped, waiting = (int(v) for v in self._sweep(keys=[k["waiting"], k["sweep"]], args=args))
+        examined, dropped, wrapped, waiting = (
+            int(v) for v in self._sweep(keys=[k["waiting"], k["sweep"], k["gone"]], args=args)
+        )
         return examined, dropped, bool(wrapped), waiting
 
     def sweep_pass(self, *, concert_id: int) -> int:
@@ -347,7 +388,7 @@ class WaitingRoom:
         else:
             self.r.delete(k["soldout"])
         swept = self.sweep_pass(concert_id=concert_id)
-        keys = [k["waiting"], k["active"], k["admits"], k["soldout"], k["gate"], k["pre"]]
+        keys = [k["waiting"], k["active"], k["admits"], k["soldout"], k["gate"], k["pre"], k["popped"]]
         args: list[str | int] = [
             k["token_prefix"],
             self.active_limit if limit is None else limit,

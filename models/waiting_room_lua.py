@@ -49,13 +49,16 @@ local function describe(token)
   end
   return {h[1], h[2], h[3], rank, expires, redis.call('EXISTS', TAG .. ':soldout'), h[5] or ''}
 end
-local function pace(rank, rate)  -- rate: the value of TAG:rate when the caller has read it (false: none)
-  if rank <= 0 then return 0, 0 end
+local function per_second(rate)  -- rate: the value of TAG:rate when the caller has read it (false: none)
   if rate == nil then rate = redis.call('GET', TAG .. ':rate') end
   local count, oldest = string.match(rate or '0:', '^(%d+):(%d*)$')
   count = tonumber(count) or 0
-  local per_s = LIMIT / (ATTL / 1000)
-  if count > 0 then per_s = count / (math.max(1000, NOW - (tonumber(oldest) or NOW)) / 1000) end
+  if count > 0 then return count / (math.max(1000, NOW - (tonumber(oldest) or NOW)) / 1000) end
+  return LIMIT / (ATTL / 1000)
+end
+local function pace(rank, rate)
+  if rank <= 0 then return 0, 0 end
+  local per_s = per_second(rate)
   local wait_ms = rank / per_s * 1000
   local after = math.max("""
     + str(MIN_POLL_MS)
@@ -114,15 +117,21 @@ local RA, RK = 10, 2
 """
     + RATES
     + """
-local function rl(reply) reply[11], reply[12], reply[13] = rl_max, rl_left, rl_reset; return reply end
 local waiting, active, ukey = TAG .. ':waiting', TAG .. ':active', TAG .. ':u:' .. user
 -- KEYS[2 + NR] = wr:concerts on one Redis (a global key: on a Cluster the caller adds it after
 -- the script, on its own slot); every join lists the concert, as a repeated one or a direct
 -- admission lists one that the next admission pass drops
 if KEYS[2 + NR] then redis.call('SADD', KEYS[2 + NR], concert) end
 -- what a join reads, in one call (each redis.call costs the server as much as a command): the
--- user's live token, then the flags sold out, gate closed and the admission rate
-local flags = redis.call('MGET', ukey, TAG .. ':soldout', TAG .. ':gate', TAG .. ':rate')
+-- user's live token, then the flags sold out, gate closed, the admission rate and the counters
+local flags = redis.call('MGET', ukey, TAG .. ':soldout', TAG .. ':gate', TAG .. ':rate',
+                         TAG .. ':popped', TAG .. ':gone')
+-- what a web process's poll memo (models/poll_memo.py) needs to answer later polls itself
+local function rl(reply)
+  reply[11], reply[12], reply[13] = rl_max, rl_left, rl_reset
+  reply[14], reply[15], reply[16] = tostring(per_second(flags[4])), flags[5] or 0, flags[6] or 0
+  return reply
+end
 local existing = flags[1]
 if existing then
   local found = describe(existing)
@@ -131,7 +140,10 @@ if existing then
     return rl({existing, 0, found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after})
   end
   redis.call('DEL', TAG .. ':t:' .. existing)
-  redis.call('ZREM', waiting, existing)
+  if redis.call('ZREM', waiting, existing) == 1 then
+    redis.call('INCR', TAG .. ':gone')
+    flags[6] = (tonumber(flags[6]) or 0) + 1
+  end
 end
 local hk = TAG .. ':t:' .. new_token
 local soldout = flags[2] and 1 or 0
@@ -169,7 +181,8 @@ POLL = (
 local token, touch = ARGV[6], ARGV[7]
 local found = describe(token)
 if not found then return false end
-local wait_s, after = pace(found[4])
+local c = redis.call('MGET', TAG .. ':rate', TAG .. ':popped', TAG .. ':gone')
+local wait_s, after = pace(found[4], c[1])
 if found[3] == 'WAITING' and touch == '1' then
   local last, due = string.match(found[7], '^(%d+):(%d+)$')
   last, due = tonumber(last), tonumber(due)
@@ -181,14 +194,16 @@ if found[3] == 'WAITING' and touch == '1' then
   redis.call('HSET', TAG .. ':t:' .. token, 'p', NOW .. ':' .. (NOW + after))
   found[5] = NOW + WTTL
 end
-return {found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after}
+-- and what a web process's poll memo needs (models/poll_memo.py): admissions/s, popped, gone
+return {found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after,
+        tostring(per_second(c[1])), c[2] or 0, c[3] or 0}
 """
 )
 
 # Leave: ARGV[3], when not empty, is the caller's user id: a token of another user is left alone
 # and the reply is -1 (the route's 403), so the owner check and the leave are one round trip.
 LEAVE = """
-local hk, waiting, active, pre, entrants = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local hk, waiting, active, pre, entrants, gone = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local token, uprefix, caller = ARGV[1], ARGV[2], ARGV[3] or ''
 local h = redis.call('HMGET', hk, 'user', 'member')
 local user = h[1]
@@ -199,7 +214,7 @@ if h[2] then  -- a pre-queued fan leaves the draw too
   redis.call('ZREM', pre, h[2])
   redis.call('HDEL', entrants, token)
 end
-redis.call('ZREM', waiting, token)
+if redis.call('ZREM', waiting, token) == 1 then redis.call('INCR', gone) end
 redis.call('ZREM', active, token)
 if redis.call('GET', ukey) == token then redis.call('DEL', ukey) end
 return existed
@@ -211,7 +226,7 @@ return existed
 SWEEP = (
     NOW_MS_LUA
     + """
-local waiting, cursor_key = KEYS[1], KEYS[2]
+local waiting, cursor_key, gone = KEYS[1], KEYS[2], KEYS[3]
 local prefix, ukprefix, wttl, count = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 local cursor = redis.call('GET', cursor_key) or '-inf'
@@ -228,6 +243,7 @@ for i = 1, #slice, 2 do
     dropped = dropped + 1
   end
 end
+if dropped > 0 then redis.call('INCRBY', gone, dropped) end
 local wrapped = 0
 if #slice < 2 * count then
   redis.call('DEL', cursor_key)
@@ -245,6 +261,7 @@ ADMIT = (
     NOW_MS_LUA
     + """
 local waiting, active, admits, soldout, gate, pre = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local popped_key = KEYS[7]  -- waiting tokens ever popped from the head (admitted or dropped): poll memo
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 local attl, wttl, ukprefix = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local cap = tonumber(ARGV[6])
@@ -267,6 +284,7 @@ while free > 0 and budget > 0 do
   end
   if #popped == 0 then break end
   budget = budget - #popped / 2
+  redis.call('INCRBY', popped_key, #popped / 2)  -- the pre-queue is ahead of every arrival too
   for i = 1, #popped, 2 do
     local t = popped[i]
     if from_pre then t = string.sub(t, 66) end

@@ -11,7 +11,8 @@ opcodes and a poll 5,076 against a bare Flask route's 3,470; under gunicorn the 
 
 `HotPaths` wraps the app's WSGI callable. With a bearer and no query string it answers
 - `GET /api/v1/schedules/<id>/seats` (a plain decimal id): 200 or 304, by `seat_map_page`;
-- `GET /api/v1/queue/token` of a concert without a fair start: 200, by `WaitingRoom.status`;
+- `GET /api/v1/queue/token` of a concert without a fair start: 200, by `WaitingRoom.poll_as` (far
+  back: this process's poll memo, no Redis; models/poll_memo.py);
 - `DELETE /api/v1/queue/token`: 204, by `WaitingRoom.leave_as`;
 - `POST /api/v1/queue/tokens` with a plain body (every fan's first request): 201 or 200, by
   `WaitingRoom.issue_limited` (the body read is put back for Flask, which takes every other body);
@@ -158,9 +159,10 @@ class HotPaths:
         concert_id = concert_of_token(token)
         if draws.fair_start_of(concert_id=concert_id) is not None:
             return None
-        notice = self.controls.current(concert_id=concert_id).notice  # before the poll: nothing left to fail
-        try:
-            status = self.room.status(token=token)
+        controls = self.controls.current(concert_id=concert_id)  # before the poll: nothing left to fail
+        notice, limit = controls.notice, controls.limit(self.settings.active_limit)
+        try:  # far back: answered by this process's memo (models/poll_memo.py), no Redis
+            status = self.room.poll_as(token=token, user_id=user_id, limit=limit)
         except DomainError as refused:  # an early poll (429) or an unknown token (401): the route's, not polled again
             environ[POLLED] = (token, refused)
             return None

@@ -346,13 +346,13 @@ def after_sale(run: Run) -> dict[str, Any]:
     """4. Settle, read the server's counters, run the invariant check, stop the Procfile."""
     assert run.honcho is not None
     facts = settle(run.db_url, run.redis, timeout=30 if run.quick else 60)
-    server_5xx, seat_cache, latency = server_metrics(run.web_port)
+    server_5xx, seat_cache, latency, polls = server_metrics(run.web_port)
     ok, violations = invariant_check(run.env)
     clean_stop = run.honcho.stop()
     tail = run.honcho.tail()
     run.honcho = None
-    return {"facts": facts, "server_5xx": server_5xx, "seat_cache": seat_cache, "latency": latency, "ok": ok,
-            "violations": violations, "procfile_clean_stop": clean_stop, "honcho_tail": tail}  # fmt: skip
+    return {"facts": facts, "server_5xx": server_5xx, "seat_cache": seat_cache, "latency": latency, "polls": polls,
+            "ok": ok, "violations": violations, "procfile_clean_stop": clean_stop, "honcho_tail": tail}  # fmt: skip
 
 
 def arrival_env(run: Run) -> dict[str, str]:

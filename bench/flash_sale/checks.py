@@ -103,30 +103,34 @@ def service_problems(facts: dict[str, Any], server_5xx: int) -> list[str]:
     return found
 
 
-def server_metrics(port: int) -> tuple[int, dict[str, float], dict[str, dict[str, float]]]:
+def server_metrics(port: int) -> tuple[int, dict[str, float], dict[str, dict[str, float]], dict[str, float]]:
     """From the web process's /metrics: 5xx answers counted (-1 if unreadable), seat-map cache events,
     and each route's latency histogram inside the app (`http_request_duration_seconds`, from the WSGI
     callable's start to its answer: no accept, no gunicorn queue, no network) as
-    "METHOD path" -> {bucket upper bound "le": cumulative count}."""
+    "METHOD path" -> {bucket upper bound "le": cumulative count}, and the waiting polls answered
+    by source (`queue_poll_answers_total`: memo, memo_early, redis)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/metrics", timeout=10) as resp:
             lines = resp.read().decode().splitlines()
     except Exception:
-        return -1, {}, {}
+        return -1, {}, {}, {}
     total = 0.0
     cache: dict[str, float] = {}
     latency: dict[str, dict[str, float]] = {}
+    polls: dict[str, float] = {}
     prefix = 'cache_events_total{cache="seats",event="'
     for line in lines:
         if line.startswith("http_requests_total{") and re.search(r'status="5\d\d"', line):
             total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith('queue_poll_answers_total{source="'):
+            polls[line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
         elif line.startswith(prefix):
             cache[line[len(prefix) :].split('"')[0]] = float(line.rsplit(" ", 1)[1])
         elif line.startswith("http_request_duration_seconds_bucket{"):
             labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
             route = f"{labels.get('method')} {labels.get('endpoint')}"
             latency.setdefault(route, {})[labels["le"]] = float(line.rsplit(" ", 1)[1])
-    return int(total), cache, latency
+    return int(total), cache, latency, polls
 
 
 def in_app_p50_ms(buckets: dict[str, float]) -> float | None:

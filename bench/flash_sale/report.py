@@ -33,6 +33,7 @@ def sale_result(
         "outcomes": dict(sorted(outcomes.items())),
         **_sale_figures(tmp, sold),
         "seat_map_cache_events": after["seat_cache"],
+        "poll_answers": after["polls"],  # waiting polls by who answered: the web process's memo or Redis
         # each queue route's p50 inside the app (its WSGI callable), beside locust's p50 of the same route
         "in_app_p50_ms": in_app(after.get("latency") or {}),
         "seats_sold": after["facts"]["seats_by_status"].get("RESERVED", 0),
@@ -285,6 +286,10 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"p50 from the trace: {name} {exact[name]} ms, the bare route beside it {floor} ms: {ratio}x")
     inside = ", ".join(f"{k} ≤{v:g}" for k, v in (result.get("in_app_p50_ms") or {}).items() if v is not None)
     print(f"p50 inside the app (ms, its histogram bucket; no accept, gunicorn queue or network): {inside}")
+    polls = result.get("poll_answers") or {}
+    if polls:
+        said = ", ".join(f"{k} {int(v):,}" for k, v in sorted(polls.items()))
+        print(f"waiting polls answered by: {said} (memo: the web process itself, no Redis)")
     web = result.get("web_cpu")
     if web:
         print(

@@ -21,6 +21,11 @@ class TokenIn(Body):
 class TokenOut(Out):
     """A queue token's state; rank is 1-based among WAITING tokens, 0 when ACTIVE, null when PREQUEUED.
 
+    Far back in the line (beyond the active limit + 1,000) or once sold out, a web process may
+    answer a poll from what Redis last told it (models/poll_memo.py): the rank then counts every
+    fan who left since as still ahead, so it is never better than the true place, and pollAfterMs
+    is paced as if every one had been ahead (never later than an exact read would say).
+
     `entrant` (fair-start concerts only) is sha256 of the user id: the fan's line in the published draw."""
 
     token: str
