@@ -527,7 +527,17 @@ def _beside_lines(beside: dict[str, Any], every: int = 10) -> list[str]:
     ]
 
 
-SAME_SETTINGS = ("mode", "users", "bare_every", "redis_nice", "web_threads", "web_concurrency", "arrivals", "redis")
+SAME_SETTINGS = (
+    "mode",
+    "users",
+    "bare_every",
+    "redis_nice",
+    "web_threads",
+    "web_concurrency",
+    "arrivals",
+    "redis",
+    "poll_memo",
+)
 QUEUE_NAMES = ("/queue/tokens", "/queue/token", "/queue/token [DELETE]")
 
 

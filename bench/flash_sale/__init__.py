@@ -11,6 +11,8 @@
         # nice -10 for it and its session during the sale, put back afterwards; bench/flash_sale/priority.py)
     .venv/bin/python -m bench.flash_sale --arrivals poisson # fans spread over each second (locust starts each
         # second's fans at once); the first-request floor arrives the same way
+    .venv/bin/python -m bench.flash_sale --no-poll-memo     # POLL_MEMO=0: every waiting poll asks Redis (default:
+        # a web process answers far-back fans' polls itself, models/poll_memo.py)
 
 1. Physical floor (quiet machine, before anything starts): raw Redis INCR round trips and raw MariaDB
    single-row INSERT + COMMIT, each from FLOOR_THREADS threads with one connection each.

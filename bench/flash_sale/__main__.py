@@ -109,6 +109,7 @@ class Run:
     bare_every: int = BARE_EVERY  # --bare-every: every Nth fan GETs the bare gunicorn beside its requests (1: all)
     arrivals: str = "burst"  # --arrivals: locust's per-second bursts, or a Poisson process at the same rate
     redis_nice: int = REDIS_NICE  # --redis-nice: Redis's CPU priority for the run (bench/flash_sale/priority.py)
+    poll_memo: bool = True  # --no-poll-memo: POLL_MEMO=0 (every waiting poll asks Redis)
     opens_at: dt.datetime | None = None
 
     @property
@@ -190,6 +191,11 @@ def parse(argv: list[str] | None) -> Run:
         f"{REDIS_NICE}; 0 leaves them as they are): Redis shares this machine's CPUs with the load generator and "
         "both gunicorns, where in production it has its own (bench/flash_sale/priority.py)",
     )
+    parser.add_argument(
+        "--no-poll-memo",
+        action="store_true",
+        help="POLL_MEMO=0 for the service: every waiting poll asks Redis (models/poll_memo.py; default on)",
+    )
     args = parser.parse_args(argv)
     if args.bare_every < 1:
         parser.error("--bare-every must be 1 or more")
@@ -214,6 +220,7 @@ def parse(argv: list[str] | None) -> Run:
         bare_every=args.bare_every,
         arrivals=args.arrivals,
         redis_nice=args.redis_nice,
+        poll_memo=not args.no_poll_memo,
     )
 
 
@@ -242,6 +249,7 @@ def parameters(run: Run) -> dict[str, Any]:
         "database": "MariaDB primary + replica (DATABASE_REPLICA_URL)" if run.replica_url else "one MariaDB",
         "bare_every": run.bare_every,
         "arrivals": run.arrivals,
+        "poll_memo": run.poll_memo,
     }
 
 
@@ -486,6 +494,7 @@ def one_run(run: Run) -> dict[str, Any]:
     run.env.update(SERVICE_ENV, PATH=f"{BIN}{os.pathsep}{run.env.get('PATH', '')}", DATABASE_URL=run.db_url)
     run.env.update(WEB_CONCURRENCY=str(run.web_concurrency), WEB_THREADS=str(run.web_threads))
     run.env["REDIS_URL"] = run.redis_url
+    run.env["POLL_MEMO"] = "1" if run.poll_memo else "0"
     if run.replica_url:
         start_pair(run.db_url, run.replica_url)
         run.env["DATABASE_REPLICA_URL"] = run.replica_url
