@@ -6,40 +6,51 @@ reply must wake the thread again (issue 15: poll p50 1.09-1.65x the bare route b
 Redis at nice -10, 1.57-3.88x without, 2026-12-04). Most waiting fans are far back, and what a
 poll tells them there (still waiting, about where, when to ask again) does not need a fresh read
 of their own place, only of how the line moved. So each web process keeps, per token it saw
-answered by Redis (a join or a poll), that verified answer with the concert's two departure
-counters as they were in the same script:
+answered by Redis (a join or a poll), that verified answer with what the same script read: the
+token's arrival sequence (its score in wr:{c:N}:waiting) and the concert's two departure counters
 
   wr:{c:N}:popped  waiting tokens ever popped from the head by admission (admitted or dropped):
                    every one was ahead of every fan still waiting
   wr:{c:N}:gone    waiting tokens ever removed elsewhere (a leave, the abandoned-waiter sweep, a
                    dead token replaced on join): ahead or behind
 
-and per concert the counters, the admission rate, sold out and gate as last read (by any join or
-poll of this process, or one small script when that is older than FRESH_S). A fan's place now is
-then between `low` = rank - popped since - gone since (every departure was ahead) and `high` =
-rank - popped since (every other departure was behind). The memo answers the poll itself when
+and per concert, read by one small script at most every FRESH_S (the snapshot: the counters, the
+admission rate, sold out, gate, and `beyond`, the arrival sequence of the fan at rank `reach`).
+`reach` is how far admission can get before the next snapshot: one pass pops at most its free
+slots and POP_BUDGET abandoned waiters, and `passes` passes fit in FRESH_S (those of the interval
+and one more, a late pass and the next on time): reach = passes x (active limit + 1,000), 2,200
+for the flash sale's 100. A fan whose arrival sequence is above `beyond` was further back than
+that when the snapshot was read, so it cannot have been admitted since, whoever left meanwhile:
+an exact test, whatever thousands leave at a sell-out. Its place now is between `low` = rank -
+popped since - gone since (every departure was ahead) and `high` = rank - popped since (every
+other departure was behind). The memo answers the poll itself when
 
   - the caller is the token's user (else Redis answers, and the route its 403);
   - the fan's answer was verified by Redis less than VERIFY_S ago;
-  - the concert's gate is open (as read less than FRESH_S ago);
-  - `low` > the concert's active limit + 1,000: one admission pass pops at most its free slots
-    and 1,000 abandoned waiters, so the fan cannot have been admitted since the counters were
-    read (sold out or not: within FRESH_S seats may come back and a pass admit);
-  - `high` and `low` are less than SPREAD apart (else the fan would read a rank far worse than
-    the truth), unless the concert is sold out: then the fan learns soldOut here. At a sell-out
-    every waiting fan polls once more to learn it (4,793 of the flash sale's 7,445 polls,
-    2026-12-05 03:27 UTC, when the memo left sold-out polls to Redis), and their leaving makes
-    `gone` grow by thousands within seconds.
+  - the concert's gate is open (as read less than FRESH_S ago); and either
+  - it is not sold out, the fan is beyond `reach` and `high` and `low` are less than SPREAD apart
+    (else the fan would read a rank far worse than the truth);
+  - or it is sold out (as read less than FRESH_S ago) and the fan's arrival sequence is not below
+    the head's then: it had not been popped, and admission had stopped. When a sold-out concert's
+    seats come back, the admission pass that clears `soldout` sets `wr:{c:N}:reopen` for
+    REOPEN_MS (twice FRESH_S) in the same script, and no pass admits while it is set: a sold-out
+    snapshot stays true of who was admitted until it is read again. So every waiting fan of this
+    process learns soldOut here. At a sell-out every waiting fan polls once more to learn it
+    (4,793 of the flash sale's 7,445 polls, 2026-12-05 03:27 UTC) and leaves, thousands within
+    seconds: the line gets shorter than `reach` at once, so `beyond` alone would send them all
+    to Redis (8,032 of 8,032 polls at 03:56).
 
 The answer says WAITING with rank `high` (never better than the truth: a later exact read only
-lowers it) and paces the next poll from `low` (never later than an exact read would say). Such a
-fan's poll more than 20 % before the pollAfterMs this process gave is refused here as the script
-would refuse it (RateLimited), with no Redis work at all; any other early poll is the script's
-to refuse. A memo answer keeps the place alive as a Redis poll does, one second later: its poll
-time is written by a background flush once a second, one short script per concert and up to
-FLUSH_SLICE tokens (`p` only moves forward, and only on a token still WAITING; a token found
-gone is forgotten). A process killed between two flushes loses up to a second of keep-alive: the
-place survives, since pollAfterMs is at most a third of WAITING_TTL.
+lowers it) and paces the next poll from `low` (never later than an exact read would say). The
+snapshot is the memo's only Redis read: one round trip per concert per FRESH_S per process,
+whatever the number of polls. Such a fan's poll more than 20 % before the pollAfterMs this
+process gave is refused here as the script would refuse it (RateLimited), with no Redis work at
+all; any other early poll is the script's to refuse. A memo answer keeps the place alive as a
+Redis poll does, one second later: its poll time is written by a background flush once a second,
+one short script per concert and up to FLUSH_SLICE tokens (`p` only moves forward, and only on a
+token still WAITING; a token found gone is forgotten). A process killed between two flushes
+loses up to a second of keep-alive: the place survives, since pollAfterMs is at most a third of
+WAITING_TTL.
 
 What it costs: a token left through another process reads WAITING here once more: the flush
 after that answer finds it gone and forgets it (a leave or a payment through this process
@@ -71,6 +82,7 @@ from models.waiting_room_lua import EARLY_FRACTION, MIN_POLL_MS
 log = logging.getLogger(__name__)
 
 FRESH_S = 0.25  # the concert's counters are read again when older than this
+REOPEN_MS = int(2 * FRESH_S * 1000)  # no admission this long after a sold-out concert's seats come back
 VERIFY_S = 120.0  # a fan's place is read from Redis again at least this often (4 of the longest polls)
 SPREAD = 0.1  # ... and when the departures of unknown side make `high` and `low` this far apart
 FLUSH_S = 1.0  # memo-answered polls' keep-alive is written this often
@@ -84,10 +96,18 @@ POLL_ANSWERS = Counter(
     ["source"],
 )
 
-# The concert's counters now: ARGV[1..5] as the waiting room's prelude, KEYS[1] routes it
+# The concert now: ARGV[1..5] as the waiting room's prelude, ARGV[6] the reach; KEYS[1] routes it.
+# {admissions/s, popped, gone, sold out, gate closed, the arrival sequence of the fan at rank
+# `reach` ('inf' when fewer wait; 0 when the pre-queue alone is that long), the head's ('inf': none)}
 SNAPSHOT_LUA = """
 local c = redis.call('MGET', TAG .. ':rate', TAG .. ':popped', TAG .. ':gone', TAG .. ':soldout', TAG .. ':gate')
-return {tostring(per_second(c[1])), c[2] or 0, c[3] or 0, c[4] and 1 or 0, c[5] and 1 or 0}
+local reach, pre = tonumber(ARGV[6]), redis.call('ZCARD', TAG .. ':pre')
+local beyond = '0'
+if reach > pre then
+  beyond = redis.call('ZRANGE', TAG .. ':waiting', reach - pre - 1, reach - pre - 1, 'WITHSCORES')[2] or 'inf'
+end
+local head = redis.call('ZRANGE', TAG .. ':waiting', 0, 0, 'WITHSCORES')[2] or 'inf'
+return {tostring(per_second(c[1])), c[2] or 0, c[3] or 0, c[4] and 1 or 0, c[5] and 1 or 0, beyond, head}
 """
 
 # Keep-alive of memo-answered polls: KEYS = token hashes, ARGV = (ms ago, pollAfterMs) for each.
@@ -116,6 +136,7 @@ return ended
 class _Fan:
     user_id: int
     concert_id: int
+    seq: int  # its arrival sequence: its place in the line (0: none, never answered here)
     rank: int  # as Redis last said
     popped: int  # the concert's counters in the same script
     gone: int
@@ -132,7 +153,15 @@ class _Concert:
     gone: int
     sold_out: bool
     gated: bool
-    read: float  # monotonic
+    reach: int  # how far back one admission can reach in FRESH_S (the snapshot's ARGV[6])
+    beyond: float  # the arrival sequence at rank `reach` when read (inf: the line is shorter)
+    head: float  # the arrival sequence at the head when read (inf: nobody waits)
+    read: float  # monotonic time of the snapshot (-inf: none yet)
+
+
+def monotonic() -> float:
+    """The memo's clock (seconds): time.monotonic, unless a test moves it."""
+    return time.monotonic()
 
 
 def pace(rank: int, per_s: float, *, poll_max_ms: int, waiting_ttl_ms: int) -> tuple[int, int]:
@@ -149,17 +178,21 @@ class PollMemo:
         self,
         client: Any,
         *,
-        snapshot: Callable[[int], Sequence[Any]],
+        snapshot: Callable[[int, int], Sequence[Any]],
         poll_max_ms: int,
         waiting_ttl_ms: int,
-        clock: Callable[[], float] = time.monotonic,
+        admit_interval_s: float = 1.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.r = client
-        self._snapshot = snapshot  # concert id -> the SNAPSHOT script's reply
+        self._snapshot = snapshot  # (concert id, reach) -> the SNAPSHOT script's reply
         self._keepalive = client.register_script(KEEPALIVE)
         self.poll_max_ms = poll_max_ms
         self.waiting_ttl_ms = waiting_ttl_ms
-        self.clock = clock
+        # admission passes that can run between a snapshot and its use: those within FRESH_S, and
+        # one more (a late pass and the next on time)
+        self.passes = math.ceil(FRESH_S / admit_interval_s) + 1
+        self.clock = clock if clock is not None else (lambda: monotonic())  # looked up each call: tests move it
         self._fans: dict[str, _Fan] = {}
         self._concerts: dict[int, _Concert] = {}
         self._pending: dict[str, tuple[str, float, int]] = {}  # token -> (hash key, polled at, pollAfterMs)
@@ -168,22 +201,27 @@ class PollMemo:
         self.answered = 0  # polls answered here (tests, bench/unit_costs.py)
         self.background = True  # the flush runs on its own thread (tests call flush() themselves)
 
+    def reach(self, limit: int) -> int:
+        """How many fans from the front admission may pop before a snapshot is read again."""
+        return self.passes * (limit + POP_BUDGET)
+
     # -- what Redis said -------------------------------------------------------------------------
 
     def remember(self, info: QueueToken, counters: Sequence[Any]) -> None:
-        """A verified answer (a join's or a poll's) and the concert's (rate/s, popped, gone) read in
-        the same script; anything but WAITING is forgotten."""
+        """A verified answer (a join's or a poll's) and what the same script read: the concert's
+        (rate/s, popped, gone) and the token's arrival sequence; anything but WAITING is forgotten."""
         if info.status != WAITING:
             self._fans.pop(info.token, None)
             return
         now = self.clock()
         per_s, popped, gone = float(_text(counters[0]) or 0), int(counters[1]), int(counters[2])
-        self._seen(info.concert_id, per_s, popped, gone, sold_out=info.sold_out, gated=None, now=now)
+        self._seen(info.concert_id, per_s, popped, gone, info.sold_out)
         if len(self._fans) >= MAX_ENTRIES:
             self._fans.clear()
         self._fans[info.token] = _Fan(
             info.user_id,
             info.concert_id,
+            int(float(_text(counters[3]) or 0)),
             info.rank,
             popped,
             gone,
@@ -199,32 +237,34 @@ class PollMemo:
         with self._lock:
             self._pending.pop(token, None)
 
-    def _seen(
-        self, concert_id: int, per_s: float, popped: int, gone: int, *, sold_out: bool, gated: bool | None, now: float
-    ) -> _Concert:
+    def _seen(self, concert_id: int, per_s: float, popped: int, gone: int, sold_out: bool) -> _Concert:
+        """A reply's counters (they never make a snapshot fresh: only the snapshot reads `beyond`)."""
         c = self._concerts.get(concert_id)
         if c is None:
-            c = self._concerts[concert_id] = _Concert(per_s, popped, gone, sold_out, bool(gated), now)
+            c = self._concerts[concert_id] = _Concert(
+                per_s, popped, gone, sold_out, False, 0, math.inf, math.inf, -math.inf
+            )
         elif popped >= c.popped and gone >= c.gone:  # not older than what is known (replies may cross)
-            c.per_s, c.popped, c.gone, c.sold_out, c.read = per_s, popped, gone, sold_out, now
-            if gated is not None:
-                c.gated = gated
+            c.per_s, c.popped, c.gone, c.sold_out = per_s, popped, gone, sold_out
         return c
 
-    def _concert(self, concert_id: int, now: float) -> _Concert:
+    def _concert(self, concert_id: int, now: float, reach: int) -> _Concert:
         c = self._concerts.get(concert_id)
-        if c is not None and now - c.read <= FRESH_S:
+        if c is not None and now - c.read <= FRESH_S and c.reach == reach:
             return c
-        per_s, popped, gone, sold_out, gated = self._snapshot(concert_id)
-        return self._seen(
-            concert_id,
+        per_s, popped, gone, sold_out, gated, beyond, head = self._snapshot(concert_id, reach)
+        c = self._concerts[concert_id] = _Concert(
             float(_text(per_s)),
             int(popped),
             int(gone),
-            sold_out=int(sold_out) == 1,
-            gated=int(gated) == 1,
-            now=now,
+            int(sold_out) == 1,
+            int(gated) == 1,
+            reach,
+            float(_text(beyond)),
+            float(_text(head)),
+            now,
         )
+        return c
 
     # -- a poll ------------------------------------------------------------------------------------
 
@@ -238,18 +278,15 @@ class PollMemo:
         now = self.clock()
         if now - fan.verified > VERIFY_S:
             return None
-        known = self._concerts.get(fan.concert_id)
-        # a fan of this memo (as the counters last read): an early poll is refused here, unread,
-        # as the poll script refuses one
-        early = now < fan.due - (fan.due - fan.last) * EARLY_FRACTION
-        if early and known is not None and self._place(fan, known, limit) is not None:
+        reach = self.reach(limit)
+        c = self._concert(fan.concert_id, now, reach)  # a stale one could refuse an admitted fan's poll
+        place = self._place(fan, c, reach)
+        if place is None:
+            return None
+        if now < fan.due - (fan.due - fan.last) * EARLY_FRACTION:  # as the poll script refuses one
             wait_ms = math.ceil((fan.due - now) * 1000)
             TALLY.inc(POLL_ANSWERS, ("memo_early",))
             raise RateLimited(f"poll again in {wait_ms} ms (pollAfterMs)", retry_after=max(1, -(-wait_ms // 1000)))
-        c = self._concert(fan.concert_id, now)
-        place = self._place(fan, c, limit)
-        if place is None:
-            return None
         high, low = place
         wait_s, after = pace(low, c.per_s, poll_max_ms=self.poll_max_ms, waiting_ttl_ms=self.waiting_ttl_ms)
         fan.last, fan.due = now, now + after / 1000
@@ -271,17 +308,19 @@ class PollMemo:
         )
 
     @staticmethod
-    def _place(fan: _Fan, c: _Concert, limit: int) -> tuple[int, int] | None:
-        """(high, low) when the memo may answer for the fan at these counters, else None."""
-        if c.gated or c.per_s <= 0:
+    def _place(fan: _Fan, c: _Concert, reach: int) -> tuple[int, int] | None:
+        """(rank shown, rank paced from) when the memo may answer for the fan, else None."""
+        if c.gated or c.per_s <= 0 or fan.seq <= 0 or c.reach != reach:
             return None
         high = fan.rank - (c.popped - fan.popped)
         low = high - (c.gone - fan.gone)
-        if low <= limit + POP_BUDGET:  # even when sold out: seats may return and a pass admit meanwhile
+        if c.sold_out:  # not popped before the snapshot, and no pass admits until it is read again
+            return (high, max(low, 1)) if fan.seq >= c.head else None
+        if not fan.seq > c.beyond:  # not certainly beyond what admission can reach before the next read
             return None
-        if not c.sold_out and high - low > SPREAD * high:  # sold out, the rank matters less than the news
+        if high - low > SPREAD * high:
             return None
-        return high, low
+        return high, max(low, 1)
 
     # -- keep-alive ------------------------------------------------------------------------------
 

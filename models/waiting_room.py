@@ -13,6 +13,9 @@ Keys (all of one concert share the hash tag `{c:<id>}`, so they live on one Clus
   wr:{c:N}:admits    ZSET  "<ms>:<count>" (a pass) or "<token>:1" (admitted on join) -> ms: admissions
                            of the last minute; wr:{c:N}:rate = "<count>:<oldest ms>" (wait estimate)
   wr:{c:N}:soldout   STRING "1" while no seat of the concert can still be sold (none AVAILABLE or HELD)
+  wr:{c:N}:reopen    STRING set for REOPEN_MS when the pass clears soldout (seats came back): no
+                           admission meanwhile, so a poll memo's sold-out snapshot stays true of
+                           who was admitted until it is read again (models/poll_memo.py)
   wr:{c:N}:admitted  STRING admissions ever (pass and join), for the operator console
   wr:{c:N}:popped    STRING waiting tokens ever popped from the head by admission (admitted or dropped)
   wr:{c:N}:gone      STRING waiting tokens ever removed elsewhere (leave, sweep, replaced on join);
@@ -39,11 +42,23 @@ import redis
 
 from config.settings import Settings
 from models.errors import Forbidden, RateLimited, TokenInvalid, ValidationError
-from models.poll_memo import POLL_ANSWERS, SNAPSHOT_LUA, PollMemo
+from models.poll_memo import POLL_ANSWERS, REOPEN_MS, SNAPSHOT_LUA, PollMemo
 from models.queue_tokens import QueueToken, concert_of_token, fingerprint, new_token_for, token_of_reply
 from models.redis_support import evalsha_direct, is_cluster
 from models.tally import TALLY
-from models.waiting_room_lua import ADMIT, COUNTS, ISSUE, LEAVE, LIMITS, POLL, PRELUDE, RATE, SWEEP, SWEEP_SLICE
+from models.waiting_room_lua import (
+    ADMIT,
+    COUNTS,
+    ISSUE,
+    LEAVE,
+    LIMITS,
+    POLL,
+    PRELUDE,
+    RATE,
+    REOPEN,
+    SWEEP,
+    SWEEP_SLICE,
+)
 
 WAITING, ACTIVE = "WAITING", "ACTIVE"
 CONCERTS_KEY = "wr:concerts"
@@ -110,6 +125,7 @@ def _keys(concert_id: int) -> dict[str, str]:
         "seq": f"{tag}:seq",
         "admits": f"{tag}:admits",
         "soldout": f"{tag}:soldout",
+        "reopen": f"{tag}:reopen",
         "admitted": f"{tag}:admitted",
         "popped": f"{tag}:popped",
         "gone": f"{tag}:gone",
@@ -134,6 +150,7 @@ class WaitingRoom:
         waiting_ttl: int,
         poll_max_interval: float = 30.0,
         poll_memo: bool = False,
+        admit_interval: float = 1.0,
     ) -> None:
         self.r = client
         self._cluster = is_cluster(client)  # an isinstance of a typing Protocol: ~2 µs, once
@@ -150,11 +167,16 @@ class WaitingRoom:
         self._counts = client.register_script(COUNTS)
         self._rate = client.register_script(RATE)
         self._snapshot = client.register_script(PRELUDE + SNAPSHOT_LUA)
+        self._reopen = client.register_script(REOPEN)
         # a web process answers far-back polls itself (POLL_MEMO; the composition root turns it on)
         self.memo: PollMemo | None = None
         if poll_memo:
             self.memo = PollMemo(
-                client, snapshot=self.snapshot, poll_max_ms=self.poll_max_ms, waiting_ttl_ms=self.waiting_ttl_ms
+                client,
+                snapshot=self.snapshot,
+                poll_max_ms=self.poll_max_ms,
+                waiting_ttl_ms=self.waiting_ttl_ms,
+                admit_interval_s=admit_interval,
             )
         self._recent: dict[str, tuple[float, int, QueueToken]] = {}  # token -> (until, ends here, status)
 
@@ -168,6 +190,7 @@ class WaitingRoom:
             waiting_ttl=settings.waiting_ttl,
             poll_max_interval=settings.poll_max_interval,
             poll_memo=settings.poll_memo,
+            admit_interval=settings.admit_interval,
         )
 
     def _args(self, concert_id: int) -> list[str | int]:
@@ -231,7 +254,7 @@ class WaitingRoom:
         window = Window(int(reply[10]), int(reply[11]), int(reply[12])) if rates else None
         issued = token_of_reply(_text(reply[0]), reply[2:10], created=int(reply[1]) == 1)
         if self.memo is not None:
-            self.memo.remember(issued, reply[13:16])
+            self.memo.remember(issued, reply[13:17])
         if issued.created and issued.status != ACTIVE and self._cluster:
             self.r.sadd(CONCERTS_KEY, concert_id)
         return issued, window
@@ -256,7 +279,7 @@ class WaitingRoom:
         found = evalsha_direct(self.r, script, keys, args)
         info = self.status_from(token=token, found=found)
         if touch and self.memo is not None:
-            self.memo.remember(info, found[8:11])
+            self.memo.remember(info, found[8:12])
         return info
 
     def poll_as(self, *, token: str, user_id: int, limit: int) -> QueueToken:
@@ -269,9 +292,10 @@ class WaitingRoom:
             TALLY.inc(POLL_ANSWERS, ("redis",))
         return self.status(token=token)
 
-    def snapshot(self, concert_id: int) -> Any:
-        """The concert's (admissions/s, popped, gone, sold out, gate closed) now: the poll memo's read."""
-        return self._snapshot(keys=[f"{_tag(concert_id)}:waiting"], args=self._args(concert_id))
+    def snapshot(self, concert_id: int, reach: int) -> Any:
+        """The concert's (admissions/s, popped, gone, sold out, gate closed, the arrival sequence at
+        rank `reach`) now: the poll memo's read."""
+        return self._snapshot(keys=[f"{_tag(concert_id)}:waiting"], args=[*self._args(concert_id), reach])
 
     def status_call(self, *, token: str, touch: bool = False) -> tuple[Any, list[str], list[str | int]]:
         """The poll script's (script, keys, args), to run in one round trip with other reads."""
@@ -386,9 +410,9 @@ class WaitingRoom:
         if sold_out:
             self.r.set(k["soldout"], "1", px=max(self.active_ttl_ms, 60_000))
         else:
-            self.r.delete(k["soldout"])
+            self._reopen(keys=[k["soldout"], k["reopen"]], args=[REOPEN_MS])
         swept = self.sweep_pass(concert_id=concert_id)
-        keys = [k["waiting"], k["active"], k["admits"], k["soldout"], k["gate"], k["pre"], k["popped"]]
+        keys = [k["waiting"], k["active"], k["admits"], k["soldout"], k["gate"], k["pre"], k["popped"], k["reopen"]]
         args: list[str | int] = [
             k["token_prefix"],
             self.active_limit if limit is None else limit,

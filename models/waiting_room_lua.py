@@ -127,9 +127,10 @@ if KEYS[2 + NR] then redis.call('SADD', KEYS[2 + NR], concert) end
 local flags = redis.call('MGET', ukey, TAG .. ':soldout', TAG .. ':gate', TAG .. ':rate',
                          TAG .. ':popped', TAG .. ':gone')
 -- what a web process's poll memo (models/poll_memo.py) needs to answer later polls itself
-local function rl(reply)
+local function rl(reply, seq)  -- seq: a waiting token's arrival sequence (its place in the line)
   reply[11], reply[12], reply[13] = rl_max, rl_left, rl_reset
   reply[14], reply[15], reply[16] = tostring(per_second(flags[4])), flags[5] or 0, flags[6] or 0
+  reply[17] = seq or 0
   return reply
 end
 local existing = flags[1]
@@ -137,7 +138,8 @@ if existing then
   local found = describe(existing)
   if found then
     local wait_s, after = pace(found[4], flags[4])
-    return rl({existing, 0, found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after})
+    return rl({existing, 0, found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after},
+              redis.call('ZSCORE', waiting, existing))
   end
   redis.call('DEL', TAG .. ':t:' .. existing)
   if redis.call('ZREM', waiting, existing) == 1 then
@@ -163,13 +165,14 @@ if nwaiting == 0 and soldout == 0 and not flags[3] and redis.call('ZCARD', activ
   return rl({new_token, 1, user, concert, 'ACTIVE', 0, NOW + ATTL, soldout, 0, 0})
 end
 local wait_s, after = pace(nwaiting + 1, flags[4])
-redis.call('ZADD', waiting, redis.call('INCR', TAG .. ':seq'), new_token)
+local seq = redis.call('INCR', TAG .. ':seq')
+redis.call('ZADD', waiting, seq, new_token)
 -- a waiting token has no TTL: the sweep (and admission) drop it once `p` is WAITING_TTL old
 redis.call('HSET', hk, 'user', user, 'concert', concert, 'status', 'WAITING', 'issued', NOW,
            'p', NOW .. ':' .. (NOW + after))
 redis.call('SET', ukey, new_token)
 -- the newest arrival has the highest sequence: its rank is the queue's length
-return rl({new_token, 1, user, concert, 'WAITING', nwaiting + 1, NOW + WTTL, soldout, wait_s, after})
+return rl({new_token, 1, user, concert, 'WAITING', nwaiting + 1, NOW + WTTL, soldout, wait_s, after}, seq)
 """
 )
 
@@ -194,9 +197,10 @@ if found[3] == 'WAITING' and touch == '1' then
   redis.call('HSET', TAG .. ':t:' .. token, 'p', NOW .. ':' .. (NOW + after))
   found[5] = NOW + WTTL
 end
--- and what a web process's poll memo needs (models/poll_memo.py): admissions/s, popped, gone
+-- and what a web process's poll memo needs (models/poll_memo.py): admissions/s, popped, gone, and
+-- the token's arrival sequence (its place in the line; 0 for a pre-queued one)
 return {found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after,
-        tostring(per_second(c[1])), c[2] or 0, c[3] or 0}
+        tostring(per_second(c[1])), c[2] or 0, c[3] or 0, redis.call('ZSCORE', TAG .. ':waiting', token) or 0}
 """
 )
 
@@ -262,13 +266,14 @@ ADMIT = (
     + """
 local waiting, active, admits, soldout, gate, pre = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local popped_key = KEYS[7]  -- waiting tokens ever popped from the head (admitted or dropped): poll memo
+local reopen = KEYS[8]  -- seats came back less than REOPEN_MS ago: no admission yet
 local prefix, limit = ARGV[1], tonumber(ARGV[2])
 local attl, wttl, ukprefix = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local cap = tonumber(ARGV[6])
 local now = now_ms()  -- operator controls: at most this many per pass (-1: no cap)
 redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
 redis.call('ZREMRANGEBYSCORE', admits, '-inf', now - 60000)
-if redis.call('EXISTS', soldout) == 1 or redis.call('EXISTS', gate) == 1 then
+if redis.call('EXISTS', soldout) == 1 or redis.call('EXISTS', gate) == 1 or redis.call('EXISTS', reopen) == 1 then
   return {0, redis.call('ZCARD', waiting) + redis.call('ZCARD', pre), redis.call('ZCARD', active), 0}
 end
 local free = limit - redis.call('ZCARD', active)
@@ -314,6 +319,13 @@ redis.call('SET', string.sub(admits, 1, -8) .. ':rate', total .. ':' .. oldest, 
 return {admitted, redis.call('ZCARD', waiting) + redis.call('ZCARD', pre), redis.call('ZCARD', active), dropped}
 """
 )
+
+# Seats came back: KEYS[1] soldout is cleared and, if it was set, KEYS[2] reopen is set for ARGV[1] ms
+# (atomic: no admission can slip between the two).
+REOPEN = """
+if redis.call('DEL', KEYS[1]) == 1 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[1]) end
+return 0
+"""
 
 # The operator's counts in one round trip: {waiting, pre-queued, gate closed, active and unexpired}.
 COUNTS = (

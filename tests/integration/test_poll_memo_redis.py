@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from redis.connection import AbstractConnection
 
 from config.bootstrap import make_redis
+from models import poll_memo
 from models.errors import RateLimited, TokenInvalid
 from models.poll_memo import POP_BUDGET, pace
 from models.queue_tokens import QueueToken
@@ -21,8 +23,9 @@ pytestmark = pytest.mark.integration
 
 CONCERT = 731_001  # no other test uses this concert id
 LIMIT = 2
-MARGIN = LIMIT + POP_BUDGET  # a fan further back than this is the memo's to answer
-FANS = MARGIN + 60
+# a fan further back than this is the memo's to answer: two admission passes at ADMIT_INTERVAL 1 s
+REACH = 2 * (LIMIT + POP_BUDGET)
+FANS = REACH + 60
 
 
 class Clock:
@@ -47,7 +50,7 @@ def setup(redis_any: str) -> Iterator[tuple[WaitingRoom, Clock, list[QueueToken]
     room.memo.background = False  # the test flushes
     fans = [room.issue(user_id=user, concert_id=CONCERT) for user in range(1, FANS + 1)]
     assert [f.status for f in fans[:LIMIT]] == [ACTIVE] * LIMIT and fans[-1].rank == FANS - LIMIT
-    room.snapshot(CONCERT)  # its script loaded (another test may have flushed the scripts): not counted later
+    room.snapshot(CONCERT, REACH)  # its script loaded (another test may have flushed the scripts): not counted later
     yield room, clock, fans
     client.flushdb()
     client.close()
@@ -83,8 +86,8 @@ def exact(room: WaitingRoom, token: str) -> QueueToken:
 
 def test_a_far_back_poll_costs_no_redis_round_trip_and_reads_as_redis_would(setup: Any) -> None:
     room, clock, fans = setup
-    far = [f for f in fans if f.status == WAITING and f.rank > MARGIN]
-    assert len(far) == FANS - LIMIT - MARGIN
+    far = [f for f in fans if f.status == WAITING and f.rank > REACH]
+    assert len(far) == FANS - LIMIT - REACH
     clock.now += 31  # every join's pollAfterMs (at most 30 s here) has passed: the counters are stale
     with round_trips() as sent:
         answers = [room.poll_as(token=f.token, user_id=f.user_id, limit=LIMIT) for f in far]
@@ -114,7 +117,7 @@ def test_after_admissions_and_leaves_the_rank_is_never_better_than_the_truth_nor
     assert truth.rank == last.rank - LIMIT - 5
     assert got.rank == last.rank - LIMIT  # popped from the head: certainly ahead; the leaves: unknown
     low = got.rank - 5
-    per_s = float(room.snapshot(CONCERT)[0])
+    per_s = float(room.snapshot(CONCERT, REACH)[0])
     assert (got.estimated_wait_seconds, got.poll_after_ms) == pace(
         low, per_s, poll_max_ms=room.poll_max_ms, waiting_ttl_ms=room.waiting_ttl_ms
     )
@@ -141,23 +144,37 @@ def test_at_a_sell_out_a_far_back_fan_learns_it_from_the_memo_and_the_front_from
     waiting = [f for f in fans if f.status == WAITING]
     room.r.delete(f"wr:{{c:{CONCERT}}}:active")
     assert room.admit(concert_id=CONCERT).admitted == LIMIT  # the first two waiting are ACTIVE now
-    for f in waiting[LIMIT : LIMIT + 200]:  # 200 leave: the rank's two bounds drift apart (10 % at the back)
+    left = 300  # the rank's two bounds drift more than 10 % apart: only a sold-out concert is answered then
+    for f in waiting[LIMIT : LIMIT + left]:
         assert room.leave(token=f.token)
-    assert room.admit(concert_id=CONCERT, sold_out=True).admitted == 0  # admission stops
     clock.now += 31
+    last = fans[-1]
     assert room.memo is not None
-    answers = {f.token: room.memo.answer(f.token, f.user_id, LIMIT) for f in waiting[LIMIT + 200 :]}
+    assert room.memo.answer(last.token, last.user_id, LIMIT) is None  # not sold out: Redis's exact rank
+    assert room.admit(concert_id=CONCERT, sold_out=True).admitted == 0  # admission stops
+    clock.now += poll_memo.FRESH_S + 0.01
+    assert room.memo is not None
+    answers = {f.token: room.memo.answer(f.token, f.user_id, LIMIT) for f in waiting[LIMIT + left :]}
     for fan in waiting[:LIMIT]:  # popped before admission stopped: Redis tells them
         assert room.memo.answer(fan.token, fan.user_id, LIMIT) is None
         due_in_redis(room, fan.token)
         assert room.poll_as(token=fan.token, user_id=fan.user_id, limit=LIMIT).status == ACTIVE
-    assert sum(a is not None for a in answers.values()) == (FANS - LIMIT + 400) - LIMIT - 200 - MARGIN
-    for fan in waiting[LIMIT + 200 :]:
+    for fan in waiting[LIMIT + left :]:  # every fan still waiting learns it here, near the front or not
         got, truth = answers[fan.token], exact(room, fan.token)
-        if truth.rank <= MARGIN:  # near the front (every leave was ahead: low = truth): Redis's, sold out or not
-            assert got is None
-            continue
-        assert got is not None and (got.status, got.sold_out, got.rank) == (WAITING, True, truth.rank + 200)
+        assert got is not None and (got.status, got.sold_out, got.rank) == (WAITING, True, truth.rank + left)
+
+
+def test_seats_coming_back_reopen_admission_only_once_every_memo_has_read_it(setup: Any) -> None:
+    room = setup[0]
+    room.r.delete(f"wr:{{c:{CONCERT}}}:active")
+    assert room.admit(concert_id=CONCERT, sold_out=True).admitted == 0
+    assert room.admit(concert_id=CONCERT).admitted == 0  # seats came back: reopened, nobody admitted yet
+    assert 0 < room.r.pttl(f"wr:{{c:{CONCERT}}}:reopen") <= poll_memo.REOPEN_MS
+    assert poll_memo.REOPEN_MS >= 2 * poll_memo.FRESH_S * 1000  # past any snapshot that saw it sold out
+    time.sleep(poll_memo.REOPEN_MS / 1000 + 0.05)
+    assert room.admit(concert_id=CONCERT).admitted == LIMIT
+    assert room.admit(concert_id=CONCERT).admitted == 0  # full: no flag was cleared, nothing reopened
+    assert room.r.exists(f"wr:{{c:{CONCERT}}}:reopen") == 0
 
 
 def test_an_early_far_back_poll_is_refused_without_redis(setup: Any) -> None:
@@ -168,7 +185,11 @@ def test_an_early_far_back_poll_is_refused_without_redis(setup: Any) -> None:
     clock.now += first.poll_after_ms / 1000 * 0.5  # half way: more than 20 % early
     with round_trips() as sent, pytest.raises(RateLimited) as refused:
         room.poll_as(token=far.token, user_id=far.user_id, limit=LIMIT)
-    assert refused.value.retry_after == -(-first.poll_after_ms // 2 // 1000) and sent == [0]
+    assert refused.value.retry_after == -(-first.poll_after_ms // 2 // 1000)
+    assert sent == [1]  # the concert read again (its last read is older than FRESH_S), nothing of the fan's
+    with round_trips() as sent, pytest.raises(RateLimited):
+        room.poll_as(token=far.token, user_id=far.user_id, limit=LIMIT)
+    assert sent == [0]  # within FRESH_S: no Redis at all
     clock.now += first.poll_after_ms / 1000 * 0.35  # 15 % early: on time
     assert room.poll_as(token=far.token, user_id=far.user_id, limit=LIMIT).status == WAITING
 

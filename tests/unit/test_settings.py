@@ -31,6 +31,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert (s.cache_schedule_ttl, s.cache_seats_ttl) == (300, 30)
     assert (s.max_charge, s.max_balance) == (1_000_000, 100_000_000)
     assert s.max_body_bytes == 16_384
+    assert s.poll_memo is True
     assert s.is_mysql is False
 
 
@@ -54,6 +55,7 @@ def test_good_values_are_parsed() -> None:
             "ADMIT_INTERVAL": "0.5",
             "MAX_CHARGE": "5000",
             "MAX_BALANCE": "20000",
+            "POLL_MEMO": "off",
         }
     )
 
@@ -65,6 +67,7 @@ def test_good_values_are_parsed() -> None:
     assert s.admin_token == "s3cret"
     assert (s.active_limit, s.admit_interval) == (250, 0.5)
     assert (s.max_charge, s.max_balance) == (5000, 20000)
+    assert s.poll_memo is False
 
 
 @pytest.mark.parametrize(
@@ -83,6 +86,7 @@ def test_good_values_are_parsed() -> None:
         ("ADMIT_INTERVAL", "fast"),
         ("ADMIT_MODE", "greedy"),
         ("POLL_MAX_INTERVAL", "0"),
+        ("POLL_MEMO", "sometimes"),
         ("MAX_BODY_BYTES", "10"),
         ("DATABASE_REPLICA_URL", "mysql:///nohost"),
         ("DATABASE_REPLICA_URL", "sqlite:///replica.db"),

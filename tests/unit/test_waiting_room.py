@@ -19,6 +19,7 @@ from config.settings import Settings
 from models import concerts
 from models.concerts import Schedule, Seat
 from models.db import db
+from models.poll_memo import REOPEN_MS
 from models.seed import seed_demo
 from models.waiting_room import Admission, WaitingRoom
 from tests.support.helpers import make_app, problem_of
@@ -120,10 +121,12 @@ def fake_redis_time(monkeypatch: pytest.MonkeyPatch, now_ms: Callable[[], int]) 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     import models.waiting_room as wr
+    from models import poll_memo
 
     fake = Clock()
     fake_redis_time(monkeypatch, lambda: fake.ms)  # the scripts' clock
     monkeypatch.setattr(wr, "_now_ms", lambda: fake.ms)  # the in-process status cache's
+    monkeypatch.setattr(poll_memo, "monotonic", lambda: fake.ms / 1000)  # the poll memo's
     return fake
 
 
@@ -428,6 +431,9 @@ def test_a_sold_out_concert_says_so_and_admits_nobody_until_seats_return(
     set_seats(room.concert_id, concerts.HELD)
     assert not sold_out(room.concert_id)
     set_seats(room.concert_id, concerts.AVAILABLE)
+    assert [p.admitted for p in room.admit(sold_out)] == [0]  # reopened: no admission until every
+    time.sleep(REOPEN_MS / 1000 + 0.05)  # web process's poll memo has read it (models/poll_memo.py)
+    clock.advance(REOPEN_MS + 50)  # (Redis's expiry follows the real clock, the rest the test's)
     assert [p.admitted for p in room.admit(sold_out)] == [1]
     polled = room.poll(waiter).get_json()
     assert (polled["status"], polled["soldOut"]) == ("ACTIVE", False)
