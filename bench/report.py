@@ -628,6 +628,14 @@ def _arrival_lines(d: dict[str, Any]) -> list[str]:
             f"Each floor started {lag['mean']:g} ms from the request beside it on average (largest {lag['max']} ms, "
             f"{lag['pairs']:,} pairs)."
         )
+    answered = d.get("poll_answers") or {}
+    if answered:
+        said.append(
+            "Waiting polls answered by the web process's poll memo (no Redis, `models/poll_memo.py`): "
+            f"{int(answered.get('memo', 0)):,}; by Redis: {int(answered.get('redis', 0)):,}"
+            + (f"; refused early by the memo: {int(answered['memo_early']):,}" if answered.get("memo_early") else "")
+            + "."
+        )
     exact = d.get("trace_p50_ms") or {}
     if exact:
         said.append(

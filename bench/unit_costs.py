@@ -164,12 +164,10 @@ def measure(n: int, redis_url: str) -> dict[str, Any]:
     users = {t: u for u, t in enumerate(tokens, start=1)}  # each fan is signed in as its token's user
     memo = getattr(room, "memo", None)  # the poll memo: off for "poll" and "early_poll" (Redis's polls)
     far: list[str] = []  # fans far enough back for the memo (ranks n + k + 1 on)
-    if memo is not None:
-        room.memo = None
+    if memo is not None:  # remembered as they join, as a web process remembers its fans
         first = len(tokens) + 1
         far = [room.issue(user_id=u, concert_id=concert).token for u in range(first, first + n + k)]
         users.update({t: u for u, t in enumerate(far, start=first)})
-        room.memo = memo
         for fan in memo._fans.values():  # every remembered fan is due now (its pollAfterMs passed)
             fan.last = fan.due = time.monotonic() - 1
         room.memo = None

@@ -479,3 +479,47 @@ def test_the_path_serves_the_join_without_flask(app: Flask, seat_map: dict[str, 
     assert joined.status_code == 201 and joined.json["userId"] == 61
     assert flask_calls == Counter()
     assert HTTP_REQUESTS.labels(*labels, "201")._value.get() - before == 1
+
+
+def test_a_far_back_poll_is_answered_by_the_memo_as_the_route_would_and_never_reaches_redis(
+    unit_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll memo behind the path (models/poll_memo.py): with one admission pass reaching one fan
+    (ACTIVE_LIMIT 1, no abandoned-waiter budget), the last of six fans is beyond it; its on-time
+    poll is answered without a Redis call, with what the poll script would say, and counted."""
+    import time
+
+    from models import poll_memo
+    from tests.support.helpers import make_app
+
+    monkeypatch.setattr(poll_memo, "POP_BUDGET", 0)
+    from config import bootstrap
+
+    app = make_app(unit_settings.with_(active_limit=1))
+    bootstrap.current().redis.flushall()  # the embedded Redis outlives an app (the `app` fixture's way)
+    concert = seed_demo()
+    client, room = app.test_client(), app.extensions["waiting_room"]
+    fans = [
+        client.post(f"{API}/queue/tokens", json={"concertId": concert}, headers=user_headers(u)).json
+        for u in range(1, 7)
+    ]
+    assert [f["status"] for f in fans] == ["ACTIVE"] + ["WAITING"] * 5 and fans[-1]["rank"] == 5
+    assert room.memo is not None and room.memo.reach(1) == 2
+    later = time.monotonic() + fans[-1]["pollAfterMs"] / 1000
+    monkeypatch.setattr(poll_memo, "monotonic", lambda: later)  # the fan's pollAfterMs has passed
+    room.snapshot(concert, 2)  # its script loaded before counting
+    calls: list[Any] = []
+    real = room.r.evalsha
+    monkeypatch.setattr(room.r, "evalsha", lambda *a, **kw: calls.append(a[0]) or real(*a, **kw))
+    served = app.wsgi_app
+    assert isinstance(served, HotPaths)
+
+    polled = _answer(served, f"{API}/queue/token", {**user_headers(6), "X-Queue-Token": fans[-1]["token"]})
+    again = _answer(served, f"{API}/queue/token", {**user_headers(5), "X-Queue-Token": fans[-2]["token"]})
+
+    assert polled[0] == again[0] == "200 OK" and room.memo.answered == 2
+    assert len(calls) == 1  # the concert's snapshot, once for both (no poll script)
+    truth = room.status(token=fans[-1]["token"], touch=False)
+    body = _json(polled)
+    assert (body["status"], body["rank"], body["soldOut"]) == ("WAITING", truth.rank, False)
+    assert (body["pollAfterMs"], body["estimatedWaitSeconds"]) == (truth.poll_after_ms, truth.estimated_wait_seconds)
