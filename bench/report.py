@@ -569,7 +569,11 @@ def _same_settings_lines(prm: dict[str, Any]) -> list[str]:
         values = [v for v in values if v is not None]
         if values:
             met = sum(v <= 1.5 for v in values)
-            said.append(f"`{name}` {min(values):g}–{max(values):g}× ({met} of {len(values)} within 1.5×)")
+            same = [r["ratios"].get(f"p50_over_same_server_bare_p50[{name}]") for r in runs]
+            same = [v for v in same if v is not None]
+            # the same route in the service's own gunicorn at the same moments: no second server's luck
+            beside = f"; over the bare route in the service's own gunicorn {min(same):g}–{max(same):g}×" if same else ""
+            said.append(f"`{name}` {min(values):g}–{max(values):g}× ({met} of {len(values)} within 1.5×{beside})")
     return [
         f"The same ratios over the {len(runs)} stored runs with this run's settings "
         f"(`bench/results/flash_sale_runs/`, {runs[0]['file'][:13]} to {runs[-1]['file'][:13]}): "

@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.report import same_settings_runs
 
 SETTINGS = {"mode": "full", "users": 5000, "bare_every": 1, "redis_nice": -10, "web_threads": 8,
-            "web_concurrency": 2, "arrivals": "burst", "redis": "single server"}  # fmt: skip
+            "web_concurrency": 2, "arrivals": "burst", "redis": "single server", "poll_memo": True}  # fmt: skip
 
 
 def _store(path: Path, parameters: dict[str, object], poll: float, traced: bool = True) -> None:
@@ -23,6 +23,10 @@ def test_only_runs_with_the_same_settings_and_exact_p50s_count(tmp_path: Path) -
     _store(tmp_path / "20261204_2222_b.json", SETTINGS, 1.64)
     _store(tmp_path / "20261204_2201_other_threads.json", {**SETTINGS, "web_threads": 4}, 1.57)
     _store(tmp_path / "20261204_2159_no_priority.json", {**SETTINGS, "redis_nice": None}, 2.7)
+    _store(tmp_path / "20261205_0409_no_poll_memo.json", {**SETTINGS, "poll_memo": False}, 1.22)
+    _store(
+        tmp_path / "20261204_2249_before_the_memo.json", {k: v for k, v in SETTINGS.items() if k != "poll_memo"}, 1.68
+    )
     _store(tmp_path / "20261204_1936_rounded.json", SETTINGS, 47.0, traced=False)
     (tmp_path / "broken.json").write_text("{")
 
