@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from models.poll_memo import reach as memo_reach
+
 ROOT = Path(__file__).resolve().parent.parent
 COSTS = ROOT / "bench" / "results" / "unit_costs.json"
 DOC = ROOT / "docs" / "CAPACITY.md"
@@ -33,9 +35,7 @@ BROWSE_S, PAY_S = 20, 20  # seat map → hold, hold → payment
 VIEWS = 3  # seat-map reads per buyer
 ACTIVE_TTL = 600
 CORE_BUSY = 0.6  # plan cores at 60 % busy
-# the poll memo answers a fan further back than two admission passes reach: 2 x (active limit + its
-# POP_BUDGET of 1,000) at ADMIT_INTERVAL 1 s (models/poll_memo.py PollMemo.reach)
-MEMO_PASSES, MEMO_POP_BUDGET = 2, 1_000
+ADMIT_INTERVAL = 1.0  # s: the default; the poll memo's reach depends on it
 HOLD_DB_MS, PAY_DB_MS = 1000 / 2354, 2 * 1000 / 2354  # bench/results/pipeline.json raw database tx/s
 
 
@@ -106,7 +106,7 @@ def simulate(sale: Sale, mode: str, horizon: int = 4 * 3600) -> dict[str, Any]:
         else:
             rank = (waiting - head + 1).astype(float)
             next_poll[waiting] = t + poll_interval(mode, rank, rate or sale.active_limit / ACTIVE_TTL)
-            memo = int((rank > MEMO_PASSES * (sale.active_limit + MEMO_POP_BUDGET)).sum())
+            memo = int((rank > memo_reach(sale.active_limit, ADMIT_INTERVAL)).sum())
         holds = int(buyer[(admitted_at == t - BROWSE_S)].sum()) if t >= BROWSE_S else 0
         series["t"].append(t)
         series["polls"].append(len(who))

@@ -96,17 +96,19 @@ POLL_ANSWERS = Counter(
     ["source"],
 )
 
-# The concert now: ARGV[1..5] as the waiting room's prelude, ARGV[6] the reach; KEYS[1] routes it.
+# The concert now: ARGV[1..5] as the waiting room's prelude, ARGV[6] the reach; every key it reads is
+# declared (KEYS = waiting, rate, popped, gone, soldout, gate, pre: one concert's slot).
 # {admissions/s, popped, gone, sold out, gate closed, the arrival sequence of the fan at rank
 # `reach` ('inf' when fewer wait; 0 when the pre-queue alone is that long), the head's ('inf': none)}
 SNAPSHOT_LUA = """
-local c = redis.call('MGET', TAG .. ':rate', TAG .. ':popped', TAG .. ':gone', TAG .. ':soldout', TAG .. ':gate')
-local reach, pre = tonumber(ARGV[6]), redis.call('ZCARD', TAG .. ':pre')
+local c = redis.call('MGET', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+local reach, pre = tonumber(ARGV[6]), redis.call('ZCARD', KEYS[7])
 local beyond = '0'
 if reach > pre then
-  beyond = redis.call('ZRANGE', TAG .. ':waiting', reach - pre - 1, reach - pre - 1, 'WITHSCORES')[2] or 'inf'
+  beyond = redis.call('ZRANGE', KEYS[1], reach - pre - 1, reach - pre - 1, 'WITHSCORES')[2] or 'inf'
 end
-local head = redis.call('ZRANGE', TAG .. ':waiting', 0, 0, 'WITHSCORES')[2] or 'inf'
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or 'inf'
+-- c[1] is false, never nil, when no rate is set: per_second reads nothing more
 return {tostring(per_second(c[1])), c[2] or 0, c[3] or 0, c[4] and 1 or 0, c[5] and 1 or 0, beyond, head}
 """
 
@@ -159,6 +161,13 @@ class _Concert:
     read: float  # monotonic time of the snapshot (-inf: none yet)
 
 
+def reach(limit: int, admit_interval_s: float) -> int:
+    """How many fans from the front admission may pop before a snapshot is read again: one pass
+    pops at most its free slots and POP_BUDGET abandoned waiters, and the passes that fit in
+    FRESH_S run, and one more (a late pass and the next on time). The capacity model counts it too."""
+    return (math.ceil(FRESH_S / admit_interval_s) + 1) * (limit + POP_BUDGET)
+
+
 def monotonic() -> float:
     """The memo's clock (seconds): time.monotonic, unless a test moves it."""
     return time.monotonic()
@@ -189,9 +198,7 @@ class PollMemo:
         self._keepalive = client.register_script(KEEPALIVE)
         self.poll_max_ms = poll_max_ms
         self.waiting_ttl_ms = waiting_ttl_ms
-        # admission passes that can run between a snapshot and its use: those within FRESH_S, and
-        # one more (a late pass and the next on time)
-        self.passes = math.ceil(FRESH_S / admit_interval_s) + 1
+        self.admit_interval_s = admit_interval_s
         self.clock = clock if clock is not None else (lambda: monotonic())  # looked up each call: tests move it
         self._fans: dict[str, _Fan] = {}
         self._concerts: dict[int, _Concert] = {}
@@ -202,26 +209,28 @@ class PollMemo:
         self.background = True  # the flush runs on its own thread (tests call flush() themselves)
 
     def reach(self, limit: int) -> int:
-        """How many fans from the front admission may pop before a snapshot is read again."""
-        return self.passes * (limit + POP_BUDGET)
+        """reach() at this process's ADMIT_INTERVAL."""
+        return reach(limit, self.admit_interval_s)
 
     # -- what Redis said -------------------------------------------------------------------------
 
     def remember(self, info: QueueToken, counters: Sequence[Any]) -> None:
         """A verified answer (a join's or a poll's) and what the same script read: the concert's
-        (rate/s, popped, gone) and the token's arrival sequence; anything but WAITING is forgotten."""
+        (popped, gone) and the token's arrival sequence; anything but WAITING is forgotten.
+
+        It never touches the concert's snapshot: a reply's sold out (or counters) mixed into an
+        older read of the line would let that read speak for a fan a pass admitted since."""
         if info.status != WAITING:
             self._fans.pop(info.token, None)
             return
         now = self.clock()
-        per_s, popped, gone = float(_text(counters[0]) or 0), int(counters[1]), int(counters[2])
-        self._seen(info.concert_id, per_s, popped, gone, info.sold_out)
+        popped, gone, seq = int(counters[0]), int(counters[1]), int(float(_text(counters[2]) or 0))
         if len(self._fans) >= MAX_ENTRIES:
             self._fans.clear()
         self._fans[info.token] = _Fan(
             info.user_id,
             info.concert_id,
-            int(float(_text(counters[3]) or 0)),
+            seq,
             info.rank,
             popped,
             gone,
@@ -236,17 +245,6 @@ class PollMemo:
         self._fans.pop(token, None)
         with self._lock:
             self._pending.pop(token, None)
-
-    def _seen(self, concert_id: int, per_s: float, popped: int, gone: int, sold_out: bool) -> _Concert:
-        """A reply's counters (they never make a snapshot fresh: only the snapshot reads `beyond`)."""
-        c = self._concerts.get(concert_id)
-        if c is None:
-            c = self._concerts[concert_id] = _Concert(
-                per_s, popped, gone, sold_out, False, 0, math.inf, math.inf, -math.inf
-            )
-        elif popped >= c.popped and gone >= c.gone:  # not older than what is known (replies may cross)
-            c.per_s, c.popped, c.gone, c.sold_out = per_s, popped, gone, sold_out
-        return c
 
     def _concert(self, concert_id: int, now: float, reach: int) -> _Concert:
         c = self._concerts.get(concert_id)

@@ -254,7 +254,7 @@ class WaitingRoom:
         window = Window(int(reply[10]), int(reply[11]), int(reply[12])) if rates else None
         issued = token_of_reply(_text(reply[0]), reply[2:10], created=int(reply[1]) == 1)
         if self.memo is not None:
-            self.memo.remember(issued, reply[13:17])
+            self.memo.remember(issued, reply[13:16])
         if issued.created and issued.status != ACTIVE and self._cluster:
             self.r.sadd(CONCERTS_KEY, concert_id)
         return issued, window
@@ -279,7 +279,7 @@ class WaitingRoom:
         found = evalsha_direct(self.r, script, keys, args)
         info = self.status_from(token=token, found=found)
         if touch and self.memo is not None:
-            self.memo.remember(info, found[8:12])
+            self.memo.remember(info, found[8:11])
         return info
 
     def poll_as(self, *, token: str, user_id: int, limit: int) -> QueueToken:
@@ -295,7 +295,9 @@ class WaitingRoom:
     def snapshot(self, concert_id: int, reach: int) -> Any:
         """The concert's (admissions/s, popped, gone, sold out, gate closed, the arrival sequence at
         rank `reach`) now: the poll memo's read."""
-        return self._snapshot(keys=[f"{_tag(concert_id)}:waiting"], args=[*self._args(concert_id), reach])
+        k = _keys(concert_id)
+        keys = [k["waiting"], f"{_tag(concert_id)}:rate", k["popped"], k["gone"], k["soldout"], k["gate"], k["pre"]]
+        return self._snapshot(keys=keys, args=[*self._args(concert_id), reach])
 
     def status_call(self, *, token: str, touch: bool = False) -> tuple[Any, list[str], list[str | int]]:
         """The poll script's (script, keys, args), to run in one round trip with other reads."""

@@ -129,8 +129,7 @@ local flags = redis.call('MGET', ukey, TAG .. ':soldout', TAG .. ':gate', TAG ..
 -- what a web process's poll memo (models/poll_memo.py) needs to answer later polls itself
 local function rl(reply, seq)  -- seq: a waiting token's arrival sequence (its place in the line)
   reply[11], reply[12], reply[13] = rl_max, rl_left, rl_reset
-  reply[14], reply[15], reply[16] = tostring(per_second(flags[4])), flags[5] or 0, flags[6] or 0
-  reply[17] = seq or 0
+  reply[14], reply[15], reply[16] = flags[5] or 0, flags[6] or 0, seq or 0
   return reply
 end
 local existing = flags[1]
@@ -197,10 +196,10 @@ if found[3] == 'WAITING' and touch == '1' then
   redis.call('HSET', TAG .. ':t:' .. token, 'p', NOW .. ':' .. (NOW + after))
   found[5] = NOW + WTTL
 end
--- and what a web process's poll memo needs (models/poll_memo.py): admissions/s, popped, gone, and
--- the token's arrival sequence (its place in the line; 0 for a pre-queued one)
+-- and what a web process's poll memo needs (models/poll_memo.py): popped, gone, and the token's
+-- arrival sequence (its place in the line; 0 for a pre-queued one)
 return {found[1], found[2], found[3], found[4], found[5], found[6], wait_s, after,
-        tostring(per_second(c[1])), c[2] or 0, c[3] or 0, redis.call('ZSCORE', TAG .. ':waiting', token) or 0}
+        c[2] or 0, c[3] or 0, redis.call('ZSCORE', TAG .. ':waiting', token) or 0}
 """
 )
 

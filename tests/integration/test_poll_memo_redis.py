@@ -217,3 +217,23 @@ def test_the_flush_keeps_a_memo_answered_place_alive_and_forgets_an_ended_token(
     with pytest.raises(TokenInvalid):  # forgotten: Redis answers, and the token is gone
         room.poll_as(token=b.token, user_id=b.user_id, limit=LIMIT)
     assert room.memo.flush() == 0
+
+
+def test_a_sold_out_reply_never_makes_an_older_read_of_the_line_speak_for_an_admitted_fan(setup: Any) -> None:
+    """Only the memo's own read of the concert decides: another fan's poll that says soldOut must
+    not turn a read taken before a pass (the admitted fan at or past its head) into a sold-out one."""
+    room, clock, fans = setup
+    clock.now += 31
+    far = fans[-1]
+    assert room.poll_as(token=far.token, user_id=far.user_id, limit=LIMIT).status == WAITING  # read: not sold out
+    front = next(f for f in fans if f.status == WAITING)
+    room.r.delete(f"wr:{{c:{CONCERT}}}:active")
+    assert room.admit(concert_id=CONCERT).admitted == LIMIT  # `front` is ACTIVE now
+    room.r.set(f"wr:{{c:{CONCERT}}}:soldout", "1")
+    other = fans[-2]
+    due_in_redis(room, other.token)
+    assert room.status(token=other.token).sold_out  # a Redis poll (remembered) says sold out
+    assert room.memo is not None
+    assert room.memo.answer(front.token, front.user_id, LIMIT) is None  # within FRESH_S of the read
+    due_in_redis(room, front.token)
+    assert room.poll_as(token=front.token, user_id=front.user_id, limit=LIMIT).status == ACTIVE
