@@ -553,7 +553,13 @@ def same_settings_runs(prm: dict[str, Any], runs_dir: Path | None = None) -> lis
         other = run.get("parameters") or {}
         if run.get("trace_p50_ms") and all(other.get(k) == prm.get(k) for k in SAME_SETTINGS):
             found.append(
-                {"file": path.name, "ratios": run.get("ratios") or {}, "sell_out_s": run.get("sell_out_seconds")}
+                {
+                    "file": path.name,
+                    "ratios": run.get("ratios") or {},
+                    "sell_out_s": run.get("sell_out_seconds"),
+                    "trace_p50_ms": run["trace_p50_ms"],
+                    "poll_answers": run.get("poll_answers") or {},
+                }
             )
     return found
 
@@ -578,9 +584,40 @@ def _same_settings_lines(prm: dict[str, Any]) -> list[str]:
         f"The same ratios over the {len(runs)} stored runs with this run's settings "
         f"(`bench/results/flash_sale_runs/`, {runs[0]['file'][:13]} to {runs[-1]['file'][:13]}): "
         + "; ".join(said)
-        + ".",
+        + "."
+        + _floors_apart(runs)
+        + _memo_share(runs),
         "",
     ]
+
+
+def _floors_apart(runs: list[dict[str, Any]]) -> str:
+    """How far apart the two bare floors beside the join were (its own gunicorn ÷ the service's): how
+    much of a ratio to the first is which server got the CPUs first."""
+    apart = []
+    for r in runs:
+        t = r["trace_p50_ms"]
+        own, same = t.get("/bare (beside /queue/tokens)"), t.get("/floor/bare (same server, beside /queue/tokens)")
+        if own and same:
+            apart.append(own / same)
+    if not apart:
+        return ""
+    return (
+        f" The two bare routes beside the join (its own gunicorn ÷ the service's, the same requests at the "
+        f"same moments) were {min(apart):.2f}–{max(apart):.2f}× apart."
+    )
+
+
+def _memo_share(runs: list[dict[str, Any]]) -> str:
+    """The share of waiting polls the web processes' poll memo answered, over the runs that report it."""
+    shares = [
+        a["memo"] / total
+        for r in runs
+        if (a := r["poll_answers"]) and "memo" in a and (total := a.get("memo", 0) + a.get("redis", 0))
+    ]
+    if not shares:
+        return ""
+    return f" The poll memo answered {min(shares):.0%}–{max(shares):.0%} of the waiting polls."
 
 
 def _queue_p50_rows(ratios: dict[str, Any], every: int, prm: dict[str, Any] | None = None) -> list[str]:

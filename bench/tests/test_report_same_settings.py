@@ -34,3 +34,25 @@ def test_only_runs_with_the_same_settings_and_exact_p50s_count(tmp_path: Path) -
 
     assert [r["file"] for r in runs] == ["20261204_2218_a.json", "20261204_2222_b.json"]
     assert [r["ratios"]["p50_over_same_run_bare_p50[/queue/token]"] for r in runs] == [1.36, 1.64]
+
+
+def test_the_floors_spread_and_the_memo_share_are_read_from_the_stored_runs(tmp_path: Path) -> None:
+    from bench.report import _floors_apart, _memo_share
+
+    for name, own, same, memo, redis in (("a", 30.0, 60.0, 600, 400), ("b", 52.4, 20.0, 550, 450)):
+        run = {
+            "parameters": SETTINGS,
+            "ratios": {},
+            "trace_p50_ms": {
+                "/bare (beside /queue/tokens)": own,
+                "/floor/bare (same server, beside /queue/tokens)": same,
+            },
+            "poll_answers": {"memo": memo, "redis": redis},
+        }
+        (tmp_path / f"20261205_0400_{name}.json").write_text(json.dumps(run))
+
+    runs = same_settings_runs(SETTINGS, tmp_path)
+
+    assert "were 0.50–2.62× apart" in _floors_apart(runs)
+    assert _memo_share(runs) == " The poll memo answered 55%–60% of the waiting polls."
+    assert _floors_apart([]) == _memo_share([]) == ""
